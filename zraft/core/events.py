@@ -39,7 +39,9 @@ REQUIRED_FIELDS: dict[EventName, frozenset[str]] = {
 """The fields each event carries, no more and no fewer."""
 
 TERM_CHANGE_REASONS = frozenset({"election", "message"})
-VOTE_DENIAL_REASONS = frozenset({"already_voted", "log_behind", "leader_alive", "stale_term", "not_voter"})
+VOTE_DENIAL_REASONS = frozenset(
+    {"already_voted", "log_behind", "leader_alive", "stale_term", "not_voter"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,4 +54,6 @@ class Event:
     def __post_init__(self) -> None:
         expected = REQUIRED_FIELDS[self.name]
         if set(self.fields) != expected:
-            raise ValueError(f"event {self.name} needs fields {sorted(expected)}, got {sorted(self.fields)}")
+            raise ValueError(
+                f"event {self.name} needs fields {sorted(expected)}, got {sorted(self.fields)}"
+            )

@@ -43,8 +43,7 @@ class Ready:
     committed: tuple[Entry, ...]
     read_states: tuple[ReadState, ...]
     events: tuple[Event, ...]
-
-    @property
-    def must_sync(self) -> bool:
-        """Whether step 1 has anything to make durable."""
-        return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
+    must_sync: bool
+    """Whether step 1 needs an fsync before `messages` go out: entries, a snapshot, or a
+    changed term or vote. A hard state whose only change is `commit` may be written
+    without one: commit is recomputed by the leader after a crash (§5.3)."""

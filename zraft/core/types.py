@@ -72,7 +72,9 @@ class Membership:
         if not self.voters:
             raise ValueError("a membership needs at least one voter")
         if self.voters & self.learners:
-            raise ValueError(f"ids are both voter and learner: {sorted(self.voters & self.learners)}")
+            raise ValueError(
+                f"ids are both voter and learner: {sorted(self.voters & self.learners)}"
+            )
 
     @property
     def members(self) -> frozenset[NodeId]:

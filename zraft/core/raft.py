@@ -1,0 +1,811 @@
+"""Raft consensus for one node, as a pure, deterministic state machine.
+
+Theory of operation
+-------------------
+Inputs are method calls: `tick()` (one logical clock tick), `step(msg)` (a message from a
+peer), `propose(data)`, `read_index(context)`, `campaign()` and `transfer_leadership(id)`.
+Nothing is done directly: every effect is queued and handed out by `ready()`: hard state
+and entries to persist, messages to send, committed entries to apply, released reads and
+events. The driver persists, then sends, then applies, then calls `advance(ready)`.
+
+`step` first applies the term rules common to every role (Fig. 2 "Rules for Servers: All
+Servers", plus the pre-vote and leader-lease exceptions of thesis §9.6), then dispatches to
+`_step_leader`, `_step_candidate` or `_step_follower`. Roles change only inside
+`_become_<role>`, the one place `role_changed` is emitted.
+
+Batching: `propose` only appends to the leader's log. Appends to followers are built when
+`ready()` is called, so every proposal made during one loop turn travels in one
+AppendRequest per follower and one fsync (group commit).
+
+Durability: messages leave only after the Ready that produced them is durable, including
+the leader's own new entries. The leader counts itself towards a commit quorum only up to
+its *stable* index, so sending appends before the leader's own fsync completes would
+also be safe; the node does not do that yet (documented in the README).
+
+Reads (thesis §6.4): `read_index` records the commit index, bumps the leader's round
+counter `seq` and broadcasts heartbeats carrying it; the read is released once a quorum has
+echoed a round at least that recent. A leader that has not yet committed an entry of its
+own term holds reads back until it has. A follower forwards the request to its leader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from zraft.core import quorum
+from zraft.core.errors import InvariantViolation, NotLeader, ProposalDropped
+from zraft.core.events import Event, EventName
+from zraft.core.log import RaftLog
+from zraft.core.messages import (
+    AppendRequest,
+    AppendResponse,
+    Message,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    SnapshotRequest,
+    TimeoutNow,
+    VoteRequest,
+    VoteResponse,
+)
+from zraft.core.progress import Progress, ProgressState
+from zraft.core.ready import ReadState, Ready
+from zraft.core.types import (
+    Entry,
+    EntryKind,
+    HardState,
+    Membership,
+    NodeId,
+    RaftConfig,
+    RestoredState,
+    Role,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A read-only snapshot of one node's Raft state, for `status` requests and tests."""
+
+    id: NodeId
+    role: Role
+    term: int
+    leader: NodeId | None
+    commit_index: int
+    applied_index: int
+    last_index: int
+    voters: tuple[NodeId, ...]
+    match_indexes: dict[NodeId, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _PendingRead:
+    """A ReadIndex request waiting for a quorum to confirm the leader's round `seq`."""
+
+    origin: NodeId
+    context: int
+    index: int
+    seq: int
+
+
+class Raft:
+    """Raft consensus for one node, as a pure state machine.
+
+    Feed it inputs (tick, step, propose, read_index, campaign, transfer_leadership). Then
+    collect `ready()`, make it durable, send its messages, apply its committed entries, and
+    call `advance()`. It performs no I/O and reads no clock; all randomness comes from
+    `rand_int(low, high)`, which must return an int in [low, high].
+    """
+
+    def __init__(
+        self,
+        config: RaftConfig,
+        restored: RestoredState,
+        rand_int: Callable[[int, int], int],
+    ) -> None:
+        if restored.membership is None:
+            raise ValueError("restored state needs a membership (the bootstrap configuration)")
+        self.config = config
+        self.id: NodeId = config.node_id
+        self._rand_int = rand_int
+        self.membership: Membership = restored.membership
+        snapshot = restored.snapshot
+        hard_state = restored.hard_state
+        self.log = RaftLog(
+            restored.entries,
+            snapshot_index=snapshot.index if snapshot else 0,
+            snapshot_term=snapshot.term if snapshot else 0,
+            commit_index=hard_state.commit,
+        )
+        self.term = hard_state.term
+        self.voted_for: NodeId | None = hard_state.voted_for
+        self.role = Role.FOLLOWER
+        self.leader_id: NodeId | None = None
+        self._durable_hard_state = hard_state
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._randomized_timeout = config.election_ticks_max
+        self._reset_randomized_timeout()
+        self._votes: dict[NodeId, bool] = {}
+        self._progress: dict[NodeId, Progress] = {}
+        self._messages: list[Message] = []
+        self._events: list[Event] = []
+        self._read_states: list[ReadState] = []
+        self._broadcast_pending = False  # leader: appends to build at the next ready()
+        self._seq = 0  # leader: the current heartbeat round, echoed by followers
+        self._read_round_pending = False  # leader: reads wait for a fresh round
+        self._pending_reads: list[_PendingRead] = []
+        self._reads_before_commit: list[tuple[NodeId, int]] = []
+        self._forwarded_reads: dict[int, NodeId] = {}  # follower: context -> leader asked
+        self._transfer_target: NodeId | None = None
+
+    # === inputs ================================================================================
+    def tick(self) -> None:
+        """Advance the logical clock by one tick."""
+        if self.role is Role.LEADER:
+            self._tick_heartbeat()
+        else:
+            self._tick_election()
+
+    def step(self, msg: Message) -> None:
+        """Process one message from a peer. Never raises on what a peer may send."""
+        if msg.dst != self.id or msg.src == self.id:
+            return
+        if msg.term > self.term:
+            if not self._step_higher_term(msg):
+                return
+        elif msg.term < self.term:
+            self._step_lower_term(msg)
+            return
+        if isinstance(msg, VoteRequest):
+            self._handle_vote_request(msg)
+        elif self.role is Role.LEADER:
+            self._step_leader(msg)
+        elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            self._step_candidate(msg)
+        else:
+            self._step_follower(msg)
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """Append a command to the leader's log; returns its (term, index).
+
+        Raises:
+            NotLeader: this node is not the leader (carries the leader hint).
+            ProposalDropped: a leadership transfer is under way (thesis §3.10).
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        if self._transfer_target is not None:
+            raise ProposalDropped("leadership transfer in progress")
+        return self._append_own(EntryKind.NORMAL, data)
+
+    def read_index(self, context: int) -> None:
+        """Ask for a linearizable read point; the answer is a `ReadState` in a later Ready.
+
+        `context` is the caller's own request number, echoed in the ReadState. A follower
+        forwards the request to the leader it knows.
+
+        Raises:
+            NotLeader: no leader is known (leader hint None).
+        """
+        if self.role is Role.LEADER:
+            self._leader_read(self.id, context)
+        elif self.leader_id is not None:
+            self._forwarded_reads[context] = self.leader_id
+            self._send(ReadIndexRequest(self.id, self.leader_id, self.term, context))
+        else:
+            raise NotLeader(None)
+
+    def campaign(self) -> None:
+        """Start an election now (with pre-vote if enabled); ignored by leaders and learners."""
+        if self.role is not Role.LEADER and self._is_promotable():
+            self._start_election(transfer=False)
+
+    def transfer_leadership(self, target: NodeId) -> None:
+        """Hand leadership to `target` (thesis §3.10); proposals are refused meanwhile.
+
+        The target is brought up to date, then sent TimeoutNow. The transfer is abandoned
+        if it has not completed within an election timeout.
+
+        Raises:
+            NotLeader: this node is not the leader.
+            ValueError: `target` is not a voter.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        if target not in self.membership.voters:
+            raise ValueError(f"{target!r} is not a voter")
+        if target == self.id:
+            return
+        self._transfer_target = target
+        self._election_elapsed = 0
+        if self._progress[target].match_index == self.log.last_index:
+            self._send(TimeoutNow(self.id, target, self.term))
+        else:
+            self._maybe_send_append(target)
+
+    # === outputs ===============================================================================
+    def has_ready(self) -> bool:
+        """Whether `ready()` would hand out any work."""
+        return bool(
+            self._broadcast_pending
+            or self._read_round_pending
+            or self._messages
+            or self._events
+            or self._read_states
+            or self.log.stable_index < self.log.last_index
+            or self.log.applied_index < self.log.commit_index
+            or self._hard_state() != self._durable_hard_state
+        )
+
+    def ready(self) -> Ready:
+        """Collect the work to do now (see `Ready` for the order). Call `advance` after it."""
+        self._flush_leader_sends()
+        hard_state = self._hard_state()
+        changed = hard_state != self._durable_hard_state
+        durable = self._durable_hard_state
+        entries = self.log.unstable_entries()
+        rd = Ready(
+            hard_state=hard_state if changed else None,
+            entries=entries,
+            snapshot=None,
+            messages=tuple(self._messages),
+            committed=self.log.committed_unapplied(),
+            read_states=tuple(self._read_states),
+            events=tuple(self._events),
+            must_sync=bool(entries)
+            or hard_state.term != durable.term
+            or hard_state.voted_for != durable.voted_for,
+        )
+        self._messages.clear()
+        self._events.clear()
+        self._read_states.clear()
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """Acknowledge that everything in `rd` was persisted, sent and applied."""
+        if rd.hard_state is not None:
+            self._durable_hard_state = rd.hard_state
+        if rd.entries:
+            last = rd.entries[-1]
+            self.log.stable_to(last.index, last.term)
+        if rd.committed:
+            self.log.applied_to(rd.committed[-1].index)
+        if self.role is Role.LEADER:
+            # The leader's own durable index is part of the quorum (§5.3 "replicated it
+            # on a majority": our own copy counts only once it is stable).
+            self._maybe_commit()
+
+    # === read-only views =======================================================================
+    @property
+    def commit_index(self) -> int:
+        """The highest index known to be committed."""
+        return self.log.commit_index
+
+    @property
+    def applied_index(self) -> int:
+        """The highest index handed to the state machine."""
+        return self.log.applied_index
+
+    @property
+    def last_index(self) -> int:
+        """The index of the last log entry."""
+        return self.log.last_index
+
+    @property
+    def transfer_target(self) -> NodeId | None:
+        """The node leadership is being handed to, if a transfer is under way."""
+        return self._transfer_target
+
+    def status(self) -> Status:
+        """A read-only view of this node's state."""
+        return Status(
+            id=self.id,
+            role=self.role,
+            term=self.term,
+            leader=self.leader_id,
+            commit_index=self.log.commit_index,
+            applied_index=self.log.applied_index,
+            last_index=self.log.last_index,
+            voters=tuple(sorted(self.membership.voters)),
+            match_indexes={p: pr.match_index for p, pr in self._progress.items()},
+        )
+
+    def check_invariants(self) -> None:
+        """Check this node's own invariants; raises InvariantViolation on a bug."""
+        log = self.log
+        if not log.snapshot_index <= log.applied_index <= log.commit_index <= log.last_index:
+            raise InvariantViolation(
+                f"{self.id}: applied {log.applied_index} commit {log.commit_index} "
+                f"last {log.last_index} out of order"
+            )
+        if log.stable_index > log.last_index:
+            raise InvariantViolation(f"{self.id}: stable index beyond the log")
+        if self.role in (Role.LEADER, Role.CANDIDATE) and self.voted_for != self.id:
+            raise InvariantViolation(f"{self.id}: {self.role} has not voted for itself")
+        if self.role is Role.LEADER:
+            if self.leader_id != self.id:
+                raise InvariantViolation(f"{self.id}: leader does not know it leads")
+            for peer, pr in self._progress.items():
+                if not 0 <= pr.match_index < pr.next_index or pr.match_index > log.last_index:
+                    raise InvariantViolation(
+                        f"{self.id}: progress of {peer} match {pr.match_index} "
+                        f"next {pr.next_index} last {log.last_index}"
+                    )
+
+    # === term rules ============================================================================
+    def _step_higher_term(self, msg: Message) -> bool:
+        """Apply the rules for a message from a higher term; returns whether to go on."""
+        if isinstance(msg, VoteRequest):
+            if self._in_leader_lease() and not msg.transfer:
+                # Thesis §9.6: a node in contact with a live leader ignores (pre-)votes, so
+                # a partitioned node rejoining cannot depose a healthy leader.
+                self._deny_vote(msg, "leader_alive", respond=False)
+                return False
+            if msg.prevote:
+                return True  # a pre-vote never changes our term
+        if isinstance(msg, VoteResponse) and msg.prevote and msg.granted:
+            return True  # a granted pre-vote echoes the term we would campaign in
+        leader = msg.src if isinstance(msg, AppendRequest | SnapshotRequest) else None
+        self._become_follower(msg.term, leader, reason="message")
+        return True
+
+    def _step_lower_term(self, msg: Message) -> None:
+        """Answer a stale message where an answer helps the sender catch up, else drop it."""
+        if isinstance(msg, AppendRequest) and (self.config.check_quorum or self.config.pre_vote):
+            # A leader from an older term learns ours and steps down. Without this, a node
+            # whose term rose during a partition could never rejoin: with pre-vote and
+            # check-quorum its vote requests are ignored (etcd does the same).
+            self._send(AppendResponse(self.id, msg.src, self.term, False, msg.prev_index))
+        elif isinstance(msg, VoteRequest):
+            self._deny_vote(msg, "stale_term", respond=True)
+        elif isinstance(msg, ReadIndexRequest):
+            self._send(ReadIndexResponse(self.id, msg.src, self.term, msg.context, 0, False))
+
+    def _in_leader_lease(self) -> bool:
+        """Whether we heard from a live leader within the minimum election timeout."""
+        return (
+            self.config.check_quorum
+            and self.leader_id is not None
+            and self._election_elapsed < self.config.election_ticks_min
+        )
+
+    # === votes =================================================================================
+    def _handle_vote_request(self, msg: VoteRequest) -> None:
+        """Grant or refuse a (pre-)vote (§5.2, §5.4.1; thesis §9.6)."""
+        if msg.prevote:
+            can_vote = msg.term > self.term or self.voted_for == msg.src
+            refusal = "already_voted" if self.voted_for is not None else "leader_alive"
+        else:
+            can_vote = self.voted_for == msg.src or (
+                self.voted_for is None and self.leader_id is None
+            )
+            refusal = "already_voted" if self.voted_for is not None else "leader_alive"
+        if not can_vote:
+            self._deny_vote(msg, refusal, respond=True)
+        elif not self.log.is_up_to_date(msg.last_log_index, msg.last_log_term):
+            self._deny_vote(msg, "log_behind", respond=True)
+        else:
+            self._grant_vote(msg)
+
+    def _grant_vote(self, msg: VoteRequest) -> None:
+        if not msg.prevote:
+            self.voted_for = msg.src
+            self._election_elapsed = 0
+        self._emit(EventName.VOTE_GRANTED, term=msg.term, candidate=msg.src, prevote=msg.prevote)
+        self._send(VoteResponse(self.id, msg.src, msg.term, True, msg.prevote))
+
+    def _deny_vote(self, msg: VoteRequest, reason: str, *, respond: bool) -> None:
+        self._emit(
+            EventName.VOTE_DENIED,
+            term=msg.term,
+            candidate=msg.src,
+            prevote=msg.prevote,
+            reason=reason,
+        )
+        if respond:
+            self._send(VoteResponse(self.id, msg.src, self.term, False, msg.prevote))
+
+    # === role dispatch =========================================================================
+    def _step_leader(self, msg: Message) -> None:
+        if isinstance(msg, AppendResponse):
+            self._handle_append_response(msg)
+        elif isinstance(msg, ReadIndexRequest):
+            self._leader_read(msg.src, msg.context)
+        # Other kinds are stale or misdirected at a leader: a same-term AppendRequest would
+        # mean two leaders in one term, which a peer cannot make us believe; drop it.
+
+    def _step_candidate(self, msg: Message) -> None:
+        if isinstance(msg, VoteResponse):
+            self._handle_vote_response(msg)
+        elif isinstance(msg, AppendRequest | SnapshotRequest):
+            # §5.2: an AppendEntries from a leader of our term means we lost.
+            self._become_follower(msg.term, msg.src, reason="message")
+            self._step_follower(msg)
+        elif isinstance(msg, ReadIndexRequest):
+            self._send(ReadIndexResponse(self.id, msg.src, self.term, msg.context, 0, False))
+        elif isinstance(msg, ReadIndexResponse):
+            self._handle_read_index_response(msg)
+
+    def _step_follower(self, msg: Message) -> None:
+        if isinstance(msg, AppendRequest):
+            self._election_elapsed = 0
+            self._set_leader(msg.src)
+            self._handle_append_request(msg)
+        elif isinstance(msg, TimeoutNow):
+            if msg.src == self.leader_id and self._is_promotable():
+                self._start_election(transfer=True)
+        elif isinstance(msg, ReadIndexRequest):
+            self._send(ReadIndexResponse(self.id, msg.src, self.term, msg.context, 0, False))
+        elif isinstance(msg, ReadIndexResponse):
+            self._handle_read_index_response(msg)
+
+    # === elections =============================================================================
+    def _tick_election(self) -> None:
+        self._election_elapsed += 1
+        if self._is_promotable() and self._election_elapsed >= self._randomized_timeout:
+            self._start_election(transfer=False)
+
+    def _tick_heartbeat(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        if self._election_elapsed >= self.config.election_ticks_min:
+            self._election_elapsed = 0
+            if self.config.check_quorum and not self._quorum_recently_active():
+                self._become_follower(self.term, None, reason="message")
+                return
+            self._transfer_target = None  # a transfer that took an election timeout failed
+        if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+
+    def _quorum_recently_active(self) -> bool:
+        """Check-quorum: did a majority answer us during the last election timeout?"""
+        active = {self.id}
+        for peer, pr in self._progress.items():
+            if pr.recent_active:
+                active.add(peer)
+            pr.recent_active = False
+        return quorum.has_quorum(active, self.membership.voters)
+
+    def _is_promotable(self) -> bool:
+        return self.id in self.membership.voters
+
+    def _start_election(self, *, transfer: bool) -> None:
+        if self.config.pre_vote and not transfer:
+            self._become_pre_candidate()
+            self._request_votes(term=self.term + 1, prevote=True, transfer=False)
+        else:
+            self._become_candidate()
+            self._request_votes(term=self.term, prevote=False, transfer=transfer)
+
+    def _request_votes(self, *, term: int, prevote: bool, transfer: bool) -> None:
+        self._emit(
+            EventName.ELECTION_STARTED,
+            term=term,
+            prevote=prevote,
+            last_log_index=self.log.last_index,
+            last_log_term=self.log.last_term,
+        )
+        self._votes = {self.id: True}
+        for peer in sorted(self.membership.voters - {self.id}):
+            self._send(
+                VoteRequest(
+                    self.id,
+                    peer,
+                    term,
+                    self.log.last_index,
+                    self.log.last_term,
+                    prevote,
+                    transfer,
+                )
+            )
+        self._check_election_result()
+
+    def _handle_vote_response(self, msg: VoteResponse) -> None:
+        expected_prevote = self.role is Role.PRE_CANDIDATE
+        if msg.prevote != expected_prevote:
+            return  # a late answer from an earlier phase
+        if msg.prevote and msg.granted and msg.term != self.term + 1:
+            return  # a grant for a pre-vote round we are no longer in
+        self._votes.setdefault(msg.src, msg.granted)
+        self._check_election_result()
+
+    def _check_election_result(self) -> None:
+        result = quorum.vote_result(self._votes, self.membership.voters)
+        if result is quorum.VoteResult.WON:
+            if self.role is Role.PRE_CANDIDATE:
+                self._campaign_for_real()
+            else:
+                self._become_leader()
+        elif result is quorum.VoteResult.LOST:
+            self._become_follower(self.term, None, reason="message")
+
+    def _campaign_for_real(self) -> None:
+        self._become_candidate()
+        self._request_votes(term=self.term, prevote=False, transfer=False)
+
+    # === role transitions ======================================================================
+    def _become_follower(self, term: int, leader: NodeId | None, *, reason: str) -> None:
+        self._reset(term, reason)
+        self._set_leader(leader)
+        self._change_role(Role.FOLLOWER)
+
+    def _become_pre_candidate(self) -> None:
+        # The term stays: a pre-candidate only asks whether it *could* win (thesis §9.6).
+        self._abandon_leadership()
+        self._votes = {}
+        self._election_elapsed = 0
+        self._reset_randomized_timeout()
+        self._set_leader(None)
+        self._change_role(Role.PRE_CANDIDATE)
+
+    def _become_candidate(self) -> None:
+        self._reset(self.term + 1, "election")
+        self.voted_for = self.id
+        self._set_leader(None)
+        self._change_role(Role.CANDIDATE)
+
+    def _become_leader(self) -> None:
+        self._abandon_leadership()
+        self._set_leader(self.id)
+        self._change_role(Role.LEADER)
+        self._progress = {
+            peer: Progress(self.log.last_index + 1, self.config.max_inflight)
+            for peer in sorted(self.membership.members - {self.id})
+        }
+        self._heartbeat_elapsed = 0
+        self._election_elapsed = 0
+        self._seq = 0
+        votes = sum(1 for v in self.membership.voters if self._votes.get(v))
+        self._emit(
+            EventName.LEADER_ELECTED,
+            term=self.term,
+            votes=votes,
+            voters=len(self.membership.voters),
+        )
+        # §5.4.2 / §8: commit an entry of our own term so earlier entries commit with it
+        # and reads can be served.
+        self._append_own(EntryKind.NOOP, b"")
+
+    def _reset(self, term: int, reason: str) -> None:
+        """Common to every transition: adopt `term` and restart the election clock."""
+        if term > self.term:
+            self._emit(EventName.TERM_CHANGED, old_term=self.term, new_term=term, reason=reason)
+            self.term = term
+            self.voted_for = None
+        self._abandon_leadership()
+        self._votes = {}
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._reset_randomized_timeout()
+
+    def _abandon_leadership(self) -> None:
+        """Drop leader-only state; reads still waiting fail so their clients can retry."""
+        for read in self._pending_reads:
+            self._fail_read(read.origin, read.context)
+        for origin, context in self._reads_before_commit:
+            self._fail_read(origin, context)
+        self._pending_reads = []
+        self._reads_before_commit = []
+        self._read_round_pending = False
+        self._broadcast_pending = False
+        self._progress = {}
+        self._transfer_target = None
+
+    def _change_role(self, new_role: Role) -> None:
+        if new_role is not self.role:
+            self._emit(
+                EventName.ROLE_CHANGED,
+                term=self.term,
+                old_role=str(self.role),
+                new_role=str(new_role),
+                leader=self.leader_id,
+            )
+            self.role = new_role
+
+    def _set_leader(self, leader: NodeId | None) -> None:
+        if leader == self.leader_id:
+            return
+        self.leader_id = leader
+        self._emit(EventName.LEADER_CHANGED, term=self.term, leader=leader)
+        # Reads forwarded to a leader we no longer follow will never be answered.
+        for context, asked in list(self._forwarded_reads.items()):
+            if asked != leader:
+                del self._forwarded_reads[context]
+                self._read_states.append(ReadState(context, None))
+
+    def _reset_randomized_timeout(self) -> None:
+        self._randomized_timeout = self._rand_int(
+            self.config.election_ticks_min, self.config.election_ticks_max
+        )
+
+    # === replication: leader ===================================================================
+    def _append_own(self, kind: EntryKind, data: bytes) -> tuple[int, int]:
+        index = self.log.last_index + 1
+        self.log.append(Entry(self.term, index, kind, data))
+        self._broadcast_pending = True
+        if len(self.membership.voters) == 1:
+            self._maybe_commit()
+        return self.term, index
+
+    def _flush_leader_sends(self) -> None:
+        """Build the appends and heartbeats that proposals and reads asked for."""
+        if self.role is not Role.LEADER:
+            return
+        if self._read_round_pending:
+            self._read_round_pending = False
+            self._broadcast_heartbeat()
+        if self._broadcast_pending:
+            # New entries, or a new commit index the followers should learn (etcd's
+            # bcastAppend): one append per follower for everything this turn produced.
+            self._broadcast_pending = False
+            for peer in self._progress:
+                self._maybe_send_append(peer, send_empty=True)
+
+    def _broadcast_heartbeat(self) -> None:
+        for peer, pr in self._progress.items():
+            if pr.state is ProgressState.PROBE:
+                pr.probe_paused = False  # retry a probe that may have been lost
+                self._maybe_send_append(peer, send_empty=True)
+            else:
+                self._send_append(peer, pr.next_index - 1, ())
+        self._release_reads()  # a single-voter cluster confirms reads by itself
+
+    def _maybe_send_append(self, peer: NodeId, *, send_empty: bool = False) -> bool:
+        """Send `peer` the next batch it lacks, unless flow control holds it back.
+
+        With `send_empty`, an append without entries still goes out: it carries a new
+        commit index (or serves as a probe). Returns whether a message was sent.
+        """
+        pr = self._progress[peer]
+        if pr.is_paused():
+            return False
+        entries = self.log.batch_from(
+            pr.next_index, self.config.max_batch_entries, self.config.max_batch_bytes
+        )
+        if not entries and not send_empty:
+            return False
+        self._send_append(peer, pr.next_index - 1, entries)
+        pr.sent(entries[-1].index if entries else pr.next_index - 1, len(entries))
+        return True
+
+    def _send_append(self, peer: NodeId, prev_index: int, entries: tuple[Entry, ...]) -> None:
+        prev_term = self.log.term_at(prev_index)
+        if prev_term is None:
+            # TODO(#5): the entries were compacted away; send a snapshot instead.
+            raise InvariantViolation(f"no term for index {prev_index}: log compaction is issue 5")
+        self._send(
+            AppendRequest(
+                self.id,
+                peer,
+                self.term,
+                prev_index,
+                prev_term,
+                entries,
+                self.log.commit_index,
+                self._seq,
+            )
+        )
+
+    def _handle_append_response(self, msg: AppendResponse) -> None:
+        pr = self._progress.get(msg.src)
+        if pr is None:
+            return  # not a member we replicate to
+        pr.recent_active = True
+        if msg.seq > pr.acked_seq:
+            pr.acked_seq = min(msg.seq, self._seq)
+            self._release_reads()
+        if not msg.success:
+            if pr.maybe_back_off(msg.index, msg.hint):
+                self._maybe_send_append(msg.src)
+            return
+        if msg.index > self.log.last_index:
+            return  # claims entries we never had: a forged or corrupt answer
+        if pr.maybe_update(msg.index):
+            if pr.state is ProgressState.PROBE:
+                pr.become_replicate()
+            self._maybe_commit()
+        pr.inflights.free_to(msg.index)
+        if self._transfer_target == msg.src and pr.match_index == self.log.last_index:
+            self._send(TimeoutNow(self.id, msg.src, self.term))
+        # Each send either advances next_index or pauses the probe, so this ends.
+        while self._maybe_send_append(msg.src):
+            pass
+
+    def _maybe_commit(self) -> bool:
+        """Advance the commit index to what a quorum stores, if of our term (§5.4.2)."""
+        matches = {peer: pr.match_index for peer, pr in self._progress.items()}
+        matches[self.id] = self.log.stable_index
+        index = quorum.committed_index(matches, self.membership.voters)
+        if index <= self.log.commit_index or self.log.term_at(index) != self.term:
+            return False
+        self.log.commit_to(index)
+        self._emit(EventName.COMMIT_ADVANCED, term=self.term, commit_index=index)
+        self._broadcast_pending = True
+        if self._reads_before_commit:
+            waiting, self._reads_before_commit = self._reads_before_commit, []
+            for origin, context in waiting:
+                self._leader_read(origin, context)
+        return True
+
+    # === replication: follower =================================================================
+    def _handle_append_request(self, msg: AppendRequest) -> None:
+        prev_index, prev_term, entries = msg.prev_index, msg.prev_term, msg.entries
+        commit = self.log.commit_index
+        if prev_index < commit:
+            # Everything up to our commit index matches any leader's log (§5.4); skip it.
+            entries = tuple(e for e in entries if e.index > commit)
+            if prev_index + len(msg.entries) <= commit:
+                self._send(AppendResponse(self.id, msg.src, self.term, True, commit, 0, msg.seq))
+                return
+            prev_index, prev_term = commit, self.log.term_at(commit) or 0
+        if not self.log.matches(prev_index, prev_term):
+            hint = self.log.conflict_hint(prev_index, prev_term)
+            self._send(
+                AppendResponse(self.id, msg.src, self.term, False, prev_index, hint, msg.seq)
+            )
+            return
+        truncated_from = self.log.append_from_leader(entries)
+        if truncated_from is not None:
+            self._emit(EventName.LOG_TRUNCATED, from_index=truncated_from, term=self.term)
+        last_new = prev_index + len(entries)
+        if self.log.commit_to(min(msg.commit, last_new)):
+            self._emit(
+                EventName.COMMIT_ADVANCED, term=self.term, commit_index=self.log.commit_index
+            )
+        self._send(AppendResponse(self.id, msg.src, self.term, True, last_new, 0, msg.seq))
+
+    # === reads =================================================================================
+    def _leader_read(self, origin: NodeId, context: int) -> None:
+        if self.log.term_at(self.log.commit_index) != self.term:
+            # Thesis §6.4 step 1: until an entry of this term commits, our commit index
+            # may be behind the true one.
+            self._reads_before_commit.append((origin, context))
+            return
+        if not self._read_round_pending:
+            # One new heartbeat round serves every read that arrives before it goes out.
+            self._read_round_pending = True
+            self._seq += 1
+        self._pending_reads.append(_PendingRead(origin, context, self.log.commit_index, self._seq))
+        self._release_reads()  # a single voter confirms by itself
+
+    def _release_reads(self) -> None:
+        voters = self.membership.voters
+        while self._pending_reads:
+            read = self._pending_reads[0]
+            confirmed = {self.id} | {
+                peer for peer, pr in self._progress.items() if pr.acked_seq >= read.seq
+            }
+            if not quorum.has_quorum(confirmed, voters):
+                return
+            self._pending_reads.pop(0)
+            if read.origin == self.id:
+                self._read_states.append(ReadState(read.context, read.index))
+            else:
+                self._send(
+                    ReadIndexResponse(
+                        self.id, read.origin, self.term, read.context, read.index, True
+                    )
+                )
+
+    def _fail_read(self, origin: NodeId, context: int) -> None:
+        if origin == self.id:
+            self._read_states.append(ReadState(context, None))
+        else:
+            self._send(ReadIndexResponse(self.id, origin, self.term, context, 0, False))
+
+    def _handle_read_index_response(self, msg: ReadIndexResponse) -> None:
+        if self._forwarded_reads.pop(msg.context, None) is None:
+            return  # unknown or already failed
+        self._read_states.append(ReadState(msg.context, msg.index if msg.success else None))
+
+    # === plumbing ==============================================================================
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, self.voted_for, self.log.commit_index)
+
+    def _send(self, msg: Message) -> None:
+        self._messages.append(msg)
+
+    def _emit(self, name: EventName, **fields: Any) -> None:
+        self._events.append(Event(name, fields))
