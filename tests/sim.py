@@ -121,6 +121,7 @@ class SimCluster:
         self._order = 0
         self._in_flight: list[_InFlight] = []
         self._cuts: set[tuple[str, str]] = set()  # (src, dst) pairs that drop everything
+        self._filters: list[Callable[[Message], bool]] = []  # drop a message if any is True
         self.drop_rate = 0.0
         self.dup_rate = 0.0
         self.max_delay = 0  # ticks; > 0 also reorders messages
@@ -156,6 +157,14 @@ class SimCluster:
         """Restore every link."""
         self._cuts.clear()
         self._note("heal")
+
+    def add_filter(self, drop: Callable[[Message], bool]) -> None:
+        """Drop every message for which `drop(msg)` is True (scripted scenarios)."""
+        self._filters.append(drop)
+
+    def clear_filters(self) -> None:
+        """Remove every filter added with `add_filter`."""
+        self._filters.clear()
 
     def set_drop_rate(self, rate: float) -> None:
         """Drop each message with probability `rate`."""
@@ -243,12 +252,13 @@ class SimCluster:
         """Ask `node_id` for a read index; returns the context, or None if refused."""
         context = self._next_context
         self._next_context += 1
+        # The read must observe everything committed anywhere before it was asked.
+        self.nodes[node_id].reads[context] = len(self.committed)
         try:
             self.raft(node_id).read_index(context)
         except NotLeader:
+            del self.nodes[node_id].reads[context]
             return None
-        # The read must observe everything committed anywhere before it was asked.
-        self.nodes[node_id].reads[context] = len(self.committed)
         self._process(node_id)
         self._deliver_due()
         return context
@@ -297,6 +307,8 @@ class SimCluster:
 
     def _send(self, msg: Message) -> None:
         if (msg.src, msg.dst) in self._cuts or self.nodes[msg.dst].raft is None:
+            return
+        if any(drop(msg) for drop in self._filters):
             return
         if self.drop_rate and self.rng.random() < self.drop_rate:
             return
@@ -418,8 +430,12 @@ class SimCluster:
         lines = []
         for i, n in self.nodes.items():
             r = n.raft
-            state = f"{r.role} term={r.term} commit={r.commit_index} last={r.last_index}" if r else "down"
-            lines.append(f"{i}: {state}")
+            if r is None:
+                lines.append(f"{i}: down")
+            else:
+                lines.append(
+                    f"{i}: {r.role} term={r.term} commit={r.commit_index} last={r.last_index}"
+                )
         return "; ".join(lines)
 
 
