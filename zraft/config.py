@@ -1,0 +1,355 @@
+"""Cluster configuration: load and validate a TOML file into frozen values (DESIGN.md §4).
+
+```toml
+[cluster]
+name = "local"
+heartbeat_ms = 50
+election_timeout_ms = [300, 600]
+request_timeout_ms = 5000          # optional, default 5000
+log_dir = "logs"                   # optional, default "logs"
+[[node]]
+id = "n1"
+peer = "tcp://127.0.0.1:7101"
+client = "tcp://127.0.0.1:7201"
+data_dir = "data/n1"
+```
+
+Optional `[cluster]` keys and their defaults: see `_CLUSTER_DEFAULTS` (`tick_ms`,
+`max_key_bytes`, `max_value_bytes`, `snapshot_entries`, `snapshot_bytes`).
+
+Rules this module keeps:
+
+- **Closed schema.** Unknown keys or tables, missing required keys, wrong types (a bool is
+  not an int) and bad values are refused with a `ConfigError` naming the file, the key
+  (`node[1].peer`, indexes count from 0) and what is expected. Nothing is silently ignored:
+  a typo must not become a default.
+- **Path resolution.** The config file's path is resolved (symlinks followed); its
+  *base directory* is the parent of the file's directory if that directory is named
+  `conf`, else the file's own directory. So `conf/local.toml` resolves `logs` and
+  `data/n1` against the repository root, and a test's `tmp_path/cluster.toml` against
+  `tmp_path`. Relative `log_dir` and `data_dir` are joined to the base directory; absolute
+  ones are kept.
+- **Milliseconds to ticks.** The core counts logical ticks (STYLE.md rule 5); the node
+  fires one tick every `tick_ms` (default 10). `heartbeat_ms` and both election bounds
+  must be whole multiples of `tick_ms`, and `raft_config()` divides them exactly; the
+  heartbeat must be shorter than the minimum election timeout (§5.6).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zraft.core.types import Membership, NodeId, RaftConfig
+
+_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# tcp://HOST:PORT where HOST is a name, an IPv4 address or a bracketed IPv6 address. A
+# wildcard host ("*") is refused: peers and clients connect to these same endpoints.
+_ENDPOINT_RE = re.compile(
+    r"tcp://(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})"
+)
+
+_CLUSTER_REQUIRED = ("name", "heartbeat_ms", "election_timeout_ms")
+_CLUSTER_DEFAULTS: dict[str, Any] = {
+    "request_timeout_ms": 5000,
+    "log_dir": "logs",
+    "tick_ms": 10,
+    "max_key_bytes": 4096,
+    "max_value_bytes": 1 << 20,
+    "snapshot_entries": 10_000,
+    "snapshot_bytes": 64 << 20,
+}
+_NODE_KEYS = ("id", "peer", "client", "data_dir")
+
+
+class ConfigError(ValueError):
+    """A configuration file is unreadable or invalid.
+
+    Attributes:
+        path: the configuration file.
+        key: the offending key (`cluster.heartbeat_ms`, `node[2].peer`), or None for the
+            whole file (unreadable, invalid TOML).
+        message: what is expected, and what was found.
+    """
+
+    def __init__(self, path: Path | str, key: str | None, message: str) -> None:
+        self.path = Path(path)
+        self.key = key
+        self.message = message
+        where = f"{self.path}: {key}" if key else str(self.path)
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """One `[[node]]` table: the node's id, its endpoints and its (absolute) data directory."""
+
+    id: NodeId
+    peer: str
+    client: str
+    data_dir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """A validated cluster configuration. Build it with `load`; paths are absolute.
+
+    Invariants (checked by `load`): node ids, endpoints and data directories are unique;
+    0 < heartbeat_ms < election_timeout_ms[0] <= election_timeout_ms[1]; the three are
+    multiples of tick_ms.
+    """
+
+    path: Path
+    base_dir: Path
+    name: str
+    heartbeat_ms: int
+    election_timeout_ms: tuple[int, int]
+    request_timeout_ms: int
+    log_dir: Path
+    nodes: tuple[NodeConfig, ...]
+    tick_ms: int = 10
+    max_key_bytes: int = 4096
+    max_value_bytes: int = 1 << 20
+    snapshot_entries: int = 10_000
+    snapshot_bytes: int = 64 << 20
+
+    @property
+    def node_ids(self) -> tuple[NodeId, ...]:
+        """Every node's id, in file order."""
+        return tuple(n.id for n in self.nodes)
+
+    @property
+    def membership(self) -> Membership:
+        """The bootstrap membership: every node of the file is a voter."""
+        return Membership(voters=frozenset(self.node_ids))
+
+    def node(self, node_id: NodeId) -> NodeConfig:
+        """The node called `node_id`.
+
+        Raises:
+            ConfigError: no node has that id (the message lists the known ids).
+        """
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        known = ", ".join(self.node_ids)
+        raise ConfigError(self.path, "node", f"no node with id {node_id!r}; known ids: {known}")
+
+    def peer_ids(self, node_id: NodeId) -> tuple[NodeId, ...]:
+        """The ids of every node except `node_id`, in file order.
+
+        Raises:
+            ConfigError: `node_id` is not in the file.
+        """
+        self.node(node_id)
+        return tuple(i for i in self.node_ids if i != node_id)
+
+    def log_path(self, node_id: NodeId) -> Path:
+        """Where `node_id` writes its events: `<log_dir>/<id>.jsonl` (DESIGN.md §3)."""
+        return self.log_dir / f"{self.node(node_id).id}.jsonl"
+
+    def raft_config(self, node_id: NodeId) -> RaftConfig:
+        """The core's tunables for `node_id`, with milliseconds converted to ticks.
+
+        Raises:
+            ConfigError: `node_id` is not in the file.
+        """
+        self.node(node_id)
+        low_ms, high_ms = self.election_timeout_ms
+        # `load` guarantees exact division, so no rounding can shrink the gap between the
+        # heartbeat and the election timeout.
+        return RaftConfig(
+            node_id=node_id,
+            heartbeat_ticks=self.heartbeat_ms // self.tick_ms,
+            election_ticks_min=low_ms // self.tick_ms,
+            election_ticks_max=high_ms // self.tick_ms,
+        )
+
+
+def base_dir_for(config_path: Path) -> Path:
+    """The directory relative paths in `config_path` resolve against (see the module doc)."""
+    directory = config_path.resolve().parent
+    return directory.parent if directory.name == "conf" else directory
+
+
+def load(path: Path | str) -> ClusterConfig:
+    """Read and validate a cluster configuration file.
+
+    Raises:
+        ConfigError: the file cannot be read, is not TOML, or breaks a rule of the schema;
+            the message names the file, the key and what is expected.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, None, f"invalid TOML: {exc}") from exc
+    return _Parser(path).parse(data)
+
+
+class _Parser:
+    """Validates the parsed TOML of one file; every error names `self.path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = base_dir_for(path)
+
+    def fail(self, key: str | None, message: str) -> ConfigError:
+        """The error to raise for `key`."""
+        return ConfigError(self.path, key, message)
+
+    def parse(self, data: dict[str, Any]) -> ClusterConfig:
+        """Turn the whole document into a `ClusterConfig`."""
+        self.check_keys(data, "", required=("cluster",), optional=("node",))
+        cluster = data["cluster"]
+        if not isinstance(cluster, dict):
+            raise self.fail("cluster", f"expected a table [cluster], got {_describe(cluster)}")
+        self.check_keys(cluster, "cluster.", _CLUSTER_REQUIRED, tuple(_CLUSTER_DEFAULTS))
+        values = {**_CLUSTER_DEFAULTS, **cluster}
+
+        name = self.string(values, "cluster.name")
+        ints = {
+            key: self.positive_int(values, f"cluster.{key}")
+            for key in _CLUSTER_DEFAULTS
+            if key != "log_dir"
+        }
+        heartbeat_ms = self.positive_int(values, "cluster.heartbeat_ms")
+        election = self.election_range(values["election_timeout_ms"], heartbeat_ms)
+        self.check_ticks(ints["tick_ms"], heartbeat_ms, election)
+        log_dir = self.base / self.string(values, "cluster.log_dir")
+        nodes = self.nodes(data.get("node", []))
+        return ClusterConfig(
+            path=self.path.resolve(),
+            base_dir=self.base,
+            name=name,
+            heartbeat_ms=heartbeat_ms,
+            election_timeout_ms=election,
+            log_dir=log_dir,
+            nodes=nodes,
+            **ints,
+        )
+
+    def nodes(self, raw: Any) -> tuple[NodeConfig, ...]:
+        """Validate the `[[node]]` tables, then their uniqueness across the cluster."""
+        if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+            raise self.fail("node", "expected [[node]] tables")
+        if not raw:
+            raise self.fail("node", "expected at least one [[node]] table")
+        nodes = tuple(self.node(table, f"node[{i}]") for i, table in enumerate(raw))
+        seen: dict[Any, str] = {}
+        for i, node in enumerate(nodes):
+            # An endpoint is either node's peer or client: all of them must be distinct.
+            for field, value in (
+                ("id", node.id),
+                ("peer", node.peer.lower()),  # host names are case-insensitive
+                ("client", node.client.lower()),
+                ("data_dir", node.data_dir),
+            ):
+                group = "endpoint" if field in ("peer", "client") else field
+                key = f"node[{i}].{field}"
+                if (group, value) in seen:
+                    raise self.fail(
+                        key, f"duplicate {group} {value!s}, also at {seen[group, value]}"
+                    )
+                seen[group, value] = key
+        return nodes
+
+    def node(self, table: dict[str, Any], prefix: str) -> NodeConfig:
+        """Validate one `[[node]]` table."""
+        self.check_keys(table, prefix + ".", _NODE_KEYS, ())
+        node_id = self.string(table, f"{prefix}.id")
+        if not _ID_RE.fullmatch(node_id):
+            raise self.fail(
+                f"{prefix}.id", f"expected 1-64 characters of A-Z a-z 0-9 _ . -, got {node_id!r}"
+            )
+        peer = self.endpoint(table, f"{prefix}.peer")
+        client = self.endpoint(table, f"{prefix}.client")
+        data_dir = self.base / self.string(table, f"{prefix}.data_dir")
+        return NodeConfig(id=node_id, peer=peer, client=client, data_dir=data_dir)
+
+    def endpoint(self, table: dict[str, Any], key: str) -> str:
+        """A `tcp://HOST:PORT` string with 1 <= PORT <= 65535."""
+        value = self.string(table, key)
+        match = _ENDPOINT_RE.fullmatch(value)
+        if not match or not 1 <= int(match["port"]) <= 65535:
+            raise self.fail(key, f"expected tcp://HOST:PORT with PORT in 1..65535, got {value!r}")
+        return value
+
+    def election_range(self, value: Any, heartbeat_ms: int) -> tuple[int, int]:
+        """`[min, max]` milliseconds with heartbeat_ms < min <= max."""
+        key = "cluster.election_timeout_ms"
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not all(_is_int(v) and v > 0 for v in value)
+        ):
+            raise self.fail(key, f"expected [min, max], two positive integers, got {value!r}")
+        low, high = value
+        if low > high:
+            raise self.fail(key, f"expected [min, max] with min <= max, got {value!r}")
+        if heartbeat_ms >= low:
+            # §5.6: broadcastTime << electionTimeout, or followers time out between beats.
+            raise self.fail(
+                key, f"expected a minimum above cluster.heartbeat_ms ({heartbeat_ms}), got {low}"
+            )
+        return low, high
+
+    def check_ticks(self, tick_ms: int, heartbeat_ms: int, election: tuple[int, int]) -> None:
+        """Durations the core counts in ticks must be whole numbers of ticks."""
+        for key, value in (
+            ("cluster.heartbeat_ms", heartbeat_ms),
+            ("cluster.election_timeout_ms", election[0]),
+            ("cluster.election_timeout_ms", election[1]),
+        ):
+            if value % tick_ms:
+                raise self.fail(
+                    key, f"expected a multiple of cluster.tick_ms ({tick_ms}), got {value}"
+                )
+
+    def check_keys(
+        self,
+        table: dict[str, Any],
+        prefix: str,
+        required: tuple[str, ...],
+        optional: tuple[str, ...],
+    ) -> None:
+        """Refuse unknown keys and missing required ones."""
+        allowed = (*required, *optional)
+        for key in table:
+            if key not in allowed:
+                raise self.fail(prefix + key, f"unknown key; expected one of: {', '.join(allowed)}")
+        for key in required:
+            if key not in table:
+                raise self.fail(prefix + key, "missing required key")
+
+    def string(self, table: dict[str, Any], key: str) -> str:
+        """The non-empty string at `key` (its last part names the entry in `table`)."""
+        value = table[key.rpartition(".")[2]]
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"expected a non-empty string, got {_describe(value)}")
+        return value
+
+    def positive_int(self, table: dict[str, Any], key: str) -> int:
+        """The integer > 0 at `key` (booleans refused)."""
+        value = table[key.rpartition(".")[2]]
+        if not _is_int(value) or value <= 0:
+            raise self.fail(key, f"expected a positive integer, got {_describe(value)}")
+        return int(value)
+
+
+def _is_int(value: Any) -> bool:
+    """True for TOML integers; False for booleans, which Python counts as ints."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _describe(value: Any) -> str:
+    """A value and its TOML type, for error messages."""
+    kinds = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array"}
+    kind = kinds.get(type(value), "table" if isinstance(value, dict) else type(value).__name__)
+    return f"{kind} {value!r}"

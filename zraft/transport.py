@@ -1,0 +1,501 @@
+"""ZeroMQ transport: the sockets of one node, moving opaque `bytes` frames.
+
+`ZmqTransport` owns a node's sockets and nothing else. It knows no message types (it
+never imports `zraft.wire`), never blocks and starts no threads: the node's single
+`zmq.Poller` loop registers the two ROUTERs, then drains them and sends through here.
+
+Sockets (STYLE.md B5 "Sockets"):
+
+- **Peer in:** one ROUTER bound at this node's peer endpoint. It only receives. Each
+  message must be exactly `[routing_id, frame]` from a configured peer.
+- **Peer out:** one DEALER per peer, `routing_id = own id`, connected to that peer's
+  ROUTER. It only sends; Raft messages are one-way, so nothing legit ever comes back.
+- **Clients:** one ROUTER bound at the client endpoint that keeps the REP envelope
+  (`[identity, ..., b"", body]`), so replies can wait for commit while other requests
+  keep arriving, and plain REQ clients (and DEALER clients sending `[b"", body]`) work.
+
+Socket options, and why (measurements are in PLATFORM.md §4, libzmq 4.3.5):
+
+- `LINGER=0` everywhere: `ctx.term()` with an unsent message and the default linger hangs
+  forever (§4c). Raft retransmits, so unsent frames are worth nothing at shutdown.
+- `IMMEDIATE=1` on DEALERs: without it, frames sent while a peer is dead are queued and
+  delivered to its *next incarnation* (§4c, 531 stale messages). With it, a send to an
+  absent peer fails at once with `zmq.Again`, which we count as a drop.
+- `SNDHWM` small (default 1000) on DEALERs, `NOBLOCK` sends: a slow or stopped peer can
+  hold at most that many frames; past it the send is dropped, never blocking the loop.
+- `HEARTBEAT_IVL`/`HEARTBEAT_TIMEOUT` on DEALERs: without heartbeats a stopped or
+  partitioned peer looks connected and frames pile up for it (§4c "stop" rows); with them
+  the dead link is closed and `IMMEDIATE` turns sends into drops. Pings are answered by
+  libzmq's I/O thread, so a busy Python loop (slow fsync) does not trip them.
+- `RECONNECT_IVL` 100 ms (max 1 s backoff) and `CONNECT_TIMEOUT` 1 s on DEALERs: a
+  restarted peer is reached again quickly, and a connect stuck in SYN retransmits behind
+  an iptables DROP partition (§1a) is abandoned and retried instead of waiting minutes.
+- `ROUTER_HANDOVER=1` on both ROUTERs: a peer restarted while its old connection is still
+  half-open reconnects with the same routing id; without handover the newcomer is
+  silently ignored and its frames vanish (§4c, re-verified in tests/test_transport.py).
+- `MAXMSGSIZE` on both ROUTERs: libzmq drops the connection of a sender whose frame is
+  larger, before Python sees it. Without it a frame declaring 2 GiB grew RSS by 200 MB
+  (§4b). The DEALERs get a small `MAXMSGSIZE` and `RCVHWM` too, since nothing legit ever
+  arrives on them and they are never read.
+- `ZAP_DOMAIN` on both ROUTERs, with no ZAP handler: this makes libzmq refuse ZMTP/1.0
+  and 2.0 peers. Without it, raw bytes on the port are parsed as ZMTP/1.0 and *delivered
+  to the app*; a crafted `\\x03\\x00n2\\x06\\x00hello` even arrives as `[b"n2", b"hello"]`,
+  impersonating peer `n2` (§4b, re-verified in tests). Clients must speak ZMTP 3.x
+  (libzmq >= 4.0). If a ZAP handler is ever bound in the same context (for CURVE), it
+  will also be asked about these NULL-mechanism connections (domain `zraft`).
+- `ROUTER_MANDATORY=0` on the client ROUTER (the default, set explicitly): a reply to a
+  client that has gone away is silently discarded by libzmq; with mandatory on it raises
+  `EHOSTUNREACH` (measured), which is not worth handling for a client that left.
+
+Remote input never raises: malformed messages are dropped, counted, and kept (a bounded
+number) as `BadInput` records for the node to log as `bad_frame`. Local misuse (an
+unknown peer id, a bad endpoint) raises.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from types import TracebackType
+
+import zmq
+
+DEFAULT_PEER_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+"""Largest peer frame accepted (MAXMSGSIZE of the peer ROUTER): appends and snapshot chunks."""
+
+DEFAULT_CLIENT_MAX_MESSAGE_BYTES = 4 * 1024 + 1024 * 1024 + 64 * 1024
+"""Largest client frame: a 4 KiB key, a 1 MiB value (DESIGN.md §2) and 64 KiB of slack."""
+
+DEFAULT_RECV_BUDGET = 256
+"""How many messages one `recv_*` call reads at most (STYLE.md B5 "Drain, don't trickle")."""
+
+ZAP_DOMAIN = b"zraft"
+"""Set on both ROUTERs only to make libzmq refuse ZMTP/1.0 and 2.0 peers (see above)."""
+
+_DEALER_INBOUND_MAX_BYTES = 4096  # nothing legit arrives on a DEALER; keep junk bounded
+_DEALER_RCVHWM = 16
+_MAX_BAD_KEPT = 64  # BadInput records kept between two `take_bad_inputs` calls
+
+
+class TransportError(Exception):
+    """An endpoint could not be bound or connected (a local, configuration-level error).
+
+    Attributes:
+        endpoint: the endpoint that failed, e.g. `tcp://127.0.0.1:7101`.
+        errno: the libzmq errno (`errno.EADDRINUSE` for a port in use), or None.
+    """
+
+    def __init__(self, message: str, endpoint: str, errno: int | None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.errno = errno
+
+
+class BadInputReason(StrEnum):
+    """Why a received message was dropped as malformed (the `reason` of `bad_frame`)."""
+
+    FRAME_COUNT = "frame_count"  # peer: not exactly [routing_id, frame]; client: not one body
+    EMPTY_FRAME = "empty_frame"  # peer: a zero-length frame (no message encodes to b"")
+    UNKNOWN_SENDER = "unknown_sender"  # peer: routing id is not a configured peer
+    NO_DELIMITER = "no_delimiter"  # client: no empty frame ends the envelope
+
+
+@dataclass(frozen=True, slots=True)
+class BadInput:
+    """One malformed message that was dropped instead of delivered.
+
+    `sender` is the routing id the ROUTER reported: the peer's own id for peers, a
+    libzmq-generated id (5 bytes starting with NUL) for anonymous clients. `envelope` is
+    set only for a client message whose envelope was well formed but whose body was not;
+    the node may `reply()` an error to it so a REQ client does not wait forever.
+    """
+
+    source: str  # "peer" or "client"
+    sender: bytes
+    reason: BadInputReason
+    envelope: tuple[bytes, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransportCounters:
+    """Running totals since the transport was created; diff two snapshots for rates."""
+
+    peer_frames_sent: int = 0
+    peer_frames_received: int = 0
+    peer_send_dropped: int = 0  # zmq.Again: peer not connected, or its queue is full
+    peer_blocked_dropped: int = 0  # fault hook, both directions
+    peer_bad_input: int = 0
+    client_requests_received: int = 0
+    client_bad_input: int = 0
+    client_replies_sent: int = 0
+    client_replies_dropped: int = 0
+    send_dropped_by_peer: dict[str, int] = field(default_factory=dict)
+
+
+_COUNTER_NAMES = tuple(
+    f.name for f in fields(TransportCounters) if f.name != "send_dropped_by_peer"
+)
+
+
+def _routing_id(node_id: str) -> bytes:
+    """Encode a node id as a zmq routing id, refusing ids libzmq would reject or reserve."""
+    rid = node_id.encode()
+    if not 1 <= len(rid) <= 255 or rid[0] == 0:
+        raise ValueError(f"node id {node_id!r} must encode to 1..255 bytes, not starting NUL")
+    return rid
+
+
+class ZmqTransport:
+    """The sockets of one node: peer ROUTER in, one DEALER per peer out, client ROUTER.
+
+    Made for one thread running one `zmq.Poller` loop: every call is non-blocking.
+
+    Args:
+        node_id: this node's id; used as the routing id of every outgoing DEALER.
+        peer_endpoint: endpoint to bind the peer ROUTER at, e.g. `tcp://127.0.0.1:7101`.
+        client_endpoint: endpoint to bind the client ROUTER at.
+        peers: peer id -> peer endpoint for every OTHER node (must not contain `node_id`).
+        peer_max_message_bytes: MAXMSGSIZE of the peer ROUTER.
+        client_max_message_bytes: MAXMSGSIZE of the client ROUTER.
+        sndhwm: per-peer outgoing queue bound; sends beyond it are dropped.
+        rcvhwm: per-connection incoming queue bound on the peer ROUTER.
+        reconnect_ivl_ms: first reconnect delay of the DEALERs.
+        reconnect_ivl_max_ms: reconnect backoff ceiling of the DEALERs.
+        heartbeat_ivl_ms: ZMTP ping interval on the DEALERs (0 disables heartbeats).
+        heartbeat_timeout_ms: a DEALER link with no traffic for this long is closed.
+        connect_timeout_ms: a TCP connect pending this long is abandoned and retried.
+        context: a zmq.Context to use; if None, the transport creates one and terminates
+            it in `close()`. A given context is left running.
+
+    Raises:
+        ValueError: `peers` contains `node_id`, or an id is not a valid routing id.
+        TransportError: an endpoint could not be bound (e.g. the port is in use) or
+            connected (malformed endpoint). Nothing is left open when this is raised.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        peer_endpoint: str,
+        client_endpoint: str,
+        peers: Mapping[str, str],
+        *,
+        peer_max_message_bytes: int = DEFAULT_PEER_MAX_MESSAGE_BYTES,
+        client_max_message_bytes: int = DEFAULT_CLIENT_MAX_MESSAGE_BYTES,
+        sndhwm: int = 1000,
+        rcvhwm: int = 1000,
+        reconnect_ivl_ms: int = 100,
+        reconnect_ivl_max_ms: int = 1000,
+        heartbeat_ivl_ms: int = 1000,
+        heartbeat_timeout_ms: int = 3000,
+        connect_timeout_ms: int = 1000,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        if node_id in peers:
+            raise ValueError(f"peers must not contain this node's own id {node_id!r}")
+        self.node_id = node_id
+        self._rid = _routing_id(node_id)
+        self._peer_ids = {_routing_id(pid): pid for pid in peers}
+        self._owns_context = context is None
+        self._context: zmq.Context[zmq.Socket[bytes]] = (
+            context if context is not None else zmq.Context()
+        )
+        self._sockets: list[zmq.Socket[bytes]] = []
+        self._closed = False
+        self._blocked: frozenset[str] = frozenset()
+        self._counts: dict[str, int] = dict.fromkeys(_COUNTER_NAMES, 0)
+        self._dropped_by_peer: dict[str, int] = dict.fromkeys(peers, 0)
+        self._bad: deque[BadInput] = deque(maxlen=_MAX_BAD_KEPT)
+        try:
+            self._peer_in = self._bind_router(peer_endpoint, peer_max_message_bytes, rcvhwm)
+            self._client_in = self._bind_router(client_endpoint, client_max_message_bytes, None)
+            self._client_in.setsockopt(zmq.ROUTER_MANDATORY, 0)
+            self._dealers = {
+                pid: self._connect_dealer(
+                    endpoint,
+                    sndhwm=sndhwm,
+                    reconnect_ivl_ms=reconnect_ivl_ms,
+                    reconnect_ivl_max_ms=reconnect_ivl_max_ms,
+                    heartbeat_ivl_ms=heartbeat_ivl_ms,
+                    heartbeat_timeout_ms=heartbeat_timeout_ms,
+                    connect_timeout_ms=connect_timeout_ms,
+                )
+                for pid, endpoint in peers.items()
+            }
+        except BaseException:
+            self.close()
+            raise
+
+    # --- construction ---------------------------------------------------------
+
+    def _new_socket(self, kind: int) -> zmq.Socket[bytes]:
+        sock = self._context.socket(kind)
+        self._sockets.append(sock)  # tracked before any option can fail, so close() sees it
+        sock.setsockopt(zmq.LINGER, 0)
+        return sock
+
+    def _bind_router(self, endpoint: str, max_bytes: int, rcvhwm: int | None) -> zmq.Socket[bytes]:
+        sock = self._new_socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+        if rcvhwm is not None:
+            sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise TransportError(
+                f"cannot bind {endpoint}: {exc.strerror}", endpoint, exc.errno
+            ) from exc
+        return sock
+
+    def _connect_dealer(
+        self,
+        endpoint: str,
+        *,
+        sndhwm: int,
+        reconnect_ivl_ms: int,
+        reconnect_ivl_max_ms: int,
+        heartbeat_ivl_ms: int,
+        heartbeat_timeout_ms: int,
+        connect_timeout_ms: int,
+    ) -> zmq.Socket[bytes]:
+        sock = self._new_socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, self._rid)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.SNDHWM, sndhwm)
+        sock.setsockopt(zmq.RCVHWM, _DEALER_RCVHWM)
+        sock.setsockopt(zmq.MAXMSGSIZE, _DEALER_INBOUND_MAX_BYTES)
+        sock.setsockopt(zmq.RECONNECT_IVL, reconnect_ivl_ms)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, reconnect_ivl_max_ms)
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, connect_timeout_ms)
+        if heartbeat_ivl_ms > 0:
+            sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ivl_ms)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, heartbeat_timeout_ms)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise TransportError(
+                f"cannot connect to {endpoint}: {exc.strerror}", endpoint, exc.errno
+            ) from exc
+        return sock
+
+    # --- poller ---------------------------------------------------------------
+
+    @property
+    def peer_socket(self) -> zmq.Socket[bytes]:
+        """The peer ROUTER, for checking `dict(poller.poll())` results."""
+        return self._peer_in
+
+    @property
+    def client_socket(self) -> zmq.Socket[bytes]:
+        """The client ROUTER, for checking `dict(poller.poll())` results."""
+        return self._client_in
+
+    def register(self, poller: zmq.Poller) -> None:
+        """Register both ROUTERs with `poller` for POLLIN. The DEALERs are never polled."""
+        poller.register(self._peer_in, zmq.POLLIN)
+        poller.register(self._client_in, zmq.POLLIN)
+
+    def readable(self, events: Mapping[zmq.Socket[bytes], int]) -> tuple[bool, bool]:
+        """Return `(peers_ready, clients_ready)` from `dict(poller.poll(timeout))`.
+
+        `events` may hold other sockets too; they are ignored.
+        """
+        peers_ready = bool(events.get(self._peer_in, 0) & zmq.POLLIN)
+        clients_ready = bool(events.get(self._client_in, 0) & zmq.POLLIN)
+        return peers_ready, clients_ready
+
+    # --- peers ----------------------------------------------------------------
+
+    def send(self, peer_id: str, frame: bytes) -> bool:
+        """Send one frame to a peer without blocking.
+
+        Args:
+            peer_id: a peer id given to the constructor.
+            frame: the payload; sent as a single ZeroMQ frame.
+
+        Returns:
+            True if libzmq accepted the frame (it may still be lost with the connection).
+            False if it was dropped: the peer is not connected (`IMMEDIATE`), its queue
+            is at `sndhwm`, or it is blocked by `set_blocked_peers`. Drops are counted;
+            Raft retries, so callers do nothing else.
+
+        Raises:
+            KeyError: `peer_id` is not a configured peer (a local bug, not remote input).
+        """
+        dealer = self._dealers[peer_id]
+        if peer_id in self._blocked:
+            self._counts["peer_blocked_dropped"] += 1
+            return False
+        try:
+            dealer.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            self._counts["peer_send_dropped"] += 1
+            self._dropped_by_peer[peer_id] += 1
+            return False
+        self._counts["peer_frames_sent"] += 1
+        return True
+
+    def send_many(self, frames: Iterable[tuple[str, bytes]]) -> int:
+        """Send `(peer_id, frame)` pairs in order; return how many were dropped.
+
+        Raises:
+            KeyError: a peer id is not configured. Frames before it were sent.
+        """
+        dropped = 0
+        for peer_id, frame in frames:
+            if not self.send(peer_id, frame):
+                dropped += 1
+        return dropped
+
+    def recv_peers(self, budget: int = DEFAULT_RECV_BUDGET) -> list[tuple[bytes, bytes]]:
+        """Drain the peer ROUTER: read up to `budget` messages, stopping at `zmq.Again`.
+
+        Returns:
+            `(sender_routing_id, frame)` for each well-formed message from a configured,
+            unblocked peer, in arrival order. The sender is the peer id, UTF-8 encoded.
+            Malformed messages (not exactly one non-empty frame, or an unknown sender)
+            count against the budget, are dropped and recorded as `BadInput`; frames from
+            blocked peers count against the budget and are dropped.
+        """
+        out: list[tuple[bytes, bytes]] = []
+        for _ in range(budget):
+            try:
+                parts = self._peer_in.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            sender = parts[0]
+            if len(parts) != 2:
+                self._bad_peer(sender, BadInputReason.FRAME_COUNT)
+            elif sender not in self._peer_ids:
+                self._bad_peer(sender, BadInputReason.UNKNOWN_SENDER)
+            elif not parts[1]:
+                self._bad_peer(sender, BadInputReason.EMPTY_FRAME)
+            elif self._peer_ids[sender] in self._blocked:
+                self._counts["peer_blocked_dropped"] += 1
+            else:
+                self._counts["peer_frames_received"] += 1
+                out.append((sender, parts[1]))
+        return out
+
+    def _bad_peer(self, sender: bytes, reason: BadInputReason) -> None:
+        self._counts["peer_bad_input"] += 1
+        self._bad.append(BadInput(source="peer", sender=sender, reason=reason))
+
+    # --- clients --------------------------------------------------------------
+
+    def recv_clients(self, budget: int = DEFAULT_RECV_BUDGET) -> list[tuple[list[bytes], bytes]]:
+        """Drain the client ROUTER: read up to `budget` requests, stopping at `zmq.Again`.
+
+        A request is `[identity, *hops, b"", body]`: what a REQ client sends, or a DEALER
+        client sending `[b"", body]`. The envelope is everything up to and including the
+        first empty frame; pass it unchanged to `reply()`.
+
+        Returns:
+            `(envelope, body)` per well-formed request, in arrival order. A message with
+            no empty frame, or not exactly one frame after it, is dropped and recorded as
+            `BadInput` (with its envelope when there is one, so the node can answer it).
+        """
+        out: list[tuple[list[bytes], bytes]] = []
+        for _ in range(budget):
+            try:
+                parts = self._client_in.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                split = parts.index(b"", 1) + 1
+            except ValueError:
+                self._bad_client(parts[0], BadInputReason.NO_DELIMITER, None)
+                continue
+            if len(parts) - split != 1:
+                self._bad_client(parts[0], BadInputReason.FRAME_COUNT, tuple(parts[:split]))
+                continue
+            self._counts["client_requests_received"] += 1
+            out.append((parts[:split], parts[split]))
+        return out
+
+    def _bad_client(
+        self, sender: bytes, reason: BadInputReason, envelope: tuple[bytes, ...] | None
+    ) -> None:
+        self._counts["client_bad_input"] += 1
+        self._bad.append(BadInput(source="client", sender=sender, reason=reason, envelope=envelope))
+
+    def reply(self, envelope: Sequence[bytes], body: bytes) -> bool:
+        """Send `envelope + [body]` to a client without blocking.
+
+        A client that has disconnected is not an error: libzmq discards the reply
+        silently (`ROUTER_MANDATORY=0`), and this still returns True. So True means
+        "handed to libzmq", not "delivered".
+
+        Returns:
+            False only if libzmq refused the message (counted as a dropped reply).
+        """
+        try:
+            self._client_in.send_multipart([*envelope, body], zmq.NOBLOCK)
+        except zmq.Again:
+            self._counts["client_replies_dropped"] += 1
+            return False
+        self._counts["client_replies_sent"] += 1
+        return True
+
+    # --- diagnostics and fault injection ------------------------------------------
+
+    def take_bad_inputs(self) -> list[BadInput]:
+        """Return the malformed inputs recorded since the last call, oldest first.
+
+        At most the latest 64 are kept; `counters()` has the full totals.
+        """
+        bad = list(self._bad)
+        self._bad.clear()
+        return bad
+
+    def counters(self) -> TransportCounters:
+        """Return a snapshot of the running totals."""
+        return TransportCounters(**self._counts, send_dropped_by_peer=dict(self._dropped_by_peer))
+
+    def set_blocked_peers(self, peer_ids: Iterable[str]) -> None:
+        """FOR TESTS AND FAULT INJECTION ONLY: cut this node off from `peer_ids`.
+
+        Frames to and from these peers are dropped (and counted in
+        `peer_blocked_dropped`) while the TCP links stay up, which models a partition
+        without root. An empty set heals it. A node turns this on only from an explicit
+        test setting, never from anything received on the wire.
+
+        Raises:
+            KeyError: an id is not a configured peer.
+        """
+        blocked = frozenset(peer_ids)
+        unknown = blocked - self._dealers.keys()
+        if unknown:
+            raise KeyError(f"unknown peers: {sorted(unknown)}")
+        self._blocked = blocked
+
+    # --- shutdown -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every socket at once (linger 0) and terminate the context if we own it.
+
+        Idempotent. The transport must not be used afterwards.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for sock in self._sockets:
+            sock.close(linger=0)
+        self._sockets.clear()
+        if self._owns_context:
+            self._context.term()
+
+    def __enter__(self) -> ZmqTransport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
