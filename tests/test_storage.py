@@ -1,0 +1,704 @@
+"""Storage adapter tests: round trips, truncation, torn tails, corruption, fail-stop.
+
+Shared behaviour runs against both `FileStorage` and `MemoryStorage`. File-only tests damage
+the files the way a crash or a bad disk would (PLATFORM.md §2: torn writes can only be
+simulated at file level) and inject OSErrors and short writes with monkeypatch.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from zraft.core.types import Entry, EntryKind, HardState
+from zraft.storage import (
+    CorruptLogError,
+    DataDirLockedError,
+    FileStorage,
+    LogStorage,
+    MemoryStorage,
+    StorageError,
+    TailRepair,
+)
+from zraft.storage.wal import (
+    FRAME_SAVE,
+    FRAME_SEGMENT_HEADER,
+    SegmentHeader,
+    encode_frame,
+    encode_save,
+    encode_segment_header,
+    segment_name,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ent(index: int, term: int = 1, data: bytes | None = None) -> Entry:
+    """A NORMAL entry whose data names its index and term unless given."""
+    payload = f"e{index}t{term}".encode() if data is None else data
+    return Entry(term=term, index=index, kind=EntryKind.NORMAL, data=payload)
+
+
+def ents(lo: int, hi: int, term: int = 1) -> list[Entry]:
+    """Entries lo..hi inclusive."""
+    return [ent(i, term) for i in range(lo, hi + 1)]
+
+
+def segments(data_dir: Path) -> list[Path]:
+    """The WAL segment files, oldest first."""
+    return sorted(data_dir.glob("wal-*.log"))
+
+
+# --- shared behaviour, over both implementations ------------------------------------
+
+
+@pytest.fixture(params=["memory", "file"])
+def make_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], LogStorage]]:
+    """A factory returning the store; calling it again 'restarts' it (durable state kept)."""
+    opened: list[LogStorage] = []
+    memory = MemoryStorage()
+
+    def factory() -> LogStorage:
+        if request.param == "memory":
+            return memory  # a restart rebuilds from the same durable state
+        if opened:
+            opened[-1].close()
+        opened.append(FileStorage(tmp_path / "data", segment_bytes=256))
+        return opened[-1]
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+def test_empty_store_loads_nothing(make_store: Callable[[], LogStorage]) -> None:
+    """A fresh store: default hard state, no entries, first 1, last 0."""
+    store = make_store()
+    restored = store.load()
+    assert restored.hard_state == HardState()
+    assert restored.entries == ()
+    assert (store.first_index(), store.last_index()) == (1, 0)
+    assert store.tail_repair is None
+
+
+def test_round_trip_and_restart(make_store: Callable[[], LogStorage]) -> None:
+    """Entries and hard state saved over many calls come back, also after a restart."""
+    store = make_store()
+    hard_state = HardState()
+    for index in range(1, 41):
+        hard_state = HardState(term=2, voted_for="n2", commit=index - 1)
+        store.save(hard_state, [ent(index, 2, bytes([index]) * index)])
+    store.save(None, ents(41, 50, 2))
+    expected = tuple([ent(i, 2, bytes([i]) * i) for i in range(1, 41)] + ents(41, 50, 2))
+    assert store.load().entries == expected
+    store = make_store()
+    restored = store.load()
+    assert restored.hard_state == hard_state
+    assert restored.entries == expected
+    assert store.entries(10, 13) == list(expected[9:12])
+    assert store.entries(50, 51) == [expected[-1]]
+    assert store.entries(7, 7) == []
+
+
+def test_hard_state_alone_and_none(make_store: Callable[[], LogStorage]) -> None:
+    """A hard-state-only save persists it; None keeps the previous one."""
+    store = make_store()
+    store.save(HardState(term=3, voted_for="n1", commit=0), [])
+    store.save(None, ents(1, 2))
+    store.save(None, [])  # nothing to do
+    store = make_store()
+    assert store.load().hard_state == HardState(term=3, voted_for="n1", commit=0)
+    assert store.last_index() == 2
+
+
+def test_truncation_replaces_the_suffix(make_store: Callable[[], LogStorage]) -> None:
+    """Entries 1..10, then entries from 6 with a new term: 1..5 old plus the new ones."""
+    store = make_store()
+    store.save(HardState(term=1), ents(1, 10, term=1))
+    store.save(HardState(term=2), ents(6, 7, term=2))
+    expected = tuple(ents(1, 5, 1) + ents(6, 7, 2))
+    assert store.load().entries == expected
+    assert store.last_index() == 7
+    store = make_store()
+    assert store.load().entries == expected
+    store.save(None, ents(8, 8, term=2))  # appending after a truncation works
+    store.save(None, ents(3, 3, term=3))  # and truncating again, deeper
+    store = make_store()
+    assert store.load().entries == (*ents(1, 2, 1), ent(3, 3))
+
+
+def test_bad_appends_raise_value_error_and_change_nothing(
+    make_store: Callable[[], LogStorage],
+) -> None:
+    """A gap or non-contiguous batch is misuse: ValueError, store unchanged and usable."""
+    store = make_store()
+    store.save(None, ents(1, 3))
+    with pytest.raises(ValueError, match="outside"):
+        store.save(None, [ent(5)])
+    with pytest.raises(ValueError, match="contiguous"):
+        store.save(None, [ent(4), ent(6)])
+    with pytest.raises(ValueError, match="outside"):
+        store.save(None, [ent(0)])
+    store.save(None, [ent(4)])
+    assert [e.index for e in store.load().entries] == [1, 2, 3, 4]
+
+
+def test_entries_out_of_range(make_store: Callable[[], LogStorage]) -> None:
+    """Reading outside the stored range raises IndexError."""
+    store = make_store()
+    store.save(None, ents(1, 3))
+    for lo, hi in [(0, 2), (2, 5), (3, 2)]:
+        with pytest.raises(IndexError):
+            store.entries(lo, hi)
+
+
+def test_snapshots_are_not_supported_yet(make_store: Callable[[], LogStorage]) -> None:
+    """Issue 5 adds snapshots; until then passing one is refused loudly."""
+    from zraft.core.types import Membership, SnapshotMeta
+
+    meta = SnapshotMeta(index=1, term=1, membership=Membership(voters=frozenset({"n1"})))
+    with pytest.raises(NotImplementedError):
+        make_store().save(None, [], meta)
+
+
+def test_compact_keeps_everything_above_the_index(make_store: Callable[[], LogStorage]) -> None:
+    """compact(i) may drop entries <= i only; the rest survives a restart."""
+    store = make_store()
+    for index in range(1, 61):
+        store.save(HardState(term=1, commit=index), [ent(index, data=b"z" * 40)])
+    store.compact(45)
+    first = store.first_index()
+    assert 1 < first <= 46
+    store = make_store()
+    assert store.first_index() == first
+    assert store.load().entries == tuple(ent(i, data=b"z" * 40) for i in range(first, 61))
+    assert store.load().hard_state == HardState(term=1, commit=60)
+
+
+def test_closed_store_refuses_calls(tmp_path: Path) -> None:
+    """After close every call raises StorageError; close is idempotent."""
+    for store in (MemoryStorage(), FileStorage(tmp_path)):
+        store.close()
+        store.close()
+        with pytest.raises(StorageError):
+            store.save(None, [ent(1)])
+        with pytest.raises(StorageError):
+            store.load()
+
+
+def test_memory_storage_injected_failure_is_permanent() -> None:
+    """MemoryStorage fails like FileStorage: StorageError, then every call refuses."""
+    store = MemoryStorage()
+    store.save(None, [ent(1)])
+    store.inject_failure(OSError(errno.EIO, "injected"))
+    with pytest.raises(StorageError, match="injected"):
+        store.save(None, [ent(2)])
+    with pytest.raises(StorageError):
+        store.save(None, [ent(2)])
+    with pytest.raises(StorageError):
+        store.load()
+
+
+# --- FileStorage: layout, segments, lock --------------------------------------------
+
+
+def test_creates_a_missing_data_dir(tmp_path: Path) -> None:
+    """The data dir (and its parents) is created; a stray file in it is ignored."""
+    data_dir = tmp_path / "a" / "b" / "data"
+    with_store = FileStorage(data_dir)
+    with_store.save(HardState(term=1), [ent(1)])
+    with_store.close()
+    (data_dir / "wal-notes.tmp").write_bytes(b"junk")
+    store = FileStorage(data_dir)
+    assert store.load().entries == (ent(1),)
+    store.close()
+
+
+def test_segments_roll_and_reload(tmp_path: Path) -> None:
+    """Small segments: many files, all replayed in order, truncation across a boundary."""
+    store = FileStorage(tmp_path, segment_bytes=300)
+    for index in range(1, 101):
+        store.save(HardState(term=1, commit=index - 1), [ent(index)])
+    assert len(segments(tmp_path)) > 10
+    store.save(HardState(term=2, commit=50), ents(51, 55, term=2))  # cuts into old segments
+    store.close()
+    store = FileStorage(tmp_path, segment_bytes=300)
+    restored = store.load()
+    assert restored.entries == tuple(ents(1, 50, 1) + ents(51, 55, 2))
+    assert restored.hard_state == HardState(term=2, commit=50)
+    assert store.entries(49, 53) == [ent(49), ent(50), ent(51, 2), ent(52, 2)]
+    store.close()
+
+
+def test_segment_names_and_headers(tmp_path: Path) -> None:
+    """Segments are named wal-<seq>-<base index>.log (16 hex digits each)."""
+    store = FileStorage(tmp_path, segment_bytes=1)
+    store.save(None, [ent(1)])
+    store.save(None, [ent(2)])
+    store.close()
+    names = [p.name for p in segments(tmp_path)]
+    assert names == [segment_name(1, 1), segment_name(2, 2)]
+    assert names[1] == "wal-0000000000000002-0000000000000002.log"
+
+
+def test_second_open_is_refused(tmp_path: Path) -> None:
+    """Two stores on one data dir: the second is refused, in-process and cross-process."""
+    store = FileStorage(tmp_path)
+    with pytest.raises(DataDirLockedError, match="in use"):
+        FileStorage(tmp_path)
+    code = (
+        "import sys\n"
+        "from zraft.storage import FileStorage, DataDirLockedError\n"
+        "try:\n"
+        f"    FileStorage({str(tmp_path)!r})\n"
+        "except DataDirLockedError:\n"
+        "    sys.exit(3)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, check=False, timeout=30)
+    assert result.returncode == 3
+    store.close()
+    FileStorage(tmp_path).close()  # released on close
+
+
+def test_one_fsync_per_append(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Append-only saves (entries plus hard state) cost exactly one sync; a roll adds one."""
+    store = FileStorage(tmp_path, segment_bytes=1 << 20)
+    calls: list[str] = []
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append("data"), real_fdatasync(fd)))
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("full"), real_fsync(fd)))
+    store.save(HardState(term=1, voted_for="n1", commit=0), ents(1, 32))
+    store.save(HardState(term=1, voted_for="n1", commit=32), [])
+    store.save(None, ents(5, 6, term=2))  # a truncation is in the same single frame
+    assert calls == ["data", "data", "data"]
+    store._segment_bytes = 1  # internals: force the next save to roll
+    calls.clear()
+    store.save(None, [ent(7, 2)])
+    assert calls == ["data", "full"]  # the new file, then its directory entry
+    store.close()
+
+
+# --- FileStorage: torn tails and corruption ------------------------------------------
+
+LAST_ENTRY = ent(3, data=b"payload-of-the-last-record")
+LAST_HARD_STATE = HardState(term=1, voted_for="n3", commit=2)
+LAST_FRAME_LEN = len(encode_frame(0, FRAME_SAVE, encode_save(None, [LAST_ENTRY], LAST_HARD_STATE)))
+
+
+def three_saves(data_dir: Path) -> tuple[Path, int]:
+    """Saves entries 1, 2, 3 (one frame each); returns the segment and the last frame's start."""
+    store = FileStorage(data_dir)
+    store.save(HardState(term=1, voted_for="n1", commit=0), [ent(1)])
+    store.save(HardState(term=1, voted_for="n1", commit=1), [ent(2)])
+    (path,) = segments(data_dir)
+    start = path.stat().st_size
+    store.save(LAST_HARD_STATE, [LAST_ENTRY])
+    store.close()
+    assert path.stat().st_size == start + LAST_FRAME_LEN
+    return path, start
+
+
+def assert_repaired(data_dir: Path, path: Path, start: int, dropped: int) -> None:
+    """The last record is cut off and reported once; the store works on afterwards."""
+    store = FileStorage(data_dir)
+    assert store.tail_repair == TailRepair(str(path), start, dropped, last_index=2)
+    restored = store.load()
+    assert restored.entries == (ent(1), ent(2))
+    assert restored.hard_state == HardState(term=1, voted_for="n1", commit=1)
+    assert path.stat().st_size == start
+    store.save(None, [ent(3, 2)])
+    store.close()
+    store = FileStorage(data_dir)
+    assert store.tail_repair is None
+    assert store.load().entries == (ent(1), ent(2), ent(3, 2))
+    store.close()
+
+
+@pytest.mark.parametrize("kept", range(1, LAST_FRAME_LEN))
+def test_torn_tail_at_every_byte(tmp_path: Path, kept: int) -> None:
+    """The last record cut after `kept` bytes: dropped and reported, earlier ones intact."""
+    path, start = three_saves(tmp_path)
+    os.truncate(path, start + kept)
+    assert_repaired(tmp_path, path, start, kept)
+
+
+@pytest.mark.parametrize("position", range(LAST_FRAME_LEN))
+def test_flipped_byte_in_last_record(tmp_path: Path, position: int) -> None:
+    """Any damaged byte in the final record (header or payload) is a torn tail."""
+    path, start = three_saves(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[start + position] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert_repaired(tmp_path, path, start, LAST_FRAME_LEN)
+
+
+@pytest.mark.parametrize("junk", [b"\x00" * 4096, b"\x02" * 33, bytes(range(256)) * 4])
+def test_junk_after_the_last_record_is_a_torn_tail(tmp_path: Path, junk: bytes) -> None:
+    """Zeros (a file extended but never written) or junk after valid records are cut."""
+    path, _ = three_saves(tmp_path)
+    size = path.stat().st_size
+    with path.open("ab") as f:
+        f.write(junk)
+    store = FileStorage(tmp_path)
+    assert store.tail_repair == TailRepair(str(path), size, len(junk), last_index=3)
+    assert store.last_index() == 3
+    store.close()
+
+
+def test_torn_truncation_keeps_the_old_suffix(tmp_path: Path) -> None:
+    """A crash while a truncating save is written leaves the old log whole, never half."""
+    store = FileStorage(tmp_path)
+    store.save(HardState(term=1), ents(1, 10, 1))
+    (path,) = segments(tmp_path)
+    start = path.stat().st_size
+    store.save(HardState(term=2), ents(6, 8, 2))
+    store.close()
+    end = path.stat().st_size
+    for kept in (1, (end - start) // 2, end - start - 1):
+        data = path.read_bytes()
+        os.truncate(path, start + kept)
+        store = FileStorage(tmp_path)
+        assert store.load().entries == tuple(ents(1, 10, 1))
+        assert store.load().hard_state == HardState(term=1)
+        store.close()
+        path.write_bytes(data)  # put the full record back for the next cut
+    store = FileStorage(tmp_path)
+    assert store.load().entries == tuple(ents(1, 5, 1) + ents(6, 8, 2))
+    store.close()
+
+
+def test_torn_hard_state_record_keeps_the_previous_one(tmp_path: Path) -> None:
+    """A vote whose record was torn was never durable: the previous hard state stands."""
+    store = FileStorage(tmp_path)
+    store.save(HardState(term=4, voted_for="n1", commit=0), [])
+    (path,) = segments(tmp_path)
+    start = path.stat().st_size
+    store.save(HardState(term=5, voted_for="n2", commit=0), [])
+    store.close()
+    end = path.stat().st_size
+    for kept in range(1, end - start):
+        os.truncate(path, start + kept)
+        store = FileStorage(tmp_path)
+        assert store.load().hard_state == HardState(term=4, voted_for="n1", commit=0)
+        assert store.tail_repair is not None
+        store.close()
+
+
+@pytest.mark.parametrize("kept", [0, 1, 8, 9, 20])
+def test_torn_new_segment_header_removes_the_file(tmp_path: Path, kept: int) -> None:
+    """A crash while a new segment's header was written: the file goes, nothing else."""
+    store = FileStorage(tmp_path, segment_bytes=1)
+    store.save(HardState(term=1, commit=1), [ent(1)])
+    store.save(HardState(term=1, commit=2), [ent(2)])
+    store.close()
+    first, second = segments(tmp_path)
+    size = second.stat().st_size
+    os.truncate(second, kept)
+    store = FileStorage(tmp_path, segment_bytes=1)
+    assert store.tail_repair == TailRepair(str(second), 0, kept, last_index=1)
+    assert segments(tmp_path) == [first]
+    assert store.load().entries == (ent(1),)
+    store.save(None, [ent(2, 2)])
+    store.close()
+    assert size > kept
+    store = FileStorage(tmp_path)
+    assert store.load().entries == (ent(1), ent(2, 2))
+    assert store.tail_repair is None
+    store.close()
+
+
+def test_torn_first_segment_of_a_new_store(tmp_path: Path) -> None:
+    """A store that crashed while being created starts empty again."""
+    FileStorage(tmp_path).close()
+    (path,) = segments(tmp_path)
+    os.truncate(path, 5)
+    store = FileStorage(tmp_path)
+    assert store.tail_repair is not None
+    assert store.load().entries == ()
+    store.save(None, [ent(1)])
+    store.close()
+
+
+def test_corruption_in_the_middle_names_file_and_offset(tmp_path: Path) -> None:
+    """A bad record followed by valid ones is corruption, never a silent skip."""
+    store = FileStorage(tmp_path)
+    offsets = []
+    for index in range(1, 6):
+        offsets.append(store._segments[-1].size)  # internals: where each frame starts
+        store.save(HardState(term=1, commit=index), [ent(index)])
+    store.close()
+    (path,) = segments(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[offsets[1] + 20] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptLogError) as caught:
+        FileStorage(tmp_path)
+    assert caught.value.path == str(path)
+    assert caught.value.offset == offsets[1]
+    assert str(path) in str(caught.value)
+    assert f"byte offset {offsets[1]}" in str(caught.value)
+    assert f"valid record at offset {offsets[2]}" in str(caught.value)
+    FileStorage(tmp_path / "other").close()  # the failed open released the lock on tmp_path
+    with pytest.raises(CorruptLogError):
+        FileStorage(tmp_path)
+
+
+def test_damaged_non_final_segment_is_corruption(tmp_path: Path) -> None:
+    """Even a damaged last record is corruption when a later segment exists."""
+    store = FileStorage(tmp_path, segment_bytes=1)
+    for index in range(1, 4):
+        store.save(None, [ent(index)])
+    store.close()
+    first = segments(tmp_path)[0]
+    os.truncate(first, first.stat().st_size - 3)
+    with pytest.raises(CorruptLogError, match="not last") as caught:
+        FileStorage(tmp_path)
+    assert caught.value.path == str(first)
+
+
+def test_missing_segment_is_corruption(tmp_path: Path) -> None:
+    """A hole in the segment sequence is refused, naming the file after the hole."""
+    store = FileStorage(tmp_path, segment_bytes=1)
+    for index in range(1, 4):
+        store.save(None, [ent(index)])
+    store.close()
+    _, second, third = segments(tmp_path)
+    second.unlink()
+    with pytest.raises(CorruptLogError, match="missing") as caught:
+        FileStorage(tmp_path)
+    assert caught.value.path == str(third)
+
+
+def write_segment(path: Path, seq: int, base: int, saves: list[bytes]) -> list[int]:
+    """Craft a segment from save payloads with valid CRCs; returns the frames' offsets."""
+    header = SegmentHeader(seq=seq, base_index=base, hard_state=None)
+    data = encode_frame(0, FRAME_SEGMENT_HEADER, encode_segment_header(header))
+    offsets = []
+    for payload in saves:
+        offsets.append(len(data))
+        data += encode_frame(len(data), FRAME_SAVE, payload)
+    path.write_bytes(data)
+    return offsets
+
+
+def test_index_gap_is_corruption(tmp_path: Path) -> None:
+    """CRC-valid records whose entries skip an index are refused."""
+    path = tmp_path / segment_name(1, 1)
+    saves = [encode_save(None, [ent(1)], None), encode_save(None, [ent(3)], None)]
+    offsets = write_segment(path, 1, 1, saves)
+    with pytest.raises(CorruptLogError, match="entry index 3 where 2 was expected") as caught:
+        FileStorage(tmp_path)
+    assert (caught.value.path, caught.value.offset) == (str(path), offsets[1])
+
+
+def test_segment_base_mismatch_is_corruption(tmp_path: Path) -> None:
+    """A segment whose base index does not follow the previous segment is refused."""
+    write_segment(tmp_path / segment_name(1, 1), 1, 1, [encode_save(None, ents(1, 2), None)])
+    write_segment(tmp_path / segment_name(2, 5), 2, 5, [encode_save(None, [ent(5)], None)])
+    with pytest.raises(CorruptLogError, match="starts at index 5"):
+        FileStorage(tmp_path)
+
+
+def test_flipped_byte_in_a_read_back_frame(tmp_path: Path) -> None:
+    """A frame damaged after open is caught by the CRC when it is read back."""
+    store = FileStorage(tmp_path)
+    store.save(None, ents(1, 3))
+    (path,) = segments(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptLogError, match="changed since written"):
+        store.load()
+    store.close()
+
+
+# --- FileStorage: write failures (fail-stop) -----------------------------------------
+
+
+def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.write returning short counts (a nearly full disk) is looped until done."""
+    store = FileStorage(tmp_path)
+    real_write = os.write
+    calls = []
+
+    def short_write(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        return real_write(fd, bytes(data)[:7])
+
+    monkeypatch.setattr(os, "write", short_write)
+    store.save(HardState(term=4, voted_for="n2", commit=0), ents(1, 5))
+    monkeypatch.undo()
+    assert len(calls) > 10
+    store.close()
+    store = FileStorage(tmp_path)
+    assert store.tail_repair is None
+    assert store.load().entries == tuple(ents(1, 5))
+    assert store.load().hard_state == HardState(term=4, voted_for="n2", commit=0)
+    store.close()
+
+
+def test_zero_byte_write_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that makes no progress raises instead of spinning forever."""
+    store = FileStorage(tmp_path)
+    monkeypatch.setattr(os, "write", lambda fd, data: 0)
+    with pytest.raises(StorageError):
+        store.save(None, [ent(1)])
+    store.close()
+
+
+def failing(error_number: int) -> Callable[..., int]:
+    """A stand-in for os.write/os.fdatasync/os.fsync that raises OSError(error_number)."""
+
+    def fail(*args: object) -> int:
+        raise OSError(error_number, os.strerror(error_number))
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    ("function", "error_number"),
+    [
+        ("write", errno.ENOSPC),
+        ("write", errno.EIO),
+        ("fdatasync", errno.EIO),
+        ("fsync", errno.EIO),
+    ],
+)
+def test_io_error_fails_the_store_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: str, error_number: int
+) -> None:
+    """Any OSError in a save raises StorageError, and every later call refuses too."""
+    store = FileStorage(tmp_path)
+    store.save(HardState(term=1), [ent(1)])
+    if function == "fsync":
+        # fsync is what the WAL uses on a platform without fdatasync.
+        monkeypatch.delattr(os, "fdatasync")
+    monkeypatch.setattr(os, function, failing(error_number))
+    with pytest.raises(StorageError, match=os.strerror(error_number)):
+        store.save(HardState(term=2), [ent(2)])
+    monkeypatch.undo()
+    for call in (
+        lambda: store.save(HardState(term=2), [ent(2)]),
+        lambda: store.save(HardState(term=2), []),
+        store.load,
+        store.first_index,
+        lambda: store.entries(1, 2),
+        lambda: store.compact(1),
+    ):
+        with pytest.raises(StorageError, match="failed earlier"):
+            call()
+    store.close()
+    store = FileStorage(tmp_path)  # the next incarnation recovers what was durable
+    assert store.load().entries[0] == ent(1)
+    store.close()
+
+
+def test_failure_while_starting_a_segment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error creating the next segment fails the store like a write error."""
+    store = FileStorage(tmp_path, segment_bytes=1)
+    store.save(None, [ent(1)])
+    monkeypatch.setattr(os, "open", failing(errno.EMFILE))
+    with pytest.raises(StorageError):
+        store.save(None, [ent(2)])
+    monkeypatch.undo()
+    with pytest.raises(StorageError):
+        store.save(None, [ent(2)])
+    store.close()
+
+
+def test_half_written_record_before_a_failure_is_repaired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Write some bytes, then ENOSPC: the next open cuts the partial record off."""
+    store = FileStorage(tmp_path)
+    store.save(None, [ent(1)])
+    real_write = os.write
+    calls = []
+
+    def half_then_enospc(fd: int, data: bytes) -> int:
+        calls.append(fd)
+        if len(calls) == 1:
+            return real_write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_enospc)
+    with pytest.raises(StorageError):
+        store.save(None, ents(2, 4))
+    monkeypatch.undo()
+    store.close()
+    store = FileStorage(tmp_path)
+    assert store.tail_repair is not None
+    assert store.tail_repair.last_index == 1
+    assert store.load().entries == (ent(1),)
+    store.close()
+
+
+# --- FileStorage against a model, with restarts and compaction -----------------------
+
+
+def test_compaction_then_truncation_below_the_segment_base(tmp_path: Path) -> None:
+    """A truncation written in a later segment that reaches into a deleted one replays."""
+    store = FileStorage(tmp_path, segment_bytes=1)  # one save per segment
+    store.save(None, ents(1, 10))
+    store.save(None, ents(11, 20))
+    store.save(HardState(term=2, commit=14), ents(15, 16, term=2))  # segment base 21
+    store.compact(14)  # drops the first two segments
+    first, last = store.first_index(), store.last_index()
+    entries = store.load().entries
+    assert (first, last) == (15, 16)
+    store.close()
+    store = FileStorage(tmp_path, segment_bytes=1)
+    assert (store.first_index(), store.last_index()) == (first, last)
+    assert store.load().entries == entries
+    assert store.load().hard_state == HardState(term=2, commit=14)
+    store.close()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_operations_match_a_model(tmp_path: Path, seed: int) -> None:
+    """Random appends, truncations, compactions and restarts agree with a plain list."""
+    rng = random.Random(seed)
+    model: dict[int, Entry] = {}
+    hard_state = HardState()
+    compacted = 0
+    store = FileStorage(tmp_path, segment_bytes=rng.choice([1, 200, 1000]))
+    for step in range(150):
+        last = store.last_index()
+        choice = rng.random()
+        if choice < 0.1:
+            store.close()
+            store = FileStorage(tmp_path, segment_bytes=rng.choice([1, 200, 1000]))
+            assert store.tail_repair is None
+        elif choice < 0.15 and last > compacted:
+            compacted = rng.randint(compacted, last)
+            store.compact(compacted)
+        else:
+            start = rng.randint(max(store.first_index(), compacted + 1, last - 3), last + 1)
+            stop = start + rng.randint(0, 4)
+            batch = [ent(i, step, rng.randbytes(rng.randint(0, 50))) for i in range(start, stop)]
+            if rng.random() < 0.5:
+                vote = rng.choice([None, "n1"])
+                hard_state = HardState(term=step, voted_for=vote, commit=compacted)
+                store.save(hard_state, batch)
+            else:
+                store.save(None, batch)
+            if batch:
+                model = {i: e for i, e in model.items() if i < start}
+                model.update({e.index: e for e in batch})
+        first = store.first_index()
+        assert first <= compacted + 1
+        assert store.last_index() == max(model, default=0)
+        restored = store.load()
+        assert restored.hard_state == hard_state
+        assert restored.entries == tuple(model[i] for i in range(first, store.last_index() + 1))
+    store.close()

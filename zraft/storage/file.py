@@ -1,0 +1,465 @@
+"""`FileStorage`: one node's log and hard state, durable in a segmented write-ahead log.
+
+What it owns: the files in one data directory::
+
+    LOCK                          flock'ed while a store is open; holds the owner's pid
+    wal-<seq:016x>-<base:016x>.log  segments, replayed in `seq` order (format: `wal.py`)
+
+Each `save()` appends exactly ONE CRC-framed record holding the truncation point (if the
+entries overwrite stored ones), the entries and the hard state, then calls `fdatasync`
+once. Rolling to a new segment adds a directory fsync to that one save.
+
+Why the hard state lives in the WAL and not in its own file: Raft persists term, vote and
+commit on nearly every loop turn (the commit index moves with every batch). A separate file
+written atomically costs write + fsync + rename + directory fsync on top of the log's
+fsync; inside the WAL it costs ~25 bytes under the same single fsync. The contract "hard
+state is written atomically" holds because a frame is all-or-nothing (next paragraph).
+Each segment header repeats the hard state of its time, so deleting old segments
+(`compact`) never loses it.
+
+Crash-safety argument, point by point:
+
+- *A save is atomic.* Its frame carries a CRC over offset, length, type and payload, so
+  after a crash the frame is either wholly valid or detected as damaged. Truncation, new
+  entries and hard state share that frame: no crash leaves the log truncated without its
+  replacement entries, or a hard state without the entries it was saved with.
+- *A save is durable when it returns.* `os.write` is looped until every byte is written (a
+  nearly full disk returns short counts without raising), then `fdatasync` covers the data
+  and the file size; a new segment also gets its directory fsync'ed before returning.
+- *Only the last frame can be torn.* A frame is written only after the previous save's
+  fsync returned, and a segment is started only when the previous one is complete. So a bad
+  frame with nothing valid after it, at the end of the last segment, is the save that was
+  in flight, which no caller saw succeed: cutting it off (`TailRepair`) loses nothing that
+  was acknowledged. A bad frame anywhere else, or entries that do not follow each other, is
+  real corruption: `CorruptLogError` names the file and offset, and nothing is skipped.
+- *A half-started segment is harmless.* If even its header is torn, it holds no
+  acknowledged save and is removed (reported as a repair).
+- *Compaction deletes the oldest segments first*, so a crash midway leaves a contiguous run.
+- Every OSError raises `StorageError` and fails the store for good (fail-stop): after a
+  failed write or fsync the file's state is unknown, and Linux may have dropped the dirty
+  pages, so retrying could report durability that does not exist.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from zraft.core.types import Entry, HardState, RestoredState, SnapshotMeta
+from zraft.storage.base import (
+    CorruptLogError,
+    StorageError,
+    TailRepair,
+    check_append,
+)
+from zraft.storage.frameindex import FrameIndex
+from zraft.storage.fsio import lock_dir, make_dir, sync_data, sync_dir, write_all
+from zraft.storage.wal import (
+    FRAME_HEADER_SIZE,
+    FRAME_SAVE,
+    FRAME_SEGMENT_HEADER,
+    MAX_PAYLOAD,
+    Frame,
+    SegmentHeader,
+    Truncate,
+    decode_items,
+    decode_segment_header,
+    encode_frame,
+    encode_save,
+    encode_segment_header,
+    find_frame_after,
+    parse_segment_name,
+    read_frame,
+    segment_name,
+)
+
+DEFAULT_SEGMENT_BYTES = 64 << 20
+
+
+@dataclass(slots=True)
+class _Segment:
+    seq: int
+    path: Path
+    size: int  # bytes of valid frames; the active segment's append position
+    header_size: int  # a segment holding nothing but its header is never rolled over
+
+
+class FileStorage:
+    """A `LogStorage` backed by a segmented, CRC-framed write-ahead log.
+
+    Constructing it creates the data dir if missing, takes its lock, and recovers: it
+    replays every segment, cuts a torn tail off the last one (see `tail_repair`) and
+    refuses corruption anywhere else. Not thread-safe: one node loop owns it.
+
+    Args:
+        data_dir: the node's data directory.
+        segment_bytes: start a new segment once the active one has reached this size.
+
+    Raises:
+        DataDirLockedError: another open store holds the data dir.
+        CorruptLogError: the log is damaged other than by a torn tail.
+        StorageError: an OSError while opening or recovering.
+    """
+
+    def __init__(
+        self, data_dir: str | os.PathLike[str], *, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    ) -> None:
+        if segment_bytes < 1:
+            raise ValueError("segment_bytes must be >= 1")
+        self._dir = Path(data_dir)
+        self._segment_bytes = segment_bytes
+        self._lock_fd = -1
+        self._fd = -1  # the active (last) segment, opened for appending
+        self._closed = False
+        self._failure: str | None = None
+        self._segments: list[_Segment] = []  # Invariant: seqs consecutive; last is active
+        self._frames = FrameIndex()  # Invariant: covers [first, last] exactly
+        self._first_index = 1
+        self._last_index = 0
+        self._hard_state = HardState()
+        self._tail_repair: TailRepair | None = None
+        try:
+            make_dir(self._dir)
+            self._lock_fd = lock_dir(self._dir)
+            self._recover()
+            if self._segments:
+                active = self._segments[-1].path
+                self._fd = os.open(active, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            else:
+                self._start_segment(seq=1)
+                sync_data(self._fd)
+                sync_dir(self._dir)
+        except OSError as exc:
+            self._release()
+            raise StorageError(f"cannot open storage in {self._dir}: {exc}") from exc
+        except BaseException:
+            self._release()
+            raise
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory this store owns."""
+        return self._dir
+
+    @property
+    def tail_repair(self) -> TailRepair | None:
+        """The torn tail cut off while opening, or None; the node logs `log_tail_repaired`."""
+        return self._tail_repair
+
+    def first_index(self) -> int:
+        """Index of the first stored entry (last_index() + 1 when the log is empty)."""
+        self._check_usable()
+        return self._first_index
+
+    def last_index(self) -> int:
+        """Index of the last stored entry, or first_index() - 1 when the log is empty."""
+        self._check_usable()
+        return self._last_index
+
+    def entries(self, lo: int, hi: int) -> list[Entry]:
+        """Read back the entries with lo <= index < hi (each frame's CRC is checked again).
+
+        Raises:
+            IndexError: the range is reversed or reaches outside [first_index, last_index].
+            CorruptLogError: a frame no longer matches what was written.
+            StorageError: a read failed (the store is then failed).
+        """
+        self._check_usable()
+        if not self._first_index <= lo <= hi <= self._last_index + 1:
+            raise IndexError(
+                f"entries [{lo}, {hi}) outside the stored [{self._first_index}, {self._last_index}]"
+            )
+        result: list[Entry] = []
+        frames = self._frames
+        pos = max(0, frames.position(lo))
+        fds: dict[int, int] = {}
+        try:
+            while pos < len(frames) and frames.firsts[pos] < hi:
+                # Only [lo, hi) and only what is live: a later frame may have replaced
+                # this frame's tail.
+                live_end = frames.firsts[pos + 1] if pos + 1 < len(frames) else hi
+                low, high = max(lo, frames.firsts[pos]), min(hi, live_end)
+                for item in self._read_save(frames.seqs[pos], frames.offsets[pos], fds):
+                    if isinstance(item, Entry) and low <= item.index < high:
+                        result.append(item)
+                pos += 1
+        except OSError as exc:
+            raise self._fail(f"reading the log in {self._dir}", exc) from exc
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        return result
+
+    def save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: SnapshotMeta | None = None,
+    ) -> None:
+        """Truncate from entries[0].index, append `entries`, set `hard_state`; one fsync.
+
+        Nothing is written when there are no entries and no hard state.
+
+        Raises:
+            ValueError: the entries leave a gap, are not contiguous, or a field is out of
+                range for the format (nothing was written; the store stays usable).
+            NotImplementedError: a snapshot was passed (snapshots: issue 5).
+            StorageError: a write or fsync failed; the store is failed from now on.
+        """
+        self._check_usable()
+        if snapshot is not None:
+            raise NotImplementedError("saving snapshots arrives with issue 5")
+        check_append(entries, self._first_index, self._last_index)
+        if not entries and hard_state is None:
+            return
+        overwrite = bool(entries) and entries[0].index <= self._last_index
+        truncate_from = entries[0].index if overwrite else None
+        payload = encode_save(truncate_from, entries, hard_state)
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(f"one save holds at most {MAX_PAYLOAD} bytes, got {len(payload)}")
+        try:
+            active = self._segments[-1]
+            rolled = active.size >= self._segment_bytes and active.size > active.header_size
+            if rolled:
+                self._roll()
+            segment = self._segments[-1]
+            offset = segment.size
+            frame = encode_frame(offset, FRAME_SAVE, payload)
+            write_all(self._fd, frame)
+            segment.size += len(frame)
+            sync_data(self._fd)
+            if rolled:
+                sync_dir(self._dir)
+        except OSError as exc:
+            raise self._fail(f"writing the log in {self._dir}", exc) from exc
+        if entries:
+            if truncate_from is not None:
+                self._truncate(truncate_from)
+            self._frames.append(segment.seq, offset, entries[0].index)
+            self._last_index = entries[-1].index
+        if hard_state is not None:
+            self._hard_state = hard_state
+
+    def load(self) -> RestoredState:
+        """The durable hard state and every stored entry, read back from the log.
+
+        Raises:
+            CorruptLogError, StorageError: as for `entries`.
+        """
+        self._check_usable()
+        entries = self.entries(self._first_index, self._last_index + 1)
+        return RestoredState(hard_state=self._hard_state, entries=tuple(entries))
+
+    def compact(self, index: int) -> None:
+        """Delete the oldest segments whose live entries all have index <= `index`.
+
+        Works in whole segments and never deletes the active one, so first_index() may stay
+        well below index + 1. Entries above `index` are never discarded.
+
+        Raises:
+            StorageError: deleting a segment failed; the store is failed from now on.
+        """
+        self._check_usable()
+        removed = False
+        try:
+            while len(self._segments) > 1:
+                count = self._frames.count_in(self._segments[0].seq)
+                if count:
+                    after = count < len(self._frames)
+                    last_live = self._frames.firsts[count] - 1 if after else self._last_index
+                    if last_live > index:
+                        break
+                os.unlink(self._segments[0].path)
+                del self._segments[0]
+                self._frames.drop_prefix(count)
+                removed = True
+            if removed:
+                sync_dir(self._dir)
+        except OSError as exc:
+            raise self._fail(f"compacting the log in {self._dir}", exc) from exc
+        if removed:
+            # What a replay of the remaining segments would find (see `_truncate`).
+            self._first_index = self._frames.firsts[0] if self._frames else self._last_index + 1
+
+    def close(self) -> None:
+        """Close the log and release the lock. Idempotent; safe after a failure."""
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+
+    # --- recovery ------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        found: list[tuple[int, Path]] = []
+        for path in self._dir.iterdir():
+            parsed = parse_segment_name(path.name)
+            if parsed is not None:
+                found.append((parsed[0], path))
+        found.sort()
+        for (prev_seq, _), (seq, path) in itertools.pairwise(found):
+            if seq != prev_seq + 1:
+                raise CorruptLogError(str(path), 0, f"segment {prev_seq + 1:016x} is missing")
+        for position, (seq, path) in enumerate(found):
+            self._recover_segment(seq, path, is_last=position == len(found) - 1)
+        if self._tail_repair is not None:
+            self._tail_repair = replace(self._tail_repair, last_index=self._last_index)
+
+    def _recover_segment(self, seq: int, path: Path, *, is_last: bool) -> None:
+        data = path.read_bytes()
+        frame = read_frame(data, 0)
+        if frame is None or frame.type != FRAME_SEGMENT_HEADER:
+            if frame is None and is_last and find_frame_after(data, 1) is None:
+                # Torn while being started: it holds no acknowledged save.
+                os.unlink(path)
+                sync_dir(self._dir)
+                self._tail_repair = TailRepair(str(path), 0, len(data), self._last_index)
+                return
+            raise CorruptLogError(str(path), 0, "no valid segment header")
+        self._replay_header(seq, path, frame)
+        header_size = offset = frame.end
+        while offset < len(data):
+            frame = read_frame(data, offset)
+            if frame is None:
+                self._cut_torn_tail(path, data, offset, is_last=is_last)
+                break
+            if frame.type != FRAME_SAVE:
+                raise CorruptLogError(str(path), offset, "a segment header in mid-segment")
+            self._replay_save(seq, path, frame)
+            offset = frame.end
+        self._segments.append(_Segment(seq, path, offset, header_size))
+
+    def _replay_header(self, seq: int, path: Path, frame: Frame) -> None:
+        try:
+            header = decode_segment_header(frame.payload)
+        except ValueError as exc:
+            raise CorruptLogError(str(path), 0, f"bad segment header: {exc}") from None
+        name_seq_base = parse_segment_name(path.name)
+        if (header.seq, header.base_index) != name_seq_base:
+            raise CorruptLogError(str(path), 0, "segment header does not match the file name")
+        if not self._segments:
+            self._first_index = header.base_index
+            self._last_index = header.base_index - 1
+        elif header.base_index != self._last_index + 1:
+            raise CorruptLogError(
+                str(path),
+                0,
+                f"segment starts at index {header.base_index} "
+                f"but the log before it ends at {self._last_index}",
+            )
+        if header.hard_state is not None:
+            self._hard_state = header.hard_state
+
+    def _replay_save(self, seq: int, path: Path, frame: Frame) -> None:
+        try:
+            items = decode_items(frame.payload)
+        except ValueError as exc:
+            raise CorruptLogError(str(path), frame.offset, f"undecodable record: {exc}") from None
+        first: int | None = None
+        for item in items:
+            if isinstance(item, Truncate):
+                if first is not None or not 1 <= item.from_index <= self._last_index + 1:
+                    raise CorruptLogError(
+                        str(path),
+                        frame.offset,
+                        f"truncation from index {item.from_index} "
+                        f"with the log ending at {self._last_index}",
+                    )
+                self._truncate(item.from_index)
+            elif isinstance(item, Entry):
+                if item.index != self._last_index + 1:
+                    raise CorruptLogError(
+                        str(path),
+                        frame.offset,
+                        f"entry index {item.index} where {self._last_index + 1} was expected",
+                    )
+                first = item.index if first is None else first
+                self._last_index = item.index
+            else:
+                self._hard_state = item
+        if first is not None:
+            self._frames.append(seq, frame.offset, first)
+
+    def _cut_torn_tail(self, path: Path, data: bytes, offset: int, *, is_last: bool) -> None:
+        if not is_last:
+            raise CorruptLogError(str(path), offset, "bad record in a segment that is not last")
+        valid = find_frame_after(data, offset + 1)
+        if valid is not None:
+            raise CorruptLogError(
+                str(path), offset, f"bad record followed by a valid record at offset {valid}"
+            )
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._tail_repair = TailRepair(str(path), offset, len(data) - offset, self._last_index)
+
+    # --- writing -------------------------------------------------------------------
+
+    def _truncate(self, from_index: int) -> None:
+        """Drop entries >= from_index from the in-memory view (replay and live saves)."""
+        if from_index <= self._first_index:
+            # Only a replay after `compact` sees from_index < first_index: the segment it
+            # starts from has a base above entries that this truncation rewrites.
+            self._first_index = from_index
+        self._frames.truncate(from_index)
+        self._last_index = from_index - 1
+
+    def _roll(self) -> None:
+        old_fd = self._fd
+        self._fd = -1
+        os.close(old_fd)
+        self._start_segment(seq=self._segments[-1].seq + 1)
+
+    def _start_segment(self, seq: int) -> None:
+        """Create segment `seq` and write its header; the caller syncs file and directory."""
+        base_index = self._last_index + 1
+        path = self._dir / segment_name(seq, base_index)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        self._fd = os.open(path, flags, 0o644)
+        header = SegmentHeader(seq=seq, base_index=base_index, hard_state=self._hard_state)
+        frame = encode_frame(0, FRAME_SEGMENT_HEADER, encode_segment_header(header))
+        self._segments.append(_Segment(seq, path, 0, len(frame)))
+        write_all(self._fd, frame)
+        self._segments[-1].size = len(frame)
+
+    # --- reading and housekeeping --------------------------------------------------
+
+    def _read_save(
+        self, seq: int, offset: int, fds: dict[int, int]
+    ) -> list[Entry | Truncate | HardState]:
+        path = self._segments[seq - self._segments[0].seq].path
+        if seq not in fds:
+            fds[seq] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        header = os.pread(fds[seq], FRAME_HEADER_SIZE, offset)
+        length = int.from_bytes(header[:4], "little") if len(header) == FRAME_HEADER_SIZE else 0
+        data = os.pread(fds[seq], FRAME_HEADER_SIZE + length, offset)
+        frame = read_frame(data, 0, base=offset)
+        if frame is None or frame.type != FRAME_SAVE:
+            raise CorruptLogError(str(path), offset, "record changed since written")
+        try:
+            return decode_items(frame.payload)
+        except ValueError as exc:
+            raise CorruptLogError(str(path), offset, str(exc)) from None
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise StorageError(f"storage in {self._dir} is closed")
+        if self._failure is not None:
+            raise StorageError(f"storage in {self._dir} failed earlier: {self._failure}")
+
+    def _fail(self, what: str, exc: OSError) -> StorageError:
+        self._failure = f"{what}: {exc}"
+        return StorageError(self._failure)
+
+    def _release(self) -> None:
+        fds = [self._fd, self._lock_fd]  # closing the lock fd releases the flock
+        self._fd = self._lock_fd = -1
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
