@@ -1,0 +1,98 @@
+"""`zraft-node`: run one node in the foreground, or every node of a config as children."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from zraft import __version__
+from zraft.config import ClusterConfig, ConfigError, load
+from zraft.node import Node
+from zraft.storage import StorageError
+from zraft.transport import TransportError
+
+CHILD_STOP_TIMEOUT_S = 5.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `zraft-node`."""
+    parser = argparse.ArgumentParser(
+        prog="zraft-node",
+        description="Run a zraft node (one per host), or a whole local cluster with --all.",
+    )
+    parser.add_argument("--config", required=True, type=Path, help="cluster TOML file")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--id", help="the id of the node to run, as named in the config")
+    who.add_argument(
+        "--all", action="store_true", help="run every node of the config as child processes"
+    )
+    parser.add_argument("--log-dir", type=Path, help="write <node>.jsonl here (default: config)")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning"], help="event level"
+    )
+    parser.add_argument("--version", action="version", version=f"zraft {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 clean stop, 1 fatal error, 2 bad usage)."""
+    args = build_parser().parse_args(argv)
+    try:
+        cluster = load(args.config)
+        if args.log_dir is not None:
+            cluster = dataclasses.replace(cluster, log_dir=args.log_dir.resolve())
+        if args.all:
+            return run_all(args, cluster)
+        node = Node(cluster, args.id, log_level=args.log_level)
+    except ConfigError as exc:
+        print(f"zraft-node: {exc}", file=sys.stderr)
+        return 2
+    except (StorageError, TransportError) as exc:
+        print(f"zraft-node: cannot start {args.id}: {exc}", file=sys.stderr)
+        return 1
+    return node.run()
+
+
+def run_all(args: argparse.Namespace, cluster: ClusterConfig) -> int:
+    """Start one child process per node; stop them all on Ctrl-C or SIGTERM."""
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    script = Path(__file__).resolve().parents[2] / "bin" / "zraft-node"
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    for node in cluster.nodes:
+        command = [sys.executable, str(script), "--config", str(args.config), "--id", node.id]
+        command += ["--log-dir", str(cluster.log_dir), "--log-level", args.log_level]
+        # Children ignore Ctrl-C from the terminal; the parent stops them with SIGTERM.
+        children[node.id] = subprocess.Popen(command, start_new_session=True)
+        print(f"started {node.id} (pid {children[node.id].pid}) client {node.client}")
+    print(f"events: {cluster.log_dir}/<node>.jsonl; Ctrl-C stops the cluster")
+    exit_code = 0
+    while not stopping:
+        for node_id, child in children.items():
+            if child.poll() is not None:
+                print(f"{node_id} exited with code {child.returncode}", file=sys.stderr)
+                stopping, exit_code = True, 1
+        time.sleep(0.2)  # the supervisor, not a node: a plain wait loop is fine here
+    for child in children.values():
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
+    for child in children.values():
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    print("cluster stopped")
+    return exit_code
