@@ -125,6 +125,7 @@ class SimCluster:
         self.drop_rate = 0.0
         self.dup_rate = 0.0
         self.max_delay = 0  # ticks; > 0 also reorders messages
+        self.crash_before_sync_rate = 0.0  # crash a leader between early send and fsync
         self.trace: list[str] = []
         self.events: list[tuple[int, str, Event]] = []
         self.leaders_by_term: dict[int, str] = {}
@@ -177,6 +178,10 @@ class SimCluster:
     def set_delay(self, max_ticks: int) -> None:
         """Delay each message by 0..max_ticks ticks, which also reorders them."""
         self.max_delay = max_ticks
+
+    def set_crash_before_sync_rate(self, rate: float) -> None:
+        """Crash a leader between sending its early appends and persisting them."""
+        self.crash_before_sync_rate = rate
 
     def crash(self, node_id: str) -> None:
         """Stop a node: volatile state is lost, durable state and messages to it are not kept."""
@@ -239,7 +244,9 @@ class SimCluster:
         self._deliver_due()
 
     def propose(self, node_id: str, data: bytes) -> tuple[int, int] | None:
-        """Propose at `node_id`; returns (term, index), or None if it is not leader."""
+        """Propose at `node_id`; returns (term, index), or None if it is not leader (or down)."""
+        if not self.is_up(node_id):
+            return None
         try:
             result = self.raft(node_id).propose(data)
         except (NotLeader, ProposalDropped):
@@ -249,7 +256,9 @@ class SimCluster:
         return result
 
     def read(self, node_id: str) -> int | None:
-        """Ask `node_id` for a read index; returns the context, or None if refused."""
+        """Ask `node_id` for a read index; returns the context, or None if refused (or down)."""
+        if not self.is_up(node_id):
+            return None
         context = self._next_context
         self._next_context += 1
         # The read must observe everything committed anywhere before it was asked.
@@ -293,6 +302,12 @@ class SimCluster:
         r = node.raft
         while r is not None and r.has_ready():
             rd = r.ready()
+            for msg in rd.early_messages:  # 0. a leader's appends may precede its fsync
+                self._send(msg)
+            if rd.early_messages and self.rng.random() < self.crash_before_sync_rate:
+                self.crash(node_id)  # the appends left, our own write never happened
+                self._note(f"{node_id} crashed after sending, before its fsync")
+                return
             node.durable.save(rd)  # 1. persist
             for msg in rd.messages:  # 2. send
                 self._send(msg)

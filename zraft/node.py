@@ -383,6 +383,10 @@ class Node:
         rd = self._raft.ready()
         for event in rd.events:
             diagnostics.emit(self._log, event)
+        if rd.early_messages:
+            # 0. A leader's appends go out first, so followers write their copies while
+            # we write ours (thesis §10.2.1); the core counts us only once durable.
+            self._send_messages(rd.early_messages)
         if rd.must_sync:
             # 1. Durable before anything that depends on it leaves (one fsync). A Ready
             # whose only change is the commit index skips the write: commit is a hint

@@ -68,6 +68,7 @@ def client_step(sim: SimCluster, counter: list[int]) -> None:
 
 def heal_everything(sim: SimCluster) -> None:
     """Remove every fault and bring every node back."""
+    sim.set_crash_before_sync_rate(0.0)
     sim.heal()
     sim.set_drop_rate(0.0)
     sim.set_dup_rate(0.0)
@@ -133,4 +134,5 @@ def test_adversarial_schedule_is_safe_and_live(seed: int) -> None:
         election_ticks=(6, 12),
         heartbeat_ticks=1,
     )
+    sim.set_crash_before_sync_rate(0.01)
     run_schedule(sim, fault_rate=0.15, client_rate=0.5)

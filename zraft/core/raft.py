@@ -245,22 +245,39 @@ class Raft:
         changed = hard_state != self._durable_hard_state
         durable = self._durable_hard_state
         entries = self.log.unstable_entries()
+        vote_changed = hard_state.term != durable.term or hard_state.voted_for != durable.voted_for
+        messages, early = self._split_early_messages(vote_changed)
         rd = Ready(
             hard_state=hard_state if changed else None,
             entries=entries,
             snapshot=None,
-            messages=tuple(self._messages),
+            messages=messages,
+            early_messages=early,
             committed=self.log.committed_unapplied(),
             read_states=tuple(self._read_states),
             events=tuple(self._events),
-            must_sync=bool(entries)
-            or hard_state.term != durable.term
-            or hard_state.voted_for != durable.voted_for,
+            must_sync=bool(entries) or vote_changed,
         )
         self._messages.clear()
         self._events.clear()
         self._read_states.clear()
         return rd
+
+    def _split_early_messages(
+        self, vote_changed: bool
+    ) -> tuple[tuple[Message, ...], tuple[Message, ...]]:
+        """(messages, early_messages): a leader's appends may leave before its own fsync.
+
+        Only while the term and vote are already durable: an append carries the term, and a
+        term nobody has persisted must not reach a peer.
+        """
+        if self.role is not Role.LEADER or vote_changed:
+            return tuple(self._messages), ()
+        early = tuple(m for m in self._messages if isinstance(m, AppendRequest))
+        if not early:
+            return tuple(self._messages), ()
+        rest = tuple(m for m in self._messages if not isinstance(m, AppendRequest))
+        return rest, early
 
     def advance(self, rd: Ready) -> None:
         """Acknowledge that everything in `rd` was persisted, sent and applied."""

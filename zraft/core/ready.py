@@ -26,6 +26,10 @@ class ReadState:
 class Ready:
     """Work the caller must do, in this order.
 
+    0. `early_messages` may be sent at once, before step 1: they are a leader's appends,
+       which depend on nothing this Ready persists (thesis §10.2.1: the leader writes its
+       own log in parallel with replicating; it counts itself towards a commit quorum only
+       once its entries are durable, i.e. after `advance`).
     1. Persist `hard_state` (if not None), `snapshot` (if not None) and `entries`
        (storage first truncates its log from `entries[0].index`), then fsync once.
     2. Only then send `messages`.
@@ -40,6 +44,7 @@ class Ready:
     entries: tuple[Entry, ...]
     snapshot: SnapshotMeta | None
     messages: tuple[Message, ...]
+    early_messages: tuple[Message, ...]
     committed: tuple[Entry, ...]
     read_states: tuple[ReadState, ...]
     events: tuple[Event, ...]
