@@ -138,17 +138,24 @@ class Raft:
         self._reads_before_commit: list[tuple[NodeId, int]] = []
         self._forwarded_reads: dict[int, NodeId] = {}  # follower: context -> leader asked
         self._transfer_target: NodeId | None = None
+        self._outstanding: Ready | None = None  # handed out by ready(), not yet advanced
 
     # === inputs ================================================================================
     def tick(self) -> None:
         """Advance the logical clock by one tick."""
+        self._check_not_outstanding()
         if self.role is Role.LEADER:
             self._tick_heartbeat()
         else:
             self._tick_election()
 
     def step(self, msg: Message) -> None:
-        """Process one message from a peer. Never raises on what a peer may send."""
+        """Process one message from a peer.
+
+        Never raises on anything a peer may send; raises InvariantViolation only on the
+        driver's misuse (input between `ready()` and `advance()`).
+        """
+        self._check_not_outstanding()
         if msg.dst != self.id or msg.src == self.id:
             return
         if msg.term > self.term:
@@ -173,6 +180,7 @@ class Raft:
             NotLeader: this node is not the leader (carries the leader hint).
             ProposalDropped: a leadership transfer is under way (thesis §3.10).
         """
+        self._check_not_outstanding()
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader_id)
         if self._transfer_target is not None:
@@ -188,6 +196,7 @@ class Raft:
         Raises:
             NotLeader: no leader is known (leader hint None).
         """
+        self._check_not_outstanding()
         if self.role is Role.LEADER:
             self._leader_read(self.id, context)
         elif self.leader_id is not None:
@@ -198,6 +207,7 @@ class Raft:
 
     def campaign(self) -> None:
         """Start an election now (with pre-vote if enabled); ignored by leaders and learners."""
+        self._check_not_outstanding()
         if self.role is not Role.LEADER and self._is_promotable():
             self._start_election(transfer=False)
 
@@ -211,6 +221,7 @@ class Raft:
             NotLeader: this node is not the leader.
             ValueError: `target` is not a voter.
         """
+        self._check_not_outstanding()
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader_id)
         if target not in self.membership.voters:
@@ -227,6 +238,8 @@ class Raft:
     # === outputs ===============================================================================
     def has_ready(self) -> bool:
         """Whether `ready()` would hand out any work."""
+        if self._outstanding is not None:
+            return True
         return bool(
             self._broadcast_pending
             or self._read_round_pending
@@ -239,7 +252,12 @@ class Raft:
         )
 
     def ready(self) -> Ready:
-        """Collect the work to do now (see `Ready` for the order). Call `advance` after it."""
+        """Collect the work to do now (see `Ready` for the order). Call `advance` after it.
+
+        Calling it again before `advance` returns the same Ready.
+        """
+        if self._outstanding is not None:
+            return self._outstanding
         self._flush_leader_sends()
         hard_state = self._hard_state()
         changed = hard_state != self._durable_hard_state
@@ -261,6 +279,7 @@ class Raft:
         self._messages.clear()
         self._events.clear()
         self._read_states.clear()
+        self._outstanding = rd
         return rd
 
     def _split_early_messages(
@@ -280,7 +299,14 @@ class Raft:
         return rest, early
 
     def advance(self, rd: Ready) -> None:
-        """Acknowledge that everything in `rd` was persisted, sent and applied."""
+        """Acknowledge that everything in `rd` was persisted, sent and applied.
+
+        Raises:
+            InvariantViolation: `rd` is not the Ready last handed out.
+        """
+        if rd is not self._outstanding:
+            raise InvariantViolation("advance() takes the Ready that ready() handed out")
+        self._outstanding = None
         if rd.hard_state is not None:
             self._durable_hard_state = rd.hard_state
         if rd.entries:
@@ -392,7 +418,7 @@ class Raft:
         """Grant or refuse a (pre-)vote (§5.2, §5.4.1; thesis §9.6)."""
         if msg.prevote:
             can_vote = msg.term > self.term or self.voted_for == msg.src
-            refusal = "already_voted" if self.voted_for is not None else "leader_alive"
+            refusal = "stale_term"  # a pre-vote must be for a term above ours
         else:
             can_vote = self.voted_for == msg.src or (
                 self.voted_for is None and self.leader_id is None
@@ -714,6 +740,8 @@ class Raft:
             pr.acked_seq = min(msg.seq, self._seq)
             self._release_reads()
         if not msg.success:
+            if msg.index > self.log.last_index:
+                return  # rejects an append we never sent: a forged or corrupt answer
             if pr.maybe_back_off(msg.index, msg.hint):
                 self._maybe_send_append(msg.src)
             return
@@ -816,6 +844,12 @@ class Raft:
         if self._forwarded_reads.pop(msg.context, None) is None:
             return  # unknown or already failed
         self._read_states.append(ReadState(msg.context, msg.index if msg.success else None))
+
+    def _check_not_outstanding(self) -> None:
+        if self._outstanding is not None:
+            # The driver must finish a Ready (persist, send, apply, advance) before feeding
+            # new input: otherwise outputs of the new input could escape unpersisted.
+            raise InvariantViolation("input between ready() and advance()")
 
     # === plumbing ==============================================================================
     def _hard_state(self) -> HardState:
