@@ -1,0 +1,209 @@
+"""A fake zraft cluster for client tests: client endpoints answered from a thread.
+
+`FakeCluster` binds one ROUTER per fake node on 127.0.0.1 (OS-chosen ports) and serves
+them all from one background thread, answering DESIGN.md §2 requests from one shared
+`KVStore`, so any node accepts any request, like the real cluster. It is a test helper:
+the thread exists only because the client under test blocks while it waits (the node
+itself never uses threads).
+
+Knobs, all settable while it runs (plain attributes read by the server thread):
+
+- `drop_replies`: apply the next N requests but swallow their replies (a lost reply:
+  the client must retry, and a retried write must not be applied twice);
+- `unavailable`: answer the next N requests with `unavailable` (no leader);
+- `not_leader`: answer the next N requests with `not_leader` naming `leader_hint`;
+- `delay`: seconds to hold every reply before sending it (a slow server);
+- `silent`: a set of node ids that receive but never answer (hung nodes).
+
+It records every decoded request as `(node_id, Request)` in `requests`, counts every
+request frame (decodable or not) in `frames`, and counts writes that actually changed the
+store in `applied_writes`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from zraft import wire
+from zraft.kv import KVStore
+
+
+@dataclass(slots=True)
+class FakeNode:
+    """One fake node: its id, endpoint and socket, and the status it reports."""
+
+    id: str
+    endpoint: str
+    sock: zmq.Socket[bytes]
+    role: str = "follower"
+    extra_status: dict[str, Any] = field(default_factory=dict)
+
+
+class FakeCluster:
+    """Fake nodes `n1..nN` on OS-chosen ports, served by one thread until `close()`.
+
+    Args:
+        count: how many nodes.
+        leader: the node reported as leader (status and reply `leader`), or None.
+    """
+
+    def __init__(self, count: int = 1, *, leader: str | None = "n1") -> None:
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.nodes: list[FakeNode] = []
+        for i in range(1, count + 1):
+            sock = self._context.socket(zmq.ROUTER)
+            sock.linger = 0
+            port = sock.bind_to_random_port("tcp://127.0.0.1")
+            node = FakeNode(f"n{i}", f"tcp://127.0.0.1:{port}", sock)
+            node.role = "leader" if node.id == leader else "follower"
+            self.nodes.append(node)
+        self.leader = leader
+        self.term = 3
+        self.kv = KVStore()
+        self.index = 0
+        self.requests: list[tuple[str, wire.Request]] = []
+        self.frames = 0  # every request frame, valid or not
+        self.applied_writes = 0
+        self.drop_replies = 0
+        self.unavailable = 0
+        self.not_leader = 0
+        self.leader_hint: str | None = leader
+        self.delay = 0.0
+        self.silent: set[str] = set()
+        self._held: list[tuple[float, zmq.Socket[bytes], list[bytes]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="fake-zraft", daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every node's client endpoint, n1 first."""
+        return [node.endpoint for node in self.nodes]
+
+    def node(self, node_id: str) -> FakeNode:
+        """The node called `node_id`."""
+        return next(n for n in self.nodes if n.id == node_id)
+
+    def writes(self) -> list[tuple[str, int | None, str | None]]:
+        """`(op, seq, client)` of every write request received, in order."""
+        return [(req.op, req.seq, req.client) for _, req in self.requests if req.kind == "write"]
+
+    def close(self) -> None:
+        """Stop the thread (bounded wait) and close every socket."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        assert not self._thread.is_alive(), "the fake server thread did not stop"
+        self._context.destroy(linger=0)
+
+    def __enter__(self) -> FakeCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the server thread --------------------------------------------------------------
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        by_socket = {node.sock: node for node in self.nodes}
+        for sock in by_socket:
+            poller.register(sock, zmq.POLLIN)
+        while not self._stop.is_set():
+            for sock, _ in poller.poll(10):
+                node = by_socket[sock]
+                while True:
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._handle(node, frames)
+            now = time.monotonic()
+            due = [held for held in self._held if held[0] <= now]
+            self._held = [held for held in self._held if held[0] > now]
+            for _, sock, frames in due:
+                sock.send_multipart(frames, zmq.NOBLOCK)
+
+    def _handle(self, node: FakeNode, frames: list[bytes]) -> None:
+        # A REQ client's message is [identity, b"", body]; keep everything up to the body.
+        envelope, body = frames[:-1], frames[-1]
+        self.frames += 1
+        try:
+            request = wire.decode_request(body)
+        except wire.DecodeError as exc:
+            self._send(
+                node, envelope, wire.encode_reply(ok=False, error="bad_request", message=exc.reason)
+            )
+            return
+        self.requests.append((node.id, request))
+        if node.id in self.silent:
+            return
+        reply = self._answer(node, request)
+        if self.drop_replies > 0:
+            self.drop_replies -= 1
+            return
+        self._send(node, envelope, reply)
+
+    def _send(self, node: FakeNode, envelope: Sequence[bytes], reply: bytes) -> None:
+        frames = [*envelope, reply]
+        if self.delay > 0:
+            self._held.append((time.monotonic() + self.delay, node.sock, frames))
+        else:
+            node.sock.send_multipart(frames, zmq.NOBLOCK)
+
+    def _answer(self, node: FakeNode, request: wire.Request) -> bytes:
+        if self.unavailable > 0 and request.op != "status":
+            self.unavailable -= 1
+            return wire.encode_reply(ok=False, error="unavailable", message="no leader")
+        if self.not_leader > 0 and request.op != "status":
+            self.not_leader -= 1
+            return wire.encode_reply(
+                ok=False, error="not_leader", message="not the leader", leader=self.leader_hint
+            )
+        if request.op == "status":
+            return wire.encode_reply(
+                ok=True, leader=self.leader, extra={"status": self._status(node)}
+            )
+        if request.op == "get":
+            assert request.key is not None
+            value = self.kv.get(request.key)
+            return wire.encode_reply(
+                ok=True, value=value, found=value is not None, leader=self.leader
+            )
+        if request.kind == "write":
+            self.index += 1
+            result = self.kv.apply(self.index, request.to_command())
+            if result.index == self.index and result.error is None:
+                self.applied_writes += 1  # not a duplicate answered from the session
+            return wire.encode_result_reply(result, leader=self.leader)
+        return wire.encode_reply(ok=False, error="bad_request", message="not supported here")
+
+    def _status(self, node: FakeNode) -> dict[str, Any]:
+        return {
+            "id": node.id,
+            "role": node.role,
+            "term": self.term,
+            "leader": self.leader,
+            "commit_index": self.index,
+            "applied_index": self.index,
+            "last_index": self.index,
+            "voters": [n.id for n in self.nodes],
+            **node.extra_status,
+        }
+
+
+def silent_endpoint(context: zmq.Context[zmq.Socket[bytes]]) -> tuple[zmq.Socket[bytes], str]:
+    """A ROUTER bound on an OS-chosen port that never answers: an unreachable node.
+
+    The caller closes the socket (linger 0). Unlike a closed port, the endpoint cannot be
+    taken by another process during the test.
+    """
+    sock = context.socket(zmq.ROUTER)
+    sock.linger = 0
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    return sock, f"tcp://127.0.0.1:{port}"

@@ -1,0 +1,529 @@
+"""The client library, `zraft-client` and the bench, against a fake cluster.
+
+`tests.fakeserver.FakeCluster` answers the client protocol from a thread (the client
+under test blocks while it waits); CLI tests run `bin/zraft-client` as a subprocess
+against it. Ports come from the OS, every socket closes with linger 0, every subprocess
+has a timeout and is killed by PID at teardown, and every wait is bounded. Speeds are
+never asserted, only counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from tests.fakeserver import FakeCluster, silent_endpoint
+from zraft.bench import BenchSpec, percentile, run_bench
+from zraft.client import Client, ClientTimeout, Reply, probe_status
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT_BIN = ROOT / "bin" / "zraft-client"
+SUBPROCESS_TIMEOUT_S = 20.0
+
+
+@pytest.fixture
+def fake() -> Iterator[Callable[..., FakeCluster]]:
+    """A factory of fake clusters, all closed at teardown."""
+    made: list[FakeCluster] = []
+
+    def make(count: int = 1, **kwargs: object) -> FakeCluster:
+        made.append(FakeCluster(count, **kwargs))  # type: ignore[arg-type]
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[Callable[[], str]]:
+    """A factory of endpoints that accept requests and never answer."""
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+
+    def make() -> str:
+        return silent_endpoint(context)[1]
+
+    yield make
+    context.destroy(linger=0)
+
+
+def write_config(path: Path, clients: dict[str, str]) -> Path:
+    """A cluster TOML whose nodes have the given client endpoints (peers never used)."""
+    lines = [
+        "[cluster]",
+        'name = "test"',
+        "heartbeat_ms = 50",
+        "election_timeout_ms = [300, 600]",
+        "request_timeout_ms = 1000",
+    ]
+    for i, (node_id, endpoint) in enumerate(clients.items(), start=1):
+        lines += [
+            "[[node]]",
+            f'id = "{node_id}"',
+            f'peer = "tcp://127.0.0.1:{i}"',
+            f'client = "{endpoint}"',
+            f'data_dir = "data/{node_id}"',
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --- the library -------------------------------------------------------------------------
+
+
+def test_put_get_delete_cas(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake()
+    with Client(cluster.endpoints, timeout=3) as client:
+        put = client.put("k", "v1")
+        assert put.ok and put.index == 1 and put.leader == "n1"
+        got = client.get("k")
+        assert (got.ok, got.found, got.value) == (True, True, b"v1")
+        assert client.get(b"k", consistency="serializable").value == b"v1"
+
+        failed = client.cas("k", "nope", "v2")
+        assert (failed.ok, failed.error_code, failed.value) == (False, "cas_failed", b"v1")
+        assert client.cas("k", "v1", "v2").ok
+        assert client.cas("k", None, "v3").error_code == "cas_failed"
+        assert client.cas("fresh", None, "new").ok
+
+        assert client.delete("k").ok
+        missing = client.get("k")
+        assert (missing.ok, missing.found, missing.value) == (True, False, None)
+
+
+def test_status_reply_exposes_the_node_view(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake(2)
+    cluster.node("n1").extra_status["snapshot_index"] = 7
+    with Client(cluster.endpoints, timeout=3) as client:
+        reply = client.status()
+    assert reply.ok and reply.leader == "n1"
+    assert reply.status is not None
+    assert reply.status["role"] == "leader" and reply.status["voters"] == ["n1", "n2"]
+    assert reply.status["snapshot_index"] == 7
+
+
+def test_writes_carry_a_session_with_increasing_seq(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake()
+    with Client(cluster.endpoints, client_id="me", first_seq=10) as client:
+        client.put("a", "1")
+        client.get("a")
+        client.delete("a")
+        client.cas("a", None, "2")
+        assert client.next_seq == 13
+    assert cluster.writes() == [("put", 10, "me"), ("delete", 11, "me"), ("cas", 12, "me")]
+    reads = [req for _, req in cluster.requests if req.op == "get"]
+    assert reads[0].client is None  # reads need no session
+
+
+def test_a_lost_reply_is_retried_with_the_same_seq_and_applied_once(
+    fake: Callable[..., FakeCluster],
+) -> None:
+    cluster = fake(2)
+    cluster.drop_replies = 1  # n1 applies the put, but its reply never arrives
+    with Client(cluster.endpoints, timeout=5, attempt_timeout=0.3) as client:
+        reply = client.put("k", "v")
+        assert reply.ok and reply.endpoint == cluster.endpoints[1]
+        seq = client.next_seq - 1
+        assert client.get("k").value == b"v"
+    assert cluster.writes() == [("put", seq, client.client_id)] * 2
+    assert [node for node, _ in cluster.requests][:2] == ["n1", "n2"]
+    assert cluster.applied_writes == 1
+    assert reply.index == 1  # the first attempt's answer, from the session table
+
+
+def test_a_lost_reply_with_one_endpoint_retries_there(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake()
+    cluster.drop_replies = 2
+    with Client(cluster.endpoints, timeout=5, attempt_timeout=0.2) as client:
+        assert client.put("k", "v").ok
+    assert len(cluster.writes()) == 3 and len(set(cluster.writes())) == 1
+    assert cluster.applied_writes == 1
+
+
+def test_unavailable_is_retried_until_an_answer(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake(2)
+    cluster.unavailable = 3
+    with Client(cluster.endpoints, timeout=5) as client:
+        reply = client.put("k", "v")
+    assert reply.ok
+    assert len(cluster.writes()) == 4 and cluster.applied_writes == 1
+
+
+def test_not_leader_goes_to_the_named_leader_next(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake(3, leader="n3")
+    cluster.not_leader = 1
+    node_endpoints = {node.id: node.endpoint for node in cluster.nodes}
+    with Client(cluster.endpoints, timeout=5, node_endpoints=node_endpoints) as client:
+        assert client.get("k").ok
+        assert client.get("k").ok  # stays with the leader
+    assert [node for node, _ in cluster.requests] == ["n1", "n3", "n3"]
+
+
+def test_a_retryable_error_at_the_deadline_is_returned(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake(2)
+    cluster.unavailable = 10**9
+    started = time.monotonic()
+    with Client(cluster.endpoints, timeout=0.5) as client:
+        reply = client.put("k", "v")
+    assert time.monotonic() - started < 2.0
+    assert (reply.ok, reply.error_code, reply.error_message) == (False, "unavailable", "no leader")
+    assert cluster.applied_writes == 0
+
+
+def test_other_errors_are_returned_without_retry(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake(2)
+    with Client(cluster.endpoints, timeout=3) as client:
+        reply = client.put("", "v")  # an empty key is a bad request
+    assert (reply.ok, reply.error_code) == (False, "bad_request")
+    assert cluster.frames == 1
+
+
+def test_no_answer_raises_client_timeout_promptly(silent: Callable[[], str]) -> None:
+    endpoints = [silent(), silent()]
+    started = time.monotonic()
+    with Client(endpoints, timeout=0.6) as client, pytest.raises(ClientTimeout) as caught:
+        client.put("k", "v")
+    assert time.monotonic() - started < 2.0
+    message = str(caught.value)
+    assert all(endpoint in message for endpoint in endpoints)
+    assert set(caught.value.endpoints) == set(endpoints)
+
+
+def test_an_admin_op_is_not_retried_after_a_lost_reply(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake(2)
+    cluster.drop_replies = 1
+    with Client(cluster.endpoints, timeout=0.4) as client, pytest.raises(ClientTimeout) as caught:
+        client.request("snapshot")
+    assert "outcome is unknown" in str(caught.value)
+    assert len(cluster.requests) == 1
+
+
+def test_from_config_uses_every_node(tmp_path: Path, fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake(2)
+    path = write_config(
+        tmp_path / "cluster.toml", dict(zip(["n1", "n2"], cluster.endpoints, strict=True))
+    )
+    with Client.from_config(path) as client:
+        assert client.endpoints == tuple(cluster.endpoints)
+        assert client.timeout == pytest.approx(2.0)  # request_timeout_ms + 1 s
+        assert client.put("k", "v").ok
+
+
+def test_misuse_is_refused_early() -> None:
+    with pytest.raises(ValueError, match="bad endpoint"):
+        Client(["http://example.com"])
+    with pytest.raises(ValueError, match="at least one"):
+        Client([])
+    with Client(["tcp://127.0.0.1:9"]) as client, pytest.raises(ValueError, match="unknown op"):
+        client.request("frobnicate")
+
+
+def test_reply_from_map_ignores_mistyped_fields() -> None:
+    reply = Reply.from_map({"ok": 1, "value": "text", "error": "boom", "index": True})
+    assert (reply.ok, reply.value, reply.error_code, reply.index) == (False, None, None, None)
+
+
+def test_probe_status_marks_silent_nodes_unreachable(
+    fake: Callable[..., FakeCluster], silent: Callable[[], str]
+) -> None:
+    cluster = fake()
+    dead = silent()
+    started = time.monotonic()
+    probes = probe_status([cluster.endpoints[0], dead], timeout=0.5)
+    assert time.monotonic() - started < 1.5
+    assert [p.reachable for p in probes] == [True, False]
+    assert probes[0].reply is not None and probes[0].reply.status is not None
+    assert probes[0].reply.status["id"] == "n1"
+    assert probes[1].problem == "no reply within 0.5 s"
+
+
+# --- the bench library -------------------------------------------------------------------
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (
+        50.0,
+        99.0,
+        100.0,
+    )
+    assert percentile([], 50) == 0.0
+
+
+def test_bench_puts_with_sessions(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake(2)
+    spec = BenchSpec(clients=4, requests=200, value_size=16, keys=50)
+    result = run_bench(cluster.endpoints, spec)
+    assert (result.ops, result.errors) == (800, 0)
+    assert cluster.applied_writes == 800
+    assert len({client for _, _, client in cluster.writes()}) == 4
+    assert (
+        0 < result.latencies_ms["p50"] <= result.latencies_ms["p99"] <= result.latencies_ms["max"]
+    )
+    assert result.to_dict()["ops"] == 800
+
+
+def test_bench_gets_after_prefill(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake()
+    result = run_bench(cluster.endpoints, BenchSpec(clients=3, requests=50, op="get", keys=10))
+    assert (result.ops, result.errors) == (150, 0)
+    assert cluster.applied_writes == 10  # the prefill, one put per key
+    assert len(cluster.kv) == 10
+
+
+def test_bench_counts_timeouts_as_errors(
+    fake: Callable[..., FakeCluster], silent: Callable[[], str]
+) -> None:
+    cluster = fake()
+    spec = BenchSpec(clients=2, requests=3, timeout=0.2)
+    result = run_bench([cluster.endpoints[0], silent()], spec)
+    # The client on the silent node loses one request, then moves to the live node.
+    assert (result.ops, result.errors, result.error_codes) == (5, 1, {"timeout": 1})
+
+
+# --- zraft-client ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli() -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
+    """Run `bin/zraft-client ARGS` with optional stdin; every process is killed at teardown."""
+    started: list[subprocess.Popen[str]] = []
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        proc = subprocess.Popen(
+            [sys.executable, str(CLIENT_BIN), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(proc)
+        out, err = proc.communicate(stdin, timeout=SUBPROCESS_TIMEOUT_S)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    yield run
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+CliRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def config(tmp_path: Path, fake: Callable[..., FakeCluster]) -> tuple[FakeCluster, str]:
+    """A 2-node fake cluster and a config file naming it."""
+    cluster = fake(2)
+    path = write_config(
+        tmp_path / "cluster.toml", dict(zip(["n1", "n2"], cluster.endpoints, strict=True))
+    )
+    return cluster, str(path)
+
+
+def test_cli_one_shot_commands_and_exit_codes(
+    cli: CliRunner, config: tuple[FakeCluster, str]
+) -> None:
+    cluster, path = config
+    steps = [
+        (["put", "k", "hello world"], 0, "OK\n", ""),
+        (["get", "k"], 0, "hello world\n", ""),
+        (["get", "nope"], 1, "", "(not found)\n"),
+        (["cas", "k", "wrong", "x"], 1, "", "cas_failed"),
+        (["cas", "k", "hello world", "x"], 0, "OK\n", ""),
+        (["cas", "--absent", "new", "1"], 0, "OK\n", ""),
+        (["del", "k"], 0, "OK\n", ""),
+        (["put", "--", "neg", "-5x"], 0, "OK\n", ""),
+        (["cas", "k"], 2, "", "usage: cas"),
+        (["frobnicate"], 2, "", "unknown command"),
+    ]
+    for args, code, out, err in steps:
+        result = cli("--config", path, *args)
+        assert (result.returncode, result.stdout) == (code, out), (args, result)
+        assert err in result.stderr, (args, result.stderr)
+    assert cluster.kv.get(b"neg") == b"-5x" and cluster.kv.get(b"k") is None
+
+
+def test_cli_json_output_parses(cli: CliRunner, config: tuple[FakeCluster, str]) -> None:
+    _, path = config
+    put = json.loads(cli("--json", "--config", path, "put", "k", "v").stdout)
+    assert put["ok"] is True and put["index"] == 1
+    got = json.loads(cli("--json", "--config", path, "get", "k").stdout)
+    assert (got["value"], got["found"]) == ("v", True)
+    failed = cli("--json", "--config", path, "cas", "k", "x", "y")
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["error"]["code"] == "cas_failed"
+
+
+def test_cli_endpoint_without_config(cli: CliRunner, fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake(2)
+    result = cli("--endpoint", cluster.endpoints[1], "put", "k", "v")
+    assert (result.returncode, result.stdout) == (0, "OK\n")
+    assert [node for node, _ in cluster.requests] == ["n2"]
+    bad = cli("--endpoint", "localhost:1", "get", "k")
+    assert bad.returncode == 2 and "bad endpoint" in bad.stderr
+
+
+def test_cli_usage_and_config_errors(cli: CliRunner, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+    result = cli("--config", str(missing), "get", "k")
+    assert result.returncode == 2 and str(missing) in result.stderr
+    assert cli("get", "k").returncode == 2  # neither --config nor --endpoint
+    assert cli("--timeout", "-1", "--endpoint", "tcp://127.0.0.1:9", "get", "k").returncode == 2
+    helped = cli("--help")
+    assert helped.returncode == 0 and "exit codes" in helped.stdout
+
+
+def test_cli_unavailability_exits_3(
+    cli: CliRunner, fake: Callable[..., FakeCluster], silent: Callable[[], str]
+) -> None:
+    cluster = fake()
+    cluster.unavailable = 10**9
+    result = cli("--endpoint", cluster.endpoints[0], "--timeout", "0.3", "put", "k", "v")
+    assert result.returncode == 3 and "error: unavailable" in result.stderr
+    dead = silent()
+    result = cli("--json", "--endpoint", dead, "--timeout", "0.3", "get", "k")
+    assert result.returncode == 3
+    reply = json.loads(result.stdout)
+    assert reply["error"]["code"] == "client_timeout" and dead in reply["error"]["message"]
+
+
+def test_cli_repl_through_stdin(cli: CliRunner, config: tuple[FakeCluster, str]) -> None:
+    _, path = config
+    script = (
+        'put a 1\nget a\n\nput b "two words"\nget b\nget zz\nbogus\ncas a 9 9\ndel a\nquit\nget a\n'
+    )
+    result = cli("--config", path, stdin=script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "OK",
+        "1",
+        "OK",
+        "two words",
+        "(not found)",
+        "error: unknown command 'bogus'; try help",
+        "error: cas_failed: current value differs (current value: 1)",
+        "OK",
+    ]
+    assert result.stderr == ""
+
+
+def test_cli_repl_json_and_eof(cli: CliRunner, config: tuple[FakeCluster, str]) -> None:
+    _, path = config
+    result = cli("--json", "--config", path, stdin="put a 1\nget a\n")
+    assert result.returncode == 0
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["ok"] for line in lines] == [True, True] and lines[1]["value"] == "1"
+
+
+def test_cli_repl_help(cli: CliRunner, config: tuple[FakeCluster, str]) -> None:
+    _, path = config
+    result = cli("--config", path, stdin="help\nhelp cas\n")
+    assert "put KEY VALUE" in result.stdout and "usage: cas KEY OLD NEW" in result.stdout
+
+
+def test_cli_status_table(
+    cli: CliRunner, tmp_path: Path, fake: Callable[..., FakeCluster], silent: Callable[[], str]
+) -> None:
+    cluster = fake()
+    path = str(write_config(tmp_path / "c.toml", {"n1": cluster.endpoints[0], "n2": silent()}))
+    result = cli("--config", path, "--timeout", "0.5", "status")
+    assert result.returncode == 0, result.stderr
+    header, row1, row2 = (line.split() for line in result.stdout.splitlines())
+    assert header == [
+        "node", "endpoint", "role", "term", "leader", "commit", "applied", "last", "reachable"
+    ]  # fmt: skip
+    assert row1[0] == "n1" and row1[2:] == ["leader", "3", "n1", "0", "0", "0", "yes"]
+    assert row2[0] == "n2" and row2[2:] == ["-", "-", "-", "-", "-", "-", "no"]
+
+    as_json = json.loads(cli("--json", "--config", path, "--timeout", "0.5", "status").stdout)
+    assert as_json["ok"] is True
+    assert [n["reachable"] for n in as_json["nodes"]] == [True, False]
+    assert as_json["nodes"][0]["status"]["voters"] == ["n1"]
+
+    only = cli("--config", path, "--endpoint", cluster.endpoints[0], "status")
+    assert only.returncode == 0 and len(only.stdout.splitlines()) == 2
+
+
+def test_cli_status_with_nothing_reachable_exits_3(
+    cli: CliRunner, silent: Callable[[], str]
+) -> None:
+    result = cli("--endpoint", silent(), "--timeout", "0.3", "status")
+    assert result.returncode == 3 and result.stdout.splitlines()[1].endswith("no")
+
+
+def test_cli_bench_summary(cli: CliRunner, config: tuple[FakeCluster, str]) -> None:
+    cluster, path = config
+    result = cli("--config", path, "bench", "--clients", "4", "--requests", "200")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("bench put: 4 clients, 200 requests each")
+    assert lines[1].startswith("ops 800  errors 0") and "ops/s" in lines[1]
+    assert "p50" in lines[2] and "p99" in lines[2]
+    assert cluster.applied_writes == 800
+
+    as_json = cli("--json", "--config", path, "bench", "--clients", "2", "--requests", "10")
+    summary = json.loads(as_json.stdout)
+    assert (summary["ops"], summary["errors"], summary["clients"]) == (20, 0, 2)
+    assert set(summary["latency_ms"]) == {"p50", "p90", "p99", "max", "mean"}
+
+
+def _read_until(fd: int, marker: bytes, seen: bytearray, timeout: float = 5.0) -> None:
+    """Read the pty master into `seen` until `marker` appears after the start (bounded)."""
+    deadline = time.monotonic() + timeout
+    start = len(seen)
+    while marker not in seen[start:]:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {marker!r} in {bytes(seen[start:])!r}"
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pty behaviour is Linux's")
+def test_cli_repl_on_a_terminal(
+    tmp_path: Path, fake: Callable[..., FakeCluster], cli: CliRunner
+) -> None:
+    """Prompt, tab-completion of command names, history file, Ctrl-D to leave."""
+    cluster = fake()
+    history = tmp_path / "history"
+    master, slave = pty.openpty()
+    env = {**os.environ, "ZRAFT_HISTORY": str(history), "TERM": "dumb"}
+    proc = subprocess.Popen(
+        [sys.executable, str(CLIENT_BIN), "--endpoint", cluster.endpoints[0]],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    seen = bytearray()
+    try:
+        # Type only at a prompt: input sent while readline is not reading meets a
+        # cooked-mode terminal, and a Ctrl-D there is lost.
+        _read_until(master, b"zraft> ", seen)
+        os.write(master, b"put a 1\r")
+        _read_until(master, b"OK\r\nzraft> ", seen)
+        os.write(master, b"sta\t\r")  # completes to `status`
+        _read_until(master, b"yes\r\nzraft> ", seen)
+        os.write(master, b"\x04")  # Ctrl-D
+        assert proc.wait(timeout=SUBPROCESS_TIMEOUT_S) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        os.close(master)
+    assert history.read_text().splitlines() == ["put a 1", "status"]

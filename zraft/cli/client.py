@@ -1,0 +1,493 @@
+"""`zraft-client`: one-shot commands and a REPL over the client library.
+
+    zraft-client [--config FILE] [--endpoint tcp://HOST:PORT] [--timeout S] [--json] [CMD ...]
+
+The contract scripts and tests rely on (DESIGN.md §5):
+
+- **One-shot mode**: results go to stdout; errors and `(not found)` go to stderr; the exit
+  code says what happened (`EXIT_*` below; the table is also in `--help`).
+- **REPL mode** (no CMD; see `zraft.cli.repl`): each kv command prints exactly one line to
+  stdout, errors included (`error: CODE: MESSAGE`, `(not found)`). `status`, `bench` and
+  `help` print several lines. The REPL exits 0.
+- **`--json`**: each command prints one JSON object on one line. For kv commands that is
+  the node's reply map (DESIGN.md §2); `status` prints `{"ok", "nodes": [...]}`;
+  `bench` prints its summary. Bytes are UTF-8 text with `\\xNN` for bad bytes. A
+  client-side timeout prints a reply-shaped object with the error code `client_timeout`.
+- Options go before CMD. A value that starts with `-` needs `--` before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from zraft.bench import BENCH_OPS, BenchProgress, BenchSpec, run_bench
+from zraft.cli import render
+from zraft.cli.repl import run_repl
+from zraft.client import (
+    DEFAULT_TIMEOUT_S,
+    Client,
+    ClientTimeout,
+    Reply,
+    check_endpoint,
+    probe_status,
+)
+from zraft.config import ConfigError, load
+
+EXIT_OK = 0
+"""The command succeeded."""
+EXIT_FAILED = 1
+"""The cluster refused: cas_failed, key not found (get), bad_request, too_large, internal."""
+EXIT_USAGE = 2
+"""Bad command line, unknown command, unreadable config, malformed endpoint."""
+EXIT_UNAVAILABLE = 3
+"""No reply in time, or the reply was `unavailable`, `timeout` or `not_leader`."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C in one-shot mode."""
+
+STATUS_TIMEOUT_S = 1.0
+"""How long `status` waits for the nodes, unless --timeout is given."""
+
+_UNAVAILABLE_CODES = frozenset({"unavailable", "timeout", "not_leader"})
+
+COMMAND_SUMMARY = """\
+put KEY VALUE                 set KEY to VALUE
+get KEY [--serializable]      print the value of KEY ((not found): exit 1)
+del KEY                       delete KEY (alias: delete)
+cas KEY OLD NEW               set KEY to NEW if its value is OLD
+cas --absent KEY NEW          set KEY to NEW if KEY does not exist
+status [--verbose]            a table of every node of the config (or of --endpoint)
+bench [OPTIONS]               load generator; see `help bench`
+help [CMD]                    this list, or one command's usage
+quit | exit                   leave the REPL (so does end of input)"""
+"""One line per command: `help` prints it, and so does `--help`."""
+
+EPILOG = f"""\
+commands:
+{textwrap.indent(COMMAND_SUMMARY, "  ")}
+
+Without CMD: a REPL (history in $ZRAFT_HISTORY or ~/.zraft_history).
+
+exit codes:
+  0  success
+  1  the cluster refused: cas_failed, key not found (get), bad_request, too_large, ...
+  2  usage error: bad arguments, unknown command, unreadable config, bad endpoint
+  3  unavailable: no reply within --timeout, or unavailable/timeout/not_leader
+
+--json prints one JSON object per command (bytes as UTF-8, bad bytes as \\xNN).
+Options go before CMD; put `--` before a value that starts with '-'."""
+
+COMMAND_ALIASES: Mapping[str, str] = {"delete": "del"}
+"""Alternative command names."""
+
+
+class UsageError(Exception):
+    """A command line or REPL line that does not parse; the message says why."""
+
+
+class _HelpShown(Exception):
+    """argparse has printed --help and wants to stop: not an error."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of exiting, so the REPL survives typos."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise UsageError with the usage line and `message`."""
+        raise UsageError(f"{self.format_usage().strip()}\n{self.prog}: error: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        """Raise instead of calling sys.exit (after --help, for one)."""
+        if message:
+            raise UsageError(message.strip())
+        raise _HelpShown(status)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level command line (each command parses its own arguments)."""
+    parser = _Parser(
+        prog="zraft-client",
+        usage="zraft-client [--config FILE] [--endpoint tcp://HOST:PORT] [--timeout S] "
+        "[--json] [CMD [ARGS ...]]",
+        description="Talk to a zraft cluster: run one command, or a REPL when CMD is omitted.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="cluster TOML file (all nodes are used)"
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="tcp://HOST:PORT",
+        help="use only this node's client endpoint (no config file needed)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="S",
+        help="seconds per request (default: the config's request timeout + 1 s, else "
+        f"{DEFAULT_TIMEOUT_S:g}; status: {STATUS_TIMEOUT_S:g})",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object per command")
+    parser.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="CMD ...", help="a command and its arguments"
+    )
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """One parser per command: they parse the arguments and give `help CMD` its text."""
+
+    def make(name: str, description: str, usage: str | None = None) -> _Parser:
+        return _Parser(prog=name, description=description, usage=usage)
+
+    put = make("put", "Set KEY to VALUE.")
+    put.add_argument("key", metavar="KEY")
+    put.add_argument("value", metavar="VALUE")
+
+    get = make("get", "Print the value of KEY; a missing key prints (not found), exit 1.")
+    get.add_argument("key", metavar="KEY")
+    get.add_argument(
+        "--serializable",
+        action="store_true",
+        help="read the answering node's own state (no leader round trip; may be stale)",
+    )
+
+    delete = make("del", "Delete KEY (succeeds when KEY is absent).")
+    delete.add_argument("key", metavar="KEY")
+
+    cas = make(
+        "cas",
+        "Compare-and-swap: set KEY to NEW if its value is OLD, or with --absent if KEY "
+        "does not exist. On a mismatch it prints the current value and exits 1.",
+        usage="cas KEY OLD NEW | cas --absent KEY NEW",
+    )
+    cas.add_argument("--absent", action="store_true", help="KEY must not exist (no OLD)")
+    cas.add_argument("key", metavar="KEY")
+    cas.add_argument("values", nargs="+", metavar="[OLD] NEW")
+
+    status = make("status", "Ask every node for its role, term, leader and log indexes.")
+    status.add_argument("--verbose", "-v", action="store_true", help="show every status field")
+
+    bench = make(
+        "bench",
+        "Drive concurrent clients (one request in flight each) and report throughput and "
+        "latency. Progress goes to stderr every second, the summary to stdout.",
+    )
+    bench.add_argument("--clients", type=_positive_int, default=8, help="clients (default 8)")
+    amount = bench.add_mutually_exclusive_group()
+    amount.add_argument("--requests", type=_positive_int, help="per client (default 1000)")
+    amount.add_argument("--duration", type=_positive_float, help="run for S seconds instead")
+    bench.add_argument("--value-size", type=_size, default=256, help="bytes (default 256)")
+    bench.add_argument("--keys", type=_positive_int, default=1000, help="distinct keys (1000)")
+    bench.add_argument("--op", choices=BENCH_OPS, default="put", help="default put")
+    bench.add_argument("--serializable", action="store_true", help="serializable gets")
+    bench.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+
+    helper = make("help", "List the commands, or show one command's usage.")
+    helper.add_argument("topic", nargs="?", metavar="CMD")
+    return {p.prog: p for p in (put, get, delete, cas, status, bench, helper)}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where commands go: `(node id or None, client endpoint)` pairs and the timeouts."""
+
+    nodes: tuple[tuple[str | None, str], ...]
+    timeout: float | None  # --timeout, or None for the defaults
+    request_timeout: float  # the default for requests
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The client endpoints, in config order."""
+        return [endpoint for _, endpoint in self.nodes]
+
+    @property
+    def node_ids(self) -> list[str | None]:
+        """The node ids (None where unknown), in config order."""
+        return [node_id for node_id, _ in self.nodes]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Target:
+        """Resolve --config and --endpoint (which, given both, narrows to one node).
+
+        Raises:
+            ConfigError: the config file is unreadable or invalid.
+            UsageError: neither option given, or a malformed endpoint.
+        """
+        if args.config is None and args.endpoint is None:
+            raise UsageError("zraft-client: give --config FILE or --endpoint tcp://HOST:PORT")
+        request_timeout = DEFAULT_TIMEOUT_S
+        nodes: tuple[tuple[str | None, str], ...] = ()
+        if args.config is not None:
+            cluster = load(args.config)
+            nodes = tuple((node.id, node.client) for node in cluster.nodes)
+            request_timeout = cluster.request_timeout_ms / 1000 + 1.0
+        if args.endpoint is not None:
+            try:
+                check_endpoint(args.endpoint)
+            except ValueError as exc:
+                raise UsageError(f"zraft-client: --endpoint: {exc}") from None
+            known = {endpoint: node_id for node_id, endpoint in nodes}
+            nodes = ((known.get(args.endpoint), args.endpoint),)
+        return cls(nodes, args.timeout, request_timeout)
+
+
+class Session:
+    """Runs commands against one target and prints their results.
+
+    Args:
+        target: the endpoints.
+        json_output: print JSON objects instead of text.
+        repl: REPL mode (errors on stdout, flushed per line) rather than one-shot.
+        stdout, stderr: where to print.
+    """
+
+    def __init__(
+        self, target: Target, *, json_output: bool, repl: bool, stdout: TextIO, stderr: TextIO
+    ) -> None:
+        self._target = target
+        self._json = json_output
+        self._repl = repl
+        self._stdout = stdout
+        self._stderr = stderr
+        self._parsers = command_parsers()
+        self._client: Client | None = None
+        self._handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+            "put": self._put,
+            "get": self._get,
+            "del": self._delete,
+            "cas": self._cas,
+            "status": self._status,
+            "bench": self._bench,
+            "help": self._help,
+        }
+
+    @property
+    def command_names(self) -> list[str]:
+        """Every command name and alias, sorted."""
+        return sorted([*self._handlers, *COMMAND_ALIASES])
+
+    def out(self, line: str) -> None:
+        """Print a result line to stdout."""
+        print(line, file=self._stdout, flush=self._repl)
+
+    def fail(self, line: str) -> None:
+        """Print an error line: to stderr in one-shot mode, to stdout in the REPL."""
+        print(line, file=self._stdout if self._repl else self._stderr, flush=True)
+
+    def out_json(self, obj: Any) -> None:
+        """Print `obj` as one JSON line."""
+        self.out(json.dumps(render.jsonable(obj)))
+
+    def execute(self, argv: Sequence[str]) -> int:
+        """Run one command line (`["put", "k", "v"]`) and return its exit code."""
+        if not argv:
+            return EXIT_OK
+        name = COMMAND_ALIASES.get(argv[0], argv[0])
+        parser = self._parsers.get(name)
+        if parser is None:
+            self.fail(f"error: unknown command {argv[0]!r}; try help")
+            return EXIT_USAGE
+        try:
+            # Intermixed, so options may sit between positionals (`cas k --absent v`);
+            # but argparse's intermixed mode mishandles `--`, which needs no mixing anyway.
+            rest = list(argv[1:])
+            parse = parser.parse_args if "--" in rest else parser.parse_intermixed_args
+            args = parse(rest)
+            return self._handlers[name](args)
+        except _HelpShown:
+            return EXIT_OK
+        except UsageError as exc:
+            self.fail(str(exc))
+            return EXIT_USAGE
+        except ClientTimeout as exc:
+            if self._json:
+                self.out_json(render.timeout_map(exc))
+            else:
+                self.fail(f"error: client_timeout: {exc}")
+            return EXIT_UNAVAILABLE
+
+    def client(self) -> Client:
+        """The session's client, made on first use."""
+        if self._client is None:
+            target = self._target
+            self._client = Client(
+                target.endpoints,
+                timeout=target.timeout or target.request_timeout,
+                node_endpoints={i: ep for i, ep in target.nodes if i is not None},
+            )
+        return self._client
+
+    def close(self) -> None:
+        """Close the client, if one was made."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # --- kv commands --------------------------------------------------------------------
+
+    def _put(self, args: argparse.Namespace) -> int:
+        return self._show_write(self.client().put(args.key, args.value))
+
+    def _delete(self, args: argparse.Namespace) -> int:
+        return self._show_write(self.client().delete(args.key))
+
+    def _cas(self, args: argparse.Namespace) -> int:
+        if len(args.values) != (1 if args.absent else 2):
+            shape = "cas --absent KEY NEW" if args.absent else "cas KEY OLD NEW"
+            raise UsageError(f"usage: {shape}")
+        expected = None if args.absent else args.values[0]
+        return self._show_write(self.client().cas(args.key, expected, args.values[-1]))
+
+    def _get(self, args: argparse.Namespace) -> int:
+        consistency = "serializable" if args.serializable else "linearizable"
+        reply = self.client().get(args.key, consistency)
+        if self._json:
+            self.out_json(reply.raw)
+        elif reply.ok and reply.found:
+            self.out(render.text(reply.value or b""))
+        elif reply.ok:
+            self.fail("(not found)")
+        else:
+            self.fail(render.error_line(reply))
+        return EXIT_FAILED if reply.ok and not reply.found else _exit_code(reply)
+
+    def _show_write(self, reply: Reply) -> int:
+        if self._json:
+            self.out_json(reply.raw)
+        elif reply.ok:
+            self.out("OK")
+        else:
+            self.fail(render.error_line(reply))
+        return _exit_code(reply)
+
+    # --- status, bench, help ------------------------------------------------------------
+
+    def _status(self, args: argparse.Namespace) -> int:
+        target = self._target
+        probes = probe_status(target.endpoints, timeout=target.timeout or STATUS_TIMEOUT_S)
+        reachable = any(probe.reachable for probe in probes)
+        if self._json:
+            nodes = [render.probe_map(i, p) for i, p in zip(target.node_ids, probes, strict=True)]
+            self.out_json({"ok": reachable, "nodes": nodes})
+        else:
+            for line in render.status_table(target.node_ids, probes, verbose=args.verbose):
+                self.out(line)
+        return EXIT_OK if reachable else EXIT_UNAVAILABLE
+
+    def _bench(self, args: argparse.Namespace) -> int:
+        spec = BenchSpec(
+            clients=args.clients,
+            requests=None if args.duration is not None else (args.requests or 1000),
+            duration=args.duration,
+            op=args.op,
+            value_size=args.value_size,
+            keys=args.keys,
+            timeout=self._target.timeout or self._target.request_timeout,
+            consistency="serializable" if args.serializable else "linearizable",
+        )
+        result = run_bench(
+            self._target.endpoints, spec, progress=None if args.quiet else self._progress
+        )
+        if self._json:
+            self.out_json(result.to_dict())
+        else:
+            for line in render.bench_summary(result):
+                self.out(line)
+        if result.errors == 0:
+            return EXIT_OK
+        return EXIT_FAILED if result.ops else EXIT_UNAVAILABLE
+
+    def _progress(self, p: BenchProgress) -> None:
+        # To stderr, so stdout holds only the summary (or its JSON).
+        print(
+            f"bench: {p.elapsed:5.1f} s  {p.ops} ops  {p.ops_per_s:.0f} ops/s  {p.errors} errors",
+            file=self._stderr,
+            flush=True,
+        )
+
+    def _help(self, args: argparse.Namespace) -> int:
+        if args.topic is None:
+            for line in COMMAND_SUMMARY.splitlines():
+                self.out(line)
+            return EXIT_OK
+        parser = self._parsers.get(COMMAND_ALIASES.get(args.topic, args.topic))
+        if parser is None:
+            self.fail(f"error: unknown command {args.topic!r}; try help")
+            return EXIT_USAGE
+        self.out(parser.format_help().rstrip())
+        return EXIT_OK
+
+
+def _exit_code(reply: Reply) -> int:
+    if reply.ok:
+        return EXIT_OK
+    return EXIT_UNAVAILABLE if reply.error_code in _UNAVAILABLE_CODES else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `zraft-client`; returns the exit code (`EXIT_*`)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        target = Target.from_args(args)
+    except _HelpShown as exc:  # argparse has printed the help
+        return exc.status
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"zraft-client: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    session = Session(
+        target, json_output=args.json, repl=not args.command, stdout=sys.stdout, stderr=sys.stderr
+    )
+    try:
+        if args.command:
+            return session.execute(args.command)
+        return run_repl(session, sys.stdin, sys.stdout)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        session.close()

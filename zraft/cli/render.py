@@ -1,0 +1,155 @@
+"""How `zraft-client` shows results: text lines, tables and JSON-able values.
+
+Pure formatting: functions take replies and results and return strings or plain values;
+`zraft.cli.client` decides where they are printed.
+
+Rules it keeps:
+
+- Bytes become text as UTF-8 with `backslashreplace`, in text and JSON alike: a value
+  written as text reads back unchanged, and a non-UTF-8 byte shows as `\\xNN`.
+- A missing field is shown as `-` in tables and as null in JSON, never guessed.
+- Status fields a node reports beyond the known columns are kept: all of them in JSON,
+  and as `key=value` details in the verbose table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from zraft.bench import BenchResult
+from zraft.client import ClientTimeout, Reply, StatusProbe
+
+STATUS_HEADER = ("node", "endpoint", "role", "term", "leader", "commit", "applied", "last")
+"""The columns of the status table, before `reachable` (and `details` when verbose)."""
+
+_STATUS_FIELDS = ("role", "term", "leader", "commit_index", "applied_index", "last_index")
+_REPLY_KEYS = frozenset({"ok", "value", "found", "error", "leader", "index"})
+
+
+def text(value: bytes) -> str:
+    """`value` as text: UTF-8, with undecodable bytes as `\\xNN`."""
+    return value.decode("utf-8", "backslashreplace")
+
+
+def jsonable(obj: Any) -> Any:
+    """`obj` with bytes as text (see `text`), tuples as lists and map keys as str."""
+    if isinstance(obj, bytes):
+        return text(obj)
+    if isinstance(obj, Mapping):
+        return {str(jsonable(k)): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    return str(obj)
+
+
+def error_line(reply: Reply) -> str:
+    """`error: CODE: MESSAGE`, plus the current value for a failed cas."""
+    line = f"error: {reply.error_code}: {reply.error_message}"
+    if reply.error_code == "cas_failed":
+        current = "(absent)" if reply.value is None else text(reply.value)
+        line += f" (current value: {current})"
+    return line
+
+
+def timeout_map(exc: ClientTimeout) -> dict[str, Any]:
+    """A reply-shaped map for a client-side timeout (error code `client_timeout`)."""
+    return {
+        "ok": False,
+        "value": None,
+        "error": {"code": "client_timeout", "message": str(exc)},
+        "leader": None,
+        "index": None,
+        "endpoints": list(exc.endpoints),
+    }
+
+
+def status_fields(probe: StatusProbe) -> dict[str, Any]:
+    """The status map of a probe's reply ({} when there is no reply)."""
+    if probe.reply is None:
+        return {}
+    status = probe.reply.status
+    if status is not None:
+        return status
+    # Tolerate a server that puts the fields at the top level of the reply.
+    return {k: v for k, v in probe.reply.raw.items() if k not in _REPLY_KEYS}
+
+
+def probe_map(node_id: str | None, probe: StatusProbe) -> dict[str, Any]:
+    """One node's entry in `status --json`: node, endpoint, reachable, status, error."""
+    status = status_fields(probe)
+    reply = probe.reply
+    error = None
+    if probe.problem is not None:
+        error = {"code": "client_timeout", "message": probe.problem}
+    elif reply is not None and not reply.ok:
+        error = {"code": reply.error_code, "message": reply.error_message}
+    return {
+        "node": node_id or status.get("id") or probe.endpoint,
+        "endpoint": probe.endpoint,
+        "reachable": probe.reachable,
+        "status": status or None,
+        "error": error,
+    }
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple):
+        return ",".join(_cell(v) for v in value)
+    return text(value) if isinstance(value, bytes) else str(value)
+
+
+def _status_row(node_id: str | None, probe: StatusProbe, *, verbose: bool) -> list[str]:
+    status = status_fields(probe)
+    row = [_cell(node_id or status.get("id") or "?"), probe.endpoint]
+    row += [_cell(status.get(name)) for name in _STATUS_FIELDS]
+    row.append("yes" if probe.reachable else "no")
+    if verbose:
+        shown = {"id", *_STATUS_FIELDS}
+        details = [f"{k}={_cell(v)}" for k, v in status.items() if k not in shown]
+        if probe.problem:
+            details.append(probe.problem)
+        row.append(" ".join(details) or "-")
+    return row
+
+
+def status_table(
+    node_ids: Sequence[str | None], probes: Sequence[StatusProbe], *, verbose: bool = False
+) -> list[str]:
+    """The status table, one line per node after the header, columns aligned."""
+    header = [*STATUS_HEADER, "reachable", *(["details"] if verbose else [])]
+    rows = [header]
+    rows += [
+        _status_row(node_id, probe, verbose=verbose)
+        for node_id, probe in zip(node_ids, probes, strict=True)
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def bench_summary(result: BenchResult) -> list[str]:
+    """The bench summary: the load, then ops/errors/ops/s, then latency percentiles."""
+    spec = result.spec
+    amount = (
+        f"{spec.requests} requests each" if spec.requests is not None else f"{spec.duration:g} s"
+    )
+    lat = result.latencies_ms
+    lines = [
+        f"bench {spec.op}: {spec.clients} clients, {amount}, {spec.value_size}-byte values, "
+        f"{spec.keys} keys, {len(result.endpoints)} endpoint(s)",
+        f"ops {result.ops}  errors {result.errors}  elapsed {result.elapsed:.3f} s  "
+        f"ops/s {result.ops_per_s:.1f}",
+        f"latency ms  p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  "
+        f"max {lat['max']:.3f}  mean {lat['mean']:.3f}",
+    ]
+    if result.error_codes:
+        codes = " ".join(f"{k}={v}" for k, v in sorted(result.error_codes.items()))
+        lines.append(f"errors by code: {codes}")
+    return lines
