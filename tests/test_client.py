@@ -527,3 +527,15 @@ def test_cli_repl_on_a_terminal(
             proc.wait(timeout=5)
         os.close(master)
     assert history.read_text().splitlines() == ["put a 1", "status"]
+
+
+def test_bench_gives_up_when_no_node_answers(silent: Callable[[], str]) -> None:
+    """A bench against nodes that never answer ends after ~2 timeouts, not one per request."""
+    from zraft.bench import BenchSpec, run_bench
+
+    started = time.monotonic()
+    result = run_bench([silent()], BenchSpec(clients=2, requests=1000, timeout=0.2))
+    assert result.ops == 0
+    assert result.errors >= 2
+    # 2000 requests x 0.2 s each would be 400 s; giving up takes about 3 timeouts.
+    assert time.monotonic() - started < 60, "the bench must stop issuing once nothing answers"

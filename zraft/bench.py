@@ -252,7 +252,10 @@ class _Engine:
             wait = min(next_report, next_expiry_check) - clock()
             events = self._poller.poll(max(0, math.ceil(wait * 1000)))
             now = clock()
-            issuing = now < stop_at
+            # Stop issuing at the end of the run, or once no node has answered for two
+            # timeouts: a dead cluster must end the bench, not stall it for hours.
+            silent_for = now - (last_reply if last_reply is not None else start)
+            issuing = now < stop_at and silent_for <= 2 * timeout
             for sock, _ in events:
                 slot = self._slots[sock]
                 buf = sock.recv(zmq.NOBLOCK)

@@ -1,0 +1,152 @@
+"""Three `zraft.node.Node`s in ONE thread over real 127.0.0.1 sockets (layer 5, STYLE.md B7).
+
+The test owns time: every node reads one injected fake clock, and each round advances it
+by one tick and turns every node's loop once with `run_once(0)`. Elections therefore
+follow the seeded election timeouts rather than the machine's load. Real sockets still
+take real time to connect and deliver, so each round also gives the I/O threads a
+millisecond; a message is thus at most a round or two late, far below an election
+timeout of 30-60 rounds. Nodes log to files in `tmp_path`, which the test counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from tests import logscan
+from tests.procs import write_cluster_config
+from zraft import config, wire
+from zraft.config import ClusterConfig
+from zraft.node import Node
+
+MAX_ROUNDS = 3000  # 30 s of fake time at 10 ms a round: far beyond any election here
+
+
+class FakeClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by `seconds`."""
+        self.now += seconds
+
+
+class InProcessCluster:
+    """Nodes sharing one fake clock, driven round-robin by the test."""
+
+    def __init__(self, cluster: ClusterConfig, log_dir: Path, stack: contextlib.ExitStack) -> None:
+        self.cluster = cluster
+        self.clock = FakeClock()
+        self.log_dir = log_dir
+        self.nodes: dict[str, Node] = {}
+        for seed, node_cfg in enumerate(cluster.nodes):
+            node = Node(
+                cluster,
+                node_cfg.id,
+                log_path=log_dir / f"{node_cfg.id}.jsonl",
+                clock=self.clock,
+                rng=random.Random(seed),
+                strict_events=True,  # an event outside the vocabulary fails the test
+            )
+            stack.callback(node.close)  # closed even if a later constructor fails
+            node.announce_start()
+            self.nodes[node_cfg.id] = node
+
+    def round(self) -> None:
+        """One tick of fake time, one loop turn per node, a millisecond for the I/O threads."""
+        self.clock.advance(self.cluster.tick_ms / 1000)
+        for node in self.nodes.values():
+            node.run_once(0)
+        time.sleep(0.001)
+
+    def run_until(self, condition: Callable[[], Any], what: str) -> Any:
+        """Run rounds until `condition()` is truthy; fail after MAX_ROUNDS rounds."""
+        for _ in range(MAX_ROUNDS):
+            result = condition()
+            if result:
+                return result
+            self.round()
+        raise AssertionError(
+            f"{what}: not reached in {MAX_ROUNDS} rounds\n{logscan.describe_logs(self.log_dir)()}"
+        )
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event the nodes logged so far."""
+        return logscan.read_events(self.log_dir)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[InProcessCluster]:
+    """Three in-process nodes with data and logs in `tmp_path`; all closed at teardown."""
+    path = write_cluster_config(tmp_path, 3, request_timeout_ms=2000)
+    with contextlib.ExitStack() as stack:
+        yield InProcessCluster(config.load(path), tmp_path / "logs", stack)
+
+
+@pytest.fixture
+def req_socket() -> Iterator[Callable[[str], zmq.Socket[bytes]]]:
+    """Make REQ sockets connected to an endpoint; all closed (linger 0) at teardown."""
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+
+    def make(endpoint: str) -> zmq.Socket[bytes]:
+        sock = context.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        return sock
+
+    yield make
+    context.destroy(linger=0)
+
+
+def test_leader_emerges_and_put_get_work(
+    cluster: InProcessCluster, req_socket: Callable[[str], zmq.Socket[bytes]]
+) -> None:
+    """With time in the test's hands, three nodes elect exactly one leader and serve clients.
+
+    Exactly one `leader_elected` is logged, and still exactly one after 100 more idle
+    rounds (several election timeouts of fake time). A put sent to a follower's client
+    endpoint is forwarded, committed and answered while the loops keep turning; a get
+    through the other follower returns the value, and `status` everywhere names the leader.
+    """
+    leader = cluster.run_until(
+        lambda: next((i for i, n in cluster.nodes.items() if n.is_leader()), None),
+        "a leader",
+    )
+    for _ in range(100):
+        cluster.round()
+    elected = logscan.select(cluster.events(), "leader_elected")
+    assert [e["node"] for e in elected] == [leader], logscan.tail(cluster.events())
+    assert sum(node.is_leader() for node in cluster.nodes.values()) == 1
+
+    writer, reader = (i for i in cluster.nodes if i != leader)
+    endpoints = {node.id: node.client for node in cluster.cluster.nodes}
+
+    def ask(node_id: str, op: str, **fields: Any) -> dict[str, Any]:
+        sock = req_socket(endpoints[node_id])
+        sock.send(wire.encode_request(op, **fields))
+        cluster.run_until(lambda: sock.poll(0, zmq.POLLIN), f"a reply to {op} from {node_id}")
+        return wire.decode_reply(sock.recv())
+
+    put = ask(writer, "put", key="greeting", value="hello")
+    assert put["ok"] and put["leader"] == leader, put
+    got = ask(reader, "get", key="greeting")
+    assert got["ok"] and got["found"] and got["value"] == b"hello", got
+    missing = ask(leader, "get", key="nobody")
+    assert missing["ok"] and not missing["found"], missing
+    for node_id in cluster.nodes:
+        status = ask(node_id, "status")["status"]
+        assert status["leader"] == leader and status["id"] == node_id, status
+    assert cluster.nodes[reader].kv.get(b"greeting") == b"hello"
+    assert logscan.count(cluster.events(), "leader_elected") == 1
