@@ -15,6 +15,7 @@ import pty
 import select
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -539,3 +540,36 @@ def test_bench_gives_up_when_no_node_answers(silent: Callable[[], str]) -> None:
     assert result.errors >= 2
     # 2000 requests x 0.2 s each would be 400 s; giving up takes about 3 timeouts.
     assert time.monotonic() - started < 60, "the bench must stop issuing once nothing answers"
+
+
+def test_a_node_that_goes_away_is_left_at_once_not_after_the_attempt_timeout(
+    fake: Callable[..., FakeCluster],
+) -> None:
+    """A killed node closes its connection; the client moves to the next node immediately.
+
+    A REQ socket never reports a dead peer, so without the socket monitor this put would
+    wait out the whole 20 s attempt timeout on the vanished endpoint first.
+    """
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    doomed, doomed_endpoint = silent_endpoint(context)  # accepts, never answers
+    cluster = fake(1)
+    client = Client([doomed_endpoint, cluster.endpoints[0]], timeout=40.0, attempt_timeout=20.0)
+    try:
+        started = time.monotonic()
+        outcome: list[Reply] = []
+
+        def close_soon() -> None:
+            # Close the silent node once the put is waiting on it: its connection drops.
+            time.sleep(0.3)
+            doomed.close(linger=0)
+
+        closer = threading.Thread(target=close_soon)
+        closer.start()
+        outcome.append(client.put("k", "v"))
+        closer.join()
+        assert outcome[0].ok
+        assert outcome[0].endpoint == cluster.endpoints[0]
+        assert time.monotonic() - started < 10.0, "waited out the attempt timeout"
+    finally:
+        client.close()
+        context.term()

@@ -39,6 +39,7 @@ from types import TracebackType
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from zraft import config as _config
 from zraft import wire
@@ -219,6 +220,11 @@ class Client:
         self._own_context = context is None
         self._context: zmq.Context[Any] = zmq.Context() if context is None else context
         self._sockets: dict[str, zmq.Socket[bytes]] = {}
+        # A monitor per REQ socket reports connects and disconnects: a REQ socket never
+        # says that its node died, so without this a client would wait out a whole attempt
+        # timeout on a killed leader (seconds) instead of moving on at once.
+        self._monitors: dict[str, zmq.Socket[bytes]] = {}
+        self._down: set[str] = set()  # endpoints whose connection is known to be lost
         self._current = 0  # index into _endpoints: where the next request goes first
         self._closed = False
 
@@ -407,14 +413,31 @@ class Client:
         missing cannot send again), so the next attempt there starts clean.
         """
         sock = self._socket(endpoint)
+        monitor = self._monitors[endpoint]
+        self._read_monitor(endpoint)
+        if endpoint in self._down and not self._down.issuperset(self._endpoints):
+            return "not connected"  # it went away and has not come back; try another
         ok = False
         try:
             try:
                 sock.send(frame, zmq.NOBLOCK)
             except zmq.Again:
                 return "cannot send (queue full)"
-            if not sock.poll(max(1, int(wait_s * 1000)), zmq.POLLIN):
-                return f"no reply within {wait_s:.1f} s"
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            poller.register(monitor, zmq.POLLIN)
+            deadline = time.monotonic() + wait_s
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return f"no reply within {wait_s:.1f} s"
+                ready = dict(poller.poll(max(1, int(remaining * 1000))))
+                if sock in ready:
+                    break
+                if monitor in ready:
+                    self._read_monitor(endpoint)
+                    if endpoint in self._down:
+                        return "connection lost"
             buf = sock.recv(zmq.NOBLOCK)
             try:
                 reply = wire.decode_reply(buf)
@@ -459,18 +482,38 @@ class Client:
         if sock is None:
             sock = self._context.socket(zmq.REQ)
             sock.linger = 0
+            self._monitors[endpoint] = sock.get_monitor_socket(
+                zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+            )
             try:
                 sock.connect(endpoint)
             except zmq.ZMQError as exc:
-                sock.close()
+                self._close_pair(sock, self._monitors.pop(endpoint))
                 raise ValueError(f"cannot connect to {endpoint!r}: {exc}") from exc
             self._sockets[endpoint] = sock
         return sock
 
+    def _read_monitor(self, endpoint: str) -> None:
+        """Apply every pending connect/disconnect event of `endpoint` to `_down`."""
+        monitor = self._monitors[endpoint]
+        while monitor.poll(0, zmq.POLLIN):
+            event = recv_monitor_message(monitor)["event"]
+            if event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CONNECT_RETRIED):
+                self._down.add(endpoint)  # lost, or refused (nothing listens there)
+            elif event == zmq.EVENT_CONNECTED:
+                self._down.discard(endpoint)
+
+    @staticmethod
+    def _close_pair(sock: zmq.Socket[bytes], monitor: zmq.Socket[bytes]) -> None:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+        sock.close(linger=0)
+
     def _drop_socket(self, endpoint: str) -> None:
         sock = self._sockets.pop(endpoint, None)
         if sock is not None:
-            sock.close(linger=0)
+            self._close_pair(sock, self._monitors.pop(endpoint))
+            self._down.discard(endpoint)  # a new socket starts with a new connection
 
     def close(self) -> None:
         """Close every socket (and the context, if the client made it). Idempotent."""
