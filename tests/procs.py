@@ -19,6 +19,7 @@ The client REQ helper depends only on `zraft.wire`, never on the zraft client li
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -250,7 +251,7 @@ class ProcessCluster:
         out = (self.directory / f"{node_id}.stdout").open("ab")
         err = (self.directory / f"{node_id}.stderr").open("ab")
         command = [sys.executable, str(NODE_SCRIPT), "--config", str(self.config_path)]
-        command += ["--id", node_id]
+        command += ["--id", node_id, "--test-fault-file", str(self.fault_path(node_id))]
         with out, err:
             proc = subprocess.Popen(
                 command,
@@ -264,6 +265,34 @@ class ProcessCluster:
         self._all_procs.append(proc)
         if wait:
             self.wait_started([node_id], {node_id: before})
+
+    # --- partitions (zraft.faults: the in-node hook, for machines without namespaces) -------
+
+    def fault_path(self, node_id: str) -> Path:
+        """The control file `node_id` watches (`--test-fault-file`)."""
+        return self.directory / f"{node_id}.faults.json"
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Cut every link between different groups (nodes not named form one more group)."""
+        sets = [set(g) for g in groups]
+        rest = set(self.ids) - set().union(*sets)
+        if rest:
+            sets.append(rest)
+        for node_id in self.ids:
+            mine = next(g for g in sets if node_id in g)
+            self._write_faults(node_id, sorted(set(self.ids) - mine))
+
+    def heal(self) -> None:
+        """Restore every link."""
+        for node_id in self.ids:
+            self._write_faults(node_id, [])
+
+    def _write_faults(self, node_id: str, block: list[str]) -> None:
+        # Write then rename, so a node never reads a half-written file.
+        path = self.fault_path(node_id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"block": block}))
+        tmp.replace(path)
 
     def start_all(self, node_ids: Iterable[str] | None = None) -> None:
         """Start the given nodes (default: all) and wait until each logs `node_started`."""

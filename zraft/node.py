@@ -44,6 +44,7 @@ from zraft.core import (
     Role,
 )
 from zraft.diagnostics import NodeEvent
+from zraft.faults import FaultFile
 from zraft.kv import KVStore, Result
 from zraft.requests import Bucket, Pending, PendingRequests, ReplyTo
 from zraft.storage import FileStorage, LogStorage
@@ -66,6 +67,7 @@ class Node:
         rng: the source of election timeout randomness (injected for tests).
         storage: a storage to use instead of a `FileStorage` in the node's data dir.
         strict_events: raise on an event outside the vocabulary (tests).
+        fault_file: TESTS ONLY: a control file naming peers to cut off (`zraft.faults`).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Node:
         storage: LogStorage | None = None,
         strict_events: bool = False,
         context: zmq.Context[Any] | None = None,
+        fault_file: Path | None = None,
     ) -> None:
         me = cluster.node(node_id)
         self.id = node_id
@@ -125,6 +128,7 @@ class Node:
         self._stop_reason = "signal"
         self._last_role = self._raft.role
         self._last_leader = self._raft.leader_id
+        self._faults = FaultFile(fault_file, self._peer_ids) if fault_file else None
 
     # === lifecycle =============================================================================
     def run(self) -> int:
@@ -223,6 +227,16 @@ class Node:
         else:
             self._next_tick += self._tick_s
         self._expire_requests(now)
+        if self._faults is not None:
+            self._apply_fault_file()
+
+    def _apply_fault_file(self) -> None:
+        assert self._faults is not None
+        change = self._faults.poll()
+        if isinstance(change, str):
+            self._bad_frame("test", "fault_file", change)
+        elif change is not None:
+            self._transport.set_blocked_peers(change)
 
     # === input =================================================================================
     def _drain_peers(self) -> None:

@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning"], help="event level"
     )
+    parser.add_argument(
+        "--test-fault-file",
+        type=Path,
+        metavar="PATH",
+        help="TESTS ONLY: cut this node off from the peers listed in PATH "
+        '(JSON {"block": ["n2"]}), re-read when it changes',
+    )
     parser.add_argument("--version", action="version", version=f"zraft {__version__}")
     return parser
 
@@ -47,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.log_dir is not None:
             cluster = dataclasses.replace(cluster, log_dir=args.log_dir.resolve())
         if args.all:
+            if args.test_fault_file is not None:
+                print("zraft-node: --test-fault-file needs --id", file=sys.stderr)
+                return 2
             return run_all(args, cluster)
-        node = Node(cluster, args.id, log_level=args.log_level)
+        node = Node(cluster, args.id, log_level=args.log_level, fault_file=args.test_fault_file)
     except ConfigError as exc:
         print(f"zraft-node: {exc}", file=sys.stderr)
         return 2

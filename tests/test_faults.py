@@ -1,0 +1,44 @@
+"""The test-only fault control file (`zraft.faults.FaultFile`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from zraft.faults import CHECK_EVERY_TICKS, FaultFile
+
+PEERS = frozenset({"n2", "n3"})
+
+
+def poll_once(watch: FaultFile) -> frozenset[str] | str | None:
+    """Poll through one whole check period; return what the check said."""
+    result: frozenset[str] | str | None = None
+    for _ in range(CHECK_EVERY_TICKS):
+        outcome = watch.poll()
+        if outcome is not None:
+            result = outcome
+    return result
+
+
+def test_missing_file_means_no_fault_and_changes_are_picked_up(tmp_path: Path) -> None:
+    path = tmp_path / "n1.faults.json"
+    watch = FaultFile(path, PEERS)
+    assert poll_once(watch) == frozenset()
+    path.write_text('{"block": ["n2"]}')
+    assert poll_once(watch) == frozenset({"n2"})
+    assert poll_once(watch) is None, "an unchanged file is not re-read"
+    path.write_text('{"block": []}')
+    os.utime(path, ns=(1, 1))  # a new stamp even within one mtime granule
+    assert poll_once(watch) == frozenset()
+
+
+def test_bad_files_are_reported_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "n1.faults.json"
+    watch = FaultFile(path, PEERS)
+    path.write_text("{oops")
+    assert isinstance(poll_once(watch), str)
+    path.write_text('{"block": ["n9"]}')
+    outcome = poll_once(watch)
+    assert isinstance(outcome, str) and "n9" in outcome
+    path.write_text('{"block": "n2"}')  # a string is iterable: still refused (n, 2 unknown)
+    assert isinstance(poll_once(watch), str)
