@@ -418,8 +418,10 @@ class Node:
                 dropped += 1  # queue full or peer absent: Raft retries by design
         if dropped:
             self._drops_unreported += dropped
+        if not self._drops_unreported:
+            return
         now = self._clock()
-        if self._drops_unreported and now - self._last_drop_report >= DROP_REPORT_INTERVAL_S:
+        if now - self._last_drop_report >= DROP_REPORT_INTERVAL_S:
             diagnostics.emit_node(
                 self._log, NodeEvent.PEER_SEND_DROPPED, count=self._drops_unreported
             )
