@@ -326,8 +326,14 @@ class Node:
         pending.term = term
         displaced = self._pending.writes.get(index)
         if displaced is not None:
-            # A write proposed at this index in an earlier term was overwritten.
-            self._answer_write_not_applied(displaced)
+            # A write proposed here in an earlier term is gone from OUR log, but a copy on
+            # another node may still be committed by a later leader (Figure 8): its
+            # outcome is unknown, not "not applied". Its session makes a retry safe.
+            self._reply_error(
+                displaced.reply_to,
+                "timeout",
+                "leadership changed; the write may or may not be applied (retry it)",
+            )
         self._pending.add("writes", index, pending)
         return True
 

@@ -99,16 +99,22 @@ def test_probe_becomes_replicate() -> None:
         (ProgressState.PROBE, 0, 11, 10, 9, True, ProgressState.PROBE, 10),
         (ProgressState.PROBE, 0, 11, 10, 0, True, ProgressState.PROBE, 1),
         (ProgressState.PROBE, 0, 11, 10, 50, True, ProgressState.PROBE, 10),  # bad hint
-        (ProgressState.PROBE, 4, 11, 10, 1, True, ProgressState.PROBE, 5),  # never <= match
+        (ProgressState.PROBE, 4, 11, 10, 4, True, ProgressState.PROBE, 5),  # never <= match
+        # A hint below the match: the follower lost entries it had acknowledged.
+        (ProgressState.PROBE, 4, 11, 10, 1, True, ProgressState.PROBE, 2),
         (ProgressState.PROBE, 0, 11, 8, 2, False, ProgressState.PROBE, 11),  # stale
         (ProgressState.PROBE, 0, 6, 10, 2, False, ProgressState.PROBE, 6),  # stale
         # REPLICATE: a rejection above the match falls back to PROBE ...
         (ProgressState.REPLICATE, 5, 20, 12, 8, True, ProgressState.PROBE, 9),
         (ProgressState.REPLICATE, 5, 20, 19, 30, True, ProgressState.PROBE, 19),
-        (ProgressState.REPLICATE, 5, 20, 12, 2, True, ProgressState.PROBE, 6),
-        # ... one for an append the follower has since accepted is stale.
-        (ProgressState.REPLICATE, 5, 20, 5, 0, False, ProgressState.REPLICATE, 20),
-        (ProgressState.REPLICATE, 5, 20, 3, 0, False, ProgressState.REPLICATE, 20),
+        (ProgressState.REPLICATE, 5, 20, 12, 6, True, ProgressState.PROBE, 7),
+        # ... one for an append the follower has since accepted is stale ...
+        (ProgressState.REPLICATE, 5, 20, 5, 5, False, ProgressState.REPLICATE, 20),
+        (ProgressState.REPLICATE, 5, 20, 3, 7, False, ProgressState.REPLICATE, 20),
+        # ... unless its hint is below the match: the follower lost acknowledged entries
+        # (a disk that lied about fsync), so the match is forgotten down to the hint.
+        (ProgressState.REPLICATE, 5, 20, 12, 2, True, ProgressState.PROBE, 3),
+        (ProgressState.REPLICATE, 5, 20, 5, 0, True, ProgressState.PROBE, 1),
     ],
 )
 def test_maybe_back_off(
@@ -126,7 +132,8 @@ def test_maybe_back_off(
     assert pr.maybe_back_off(rejected, hint) is applied
     assert pr.state is new_state
     assert pr.next_index == new_next
-    assert pr.match_index == match
+    # A hint below the match lowers it (lost entries); nothing else moves it.
+    assert pr.match_index == (min(match, hint) if applied else match)
 
 
 def test_back_off_unpauses_the_probe() -> None:

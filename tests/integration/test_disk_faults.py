@@ -12,8 +12,9 @@ loses nothing it acknowledged:
   otherwise), enlarged with `mount -o remount` before the node restarts;
 - torn and corrupt logs are made by editing a SIGKILLed node's last WAL segment.
 
-One test is a strict xfail naming a product bug: a follower whose tail repair dropped an
-entry it had already acknowledged is never sent that entry again while the leader lasts.
+A follower whose tail repair dropped an entry it had already acknowledged (a disk that
+lied about fsync) must be sent it again: the leader lowers its match when a rejection's
+hint shows the follower holds less than it acknowledged.
 
 Random choices (cut offsets, flipped bytes) use a seed that failure messages print;
 `ZRAFT_DISK_SEED=N` replays one. Every wait is bounded; every process is stopped by PID and
@@ -526,7 +527,7 @@ def test_full_disk_stops_the_node_which_recovers_after_space_is_freed(lab: DiskL
 
 
 class StillBehind(AssertionError):
-    """A restarted follower did not catch up in time (the known bug the xfail names)."""
+    """A restarted follower did not catch up in time."""
 
 
 def _torn_restart(
@@ -628,14 +629,6 @@ def test_torn_last_record_is_repaired_and_nothing_acknowledged_is_lost(
     cluster.assert_safety()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=StillBehind,
-    reason="product bug: a leader never lowers a follower's match_index "
-    "(Progress.maybe_back_off ignores rejections at or below it), so a follower whose tail "
-    "repair dropped entries it had acknowledged is never sent them again while that "
-    "leader lives",
-)
 def test_follower_that_lost_its_acknowledged_last_entry_catches_up(lab: DiskLab) -> None:
     """Torn write of the last append on a follower, after that follower had acknowledged
     it (a lying disk, or the brief's torn-write model): the cluster still holds the entry

@@ -93,17 +93,21 @@ class Progress:
 
         Stale rejections (for appends the follower has since accepted, or that are not the
         one currently probed) are ignored, so reordered responses cannot rewind progress.
+        A rejection whose `hint` is below `match_index` is not stale: the follower now holds
+        less than it acknowledged (its disk lost entries, e.g. one that lied about fsync),
+        so the match is forgotten down to the hint. That only delays later commits; the
+        commit index itself never moves back.
         """
+        lost_entries = hint < self.match_index
         if self.state is ProgressState.REPLICATE:
-            if rejected_index <= self.match_index:
+            if rejected_index <= self.match_index and not lost_entries:
                 return False
-            self.become_probe()
-            self.next_index = max(self.match_index + 1, min(rejected_index, hint + 1))
-            return True
-        if self.next_index - 1 != rejected_index:
+        elif self.next_index - 1 != rejected_index:
             return False
+        if lost_entries:
+            self.match_index = hint
+        self.become_probe()
         self.next_index = max(self.match_index + 1, min(rejected_index, hint + 1))
-        self.probe_paused = False
         return True
 
     def sent(self, last_index: int, entry_count: int) -> None:
