@@ -1,0 +1,585 @@
+"""The nemesis: seeded process faults on a `ProcessCluster`, plus a whole checked run.
+
+`Nemesis` runs in its own thread and, on a schedule drawn from a seed, injects one fault at a
+time, holds it, and undoes it:
+
+- `kill`: SIGKILL a random node, keep it down a while, restart it on the same data dir;
+- `kill-leader`: the same for the current leader;
+- `pause`: SIGSTOP a random node for longer than the maximum election timeout, SIGCONT it;
+- `pause-leader`: the same for the leader (it must step down; no stale read may follow);
+- `partition`: cut a minority off (half of the time the leader alone) through the in-node
+  hook (`ProcessCluster.partition`, `--test-fault-file`), then heal. It drops peer traffic
+  inside the nodes while TCP stays up; client traffic is untouched, so clients keep talking
+  to the cut-off side. (Network-namespace partitions, PLATFORM.md §1, are not used.)
+
+Kinds are drawn in rounds: each round is a seeded shuffle of every enabled kind, so a run
+of a few rounds has hit every kind. Which nodes are hit, for how long and how long the gaps
+are come from the seed too; who leads at a given moment comes from the cluster, so two runs
+of a seed inject the same kinds in the same order but not necessarily on the same nodes.
+
+`run_nemesis` is a whole run, used by `bin/zraft-nemesis` and the integration test: start a
+cluster, run `tests.workload.Workload` and the nemesis together for a duration, heal
+everything, read every key, check the history with `zraft.testing.linearizability.check`,
+look for lost acknowledged writes and for election safety in the logs, and report. Every
+process it starts is stopped by PID in a `finally` (paused ones are resumed first). It
+leaves in its directory: `history.jsonl` (the checker's format,
+`zraft.testing.history.to_jsonl`), `ops.jsonl` (the workload's detailed records: session,
+seq, attempts, nodes, per-attempt errors), `faults.jsonl`, and `cluster/` (config, data,
+each node's JSON event log).
+
+Only the nemesis thread uses the `ProcessCluster` while the workload runs (its REQ helper is
+not thread-safe); the workload has its own ZeroMQ context and sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests import workload as wl
+from tests.procs import NoReply, ProcessCluster
+from zraft.testing import linearizability
+from zraft.testing.history import Op, to_jsonl
+
+FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition")
+"""Every fault the nemesis knows, in the order a summary lists them."""
+
+PROCESS_FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader")
+"""The faults made with signals only (no partition hook)."""
+
+LEADER_SEARCH_S = 3.0  # how long to look for a leader before hitting a random node instead
+
+
+@dataclass(slots=True)
+class Fault:
+    """One injected fault.
+
+    Args:
+        kind: one of `FAULT_KINDS`.
+        nodes: the nodes it hit (for a partition: the cut-off minority).
+        start_ns, end_ns: when it was applied and undone (ns since the run's origin).
+        note: set when the plan could not be followed (e.g. no leader was found).
+    """
+
+    kind: str
+    nodes: list[str]
+    start_ns: int
+    end_ns: int | None = None
+    note: str | None = None
+
+
+class Nemesis:
+    """Injects seeded faults into a running `ProcessCluster` from a background thread.
+
+    Args:
+        cluster: the running cluster; the nemesis is its only user while it runs.
+        kinds: which faults to draw from (a subset of `FAULT_KINDS`).
+        seed: seeds every choice.
+        origin_ns: `time.monotonic_ns()` at the start of the run (shared with the workload).
+        gap_s: the quiet time between two faults (uniform range).
+        down_s: how long a killed node stays down.
+        pause_s: how long a node stays stopped; default 1.5x to 4x the maximum election
+            timeout, so the rest of the cluster elects a new leader meanwhile (and some
+            pauses outlast a client's attempt timeout).
+        partition_s: how long a partition lasts.
+    """
+
+    def __init__(
+        self,
+        cluster: ProcessCluster,
+        *,
+        kinds: Iterable[str] = FAULT_KINDS,
+        seed: int = 0,
+        origin_ns: int | None = None,
+        gap_s: tuple[float, float] = (0.5, 2.0),
+        down_s: tuple[float, float] = (0.3, 2.0),
+        pause_s: tuple[float, float] | None = None,
+        partition_s: tuple[float, float] = (1.0, 3.0),
+    ) -> None:
+        self.kinds = list(kinds)
+        unknown = set(self.kinds) - set(FAULT_KINDS)
+        if unknown or not self.kinds:
+            raise ValueError(f"unknown or no fault kinds: {sorted(unknown)}; known: {FAULT_KINDS}")
+        self._cluster = cluster
+        self._rng = random.Random(seed)
+        self._origin_ns = time.monotonic_ns() if origin_ns is None else origin_ns
+        election_max_s = cluster.election_timeout_ms[1] / 1000
+        self._gap_s = gap_s
+        self._down_s = down_s
+        self._pause_s = pause_s or (1.5 * election_max_s, 4.0 * election_max_s)
+        self._partition_s = partition_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._paused: set[str] = set()
+        self._killed: set[str] = set()
+        self._partitioned = False
+        self.faults: list[Fault] = []
+        self.error: str | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start injecting faults in a background thread."""
+        self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Ask the thread to stop (the current fault is undone first) and wait for it.
+
+        Raises:
+            RuntimeError: the thread did not finish within `timeout`.
+        """
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise RuntimeError(f"the nemesis thread did not stop within {timeout:g}s")
+
+    def heal(self) -> None:
+        """Undo everything still in effect: resume, reconnect, restart. Safe to repeat."""
+        for node_id in sorted(self._paused):
+            if self._cluster.is_running(node_id):
+                self._cluster.resume(node_id)
+        self._paused.clear()
+        if self._partitioned:
+            self._cluster.heal()
+            self._partitioned = False
+        down = [n for n in self._cluster.ids if not self._cluster.is_running(n)]
+        if down:
+            self._cluster.start_all(down)
+        self._killed.clear()
+
+    def counts(self) -> dict[str, int]:
+        """kind -> how many faults of that kind were injected."""
+        return dict(Counter(fault.kind for fault in self.faults))
+
+    def _now(self) -> int:
+        return time.monotonic_ns() - self._origin_ns
+
+    def _run(self) -> None:
+        schedule: list[str] = []
+        try:
+            while not self._stop.wait(self._rng.uniform(*self._gap_s)):
+                if not schedule:
+                    schedule = list(self.kinds)
+                    self._rng.shuffle(schedule)
+                self._inject(schedule.pop())
+        except Exception:  # the thread's boundary: report, the runner heals and fails
+            self.error = traceback.format_exc()
+
+    # --- faults -------------------------------------------------------------------------
+
+    def _inject(self, kind: str) -> None:
+        if kind in ("kill", "kill-leader"):
+            self._kill(kind)
+        elif kind in ("pause", "pause-leader"):
+            self._pause(kind)
+        else:
+            self._partition()
+
+    def _target(self, kind: str) -> tuple[str, str | None]:
+        """The node to hit: the leader for `*-leader` kinds (if one is found), else random."""
+        candidates = sorted(self._cluster.running())
+        if kind.endswith("-leader"):
+            leader = self._find_leader()
+            if leader is not None:
+                return leader, None
+            return self._rng.choice(candidates), "no leader found; hit a random node"
+        return self._rng.choice(candidates), None
+
+    def _find_leader(self) -> str | None:
+        """The node reporting itself leader with the highest term, polled for a while."""
+        deadline = time.monotonic() + LEADER_SEARCH_S
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            best: tuple[int, str] | None = None
+            for node_id in self._cluster.running():
+                try:
+                    status = self._cluster.status(node_id, timeout=0.3)
+                except NoReply:
+                    continue
+                if status["role"] == "leader" and (best is None or status["term"] > best[0]):
+                    best = (status["term"], node_id)
+            if best is not None:
+                return best[1]
+            self._stop.wait(0.05)
+        return None
+
+    def _hold(self, span: tuple[float, float]) -> None:
+        """Keep a fault for a random time from `span`; a stop request cuts it short."""
+        self._stop.wait(self._rng.uniform(*span))
+
+    def _kill(self, kind: str) -> None:
+        node_id, note = self._target(kind)
+        fault = Fault(kind, [node_id], self._now(), note=note)
+        self.faults.append(fault)
+        self._killed.add(node_id)
+        self._cluster.kill(node_id)
+        fault.start_ns = self._now()
+        self._hold(self._down_s)
+        self._cluster.start(node_id)
+        self._killed.discard(node_id)
+        fault.end_ns = self._now()
+
+    def _pause(self, kind: str) -> None:
+        node_id, note = self._target(kind)
+        fault = Fault(kind, [node_id], self._now(), note=note)
+        self.faults.append(fault)
+        self._cluster.pause(node_id)
+        self._paused.add(node_id)
+        fault.start_ns = self._now()
+        self._hold(self._pause_s)
+        self._cluster.resume(node_id)
+        self._paused.discard(node_id)
+        fault.end_ns = self._now()
+
+    def _partition(self) -> None:
+        ids = sorted(self._cluster.ids)
+        note = None
+        if self._rng.random() < 0.5:
+            leader = self._find_leader()
+            minority = [leader] if leader is not None else []
+            note = None if leader is not None else "no leader found; random minority"
+        else:
+            minority = []
+        if not minority:
+            size = self._rng.randint(1, (len(ids) - 1) // 2)
+            minority = sorted(self._rng.sample(ids, size))
+        fault = Fault("partition", minority, self._now(), note=note)
+        self.faults.append(fault)
+        self._partitioned = True
+        self._cluster.partition(set(minority))
+        self._hold(self._partition_s)
+        self._cluster.heal()
+        self._partitioned = False
+        fault.end_ns = self._now()
+
+
+# --- a whole run --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A non-linearizable stretch of one key's history, as the checker reported it."""
+
+    key: str
+    window: tuple[float, float] | None  # seconds since the origin, when the checker gives one
+    detail: str
+    faults: tuple[str, ...] = ()  # faults overlapping the window, for the reader
+
+
+@dataclass(slots=True)
+class NemesisReport:
+    """Everything a run found; `exit_code` says what the runner returns."""
+
+    seed: int
+    nodes: int
+    clients: int
+    duration_s: float
+    directory: Path
+    history_path: Path
+    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
+    faults: list[Fault] = field(default_factory=list)
+    final: dict[str, str | None] = field(default_factory=dict)
+    anomalies: list[Anomaly] = field(default_factory=list)
+    lost: list[wl.LostWrite] = field(default_factory=list)
+    safety: str | None = None  # an election-safety / monotonic-term violation
+    errors: list[str] = field(default_factory=list)  # harness trouble, not product bugs
+    checked_ops: int = 0
+    check_s: float = 0.0
+
+    @property
+    def fault_counts(self) -> dict[str, int]:
+        """kind -> how many were injected."""
+        return dict(Counter(fault.kind for fault in self.faults))
+
+    @property
+    def ok(self) -> bool:
+        """No anomaly, no lost write, no safety violation, no harness error."""
+        return not (self.anomalies or self.lost or self.safety or self.errors)
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean; 1 the product misbehaved; 2 the run itself could not be completed."""
+        if self.anomalies or self.lost or self.safety:
+            return 1
+        return 2 if self.errors else 0
+
+    def ok_count(self) -> int:
+        """How many operations completed ok (final reads excluded)."""
+        return sum(per.get(wl.OK, 0) for per in self.outcomes.values())
+
+    def summary(self) -> str:
+        """A human-readable summary of the run."""
+        lines = [
+            f"zraft nemesis: seed={self.seed} nodes={self.nodes} clients={self.clients} "
+            f"duration={self.duration_s:g}s",
+            f"directory: {self.directory}",
+            f"history:   {self.history_path}",
+            "operations (kind: outcome counts):",
+        ]
+        for kind in sorted(self.outcomes):
+            counts = ", ".join(f"{o}={n}" for o, n in sorted(self.outcomes[kind].items()))
+            lines.append(f"  {kind:7s} {counts}")
+        total = Counter[str]()
+        for per in self.outcomes.values():
+            total.update(per)
+        lines.append(f"  {'total':7s} " + ", ".join(f"{o}={n}" for o, n in sorted(total.items())))
+        counts = self.fault_counts
+        lines.append(
+            "faults: "
+            + (", ".join(f"{k}={counts[k]}" for k in FAULT_KINDS if k in counts) or "none")
+        )
+        for fault in self.faults:
+            if fault.note:
+                lines.append(f"  note: {fault.kind} {fault.nodes}: {fault.note}")
+        lines.append(f"final values: {self.final}")
+        lines.append(f"checked {self.checked_ops} operations in {self.check_s:.1f}s")
+        lines.append(f"anomalies: {len(self.anomalies)}")
+        for anomaly in self.anomalies:
+            window = (
+                "?"
+                if anomaly.window is None
+                else f"{anomaly.window[0]:.3f}s..{anomaly.window[1]:.3f}s"
+            )
+            lines.append(f"  key {anomaly.key} window {window}: {anomaly.detail}")
+            for text in anomaly.faults:
+                lines.append(f"    during {text}")
+        lines.append(f"lost acknowledged writes: {len(self.lost)}")
+        for lost in self.lost[:20]:
+            w = lost.write
+            lines.append(
+                f"  {w.kind} {w.key}={w.value!r} (session {w.session} seq {w.seq}, ok at "
+                f"{(w.complete_ns or 0) / 1e9:.3f}s) but final value {lost.final!r} was "
+                f"written by ops {[s.index for s in lost.sources]} that completed earlier"
+            )
+        lines.append(f"election safety: {'ok' if self.safety is None else self.safety}")
+        for error in self.errors:
+            lines.append(f"harness error: {error}")
+        lines.append("result: " + ("OK" if self.ok else f"FAILED (exit {self.exit_code})"))
+        return "\n".join(lines)
+
+
+def describe_fault(fault: Fault) -> str:
+    """`kind [nodes] 1.234s..2.345s`."""
+    end = "still active" if fault.end_ns is None else f"{fault.end_ns / 1e9:.3f}s"
+    return f"{fault.kind} {fault.nodes} {fault.start_ns / 1e9:.3f}s..{end}"
+
+
+def overlapping_faults(
+    faults: Sequence[Fault], window: tuple[float, float] | None, margin_s: float = 2.0
+) -> tuple[str, ...]:
+    """The faults active within `margin_s` of `window` (seconds since the origin)."""
+    if window is None:
+        return ()
+    low = int((window[0] - margin_s) * 1e9)
+    high = int((window[1] + margin_s) * 1e9)
+    return tuple(
+        describe_fault(f) for f in faults if f.start_ns <= high and (f.end_ns or high) >= low
+    )
+
+
+Checker = Callable[[Sequence[Op]], linearizability.CheckResult]
+"""A linearizability check of a history (default: `zraft.testing.linearizability.check`)."""
+
+
+def anomalies_of(result: linearizability.CheckResult, faults: Sequence[Fault]) -> list[Anomaly]:
+    """One `Anomaly` per key the checker found not linearizable, with nearby faults."""
+    found: list[Anomaly] = []
+    for key, verdict in sorted(result.per_key.items()):
+        if verdict.ok is not False:
+            continue
+        window = verdict.window
+        span = None
+        if window:
+            span = (
+                min(op.invoke for op in window),
+                max(op.invoke if op.complete is None else op.complete for op in window),
+            )
+        detail = f"{len(window)} ops cannot be ordered: " + "; ".join(
+            _format_op(op) for op in window
+        )
+        found.append(Anomaly(key, span, detail, overlapping_faults(faults, span)))
+    return found
+
+
+def _format_op(op: Op) -> str:
+    """`#12 p3 put k1 'v' ok [1.234s..1.240s]` in a window listing."""
+    end = "..." if op.complete is None else f"{op.complete:.3f}s"
+    what = {"get": op.result, "put": op.value, "cas": (op.expected, op.value)}.get(op.kind, "")
+    shown = repr(what) if what != "" else ""
+    if op.error:
+        shown += f" {op.error}" + (f" saw {op.result!r}" if op.kind == "cas" else "")
+    return f"#{op.id} p{op.process} {op.kind} {shown} {op.outcome} [{op.invoke:.3f}s..{end}]"
+
+
+def run_nemesis(
+    directory: Path,
+    *,
+    seed: int,
+    duration_s: float,
+    nodes: int = 3,
+    clients: int = 5,
+    keys: int = 5,
+    faults: Iterable[str] = FAULT_KINDS,
+    request_timeout_ms: int = 1500,
+    max_attempts: int = 0,
+    trust_unavailable: bool = False,
+    checker: Checker | None = None,
+    progress: Callable[[str], None] | None = None,
+    nemesis_options: dict[str, Any] | None = None,
+) -> NemesisReport:
+    """Run a cluster under workload and nemesis, heal, read everything back, check.
+
+    Args:
+        directory: an empty directory for the cluster, the history and the fault log.
+        seed: seeds the workload (seed) and the nemesis (seed + 1).
+        duration_s: how long operations are started and faults injected.
+        faults: the fault kinds to draw from.
+        request_timeout_ms: the cluster's request timeout; clients wait 0.5 s longer.
+        max_attempts, trust_unavailable: see `tests.workload.Workload`.
+        checker: the linearizability check (default: `zraft.testing.linearizability`).
+        progress: called with one line per phase (the runner prints them).
+        nemesis_options: more `Nemesis` keyword arguments (`gap_s`, `pause_s`, ...).
+
+    Returns:
+        The report; `report.exit_code` is what a runner should exit with.
+    """
+    say = progress or (lambda _line: None)
+    directory.mkdir(parents=True, exist_ok=True)
+    report = NemesisReport(seed, nodes, clients, duration_s, directory, directory / "history.jsonl")
+    cluster = ProcessCluster(directory / "cluster", nodes, request_timeout_ms=request_timeout_ms)
+    origin_ns = time.monotonic_ns()
+    nemesis = Nemesis(
+        cluster, kinds=faults, seed=seed + 1, origin_ns=origin_ns, **(nemesis_options or {})
+    )
+    stream = (directory / "ops.jsonl").open("w")
+
+    def record(op: wl.OpRecord) -> None:
+        stream.write(op.to_json() + "\n")
+
+    load = wl.Workload(
+        cluster.client_endpoints,
+        clients=clients,
+        keys=keys,
+        seed=seed,
+        origin_ns=origin_ns,
+        attempt_timeout_s=request_timeout_ms / 1000 + 0.5,
+        op_timeout_s=2 * request_timeout_ms / 1000 + 1.0,
+        max_attempts=max_attempts,
+        trust_unavailable=trust_unavailable,
+        on_record=record,
+    )
+    try:
+        _drive(cluster, load, nemesis, report, say)
+        stream.close()
+        _judge(cluster, load, nemesis, report, checker or linearizability.check, say)
+        return report
+    finally:
+        stream.close()
+        try:
+            nemesis.stop()
+        finally:
+            load.close()
+            cluster.close()
+
+
+def _drive(
+    cluster: ProcessCluster,
+    load: wl.Workload,
+    nemesis: Nemesis,
+    report: NemesisReport,
+    say: Callable[[str], None],
+) -> None:
+    """Start the cluster, run workload and nemesis, heal everything, read every key."""
+    say(f"starting {len(cluster.ids)} nodes in {cluster.directory}")
+    cluster.start_all()
+    cluster.wait_leader(timeout=20)
+    say(f"running {report.clients} clients, faults {nemesis.kinds}, for {report.duration_s:g}s")
+    nemesis.start()
+    try:
+        load.run(report.duration_s, should_stop=lambda: nemesis.error is not None)
+    finally:
+        nemesis.stop()
+        nemesis.heal()
+    if nemesis.error is not None:
+        report.errors.append(f"nemesis failed:\n{nemesis.error}")
+    say("healed; waiting for a leader and reading every key")
+    try:
+        cluster.wait_leader(timeout=30)
+    except AssertionError as exc:
+        report.errors.append(f"no leader within 30s of healing: {str(exc).splitlines()[0]}")
+    report.final = load.final_reads(timeout_s=30)
+    missing = sorted(set(load.keys) - set(report.final))
+    if missing:
+        report.errors.append(f"final reads failed for keys {missing}")
+
+
+def _judge(
+    cluster: ProcessCluster,
+    load: wl.Workload,
+    nemesis: Nemesis,
+    report: NemesisReport,
+    checker: Checker,
+    say: Callable[[str], None],
+) -> None:
+    """Fill the report: outcomes, faults, lost writes, election safety, linearizability.
+
+    Writes `history.jsonl` (the checker's format, `zraft.testing.history.to_jsonl`) and
+    `faults.jsonl` next to `ops.jsonl` (the workload's detailed records).
+    """
+    records = load.records
+    report.outcomes = wl.outcome_counts(r for r in records if not r.final)
+    report.faults = list(nemesis.faults)
+    _write_faults(report.directory / "faults.jsonl", report.faults)
+    report.lost = wl.lost_writes(records, report.final)
+    try:
+        cluster.assert_safety()
+    except AssertionError as exc:
+        report.safety = str(exc).splitlines()[0]
+    history = load.history()
+    report.history_path.write_text(to_jsonl(load.recorder.history()))
+    report.checked_ops = len(history)
+    say(f"checking {len(history)} operations for linearizability")
+    started = time.monotonic()
+    result = checker(history)
+    report.check_s = time.monotonic() - started
+    report.anomalies = anomalies_of(result, report.faults)
+    undecided = sorted(key for key, v in result.per_key.items() if v.ok is None)
+    if undecided:
+        report.errors.append(f"the checker ran out of budget on keys {undecided}")
+
+
+def _write_faults(path: Path, faults: Iterable[Fault]) -> None:
+    with path.open("w") as out:
+        for fault in faults:
+            out.write(json.dumps(asdict(fault), sort_keys=True) + "\n")
+
+
+def summary_json(report: NemesisReport) -> dict[str, Any]:
+    """The report as plain JSON values (written next to the history as summary.json)."""
+    return {
+        "seed": report.seed,
+        "nodes": report.nodes,
+        "clients": report.clients,
+        "duration_s": report.duration_s,
+        "outcomes": report.outcomes,
+        "faults": report.fault_counts,
+        "final": report.final,
+        "anomalies": [asdict(a) for a in report.anomalies],
+        "lost_writes": [
+            {"key": x.key, "final": x.final, "write": asdict(x.write)} for x in report.lost
+        ],
+        "safety": report.safety,
+        "errors": report.errors,
+        "checked_ops": report.checked_ops,
+        "check_s": round(report.check_s, 3),
+        "exit_code": report.exit_code,
+    }

@@ -1,0 +1,804 @@
+"""A linearizability checker for histories of a key-value store (one register per key).
+
+`check(history)` answers: is there a total order of the operations that respects real
+time (an operation that completed before another was invoked comes first) and in which
+every operation returns what it returned when replayed against a plain dictionary?
+
+Theory of operation
+-------------------
+
+**P-compositionality.** Operations on different keys never interact, so a history is
+linearizable exactly when each key's sub-history is (Herlihy & Wing, locality). Each key
+is checked on its own with a sequential model of one register: a value, or absent.
+
+**What each operation contributes.**
+
+- `ok` ops are mandatory: they must appear in the order, and what they returned must
+  match the model there (`get` the value; `put`/`delete`/`cas` the optional
+  `result_found`; `cas` needs the expected value).
+- `info` writes are optional: they may take effect at any point after their invocation,
+  or never. `info` gets observed nothing and are dropped.
+- `fail` ops never took effect and are dropped, except a cas that lost the comparison:
+  it is a mandatory read that saw a value different from `expected`, and equal to the
+  value returned in the reply when one was recorded.
+
+**The search** (Wing & Gong 1993, with the memoization of Lowe 2017, the algorithm
+behind Knossos and Porcupine). The calls and returns of one key sit in a doubly linked
+list ordered by time; at equal times calls come first, so operations whose intervals
+touch count as concurrent. An optional op has a call and no return: it never has to be
+placed. The search walks the list from the front. At a call, it tries to linearize that
+op now: apply it to the model and, if the model accepts what the op returned, unlink the
+op's call and return ("lift" it), push it on a stack and start again at the front. At a
+return, the op it belongs to should already have been placed, and every call before it
+has been tried: a dead end, so the last lifted op is put back (O(1) relinking, dancing
+links) and the walk resumes after its call. The history is linearizable when no
+mandatory op is left; it is not when the stack is empty at a dead end.
+
+**Memoization with subsumption.** A configuration is (set of placed ops, model state).
+Two paths reaching the same configuration have the same future, so each is explored
+once (Lowe). Stronger, and what keeps indeterminate writes cheap: a configuration that
+differs from an explored one only by having placed some more *optional* ops, with the
+same mandatory set and state, can do nothing the explored one could not (the extra
+optional ops might as well never have happened), so it is pruned too. Without this, each
+indeterminate write doubles the space behind it.
+
+**Complexity.** Checking linearizability is NP-complete in general (Gibbons & Korach),
+and the search is exponential in the worst case. With memoization it visits at most one
+configuration per (downward-closed set of placed ops, state) pair: for c concurrent
+clients per key that is O(n * 2^c * states) configurations, each costing O(c) list steps
+and O(n / word) bitmask work. A valid history with a few clients is checked in close to
+one pass; a non-linearizable one makes the search exhaust every ordering of the
+operations before the point of failure, which is the slow case. A budget (steps and
+seconds) turns a search that would take too long into the answer "unknown" (`ok=None`).
+
+**The window.** When a key is not linearizable, `CheckResult.window` is a short run of
+that key's operations that already cannot be ordered. Precisely: the key's operations,
+minus the dropped ones, sorted by invocation time (then id), are numbered 0..m-1; the
+window is a run i..j of consecutive ones that fails a *relaxed* check in which
+
+- the register may start with any value written by an op outside the window that was
+  invoked before some window op completed (or absent), and
+- every write outside the window whose interval overlaps the window's span may take
+  effect at any point after its invocation, or never.
+
+The relaxations only add freedom, so a failing window proves that the whole history is
+not linearizable, and a larger run fails whenever a smaller one inside it does. The
+window is inclusion-minimal: dropping its first or its last operation makes it pass,
+hence so does every shorter run inside it. It is found by galloping back from the point
+where the full search got stuck, then binary searches on the end and on the start.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from zraft.testing.history import Op, OpKind, Outcome
+
+DEFAULT_TIMEOUT_S = 60.0
+"""Default wall-clock budget of the main search, in seconds (the window search gets as much)."""
+
+_INF = math.inf
+
+# Transition codes of the sequential register model.
+_PUT, _DELETE, _CAS, _GET, _CAS_FAILED = range(5)
+
+# Clock reads cost more than a search step: look at the deadline every this many steps.
+_CLOCK_EVERY = 4096
+
+
+class _Marker:
+    """A sentinel that can never equal a register value."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+_ANY = _Marker("ANY")
+"""Model state "some seed value, not yet pinned down" (the start of a window)."""
+
+_REJECT = _Marker("REJECT")
+"""Transition result: the model cannot apply the op in this state."""
+
+_UNKNOWN = _Marker("UNKNOWN")
+"""Observed value of a failed cas whose reply did not record the current value."""
+
+_State = bytes | None | _Marker
+
+
+@dataclass(frozen=True, slots=True)
+class KeyResult:
+    """The verdict for one key.
+
+    Args:
+        ok: True linearizable, False not, None unknown (the budget ran out).
+        ops: how many of the key's operations took part (dropped ones excluded).
+        explored: configurations the main search visited for this key.
+        deepest: the most mandatory ops placed at once: the longest linearizable
+            prefix the search reached (equals the mandatory count when `ok`).
+        linearization: when `ok`, the op ids in one valid order, including the
+            indeterminate writes that took effect there; otherwise None.
+        window: when not `ok`, the minimal failing window (see the module docstring).
+    """
+
+    ok: bool | None
+    ops: int
+    explored: int
+    deepest: int
+    linearization: tuple[int, ...] | None
+    window: tuple[Op, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The verdict for a whole history.
+
+    Args:
+        ok: True if every key is linearizable; False if some key is not; None
+            ("unknown") if none failed but the budget ran out before all were decided.
+        key: the first key, in sorted order, that is not linearizable (for `ok=None`,
+            the first undecided key); None when `ok` is True.
+        window: that key's minimal failing window in invocation order, empty unless
+            `ok` is False. See the module docstring for its exact meaning.
+        explored: configurations visited by the main search over all keys.
+        per_key: the verdict of every key.
+    """
+
+    ok: bool | None
+    key: str | None
+    window: tuple[Op, ...]
+    explored: int
+    per_key: dict[str, KeyResult]
+
+    def describe(self) -> str:
+        """A few human-readable lines: the verdict and, on failure, the window."""
+        verdict = {True: "linearizable", False: "NOT linearizable", None: "unknown"}[self.ok]
+        lines = [f"{verdict}: {len(self.per_key)} keys, {self.explored} configurations"]
+        if self.key is not None:
+            detail = self.per_key[self.key]
+            lines.append(
+                f"key {self.key!r}: {detail.ops} ops, longest linearizable prefix "
+                f"{detail.deepest}, window of {len(self.window)}:"
+            )
+            lines.extend(f"  {_format_op(op)}" for op in self.window)
+        return "\n".join(lines)
+
+
+def check(
+    history: Sequence[Op],
+    *,
+    max_steps: int | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> CheckResult:
+    """Decide whether `history` is linearizable, key by key.
+
+    Args:
+        history: the ops, in any order; ids must be unique.
+        max_steps: budget of search steps for the main search over all keys (None: no
+            limit). The search for the window of a failing key gets its own budget of
+            the same size, and falls back to a larger window if it runs out.
+        timeout: the same budget in seconds of `clock` (None: no limit).
+        clock: a monotonic clock in seconds.
+
+    Returns:
+        The verdict; `ok=None` when a budget ran out before a key was decided.
+
+    Raises:
+        ValueError: two ops share an id.
+    """
+    if len({op.id for op in history}) != len(history):
+        raise ValueError("op ids must be unique")
+    by_key: dict[str, list[Op]] = defaultdict(list)
+    for op in history:
+        if _is_relevant(op):
+            by_key[op.key].append(op)
+    budget = _Budget(max_steps, timeout, clock)
+    per_key: dict[str, KeyResult] = {}
+    for key in sorted(by_key):
+        ops = sorted(by_key[key], key=lambda op: (op.invoke, op.id))
+        per_key[key] = _check_key(ops, budget, lambda: _Budget(max_steps, timeout, clock))
+    failed = [key for key, result in per_key.items() if result.ok is False]
+    unknown = [key for key, result in per_key.items() if result.ok is None]
+    explored = sum(result.explored for result in per_key.values())
+    if failed:
+        key = failed[0]
+        return CheckResult(
+            ok=False, key=key, window=per_key[key].window, explored=explored, per_key=per_key
+        )
+    if unknown:
+        return CheckResult(ok=None, key=unknown[0], window=(), explored=explored, per_key=per_key)
+    return CheckResult(ok=True, key=None, window=(), explored=explored, per_key=per_key)
+
+
+def _check_key(ops: list[Op], budget: _Budget, window_budget: Callable[[], _Budget]) -> KeyResult:
+    """Check one key's relevant ops (sorted by invocation) and find a window on failure."""
+    steps, init, seeds = _window_problem(ops, 0, len(ops) - 1)
+    found = _Search(steps, init, seeds, budget).run()
+    if found.ok is not False:
+        order = None
+        if found.order is not None:
+            order = tuple(ops[steps[k].index].id for k in found.order)
+        return KeyResult(
+            ok=found.ok,
+            ops=len(ops),
+            explored=found.explored,
+            deepest=found.deepest,
+            linearization=order,
+            window=(),
+        )
+    start, end = _find_window(ops, found.frontier, window_budget())
+    return KeyResult(
+        ok=False,
+        ops=len(ops),
+        explored=found.explored,
+        deepest=found.deepest,
+        linearization=None,
+        window=tuple(ops[start : end + 1]),
+    )
+
+
+# --- preparing a search ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One op as the search sees it.
+
+    `value` is what a put or cas writes, or what a get or failed cas observed (possibly
+    `_UNKNOWN`); `found` is the recorded presence check, None when there is none.
+    """
+
+    index: int  # position in the key's op list
+    is_read: bool  # a get or a failed cas: never changes the state
+    is_blind: bool  # a put or delete: the state after it does not depend on the state before
+    code: int
+    value: _State
+    expected: bytes | None
+    found: bool | None
+    optional: bool
+    invoke: float
+    complete: float  # Invariant: _INF exactly when optional.
+
+
+def _is_relevant(op: Op) -> bool:
+    """Whether `op` can constrain the order: see "what each operation contributes"."""
+    if op.outcome is Outcome.FAIL:
+        return op.is_observing_cas_failure
+    return not (op.kind is OpKind.GET and op.outcome is Outcome.INFO)
+
+
+def _is_write(op: Op) -> bool:
+    """Whether `op` may have changed the register (an ok or indeterminate write)."""
+    return op.kind is not OpKind.GET and op.outcome is not Outcome.FAIL
+
+
+def _complete(op: Op) -> float:
+    return _INF if op.complete is None else op.complete
+
+
+def _written(op: Op) -> bytes | None:
+    """The register value after write `op` took effect."""
+    return None if op.kind is OpKind.DELETE else op.value
+
+
+def _optional_step(op: Op, index: int) -> _Step:
+    """`op` as a write that may take effect any time after its invocation, or never."""
+    code = {OpKind.PUT: _PUT, OpKind.DELETE: _DELETE, OpKind.CAS: _CAS}[op.kind]
+    return _Step(
+        index=index,
+        is_read=code in (_GET, _CAS_FAILED),
+        is_blind=code in (_PUT, _DELETE),
+        code=code,
+        value=_written(op),
+        expected=op.expected,
+        found=None,
+        optional=True,
+        invoke=op.invoke,
+        complete=_INF,
+    )
+
+
+def _mandatory_step(op: Op, index: int) -> _Step:
+    """`op` as it must be placed: `info` writes optional, everything else mandatory."""
+    if op.outcome is Outcome.INFO:
+        return _optional_step(op, index)
+    assert op.complete is not None  # guaranteed by Op for ok and fail outcomes
+    if op.kind is OpKind.GET:
+        code, value = _GET, op.result
+    elif op.outcome is Outcome.FAIL:
+        code = _CAS_FAILED
+        value = op.result if op.result_found is not None or op.result is not None else _UNKNOWN
+    else:
+        code = {OpKind.PUT: _PUT, OpKind.DELETE: _DELETE, OpKind.CAS: _CAS}[op.kind]
+        value = _written(op)
+    found = op.result_found if code in (_PUT, _DELETE, _CAS) else None
+    return _Step(
+        index=index,
+        is_read=code in (_GET, _CAS_FAILED),
+        is_blind=code in (_PUT, _DELETE),
+        code=code,
+        value=value,
+        expected=op.expected,
+        found=found,
+        optional=False,
+        invoke=op.invoke,
+        complete=op.complete,
+    )
+
+
+def _window_problem(
+    ops: list[Op], start: int, end: int
+) -> tuple[list[_Step], _State, frozenset[bytes | None]]:
+    """The relaxed check of run `start..end` (module docstring): steps, initial state, seeds.
+
+    For the whole list the problem is exact: no extras, and the register starts absent.
+    """
+    members = ops[start : end + 1]
+    span_start = members[0].invoke if members else _INF
+    first_complete = min((_complete(op) for op in members), default=_INF)
+    last_complete = max((_complete(op) for op in members), default=-_INF)
+    steps = [_mandatory_step(op, start + k) for k, op in enumerate(members)]
+    seeds: set[bytes | None] = {None}
+    for index, op in enumerate(ops):
+        if start <= index <= end or not _is_write(op):
+            continue
+        # Placed before the window's first op, whose point is <= every member's complete.
+        if op.invoke <= first_complete:
+            seeds.add(_written(op))
+        # Placed between two members: its interval meets [span_start, last_complete].
+        if op.invoke <= last_complete and _complete(op) >= span_start:
+            steps.append(_optional_step(op, index))
+    init: _State = None if seeds == {None} else _ANY
+    return _without_unnoticeable(steps), init, frozenset(seeds)
+
+
+def _without_unnoticeable(steps: list[_Step]) -> list[_Step]:
+    """`steps` minus the optional writes whose value no step could ever notice.
+
+    A step notices a value if the model treats it differently in that state: a get or a
+    failed cas that returned it, a cas expecting it, a failed cas with no value recorded
+    (it notices any value but its expected one), a presence check (`found`) matching it.
+    Placing a write nobody notices never enables anything (see `_Search`, phase 3), so
+    such writes are left out up front; this drops most lost indeterminate puts.
+    """
+    noticed: set[_State] = set()
+    notices_any = notices_present = notices_absent = False
+    for step in steps:
+        if step.code in (_GET, _CAS_FAILED):
+            noticed.add(step.value)
+            notices_any = notices_any or step.value is _UNKNOWN
+        if step.code in (_CAS, _CAS_FAILED):
+            noticed.add(step.expected)
+        notices_present = notices_present or step.found is True
+        notices_absent = notices_absent or step.found is False
+    if notices_any:
+        return steps
+
+    def is_noticeable(step: _Step) -> bool:
+        if not step.optional or step.value in noticed:
+            return True
+        return notices_absent if step.value is None else notices_present
+
+    return [step for step in steps if is_noticeable(step)]
+
+
+# --- the sequential model --------------------------------------------------------------
+
+
+def _transition(step: _Step, state: _State, seeds: frozenset[bytes | None]) -> _State:
+    """The register state after `step`, or `_REJECT` if `step` cannot happen in `state`."""
+    if state is _ANY:
+        return _transition_from_any(step, seeds)
+    code = step.code
+    if code == _GET:
+        return state if state == step.value else _REJECT
+    if code == _CAS_FAILED:
+        if state == step.expected:
+            return _REJECT  # the comparison would have succeeded
+        return state if step.value is _UNKNOWN or step.value == state else _REJECT
+    if step.found is not None and step.found != (state is not None):
+        return _REJECT
+    if code == _CAS and state != step.expected:
+        return _REJECT  # an ok or optional cas only writes when the comparison holds
+    return step.value
+
+
+def _transition_from_any(step: _Step, seeds: frozenset[bytes | None]) -> _State:
+    """`_transition` when the state is any one of `seeds`: the first observation pins it.
+
+    A failed cas whose current value was not recorded leaves the state `_ANY`, which
+    still admits `expected`: a relaxation, allowed because `_ANY` only starts windows.
+    """
+    code = step.code
+    if code == _GET:
+        return step.value if step.value in seeds else _REJECT
+    if code == _CAS_FAILED:
+        if step.value is _UNKNOWN:
+            return _ANY if any(seed != step.expected for seed in seeds) else _REJECT
+        ok = step.value in seeds and step.value != step.expected
+        return step.value if ok else _REJECT
+    if code == _CAS:
+        present = step.expected is not None
+        ok = step.expected in seeds and step.found in (None, present)
+        return step.value if ok else _REJECT
+    if step.found is not None and not any((seed is not None) == step.found for seed in seeds):
+        return _REJECT
+    return step.value
+
+
+# --- the search ------------------------------------------------------------------------
+
+
+class _Budget:
+    """Search steps and seconds left, shared by the searches that draw on it."""
+
+    def __init__(
+        self, max_steps: int | None, timeout: float | None, clock: Callable[[], float]
+    ) -> None:
+        self.steps_left = math.inf if max_steps is None else max_steps
+        self._clock = clock
+        self._deadline = math.inf if timeout is None else clock() + timeout
+
+    def is_expired(self) -> bool:
+        """Whether the deadline has passed (steps are counted by the caller)."""
+        return self.steps_left <= 0 or self._clock() >= self._deadline
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What one search found.
+
+    `order`: the placed step positions, in order, when `ok`. `frontier`: the latest
+    completion time of an op whose return was a dead end (-inf if none was).
+    """
+
+    ok: bool | None
+    explored: int
+    deepest: int
+    order: list[int] | None
+    frontier: float
+
+
+# Scan phases at one configuration, in the order they are tried.
+_FORCED = 0  # look for a read the model accepts as it stands
+_MANDATORY = 1  # then try each mandatory op
+_OPTIONAL = 2  # then each optional op that enables something; after that: dead end
+
+_EXHAUSTED = _Marker("EXHAUSTED")
+"""Scan result: no mandatory op left to try here; go on with the optional ones."""
+
+
+class _Search:
+    """One Wing & Gong search with memoization over the steps of one problem.
+
+    Mandatory steps sit in one linked list of calls and returns: node 0 is its head and
+    node 1 its end; step k has its call at 2k+2 and its return at 2k+3, so even nodes
+    past the head are calls. Optional steps have no return: their calls sit in a second
+    list (head 2m+2, end 2m+3 for m steps), ordered by invocation. The candidates of a
+    configuration are the calls before the first return of the first list, and the
+    optional calls invoked no later than that return.
+
+    Each configuration scans its candidates in three phases:
+
+    1. *Forced.* A read (get or failed cas) the model accepts without changing the state
+       is placed and nothing else is tried here: any completion of this configuration
+       can be reordered to start with that read (no candidate must precede it in real
+       time, and taking a read out of its place changes no state), so if placing it
+       fails, the configuration fails. This partial-order reduction stops the search
+       from permuting concurrent reads. It does not hold for writes, even of the
+       current value: moving one changes the state where it was.
+    2. *Mandatory.* Each other mandatory op, in time order.
+    3. *Optional.* Each indeterminate write, last, and only if it *enables* some
+       candidate: one the model accepts after the write and not, or not with the same
+       result, before it. If the next step after an optional write w is one that w did
+       not enable, placing that step without w reaches the same mandatory set and state
+       with fewer optional steps, a configuration that subsumes it. So right after an
+       optional step only the steps it enabled are tried, and none at all if a forced
+       read was not enabled by it (in particular, no blind write follows it).
+       Optional steps with the same effect are interchangeable (none ever has to be
+       placed, so swapping two changes nothing); the earlier-invoked one of such twins
+       is always placed first, which keeps the placed ones a prefix of each class.
+    """
+
+    def __init__(
+        self,
+        steps: list[_Step],
+        init: _State,
+        seeds: frozenset[bytes | None],
+        budget: _Budget,
+    ) -> None:
+        self._steps = steps
+        self._seeds = seeds
+        self._budget = budget
+        size = 2 * len(steps) + 4
+        self._next = [0] * size
+        self._prev = [0] * size
+        self._optional_head, optional_end = size - 2, size - 1
+        events: list[tuple[float, int, int]] = []
+        optional_calls: list[tuple[float, int]] = []
+        for k, step in enumerate(steps):
+            if step.optional:
+                optional_calls.append((step.invoke, 2 * k + 2))
+            else:
+                events.append((step.invoke, 0, 2 * k + 2))  # 0 sorts calls before returns
+                events.append((step.complete, 1, 2 * k + 3))
+        events.sort()
+        optional_calls.sort()
+        # twin[k]: the optional step invoked just before k with the same effect, or -1.
+        self._twin = [-1] * len(steps)
+        last_of_effect: dict[tuple[int, _State, bytes | None], int] = {}
+        for _, node in optional_calls:
+            k = (node - 2) >> 1
+            effect = (steps[k].code, steps[k].value, steps[k].expected)
+            self._twin[k] = last_of_effect.get(effect, -1)
+            last_of_effect[effect] = k
+        self._chain([0, *(node for _, _, node in events), 1])
+        self._chain([self._optional_head, *(node for _, node in optional_calls), optional_end])
+        # The current configuration: placed steps (bitmasks by position) and model state.
+        self._state = init
+        self._mandatory = 0
+        self._optional = 0
+        # Placed steps, oldest first: (position, state before, phase it was found in).
+        self._stack: list[tuple[int, _State, int]] = []
+        self._seen: dict[tuple[int, _State], list[int]] = {}
+        self._frontier = -_INF
+
+    def _chain(self, nodes: list[int]) -> None:
+        for before, after in itertools.pairwise(nodes):
+            self._next[before] = after
+            self._prev[after] = before
+
+    def run(self) -> _Found:
+        """Search until a linearization, a proof there is none, or the budget's end."""
+        budget = self._budget
+        remaining = sum(not step.optional for step in self._steps)
+        total, explored, deepest, iterations = remaining, 0, 0, 0
+        verdict: bool | None = True
+        resume: tuple[int, int] | None = (self._next[0], _FORCED)
+        if budget.is_expired():  # the loop reads the clock only every _CLOCK_EVERY steps
+            verdict, remaining = None, 0
+        while remaining:
+            iterations += 1
+            if iterations >= budget.steps_left or (
+                iterations % _CLOCK_EVERY == 0 and budget.is_expired()
+            ):
+                verdict = None
+                break
+            choice = self._scan(*resume) if resume is not None else None
+            if choice is not None:
+                remaining -= self._place(*choice)
+                explored += 1
+                deepest = max(deepest, total - remaining)
+                resume = (self._next[0], _FORCED)
+                continue
+            if not self._stack:
+                verdict = False
+                break
+            resume, restored = self._undo()
+            remaining += restored
+        budget.steps_left -= iterations
+        order = [k for k, _, _ in self._stack] if verdict else None
+        return _Found(
+            ok=verdict, explored=explored, deepest=deepest, order=order, frontier=self._frontier
+        )
+
+    def _scan(self, node: int, phase: int) -> tuple[int, _State, int] | None:
+        """The next step to place, scanning from `node` in `phase`: (position, state
+        after, phase). None means a dead end: every candidate was tried, or a forced
+        read is already covered by an explored configuration.
+        """
+        if phase != _OPTIONAL:
+            found = self._scan_mandatory(node, phase)
+            if not isinstance(found, _Marker):
+                return found
+            node = self._next[self._optional_head]
+        return self._scan_optional(node)
+
+    def _scan_mandatory(self, node: int, phase: int) -> tuple[int, _State, int] | _Marker | None:
+        steps, nxt, state, seeds = self._steps, self._next, self._state, self._seeds
+        prior = self._prior_state()
+        while True:
+            if node % 2:  # the first return (never the end while a mandatory op is left)
+                if phase == _MANDATORY:
+                    return _EXHAUSTED
+                phase, node = _MANDATORY, nxt[0]
+                continue
+            k = (node - 2) >> 1
+            step = steps[k]
+            after = _transition(step, state, seeds)
+            is_forced = step.is_read and after == state
+            if after is not _REJECT and is_forced == (phase == _FORCED):
+                is_enabled = prior is _REJECT or _transition(step, prior, seeds) != after
+                if is_enabled and not self._is_subsumed(k, after):
+                    return k, after, phase
+                if phase == _FORCED:
+                    return None
+            node = nxt[node]
+
+    def _scan_optional(self, node: int) -> tuple[int, _State, int] | None:
+        steps, nxt, state, seeds = self._steps, self._next, self._state, self._seeds
+        limit = self._first_return_time()
+        prior = self._prior_state()
+        while node < self._optional_head and steps[(node - 2) >> 1].invoke <= limit:
+            k = (node - 2) >> 1
+            step = steps[k]
+            twin = self._twin[k]
+            if twin < 0 or self._optional >> twin & 1:
+                after = _transition(step, state, seeds)
+                if (
+                    after is not _REJECT
+                    and (prior is _REJECT or _transition(step, prior, seeds) != after)
+                    and self._enables(k, after, limit)
+                    and not self._is_subsumed(k, after)
+                ):
+                    return k, after, _OPTIONAL
+            node = nxt[node]
+        self._frontier = max(self._frontier, limit)
+        return None
+
+    def _prior_state(self) -> _State:
+        """The state before the last step if that step was optional, else `_REJECT`."""
+        if self._stack and self._steps[self._stack[-1][0]].optional:
+            return self._stack[-1][1]
+        return _REJECT
+
+    def _first_return_time(self) -> float:
+        node = self._next[0]
+        while node % 2 == 0:
+            node = self._next[node]
+        return self._steps[(node - 3) >> 1].complete
+
+    def _enables(self, k: int, after: _State, limit: float) -> bool:
+        """Whether some other candidate behaves differently once optional step `k` has
+        moved the state from the current one to `after`."""
+        steps, nxt, state, seeds = self._steps, self._next, self._state, self._seeds
+        node = nxt[0]
+        while node % 2 == 0:
+            step = steps[(node - 2) >> 1]
+            then = _transition(step, after, seeds)
+            if then is not _REJECT and then != _transition(step, state, seeds):
+                return True
+            node = nxt[node]
+        node = nxt[self._optional_head]
+        while node < self._optional_head and steps[(node - 2) >> 1].invoke <= limit:
+            step = steps[(node - 2) >> 1]
+            if not step.is_blind and (node - 2) >> 1 != k:
+                then = _transition(step, after, seeds)
+                if then is not _REJECT and then != _transition(step, state, seeds):
+                    return True
+            node = nxt[node]
+        return False
+
+    def _is_subsumed(self, k: int, after: _State) -> bool:
+        """Whether placing step `k` reaches a configuration covered by an explored one.
+
+        Covered: same mandatory set and state, and a subset of its optional steps placed.
+        A configuration that is not covered is recorded as explored.
+        """
+        bit = 1 << k
+        mandatory, optional = self._mandatory, self._optional
+        if self._steps[k].optional:
+            optional |= bit
+        else:
+            mandatory |= bit
+        masks = self._seen.get((mandatory, after))
+        if masks is None:
+            self._seen[(mandatory, after)] = [optional]
+            return False
+        if any(mask & optional == mask for mask in masks):
+            return True
+        masks.append(optional)
+        return False
+
+    def _place(self, k: int, after: _State, phase: int) -> int:
+        """Place step `k` (lift it out of its list); returns 1 if it was mandatory."""
+        self._stack.append((k, self._state, phase))
+        self._state = after
+        call = 2 * k + 2
+        self._unlink(call)
+        if self._steps[k].optional:
+            self._optional |= 1 << k
+            return 0
+        self._unlink(call + 1)
+        self._mandatory |= 1 << k
+        return 1
+
+    def _undo(self) -> tuple[tuple[int, int] | None, int]:
+        """Take back placed steps; returns where to resume scanning and how many mandatory
+        steps went back.
+
+        A forced step's failure is its configuration's failure, so undoing one goes on
+        to undo the step before it. Resuming from None means the root has failed too.
+        """
+        restored = 0
+        while self._stack:
+            k, self._state, phase = self._stack.pop()
+            call = 2 * k + 2
+            if self._steps[k].optional:
+                self._optional ^= 1 << k
+            else:
+                self._relink(call + 1)
+                self._mandatory ^= 1 << k
+                restored += 1
+            self._relink(call)
+            if phase != _FORCED:
+                return (self._next[call], phase), restored
+        return None, restored
+
+    def _unlink(self, node: int) -> None:
+        before, after = self._prev[node], self._next[node]
+        self._next[before] = after
+        self._prev[after] = before
+
+    def _relink(self, node: int) -> None:
+        # The node kept its own links; undoing in reverse order of unlinking restores the list.
+        self._next[self._prev[node]] = node
+        self._prev[self._next[node]] = node
+
+
+# --- the window ------------------------------------------------------------------------
+
+
+def _find_window(ops: list[Op], frontier: float, budget: _Budget) -> tuple[int, int]:
+    """The bounds of an inclusion-minimal failing run of `ops` (whole list known to fail).
+
+    Starts from the last op invoked by `frontier` (where the full search got stuck),
+    gallops backwards doubling the width until a run fails, then binary searches the
+    smallest failing end and the largest failing start; runs nest, so failure is
+    monotone and both searches are sound. An undecided run (budget gone) counts as
+    passing, so the result is always a run known to fail.
+    """
+
+    def fails(start: int, end: int) -> bool:
+        steps, init, seeds = _window_problem(ops, start, end)
+        return _Search(steps, init, seeds, budget).run().ok is False
+
+    last = len(ops) - 1
+    end = min(max(bisect.bisect_right([op.invoke for op in ops], frontier) - 1, 0), last)
+    start, width = None, 1
+    while start is None:
+        candidate = max(end - width + 1, 0)
+        if fails(candidate, end):
+            start = candidate
+        elif candidate == 0:
+            start, end = 0, last  # the whole key fails: shrink from there
+        width *= 2
+    low, high = start, end  # Invariant: fails(start, high).
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fails(start, middle) else (middle + 1, high)
+    end = high
+    low, high = start, end  # Invariant: fails(low, end).
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fails(middle, end) else (low, middle - 1)
+    return low, end
+
+
+def _format_op(op: Op) -> str:
+    """One op on one line, for `CheckResult.describe`."""
+    complete = "inf" if op.complete is None else f"{op.complete:g}"
+    parts = [f"#{op.id} p{op.process} {op.kind}"]
+    if op.kind is OpKind.CAS:
+        parts.append(f"{op.expected!r}->{op.value!r}")
+    elif op.value is not None:
+        parts.append(repr(op.value))
+    parts.append(f"[{op.invoke:g}, {complete}] {op.outcome}")
+    if op.result is not None or op.kind is OpKind.GET:
+        parts.append(f"result={op.result!r}")
+    if op.result_found is not None:
+        parts.append(f"found={op.result_found}")
+    if op.error is not None:
+        parts.append(f"error={op.error}")
+    return " ".join(parts)
