@@ -11,6 +11,7 @@ time, holds it, and undoes it:
   hook (`ProcessCluster.partition`, `--test-fault-file`), then heal. It drops peer traffic
   inside the nodes while TCP stays up; client traffic is untouched, so clients keep talking
   to the cut-off side. (Network-namespace partitions, PLATFORM.md §1, are not used.)
+- `loss`: every node drops 10-30% of its outgoing peer messages for a while (same hook).
 
 Kinds are drawn in rounds: each round is a seeded shuffle of every enabled kind, so a run
 of a few rounds has hit every kind. Which nodes are hit, for how long and how long the gaps
@@ -49,7 +50,7 @@ from tests.procs import NoReply, ProcessCluster
 from zraft.testing import linearizability
 from zraft.testing.history import Op, to_jsonl
 
-FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition")
+FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition", "loss")
 """Every fault the nemesis knows, in the order a summary lists them."""
 
 PROCESS_FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader")
@@ -66,7 +67,8 @@ class Fault:
         kind: one of `FAULT_KINDS`.
         nodes: the nodes it hit (for a partition: the cut-off minority).
         start_ns, end_ns: when it was applied and undone (ns since the run's origin).
-        note: set when the plan could not be followed (e.g. no leader was found).
+        note: set when the plan could not be followed (e.g. no leader was found); for
+            `loss`, the drop probability.
     """
 
     kind: str
@@ -150,7 +152,7 @@ class Nemesis:
                 self._cluster.resume(node_id)
         self._paused.clear()
         if self._partitioned:
-            self._cluster.heal()
+            self._cluster.heal()  # also ends packet loss
             self._partitioned = False
         down = [n for n in self._cluster.ids if not self._cluster.is_running(n)]
         if down:
@@ -182,8 +184,10 @@ class Nemesis:
             self._kill(kind)
         elif kind in ("pause", "pause-leader"):
             self._pause(kind)
-        else:
+        elif kind == "partition":
             self._partition()
+        else:
+            self._lose_packets()
 
     def _target(self, kind: str) -> tuple[str, str | None]:
         """The node to hit: the leader for `*-leader` kinds (if one is found), else random."""
@@ -256,6 +260,18 @@ class Nemesis:
         self.faults.append(fault)
         self._partitioned = True
         self._cluster.partition(set(minority))
+        self._hold(self._partition_s)
+        self._cluster.heal()
+        self._partitioned = False
+        fault.end_ns = self._now()
+
+    def _lose_packets(self) -> None:
+        """Every node drops 10-30% of its peer messages for a while (in-node hook)."""
+        probability = self._rng.choice((0.1, 0.2, 0.3))
+        fault = Fault("loss", sorted(self._cluster.ids), self._now(), note=f"{probability:.0%}")
+        self.faults.append(fault)
+        self._partitioned = True
+        self._cluster.set_loss(probability)
         self._hold(self._partition_s)
         self._cluster.heal()
         self._partitioned = False

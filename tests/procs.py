@@ -283,15 +283,20 @@ class ProcessCluster:
             self._write_faults(node_id, sorted(set(self.ids) - mine))
 
     def heal(self) -> None:
-        """Restore every link."""
+        """Restore every link and stop any packet loss."""
         for node_id in self.ids:
             self._write_faults(node_id, [])
 
-    def _write_faults(self, node_id: str, block: list[str]) -> None:
+    def set_loss(self, probability: float) -> None:
+        """Make every node drop this share of its outgoing peer messages (0 heals)."""
+        for node_id in self.ids:
+            self._write_faults(node_id, [], loss=probability)
+
+    def _write_faults(self, node_id: str, block: list[str], loss: float = 0.0) -> None:
         # Write then rename, so a node never reads a half-written file.
         path = self.fault_path(node_id)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"block": block}))
+        tmp.write_text(json.dumps({"block": block, "loss": loss}))
         tmp.replace(path)
 
     def start_all(self, node_ids: Iterable[str] | None = None) -> None:

@@ -129,6 +129,8 @@ class Node:
         self._last_role = self._raft.role
         self._last_leader = self._raft.leader_id
         self._faults = FaultFile(fault_file, self._peer_ids) if fault_file else None
+        self._loss = 0.0  # tests only: share of peer sends dropped (zraft.faults)
+        self._loss_rng = random.Random()
 
     # === lifecycle =============================================================================
     def run(self) -> int:
@@ -236,7 +238,8 @@ class Node:
         if isinstance(change, str):
             self._bad_frame("test", "fault_file", change)
         elif change is not None:
-            self._transport.set_blocked_peers(change)
+            self._transport.set_blocked_peers(change.block)
+            self._loss = change.loss
 
     # === input =================================================================================
     def _drain_peers(self) -> None:
@@ -420,6 +423,8 @@ class Node:
     def _send_messages(self, messages: tuple[Message, ...]) -> None:
         dropped = 0
         for msg in messages:
+            if self._loss and self._loss_rng.random() < self._loss:
+                continue  # tests only: injected packet loss (zraft.faults)
             if not self._transport.send(msg.dst, wire.encode_message(msg)):
                 dropped += 1  # queue full or peer absent: Raft retries by design
         if dropped:
