@@ -71,6 +71,7 @@ where the full search got stuck, then binary searches on the end and on the star
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import math
 import time
@@ -87,6 +88,10 @@ _INF = math.inf
 
 # Transition codes of the sequential register model.
 _PUT, _DELETE, _CAS, _GET, _CAS_FAILED = range(5)
+
+# The main search looks for a failing window when it made no progress in this many steps;
+# the probe's own step limit starts here and doubles after each probe.
+_PROBE_EVERY = 10_000
 
 # Clock reads cost more than a search step: look at the deadline every this many steps.
 _CLOCK_EVERY = 4096
@@ -112,6 +117,9 @@ _REJECT = _Marker("REJECT")
 
 _UNKNOWN = _Marker("UNKNOWN")
 """Observed value of a failed cas whose reply did not record the current value."""
+
+_OPAQUE = _Marker("OPAQUE")
+"""Stands for every written value that no operation compares against (see `_simplify`)."""
 
 _State = bytes | None | _Marker
 
@@ -224,25 +232,46 @@ def check(
 def _check_key(ops: list[Op], budget: _Budget, window_budget: Callable[[], _Budget]) -> KeyResult:
     """Check one key's relevant ops (sorted by invocation) and find a window on failure."""
     steps, init, seeds = _window_problem(ops, 0, len(ops) - 1)
-    found = _Search(steps, init, seeds, budget).run()
-    if found.ok is not False:
-        order = None
-        if found.order is not None:
-            order = tuple(ops[steps[k].index].id for k in found.order)
-        return KeyResult(
-            ok=found.ok,
-            ops=len(ops),
-            explored=found.explored,
-            deepest=found.deepest,
-            linearization=order,
-            window=(),
-        )
-    start, end = _find_window(ops, found.frontier, window_budget())
+    search = _Search(steps, init, seeds, budget)
+    probe_size, deepest = _PROBE_EVERY, -1
+    while (found := search.run(_PROBE_EVERY)) is None:
+        if search.deepest > deepest:  # still moving forward: no sign of trouble
+            deepest = search.deepest
+            continue
+        # Stuck: most often a failing search exhausting every order of the ops before
+        # the point of failure. A small failing window near that point proves the
+        # failure much sooner (a failing window implies a failing history).
+        bounds = _gallop(ops, search.frontier, budget, probe_size, probe_size // 16)
+        if bounds is not None:
+            return _failure(ops, search.explored, search.deepest, bounds, window_budget())
+        probe_size *= 2
+    if found.ok is False:
+        fallback = window_budget()
+        bounds = _gallop(ops, found.frontier, fallback) or (0, len(ops) - 1)
+        return _failure(ops, found.explored, found.deepest, bounds, fallback)
+    order = None
+    if found.order is not None:
+        order = tuple(ops[steps[k].index].id for k in found.order)
     return KeyResult(
-        ok=False,
+        ok=found.ok,
         ops=len(ops),
         explored=found.explored,
         deepest=found.deepest,
+        linearization=order,
+        window=(),
+    )
+
+
+def _failure(
+    ops: list[Op], explored: int, deepest: int, bounds: tuple[int, int], budget: _Budget
+) -> KeyResult:
+    """The result of a key known to fail in run `bounds`, shrunk to a minimal window."""
+    start, end = _shrink(ops, *bounds, budget)
+    return KeyResult(
+        ok=False,
+        ops=len(ops),
+        explored=explored,
+        deepest=deepest,
         linearization=None,
         window=tuple(ops[start : end + 1]),
     )
@@ -268,7 +297,7 @@ class _Step:
     found: bool | None
     optional: bool
     invoke: float
-    complete: float  # Invariant: _INF exactly when optional.
+    complete: float  # for an optional step, the latest time it may take effect
 
 
 def _is_relevant(op: Op) -> bool:
@@ -293,7 +322,10 @@ def _written(op: Op) -> bytes | None:
 
 
 def _optional_step(op: Op, index: int) -> _Step:
-    """`op` as a write that may take effect any time after its invocation, or never."""
+    """`op` as a write that may take effect at any point of its interval, or never.
+
+    The interval of an indeterminate op has no end.
+    """
     code = {OpKind.PUT: _PUT, OpKind.DELETE: _DELETE, OpKind.CAS: _CAS}[op.kind]
     return _Step(
         index=index,
@@ -305,7 +337,7 @@ def _optional_step(op: Op, index: int) -> _Step:
         found=None,
         optional=True,
         invoke=op.invoke,
-        complete=_INF,
+        complete=_complete(op),
     )
 
 
@@ -339,7 +371,7 @@ def _mandatory_step(op: Op, index: int) -> _Step:
 
 def _window_problem(
     ops: list[Op], start: int, end: int
-) -> tuple[list[_Step], _State, frozenset[bytes | None]]:
+) -> tuple[list[_Step], _State, frozenset[_State]]:
     """The relaxed check of run `start..end` (module docstring): steps, initial state, seeds.
 
     For the whole list the problem is exact: no extras, and the register starts absent.
@@ -359,44 +391,58 @@ def _window_problem(
         # Placed between two members: its interval meets [span_start, last_complete].
         if op.invoke <= last_complete and _complete(op) >= span_start:
             steps.append(_optional_step(op, index))
-    init: _State = None if seeds == {None} else _ANY
-    return _without_unnoticeable(steps), init, frozenset(seeds)
+    return _simplify(steps, seeds)
 
 
-def _without_unnoticeable(steps: list[_Step]) -> list[_Step]:
-    """`steps` minus the optional writes whose value no step could ever notice.
+def _simplify(
+    steps: list[_Step], seeds: set[bytes | None]
+) -> tuple[list[_Step], _State, frozenset[_State]]:
+    """Shrink a problem without changing its answer; returns steps, initial state, seeds.
 
-    A step notices a value if the model treats it differently in that state: a get or a
-    failed cas that returned it, a cas expecting it, a failed cas with no value recorded
-    (it notices any value but its expected one), a presence check (`found`) matching it.
-    Placing a write nobody notices never enables anything (see `_Search`, phase 3), so
-    such writes are left out up front; this drops most lost indeterminate puts.
+    - **Opaque values.** A written value that no step compares against (no get or failed
+      cas returned it, no cas expects it) can only be told apart from other such values
+      by nobody: every transition treats them alike (present, and unequal to anything
+      compared). They all become one `_OPAQUE` value, so orders of concurrent writes that
+      differ only in such values reach the same state and are explored once.
+    - **Unnoticeable optional writes.** An optional write no step could ever tell from
+      the state before it (its value is not compared against, and no presence check or
+      failed cas without a recorded value could notice it) never enables anything (see
+      `_Search`, phase 3) and is left out; this drops most lost indeterminate puts.
     """
-    noticed: set[_State] = set()
+    compared: set[_State] = set()
     notices_any = notices_present = notices_absent = False
     for step in steps:
         if step.code in (_GET, _CAS_FAILED):
-            noticed.add(step.value)
+            compared.add(step.value)
             notices_any = notices_any or step.value is _UNKNOWN
         if step.code in (_CAS, _CAS_FAILED):
-            noticed.add(step.expected)
+            compared.add(step.expected)
         notices_present = notices_present or step.found is True
         notices_absent = notices_absent or step.found is False
-    if notices_any:
-        return steps
+
+    def canonical(value: _State) -> _State:
+        return value if value is None or value in compared else _OPAQUE
 
     def is_noticeable(step: _Step) -> bool:
-        if not step.optional or step.value in noticed:
+        if notices_any or step.value in compared:
             return True
         return notices_absent if step.value is None else notices_present
 
-    return [step for step in steps if is_noticeable(step)]
+    kept = [
+        dataclasses.replace(step, value=canonical(step.value))
+        if step.code in (_PUT, _CAS)
+        else step
+        for step in steps
+        if not step.optional or is_noticeable(step)
+    ]
+    init: _State = None if seeds == {None} else _ANY
+    return kept, init, frozenset(canonical(seed) for seed in seeds)
 
 
 # --- the sequential model --------------------------------------------------------------
 
 
-def _transition(step: _Step, state: _State, seeds: frozenset[bytes | None]) -> _State:
+def _transition(step: _Step, state: _State, seeds: frozenset[_State]) -> _State:
     """The register state after `step`, or `_REJECT` if `step` cannot happen in `state`."""
     if state is _ANY:
         return _transition_from_any(step, seeds)
@@ -414,7 +460,7 @@ def _transition(step: _Step, state: _State, seeds: frozenset[bytes | None]) -> _
     return step.value
 
 
-def _transition_from_any(step: _Step, seeds: frozenset[bytes | None]) -> _State:
+def _transition_from_any(step: _Step, seeds: frozenset[_State]) -> _State:
     """`_transition` when the state is any one of `seeds`: the first observation pins it.
 
     A failed cas whose current value was not recorded leaves the state `_ANY`, which
@@ -487,7 +533,9 @@ class _Search:
     past the head are calls. Optional steps have no return: their calls sit in a second
     list (head 2m+2, end 2m+3 for m steps), ordered by invocation. The candidates of a
     configuration are the calls before the first return of the first list, and the
-    optional calls invoked no later than that return.
+    optional calls invoked no later than that return whose interval has not ended
+    before the latest invocation among the placed steps. (Indeterminate ops never end;
+    the optional writes around a window end when their reply came.)
 
     Each configuration scans its candidates in three phases:
 
@@ -495,7 +543,10 @@ class _Search:
        is placed and nothing else is tried here: any completion of this configuration
        can be reordered to start with that read (no candidate must precede it in real
        time, and taking a read out of its place changes no state), so if placing it
-       fails, the configuration fails. This partial-order reduction stops the search
+       fails, the configuration fails. An optional step that must precede the read
+       (it ends before the read's invocation) would break the reordering, so a read
+       invoked after the end of an optional step that can still be placed is not
+       forced. This partial-order reduction stops the search
        from permuting concurrent reads. It does not hold for writes, even of the
        current value: moving one changes the state where it was.
     2. *Mandatory.* Each other mandatory op, in time order.
@@ -506,16 +557,17 @@ class _Search:
        with fewer optional steps, a configuration that subsumes it. So right after an
        optional step only the steps it enabled are tried, and none at all if a forced
        read was not enabled by it (in particular, no blind write follows it).
-       Optional steps with the same effect are interchangeable (none ever has to be
-       placed, so swapping two changes nothing); the earlier-invoked one of such twins
-       is always placed first, which keeps the placed ones a prefix of each class.
+       Optional steps with the same effect and the same interval end are
+       interchangeable (none ever has to be placed, so swapping two changes nothing);
+       the earlier-invoked one of such twins is always placed first, which keeps the
+       placed ones a prefix of each class.
     """
 
     def __init__(
         self,
         steps: list[_Step],
         init: _State,
-        seeds: frozenset[bytes | None],
+        seeds: frozenset[_State],
         budget: _Budget,
     ) -> None:
         self._steps = steps
@@ -537,10 +589,10 @@ class _Search:
         optional_calls.sort()
         # twin[k]: the optional step invoked just before k with the same effect, or -1.
         self._twin = [-1] * len(steps)
-        last_of_effect: dict[tuple[int, _State, bytes | None], int] = {}
+        last_of_effect: dict[tuple[int, _State, bytes | None, float], int] = {}
         for _, node in optional_calls:
             k = (node - 2) >> 1
-            effect = (steps[k].code, steps[k].value, steps[k].expected)
+            effect = (steps[k].code, steps[k].value, steps[k].expected, steps[k].complete)
             self._twin[k] = last_of_effect.get(effect, -1)
             last_of_effect[effect] = k
         self._chain([0, *(node for _, _, node in events), 1])
@@ -551,47 +603,72 @@ class _Search:
         self._optional = 0
         # Placed steps, oldest first: (position, state before, phase it was found in).
         self._stack: list[tuple[int, _State, int]] = []
+        # The latest invocation among placed steps: an optional step that completed
+        # before it can no longer be placed (it would follow an op it preceded).
+        self._latest_invoke = -_INF
+        self._latest_invokes: list[float] = []
+        # Optional steps with an end, by end: ends are few to search for the earliest.
+        self._ending = sorted(
+            (k for k, step in enumerate(steps) if step.optional and step.complete < _INF),
+            key=lambda k: steps[k].complete,
+        )
+        self._ending_times = [steps[k].complete for k in self._ending]
         self._seen: dict[tuple[int, _State], list[int]] = {}
-        self._frontier = -_INF
+        self._total = self._remaining = sum(not step.optional for step in steps)
+        # Where the next scan starts: (node, phase); None once the root has failed.
+        self._resume: tuple[int, int] | None = (self._next[0], _FORCED)
+        self.explored = 0  # configurations entered
+        self.deepest = 0  # the most mandatory steps placed at once
+        self.frontier = -_INF  # the latest completion of a return that was a dead end
 
     def _chain(self, nodes: list[int]) -> None:
         for before, after in itertools.pairwise(nodes):
             self._next[before] = after
             self._prev[after] = before
 
-    def run(self) -> _Found:
-        """Search until a linearization, a proof there is none, or the budget's end."""
+    def run(self, pause_after: float = math.inf) -> _Found | None:
+        """Search until a linearization, a proof there is none, or the budget's end.
+
+        Returns None when paused after `pause_after` steps; calling again resumes.
+        """
         budget = self._budget
-        remaining = sum(not step.optional for step in self._steps)
-        total, explored, deepest, iterations = remaining, 0, 0, 0
-        verdict: bool | None = True
-        resume: tuple[int, int] | None = (self._next[0], _FORCED)
-        if budget.is_expired():  # the loop reads the clock only every _CLOCK_EVERY steps
-            verdict, remaining = None, 0
-        while remaining:
+        iterations = 0
+        verdict: bool | None = None if budget.is_expired() else True
+        while verdict and self._remaining:
+            if iterations >= pause_after:
+                budget.steps_left -= iterations
+                return None
             iterations += 1
             if iterations >= budget.steps_left or (
                 iterations % _CLOCK_EVERY == 0 and budget.is_expired()
             ):
                 verdict = None
-                break
-            choice = self._scan(*resume) if resume is not None else None
-            if choice is not None:
-                remaining -= self._place(*choice)
-                explored += 1
-                deepest = max(deepest, total - remaining)
-                resume = (self._next[0], _FORCED)
-                continue
-            if not self._stack:
+            elif not self._advance():
                 verdict = False
-                break
-            resume, restored = self._undo()
-            remaining += restored
         budget.steps_left -= iterations
         order = [k for k, _, _ in self._stack] if verdict else None
         return _Found(
-            ok=verdict, explored=explored, deepest=deepest, order=order, frontier=self._frontier
+            ok=verdict,
+            explored=self.explored,
+            deepest=self.deepest,
+            order=order,
+            frontier=self.frontier,
         )
+
+    def _advance(self) -> bool:
+        """Place the next candidate, or take steps back; False when the root has failed."""
+        choice = self._scan(*self._resume) if self._resume is not None else None
+        if choice is not None:
+            self._remaining -= self._place(*choice)
+            self.explored += 1
+            self.deepest = max(self.deepest, self._total - self._remaining)
+            self._resume = (self._next[0], _FORCED)
+            return True
+        if not self._stack:
+            return False
+        self._resume, restored = self._undo()
+        self._remaining += restored
+        return True
 
     def _scan(self, node: int, phase: int) -> tuple[int, _State, int] | None:
         """The next step to place, scanning from `node` in `phase`: (position, state
@@ -608,6 +685,7 @@ class _Search:
     def _scan_mandatory(self, node: int, phase: int) -> tuple[int, _State, int] | _Marker | None:
         steps, nxt, state, seeds = self._steps, self._next, self._state, self._seeds
         prior = self._prior_state()
+        deadline = self._open_deadline()
         while True:
             if node % 2:  # the first return (never the end while a mandatory op is left)
                 if phase == _MANDATORY:
@@ -617,7 +695,7 @@ class _Search:
             k = (node - 2) >> 1
             step = steps[k]
             after = _transition(step, state, seeds)
-            is_forced = step.is_read and after == state
+            is_forced = step.is_read and after == state and step.invoke <= deadline
             if after is not _REJECT and is_forced == (phase == _FORCED):
                 is_enabled = prior is _REJECT or _transition(step, prior, seeds) != after
                 if is_enabled and not self._is_subsumed(k, after):
@@ -634,7 +712,8 @@ class _Search:
             k = (node - 2) >> 1
             step = steps[k]
             twin = self._twin[k]
-            if twin < 0 or self._optional >> twin & 1:
+            is_open = step.complete >= self._latest_invoke
+            if is_open and (twin < 0 or self._optional >> twin & 1):
                 after = _transition(step, state, seeds)
                 if (
                     after is not _REJECT
@@ -644,8 +723,20 @@ class _Search:
                 ):
                     return k, after, _OPTIONAL
             node = nxt[node]
-        self._frontier = max(self._frontier, limit)
+        self.frontier = max(self.frontier, limit)
         return None
+
+    def _open_deadline(self) -> float:
+        """The earliest end among optional steps that can still be placed (inf if none).
+
+        A read invoked after it is not forced: placing the read first would close that
+        optional step, which the reordering argument of phase 1 does not allow for.
+        """
+        first = bisect.bisect_left(self._ending_times, self._latest_invoke)
+        for k in self._ending[first:]:
+            if not self._optional >> k & 1:
+                return self._steps[k].complete
+        return _INF
 
     def _prior_state(self) -> _State:
         """The state before the last step if that step was optional, else `_REJECT`."""
@@ -704,6 +795,8 @@ class _Search:
     def _place(self, k: int, after: _State, phase: int) -> int:
         """Place step `k` (lift it out of its list); returns 1 if it was mandatory."""
         self._stack.append((k, self._state, phase))
+        self._latest_invokes.append(self._latest_invoke)
+        self._latest_invoke = max(self._latest_invoke, self._steps[k].invoke)
         self._state = after
         call = 2 * k + 2
         self._unlink(call)
@@ -724,6 +817,7 @@ class _Search:
         restored = 0
         while self._stack:
             k, self._state, phase = self._stack.pop()
+            self._latest_invoke = self._latest_invokes.pop()
             call = 2 * k + 2
             if self._steps[k].optional:
                 self._optional ^= 1 << k
@@ -750,39 +844,60 @@ class _Search:
 # --- the window ------------------------------------------------------------------------
 
 
-def _find_window(ops: list[Op], frontier: float, budget: _Budget) -> tuple[int, int]:
-    """The bounds of an inclusion-minimal failing run of `ops` (whole list known to fail).
+def _fails(ops: list[Op], start: int, end: int, budget: _Budget, pause_after: float) -> bool:
+    """Whether run `start..end` of `ops` fails the relaxed check; undecided counts as no."""
+    steps, init, seeds = _window_problem(ops, start, end)
+    found = _Search(steps, init, seeds, budget).run(pause_after)
+    return found is not None and found.ok is False
 
-    Starts from the last op invoked by `frontier` (where the full search got stuck),
-    gallops backwards doubling the width until a run fails, then binary searches the
-    smallest failing end and the largest failing start; runs nest, so failure is
-    monotone and both searches are sound. An undecided run (budget gone) counts as
-    passing, so the result is always a run known to fail.
+
+def _gallop(
+    ops: list[Op],
+    frontier: float,
+    budget: _Budget,
+    pause_after: float = math.inf,
+    max_width: float = math.inf,
+) -> tuple[int, int] | None:
+    """A failing run ending at the last op invoked by `frontier`, or None if none is found.
+
+    `frontier` is where a search of the whole key got stuck. Widths 1, 2, 4, ... are
+    tried up to `max_width` (or the start of the list), each search for at most
+    `pause_after` steps.
     """
-
-    def fails(start: int, end: int) -> bool:
-        steps, init, seeds = _window_problem(ops, start, end)
-        return _Search(steps, init, seeds, budget).run().ok is False
-
-    last = len(ops) - 1
-    end = min(max(bisect.bisect_right([op.invoke for op in ops], frontier) - 1, 0), last)
-    start, width = None, 1
-    while start is None:
-        candidate = max(end - width + 1, 0)
-        if fails(candidate, end):
-            start = candidate
-        elif candidate == 0:
-            start, end = 0, last  # the whole key fails: shrink from there
+    invokes = [op.invoke for op in ops]
+    end = min(max(bisect.bisect_right(invokes, frontier) - 1, 0), len(ops) - 1)
+    width = 1
+    while True:
+        start = max(end - width + 1, 0)
+        if _fails(ops, start, end, budget, pause_after):
+            return start, end
+        if start == 0 or width >= max_width:
+            return None
         width *= 2
-    low, high = start, end  # Invariant: fails(start, high).
+
+
+def _shrink(ops: list[Op], start: int, end: int, budget: _Budget) -> tuple[int, int]:
+    """Shrink failing run `start..end` to an inclusion-minimal failing one.
+
+    Binary search for the smallest failing end, then for the largest failing start.
+    Runs nest and a run fails whenever one inside it does, so both searches are sound;
+    an undecided run (budget gone) counts as passing, so the result always fails.
+    """
+    low, high = start, end  # Invariant: start..high fails.
     while low < high:
         middle = (low + high) // 2
-        low, high = (low, middle) if fails(start, middle) else (middle + 1, high)
+        if _fails(ops, start, middle, budget, math.inf):
+            high = middle
+        else:
+            low = middle + 1
     end = high
-    low, high = start, end  # Invariant: fails(low, end).
+    low, high = start, end  # Invariant: low..end fails.
     while low < high:
         middle = (low + high + 1) // 2
-        low, high = (middle, high) if fails(middle, end) else (low, middle - 1)
+        if _fails(ops, middle, end, budget, math.inf):
+            low = middle
+        else:
+            high = middle - 1
     return low, end
 
 
