@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from zraft.testing.history import HistoryRecorder, Op, OpKind, Outcome, from_jsonl, to_jsonl
-from zraft.testing.linearizability import check
+
+# `check` is the API; the underscored names are internals, for the window-relaxation tests.
+from zraft.testing.linearizability import _Budget, _is_relevant, _Search, _window_problem, check
 
 # --- building histories by hand ---------------------------------------------------------
 
@@ -489,29 +491,44 @@ def _corrupt_one_read(history: list[Op]) -> tuple[list[Op], Op]:
     raise AssertionError("no read to corrupt")
 
 
+# name -> simulation arguments: the brief's shape, and one closer to zraft under faults
+# (one hot key, presence recorded on every write, many timeouts).
+SHAPES: dict[str, dict[str, Any]] = {
+    "8 clients, 3 keys": {"keys": ["a", "b", "c"]},
+    "8 clients, 1 key, found, 10% info": {"keys": ["a"], "info_rate": 0.1, "record_found": True},
+}
+
+
+@pytest.fixture(scope="module", params=list(SHAPES))
+def large_history(request: pytest.FixtureRequest) -> list[Op]:
+    return _simulate(seed=2024, count=2000, processes=8, **SHAPES[request.param])
+
+
 @pytest.fixture(scope="module")
 def big_history() -> list[Op]:
     return _simulate(seed=2024, count=2000, processes=8, keys=["a", "b", "c"])
 
 
-def test_a_large_valid_history_passes_quickly(big_history: list[Op]) -> None:
-    """2000 ops, 8 clients, 3 keys, real overlaps and indeterminate ops: ok, fast."""
+def test_a_large_valid_history_passes_quickly(large_history: list[Op]) -> None:
+    """2000 ops by 8 clients, real overlaps and indeterminate ops: ok, and fast."""
     overlapping = sum(
-        1 for x, y in itertools.pairwise(big_history) if x.complete is None or y.invoke < x.complete
+        1
+        for x, y in itertools.pairwise(large_history)
+        if x.complete is None or y.invoke < x.complete
     )
     assert overlapping > 1000
-    assert sum(o.outcome is Outcome.INFO for o in big_history) >= 20
+    assert sum(o.outcome is Outcome.INFO for o in large_history) >= 20
     started = time.monotonic()
-    result = check(big_history)
+    result = check(large_history)
     elapsed = time.monotonic() - started
-    print(f"valid history of {len(big_history)} ops: {elapsed:.3f} s, {result.explored} configs")
+    print(f"valid history of {len(large_history)} ops: {elapsed:.3f} s, {result.explored} configs")
     assert result.ok is True, result.describe()
     assert elapsed < 20.0  # a liveness bound, not a benchmark
 
 
-def test_one_corrupted_read_in_a_large_history_is_flagged(big_history: list[Op]) -> None:
+def test_one_corrupted_read_in_a_large_history_is_flagged(large_history: list[Op]) -> None:
     """The same history with one stale read: flagged, on the right key, with that read."""
-    corrupted, read = _corrupt_one_read(big_history)
+    corrupted, read = _corrupt_one_read(large_history)
     started = time.monotonic()
     result = check(corrupted)
     elapsed = time.monotonic() - started
@@ -521,6 +538,72 @@ def test_one_corrupted_read_in_a_large_history_is_flagged(big_history: list[Op])
     assert read.id in {o.id for o in result.window}, result.describe()
     assert len(result.window) <= 12, result.describe()
     assert elapsed < 20.0
+
+
+def _fails(ops: list[Op], start: int, end: int) -> bool:
+    """The relaxed check of run start..end (pokes the checker's internals)."""
+    steps, init, seeds = _window_problem(ops, start, end)
+    found = _Search(steps, init, seeds, _Budget(None, None, time.monotonic)).run()
+    return found is not None and found.ok is False
+
+
+def test_the_window_is_minimal_and_fails_on_its_own(big_history: list[Op]) -> None:
+    """Internals: the reported window fails the relaxed check; dropping an end passes."""
+    corrupted, _ = _corrupt_one_read(big_history)
+    result = check(corrupted)
+    assert result.key is not None
+    ops = sorted(
+        (o for o in corrupted if o.key == result.key and _is_relevant(o)),
+        key=lambda o: (o.invoke, o.id),
+    )
+    ids = [o.id for o in ops]
+    start, end = ids.index(result.window[0].id), ids.index(result.window[-1].id)
+    assert [o.id for o in result.window] == ids[start : end + 1]
+    assert _fails(ops, start, end)
+    assert not _fails(ops, start + 1, end) and not _fails(ops, start, end - 1)
+
+
+def test_no_window_of_a_valid_history_fails() -> None:
+    """Internals: the window relaxation is sound, and failure is monotone in the run.
+
+    In small simulated histories (many indeterminate ops, presence recorded), every run of
+    a linearizable key passes; in corrupted ones, a run that contains a failing run fails.
+    """
+    rng = random.Random(11)
+    verdicts = set()
+    for _ in range(60):
+        history = _simulate(
+            seed=rng.randrange(10**6),
+            count=rng.randint(5, 14),
+            processes=rng.randint(2, 5),
+            keys=["a"],
+            info_rate=0.2,
+            record_found=rng.random() < 0.5,
+        )
+        if rng.random() < 0.5:
+            history = _corrupt_some_read(history, rng)
+        ops = sorted((o for o in history if _is_relevant(o)), key=lambda o: (o.invoke, o.id))
+        runs = [(i, j) for i in range(len(ops)) for j in range(i, len(ops))]
+        failing = {run for run in runs if _fails(ops, *run)}
+        verdict = check(history).ok
+        verdicts.add(verdict)
+        if verdict:
+            assert not failing
+        for i, j in failing:
+            assert all((a, b) in failing for a, b in runs if a <= i and j <= b)
+    assert verdicts == {True, False}
+
+
+def _corrupt_some_read(history: list[Op], rng: random.Random) -> list[Op]:
+    """Replace the result of one random ok get by a random written value (or absent)."""
+    reads = [k for k, o in enumerate(history) if o.kind == "get" and o.outcome is Outcome.OK]
+    if not reads:
+        return history
+    k = rng.choice(reads)
+    values = [o.value for o in history if o.value is not None] + [None]
+    changed = list(history)
+    changed[k] = dataclasses.replace(history[k], result=rng.choice(values))
+    return changed
 
 
 def test_a_budget_turns_a_long_search_into_unknown(big_history: list[Op]) -> None:

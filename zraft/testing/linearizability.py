@@ -22,34 +22,41 @@ is checked on its own with a sequential model of one register: a value, or absen
   it is a mandatory read that saw a value different from `expected`, and equal to the
   value returned in the reply when one was recorded.
 
-**The search** (Wing & Gong 1993, with the memoization of Lowe 2017, the algorithm
-behind Knossos and Porcupine). The calls and returns of one key sit in a doubly linked
-list ordered by time; at equal times calls come first, so operations whose intervals
-touch count as concurrent. An optional op has a call and no return: it never has to be
-placed. The search walks the list from the front. At a call, it tries to linearize that
-op now: apply it to the model and, if the model accepts what the op returned, unlink the
-op's call and return ("lift" it), push it on a stack and start again at the front. At a
-return, the op it belongs to should already have been placed, and every call before it
-has been tried: a dead end, so the last lifted op is put back (O(1) relinking, dancing
-links) and the walk resumes after its call. The history is linearizable when no
-mandatory op is left; it is not when the stack is empty at a dead end.
+**The search** (Wing & Gong 1993, with the memoization of Lowe 2017: the algorithm
+behind Knossos and Porcupine). The calls and returns of one key's mandatory ops sit in a
+doubly linked list ordered by time; at equal times calls come first, so operations whose
+intervals touch count as concurrent. The candidates are the calls before the first
+return: ops that could take effect now. The search places a candidate if the model
+accepts what it returned (unlinks its call and return, "lifts" it, and pushes it on a
+stack) and starts again from the front; when no candidate is left, it is at a dead end
+and takes the last placed op back (O(1) relinking, dancing links), resuming after that
+op's call. The key is linearizable when every mandatory op is placed, and not when a
+dead end leaves nothing to take back. Optional ops have no return and sit in a second
+list: they never block, and may simply stay unplaced.
 
 **Memoization with subsumption.** A configuration is (set of placed ops, model state).
 Two paths reaching the same configuration have the same future, so each is explored
-once (Lowe). Stronger, and what keeps indeterminate writes cheap: a configuration that
-differs from an explored one only by having placed some more *optional* ops, with the
-same mandatory set and state, can do nothing the explored one could not (the extra
-optional ops might as well never have happened), so it is pruned too. Without this, each
-indeterminate write doubles the space behind it.
+once (Lowe). Stronger: a configuration with the same mandatory ops and state as an
+explored one and a superset of its optional ops can do nothing the explored one could
+not (the extra optional ops might as well never have happened), so it is pruned too.
+
+**Reductions** that keep the search near one pass on valid histories (`_Search` and
+`_simplify` give the arguments): a read that fits the current state is placed at once
+and nothing else is tried there (concurrent reads are never permuted); optional writes
+are tried last, only when they enable a candidate, and interchangeable ones in a fixed
+order; written values that nothing compares against collapse into one (orders of
+concurrent writes nobody reads merge); optional writes nobody could notice are dropped.
 
 **Complexity.** Checking linearizability is NP-complete in general (Gibbons & Korach),
 and the search is exponential in the worst case. With memoization it visits at most one
-configuration per (downward-closed set of placed ops, state) pair: for c concurrent
-clients per key that is O(n * 2^c * states) configurations, each costing O(c) list steps
-and O(n / word) bitmask work. A valid history with a few clients is checked in close to
-one pass; a non-linearizable one makes the search exhaust every ordering of the
-operations before the point of failure, which is the slow case. A budget (steps and
-seconds) turns a search that would take too long into the answer "unknown" (`ok=None`).
+configuration per (downward-closed set of placed ops, state): for c concurrent clients
+per key, O(n * 2^c * states) configurations, each costing O(c) list steps and O(n / 64)
+bitmask work. A valid history with a few clients takes little more than one pass. A
+non-linearizable one makes the search exhaust every order of the ops before the point of
+failure; so when the search stops making progress, it probes for a small failing window
+near the point where it is stuck (below), which usually settles the matter at once. A
+budget (steps and seconds) turns a search that would take too long into the answer
+"unknown" (`ok=None`).
 
 **The window.** When a key is not linearizable, `CheckResult.window` is a short run of
 that key's operations that already cannot be ordered. Precisely: the key's operations,
@@ -59,13 +66,15 @@ window is a run i..j of consecutive ones that fails a *relaxed* check in which
 - the register may start with any value written by an op outside the window that was
   invoked before some window op completed (or absent), and
 - every write outside the window whose interval overlaps the window's span may take
-  effect at any point after its invocation, or never.
+  effect at any point of its interval (for an indeterminate one: after its
+  invocation), or never.
 
 The relaxations only add freedom, so a failing window proves that the whole history is
 not linearizable, and a larger run fails whenever a smaller one inside it does. The
 window is inclusion-minimal: dropping its first or its last operation makes it pass,
 hence so does every shorter run inside it. It is found by galloping back from the point
-where the full search got stuck, then binary searches on the end and on the start.
+where the full search got stuck (widths 1, 2, 4, ...), then binary searches on its end
+and on its start.
 """
 
 from __future__ import annotations
@@ -193,9 +202,10 @@ def check(
 
     Args:
         history: the ops, in any order; ids must be unique.
-        max_steps: budget of search steps for the main search over all keys (None: no
-            limit). The search for the window of a failing key gets its own budget of
-            the same size, and falls back to a larger window if it runs out.
+        max_steps: budget of search steps shared by all keys (None: no limit), probes
+            for a failing window included. Once a key is known to fail, shrinking its
+            window gets a fresh budget of the same size; if that runs out, the window
+            is a larger run that is still known to fail.
         timeout: the same budget in seconds of `clock` (None: no limit).
         clock: a monotonic clock in seconds.
 
@@ -543,24 +553,22 @@ class _Search:
        is placed and nothing else is tried here: any completion of this configuration
        can be reordered to start with that read (no candidate must precede it in real
        time, and taking a read out of its place changes no state), so if placing it
-       fails, the configuration fails. An optional step that must precede the read
-       (it ends before the read's invocation) would break the reordering, so a read
-       invoked after the end of an optional step that can still be placed is not
-       forced. This partial-order reduction stops the search
+       fails, the configuration fails. This partial-order reduction stops the search
        from permuting concurrent reads. It does not hold for writes, even of the
-       current value: moving one changes the state where it was.
+       current value (moving one changes the state where it was), nor for a read
+       invoked after the end of an optional step that can still be placed (that step
+       may have to come first).
     2. *Mandatory.* Each other mandatory op, in time order.
-    3. *Optional.* Each indeterminate write, last, and only if it *enables* some
-       candidate: one the model accepts after the write and not, or not with the same
-       result, before it. If the next step after an optional write w is one that w did
-       not enable, placing that step without w reaches the same mandatory set and state
+    3. *Optional.* Each optional write, last, and only if it *enables* some candidate:
+       one the model accepts after the write and not, or not with the same result,
+       before it. If the next step after an optional write w is one that w did not
+       enable, placing that step without w reaches the same mandatory set and state
        with fewer optional steps, a configuration that subsumes it. So right after an
        optional step only the steps it enabled are tried, and none at all if a forced
-       read was not enabled by it (in particular, no blind write follows it).
-       Optional steps with the same effect and the same interval end are
-       interchangeable (none ever has to be placed, so swapping two changes nothing);
-       the earlier-invoked one of such twins is always placed first, which keeps the
-       placed ones a prefix of each class.
+       read was not enabled by it (in particular, no blind write follows it). Optional
+       steps with the same effect and the same end are interchangeable (none ever has
+       to be placed, so swapping two changes nothing): the earlier-invoked one of such
+       twins is always placed first, which keeps the placed ones a prefix of each class.
     """
 
     def __init__(
@@ -576,38 +584,20 @@ class _Search:
         size = 2 * len(steps) + 4
         self._next = [0] * size
         self._prev = [0] * size
-        self._optional_head, optional_end = size - 2, size - 1
-        events: list[tuple[float, int, int]] = []
-        optional_calls: list[tuple[float, int]] = []
-        for k, step in enumerate(steps):
-            if step.optional:
-                optional_calls.append((step.invoke, 2 * k + 2))
-            else:
-                events.append((step.invoke, 0, 2 * k + 2))  # 0 sorts calls before returns
-                events.append((step.complete, 1, 2 * k + 3))
-        events.sort()
-        optional_calls.sort()
-        # twin[k]: the optional step invoked just before k with the same effect, or -1.
-        self._twin = [-1] * len(steps)
-        last_of_effect: dict[tuple[int, _State, bytes | None, float], int] = {}
-        for _, node in optional_calls:
-            k = (node - 2) >> 1
-            effect = (steps[k].code, steps[k].value, steps[k].expected, steps[k].complete)
-            self._twin[k] = last_of_effect.get(effect, -1)
-            last_of_effect[effect] = k
-        self._chain([0, *(node for _, _, node in events), 1])
-        self._chain([self._optional_head, *(node for _, node in optional_calls), optional_end])
+        self._optional_head = size - 2
+        optional_order = self._link_lists()
+        self._twin = _twins(steps, optional_order)
         # The current configuration: placed steps (bitmasks by position) and model state.
         self._state = init
         self._mandatory = 0
         self._optional = 0
         # Placed steps, oldest first: (position, state before, phase it was found in).
         self._stack: list[tuple[int, _State, int]] = []
-        # The latest invocation among placed steps: an optional step that completed
-        # before it can no longer be placed (it would follow an op it preceded).
+        # The latest invocation among placed steps: an optional step that ended before
+        # it can no longer be placed (it would follow an op that it preceded).
         self._latest_invoke = -_INF
-        self._latest_invokes: list[float] = []
-        # Optional steps with an end, by end: ends are few to search for the earliest.
+        self._latest_invokes: list[float] = []  # the values before each placed step
+        # Optional steps with an end, by end, to find the earliest open one quickly.
         self._ending = sorted(
             (k for k, step in enumerate(steps) if step.optional and step.complete < _INF),
             key=lambda k: steps[k].complete,
@@ -620,6 +610,23 @@ class _Search:
         self.explored = 0  # configurations entered
         self.deepest = 0  # the most mandatory steps placed at once
         self.frontier = -_INF  # the latest completion of a return that was a dead end
+
+    def _link_lists(self) -> list[int]:
+        """Build both linked lists; returns the optional step positions in list order."""
+        events: list[tuple[float, int, int]] = []
+        optional_calls: list[tuple[float, int]] = []
+        for k, step in enumerate(self._steps):
+            if step.optional:
+                optional_calls.append((step.invoke, 2 * k + 2))
+            else:
+                events.append((step.invoke, 0, 2 * k + 2))  # 0 sorts calls before returns
+                events.append((step.complete, 1, 2 * k + 3))
+        events.sort()
+        optional_calls.sort()
+        self._chain([0, *(node for _, _, node in events), 1])
+        optional_nodes = [node for _, node in optional_calls]
+        self._chain([self._optional_head, *optional_nodes, self._optional_head + 1])
+        return [(node - 2) >> 1 for node in optional_nodes]
 
     def _chain(self, nodes: list[int]) -> None:
         for before, after in itertools.pairwise(nodes):
@@ -839,6 +846,18 @@ class _Search:
         # The node kept its own links; undoing in reverse order of unlinking restores the list.
         self._next[self._prev[node]] = node
         self._prev[self._next[node]] = node
+
+
+def _twins(steps: list[_Step], optional_order: list[int]) -> list[int]:
+    """For each step, the optional step invoked just before it with the same effect and
+    end (its twin, placed first; see `_Search`), or -1."""
+    twin = [-1] * len(steps)
+    last_of_effect: dict[tuple[int, _State, bytes | None, float], int] = {}
+    for k in optional_order:
+        effect = (steps[k].code, steps[k].value, steps[k].expected, steps[k].complete)
+        twin[k] = last_of_effect.get(effect, -1)
+        last_of_effect[effect] = k
+    return twin
 
 
 # --- the window ------------------------------------------------------------------------
