@@ -55,7 +55,13 @@ from pathlib import Path
 from typing import Any
 
 from tests import logscan
-from tests.procs import TRANSIENT_ERRORS, NoReply, ReqClient, leaders_by_term, own_terms
+from tests.procs import (
+    TRANSIENT_ERRORS,
+    NoReply,
+    ReqClient,
+    assert_election_safety,
+    leaders_by_term,
+)
 from zraft import config, wire
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -601,11 +607,7 @@ class NetnsLab:
 
     def assert_safety(self) -> None:
         """At most one `leader_elected` per term; each node's own term never decreases."""
-        doubles = {t: ids for t, ids in self.elections().items() if len(ids) > 1}
-        assert not doubles, f"two leaders in one term: {doubles}\n{self.describe()}"
-        for node_id in self.ids:
-            terms = own_terms(self.node_events(node_id))
-            assert terms == sorted(terms), f"{node_id}: its term went down: {terms}"
+        assert_election_safety(self.events(), self.ids, self.describe)
 
     def describe(self) -> str:
         """For failure messages: each node's process state, last events and stderr tail."""

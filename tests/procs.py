@@ -141,6 +141,18 @@ def own_terms(events: Iterable[dict[str, Any]]) -> list[int]:
     return terms
 
 
+def assert_election_safety(
+    events: list[dict[str, Any]], ids: Iterable[str], describe: Callable[[], str]
+) -> None:
+    """At most one `leader_elected` per term across all nodes (§5.2), and each node's own
+    term never decreases in its log, across restarts too."""
+    doubles = {t: ids for t, ids in leaders_by_term(events).items() if len(ids) > 1}
+    assert not doubles, f"two leaders in one term: {doubles}\n{describe()}"
+    for node_id in ids:
+        terms = own_terms(e for e in events if e.get("node") == node_id)
+        assert terms == sorted(terms), f"{node_id}: its term went down: {terms}"
+
+
 class ReqClient:
     """One REQ socket per endpoint, with a timeout; a socket that timed out is replaced.
 
@@ -521,16 +533,8 @@ class ProcessCluster:
         )
 
     def assert_safety(self) -> None:
-        """Assert election safety and monotonic terms over every event logged so far.
-
-        At most one `leader_elected` per term across all nodes (§5.2), and each node's own
-        term never decreases in its log, across restarts too.
-        """
-        doubles = {t: ids for t, ids in leaders_by_term(self.events()).items() if len(ids) > 1}
-        assert not doubles, f"two leaders in one term: {doubles}\n{self.describe()}"
-        for node_id in self.ids:
-            terms = own_terms(self.node_events(node_id))
-            assert terms == sorted(terms), f"{node_id}: its term went down: {terms}"
+        """Assert election safety and monotonic terms over every event logged so far."""
+        assert_election_safety(self.events(), self.ids, self.describe)
 
     def describe(self) -> str:
         """For failure messages: each node's process state, last 20 events, stderr tail."""
