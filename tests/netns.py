@@ -60,6 +60,7 @@ from tests.procs import (
     NoReply,
     ReqClient,
     assert_election_safety,
+    describe_nodes,
     leaders_by_term,
 )
 from zraft import config, wire
@@ -611,19 +612,4 @@ class NetnsLab:
 
     def describe(self) -> str:
         """For failure messages: each node's process state, last events and stderr tail."""
-        parts: list[str] = []
-        for node_id in self.ids:
-            proc = self._procs.get(node_id)
-            if proc is None:
-                state = "never started"
-            elif proc.poll() is None:
-                state = f"running pid {proc.pid}"
-            else:
-                state = f"exited with code {proc.returncode}"
-            parts.append(f"--- {node_id}: {state}; last 15 events:")
-            parts.append(logscan.tail(self.node_events(node_id), 15))
-            stderr = self.directory / f"{node_id}.stderr"
-            if stderr.exists() and stderr.stat().st_size:
-                text = stderr.read_bytes()[-1500:].decode("utf-8", "replace")
-                parts.append(f"--- {node_id} stderr tail:\n{text}")
-        return "\n".join(parts)
+        return describe_nodes(self.ids, self._procs, self.node_events, self.directory)

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,33 @@ def assert_election_safety(
     for node_id in ids:
         terms = own_terms(e for e in events if e.get("node") == node_id)
         assert terms == sorted(terms), f"{node_id}: its term went down: {terms}"
+
+
+def describe_nodes(
+    ids: Iterable[str],
+    procs: Mapping[str, subprocess.Popen[bytes]],
+    node_events: Callable[[str], list[dict[str, Any]]],
+    directory: Path,
+    paused: Collection[str] = (),
+) -> str:
+    """For failure messages: each node's process state, last 20 events and stderr tail
+    (read from `directory/<id>.stderr`)."""
+    parts: list[str] = []
+    for node_id in ids:
+        proc = procs.get(node_id)
+        if proc is None:
+            state = "never started"
+        elif proc.poll() is None:
+            state = f"running pid {proc.pid}" + (" (paused)" if node_id in paused else "")
+        else:
+            state = f"exited with code {proc.returncode}"
+        parts.append(f"--- {node_id}: {state}; last 20 events:")
+        parts.append(logscan.tail(node_events(node_id), 20))
+        stderr = directory / f"{node_id}.stderr"
+        if stderr.exists() and stderr.stat().st_size:
+            text = stderr.read_bytes()[-2000:].decode("utf-8", "replace")
+            parts.append(f"--- {node_id} stderr tail:\n{text}")
+    return "\n".join(parts)
 
 
 class ReqClient:
@@ -538,22 +565,7 @@ class ProcessCluster:
 
     def describe(self) -> str:
         """For failure messages: each node's process state, last 20 events, stderr tail."""
-        parts: list[str] = []
-        for node_id in self.ids:
-            proc = self._procs.get(node_id)
-            if proc is None:
-                state = "never started"
-            elif proc.poll() is None:
-                state = f"running pid {proc.pid}" + (" (paused)" if node_id in self._paused else "")
-            else:
-                state = f"exited with code {proc.returncode}"
-            parts.append(f"--- {node_id}: {state}; last 20 events:")
-            parts.append(logscan.tail(self.node_events(node_id), 20))
-            stderr = self.directory / f"{node_id}.stderr"
-            if stderr.exists() and stderr.stat().st_size:
-                text = stderr.read_bytes()[-2000:].decode("utf-8", "replace")
-                parts.append(f"--- {node_id} stderr tail:\n{text}")
-        return "\n".join(parts)
+        return describe_nodes(self.ids, self._procs, self.node_events, self.directory, self._paused)
 
 
 ClusterFactory = Callable[..., ProcessCluster]
