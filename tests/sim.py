@@ -8,6 +8,9 @@ safety properties after every delivery and every tick:
 - log matching: two logs with an entry of the same index and term agree up to it;
 - leader completeness: a new leader's log holds every entry committed before it won;
 - state machine safety: every node applies the same entry at each index;
+- snapshot safety: every snapshot taken or installed at index i holds exactly the entries
+  applied everywhere at 1..i (a snapshot is a state machine, so this is state machine
+  safety for state that arrives without being applied entry by entry);
 - read safety: a released ReadIndex point covers every entry committed before the read
   was asked for (the linearizability condition of thesis §6.4);
 - terms never decrease on a node (also across restarts), commit never decreases within
@@ -37,6 +40,8 @@ from zraft.core import (
     Ready,
     RestoredState,
     Role,
+    SnapshotMeta,
+    SnapshotRequest,
 )
 
 
@@ -46,19 +51,44 @@ class SimFailure(AssertionError):
 
 @dataclass
 class Durable:
-    """What survives a crash: the hard state and the log (MemoryStorage's role)."""
+    """What survives a crash: hard state, newest snapshot and the log after `offset`."""
 
     hard_state: HardState = field(default_factory=HardState)
     entries: list[Entry] = field(default_factory=list)
+    snapshot: SnapshotMeta | None = None
+    offset: int = 0  # entries[0] has index offset + 1 (the log was compacted to offset)
 
     def save(self, rd: Ready) -> None:
-        """Persist a Ready's hard state and entries, truncating a replaced suffix first."""
+        """Persist a Ready: an installed snapshot replaces the log, then entries, hard state."""
+        if rd.snapshot is not None:
+            self.snapshot = rd.snapshot
+            self.entries = []
+            self.offset = rd.snapshot.index
         if rd.entries:
             first = rd.entries[0].index
-            del self.entries[first - 1 :]
+            del self.entries[first - self.offset - 1 :]
             self.entries.extend(rd.entries)
         if rd.hard_state is not None:
             self.hard_state = rd.hard_state
+
+    def compact(self, snapshot: SnapshotMeta, compact_to: int) -> None:
+        """Record a snapshot the node took and drop the log up to `compact_to`."""
+        if self.snapshot is None or snapshot.index > self.snapshot.index:
+            self.snapshot = snapshot
+        if compact_to > self.offset:
+            del self.entries[: compact_to - self.offset]
+            self.offset = compact_to
+
+    def restored(self, membership: Membership) -> RestoredState:
+        """What a restarted node reads back: the log after the snapshot it loads."""
+        snapshot = self.snapshot
+        after = snapshot.index if snapshot else 0
+        return RestoredState(
+            hard_state=self.hard_state,
+            entries=tuple(e for e in self.entries if e.index > after),
+            membership=snapshot.membership if snapshot else membership,
+            snapshot=snapshot,
+        )
 
 
 @dataclass(order=True)
@@ -126,6 +156,11 @@ class SimCluster:
         self.dup_rate = 0.0
         self.max_delay = 0  # ticks; > 0 also reorders messages
         self.crash_before_sync_rate = 0.0  # crash a leader between early send and fsync
+        self.snapshot_every = 0  # take a snapshot after this many applied entries (0: never)
+        self.snapshot_trailing = 0  # entries kept in the log behind a snapshot
+        self.snapshot_timeout = 30  # ticks after which a sent snapshot counts as failed
+        self.snapshot_states: dict[int, tuple[Entry, ...]] = {}  # index -> applied entries
+        self._snapshot_sends: dict[tuple[str, str], int] = {}  # (leader, peer) -> tick sent
         self.trace: list[str] = []
         self.events: list[tuple[int, str, Event]] = []
         self.leaders_by_term: dict[int, str] = {}
@@ -196,6 +231,24 @@ class SimCluster:
             self._boot(node_id)
             self._note(f"{node_id} restarted")
 
+    def enable_snapshots(self, every: int, trailing: int = 0) -> None:
+        """Make every node snapshot after `every` applied entries, keeping `trailing`."""
+        self.snapshot_every = every
+        self.snapshot_trailing = trailing
+        self._note(f"snapshots every {every}, trailing {trailing}")
+
+    def take_snapshot(self, node_id: str) -> SnapshotMeta:
+        """Snapshot `node_id`'s applied state now and compact its log (driver's role)."""
+        node = self.nodes[node_id]
+        r = self.raft(node_id)
+        meta = r.snapshot_meta(r.applied_index)
+        self._record_snapshot_state(node_id, meta.index, tuple(node.applied[: meta.index]))
+        compact_to = max(r.log.snapshot_index, meta.index - self.snapshot_trailing)
+        r.compact(meta, compact_to)
+        node.durable.compact(meta, compact_to)
+        self._note(f"{node_id} snapshot at {meta.index} term {meta.term} from {compact_to + 1}")
+        return meta
+
     def is_up(self, node_id: str) -> bool:
         """Whether the node is running."""
         return self.nodes[node_id].raft is not None
@@ -221,6 +274,7 @@ class SimCluster:
         """Advance the clock `n` ticks: tick every live node, then deliver what is due."""
         for _ in range(n):
             self.now += 1
+            self._expire_snapshot_sends()
             for i in self.ids:
                 r = self.nodes[i].raft
                 if r is not None:
@@ -287,13 +341,11 @@ class SimCluster:
     # === the Ready loop ========================================================================
     def _boot(self, node_id: str) -> None:
         node = self.nodes[node_id]
-        restored = RestoredState(
-            hard_state=node.durable.hard_state,
-            entries=tuple(node.durable.entries),
-            membership=self.membership,
-        )
+        restored = node.durable.restored(self.membership)
         node.raft = Raft(self.configs[node_id], restored, self.rng.randint)
-        node.applied = []  # the state machine is volatile: it is rebuilt by re-applying
+        # The state machine is volatile: rebuilt from the snapshot, then by re-applying.
+        snapshot = restored.snapshot
+        node.applied = list(self.snapshot_states[snapshot.index]) if snapshot else []
         node.reads = {}
         node.max_commit = node.raft.commit_index
 
@@ -309,7 +361,13 @@ class SimCluster:
                 self._note(f"{node_id} crashed after sending, before its fsync")
                 return
             node.durable.save(rd)  # 1. persist
+            if rd.snapshot is not None:  # ... and install: the state machine is replaced
+                node.applied = list(self.snapshot_states[rd.snapshot.index])
+                self._check_snapshot_state(node_id, rd.snapshot.index)
+                self._note(f"{node_id} installed snapshot {rd.snapshot.index}")
             for msg in rd.messages:  # 2. send
+                if isinstance(msg, SnapshotRequest):
+                    self._snapshot_sends[(msg.src, msg.dst)] = self.now
                 self._send(msg)
             for entry in rd.committed:  # 3. apply
                 self._apply(node, entry)
@@ -319,6 +377,11 @@ class SimCluster:
                 self._record(node_id, event)
             r.advance(rd)  # 4. advance
             self._check_node(node)
+            if (
+                self.snapshot_every
+                and r.applied_index - (r.status().snapshot_index) >= self.snapshot_every
+            ):
+                self.take_snapshot(node_id)
 
     def _send(self, msg: Message) -> None:
         if (msg.src, msg.dst) in self._cuts or self.nodes[msg.dst].raft is None:
@@ -353,7 +416,34 @@ class SimCluster:
             target.step(pick.msg)
             self._process(pick.msg.dst)
 
+    def _expire_snapshot_sends(self) -> None:
+        """A transfer with no outcome after `snapshot_timeout` ticks is reported failed."""
+        for (src, dst), sent in list(self._snapshot_sends.items()):
+            if self.now - sent < self.snapshot_timeout:
+                continue
+            del self._snapshot_sends[(src, dst)]
+            r = self.nodes[src].raft
+            if r is not None:
+                r.snapshot_failed(dst)
+                self._process(src)
+
     # === checks ================================================================================
+    def _record_snapshot_state(self, node_id: str, index: int, state: tuple[Entry, ...]) -> None:
+        if len(state) != index:
+            raise SimFailure(self._explain(f"{node_id} snapshot at {index} holds {len(state)}"))
+        known = self.snapshot_states.setdefault(index, state)
+        if known != state:
+            raise SimFailure(self._explain(f"snapshot safety: {node_id} differs at {index}"))
+        self._check_snapshot_state(node_id, index)
+
+    def _check_snapshot_state(self, node_id: str, index: int) -> None:
+        state = self.snapshot_states[index]
+        common = min(index, len(self.committed))
+        if state[:common] != tuple(self.committed[:common]):
+            raise SimFailure(
+                self._explain(f"snapshot safety: {node_id}'s snapshot {index} differs")
+            )
+
     def _record(self, node_id: str, event: Event) -> None:
         self.events.append((self.now, node_id, event))
         f = event.fields
@@ -401,6 +491,8 @@ class SimCluster:
     def _check_leader_completeness(self, node_id: str) -> None:
         r = self.raft(node_id)
         for entry in self.committed:
+            if entry.index <= r.log.snapshot_index:
+                continue  # covered by its snapshot, checked against `committed` when taken
             if r.log.term_at(entry.index) != entry.term:
                 raise SimFailure(
                     self._explain(f"leader completeness: {node_id} lacks committed {entry}")
@@ -418,18 +510,28 @@ class SimCluster:
         node.max_term, node.max_commit = r.term, r.commit_index
 
     def check_logs(self) -> None:
-        """Log matching across every pair of nodes (crashed ones by their durable log)."""
-        logs = {
-            i: (n.raft.log.slice(1, n.raft.last_index + 1) if n.raft else tuple(n.durable.entries))
-            for i, n in self.nodes.items()
-        }
+        """Log matching across every pair of nodes (crashed ones by their durable log).
+
+        Logs may start at different indexes (compaction); only the overlap is compared.
+        """
+        logs: dict[str, tuple[int, tuple[Entry, ...]]] = {}  # id -> (first index, entries)
+        for i, n in self.nodes.items():
+            if n.raft is not None:
+                log = n.raft.log
+                logs[i] = (log.first_index, log.slice(log.first_index, log.last_index + 1))
+            else:
+                logs[i] = (n.durable.offset + 1, tuple(n.durable.entries))
         ids = sorted(logs)
         for a_pos, a in enumerate(ids):
             for b in ids[a_pos + 1 :]:
-                la, lb = logs[a], logs[b]
-                common = min(len(la), len(lb))
-                top = next((k for k in range(common, 0, -1) if la[k - 1].term == lb[k - 1].term), 0)
-                if la[:top] != lb[:top]:
+                (fa, la), (fb, lb) = logs[a], logs[b]
+                low = max(fa, fb)
+                high = min(fa + len(la), fb + len(lb)) - 1  # last common index
+                top = next(
+                    (k for k in range(high, low - 1, -1) if la[k - fa].term == lb[k - fb].term),
+                    low - 1,
+                )
+                if la[low - fa : top - fa + 1] != lb[low - fb : top - fb + 1]:
                     raise SimFailure(self._explain(f"log matching: {a} and {b} differ below {top}"))
 
     # === tracing ===============================================================================

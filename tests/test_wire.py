@@ -34,6 +34,8 @@ from zraft.wire import (
     Forward,
     ForwardReply,
     Request,
+    SnapshotAck,
+    SnapshotChunk,
     TooLarge,
     decode_command,
     decode_message,
@@ -47,6 +49,8 @@ from zraft.wire import (
     encode_reply,
     encode_request,
     encode_result_reply,
+    encode_snapshot_ack,
+    encode_snapshot_chunk,
 )
 
 PEERS = frozenset({"n1", "n2", "n3"})
@@ -74,7 +78,7 @@ MESSAGES: list[Message] = [
     ),
     AppendResponse(src="n3", dst="n1", term=3, success=True, index=10, hint=0, seq=12),
     AppendResponse(src="n3", dst="n1", term=3, success=False, index=7, hint=5, seq=13),
-    SnapshotRequest(src="n1", dst="n2", term=7, meta=META, data=b"snapshot bytes"),
+    SnapshotRequest(src="n1", dst="n2", term=7, meta=META),
     SnapshotRequest(
         src="n1",
         dst="n2",
@@ -84,7 +88,6 @@ MESSAGES: list[Message] = [
             term=1,
             membership=Membership(voters=frozenset({"n1"}), learners=frozenset({"n2", "n3"})),
         ),
-        data=b"",
     ),
     SnapshotResponse(src="n2", dst="n1", term=7, index=40),
     TimeoutNow(src="n1", dst="n3", term=8),
@@ -143,7 +146,11 @@ def test_message_round_trip(msg: Message) -> None:
     assert len(frame) == 2 + len(dataclasses.fields(msg))
     assert decode_message(buf) == msg
     assert decode_message(buf, peers=PEERS) == msg
-    assert decode_peer_frame(buf, peers=PEERS) == msg
+    if isinstance(msg, SnapshotRequest):
+        with pytest.raises(DecodeError, match="snapshot chunks only"):
+            decode_peer_frame(buf, peers=PEERS)
+    else:
+        assert decode_peer_frame(buf, peers=PEERS) == msg
 
 
 def test_decoded_entries_are_typed() -> None:
@@ -240,7 +247,6 @@ INVALID_PEER_FRAMES = {
     "meta duplicate voters": mutated(SNAP, set_meta(2, 0, value=["n1", "n1"])),
     "meta voter not str": mutated(SNAP, set_meta(2, 0, value=[1])),
     "meta membership map": mutated(SNAP, set_meta(2, value={"voters": ["n1"]})),
-    "snapshot data str": mutated(SNAP, setitem(6, "data")),
 }
 
 
@@ -322,6 +328,44 @@ INVALID_FORWARDS = {
 
 @pytest.mark.parametrize("buf", INVALID_FORWARDS.values(), ids=INVALID_FORWARDS.keys())
 def test_invalid_forward_frames(buf: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_peer_frame(buf, peers=PEERS)
+
+
+# --- snapshot transfer frames -------------------------------------------------------------
+CHUNK = SnapshotChunk("n1", "n2", 7, META, 1024, 4096, b"\x00" * 512)
+ACK = SnapshotAck("n2", "n1", 7, META.index, 1536, True)
+
+
+def test_snapshot_chunk_and_ack_round_trip() -> None:
+    assert decode_peer_frame(encode_snapshot_chunk(CHUNK), peers=PEERS) == CHUNK
+    assert decode_peer_frame(encode_snapshot_ack(ACK), peers=PEERS) == ACK
+    refused = SnapshotAck("n2", "n1", 7, 3, 0, False, "checksum mismatch")
+    assert decode_peer_frame(encode_snapshot_ack(refused), peers=PEERS) == refused
+    assert not CHUNK.is_last
+    assert SnapshotChunk("n1", "n2", 7, META, 10, 12, b"ab").is_last
+
+
+GOOD_CHUNK = encode_snapshot_chunk(CHUNK)
+GOOD_ACK = encode_snapshot_ack(ACK)
+INVALID_SNAPSHOT_FRAMES = {
+    "chunk past total": mutated(GOOD_CHUNK, setitem(7, 100)),
+    "chunk data not bytes": mutated(GOOD_CHUNK, setitem(8, "text")),
+    "chunk negative offset": mutated(GOOD_CHUNK, setitem(6, -1)),
+    "chunk bad meta": mutated(GOOD_CHUNK, setitem(5, [1, 2])),
+    "chunk src not a peer": mutated(GOOD_CHUNK, setitem(2, "n9")),
+    "chunk missing field": mutated(GOOD_CHUNK, lambda f: f.pop()),
+    "ack ok not bool": mutated(GOOD_ACK, setitem(7, 1)),
+    "ack reason not str": mutated(GOOD_ACK, setitem(8, b"x")),
+    "ack reason too long": mutated(GOOD_ACK, setitem(8, "x" * 600)),
+    "ack extra field": mutated(GOOD_ACK, lambda f: f.append(1)),
+}
+
+
+@pytest.mark.parametrize(
+    "buf", INVALID_SNAPSHOT_FRAMES.values(), ids=INVALID_SNAPSHOT_FRAMES.keys()
+)
+def test_invalid_snapshot_frames(buf: bytes) -> None:
     with pytest.raises(DecodeError):
         decode_peer_frame(buf, peers=PEERS)
 

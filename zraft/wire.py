@@ -12,8 +12,12 @@ Formats (all msgpack, packed with ``use_bin_type=True`` so bytes stay bytes):
   ``[index, term, [voters, learners]]`` (id lists sorted). Two more frames, with tags
   outside the message range, carry a client request a follower forwards to the leader and
   the leader's answer: ``[V, TAG_FORWARD, src, request_id, request_map]`` and
-  ``[V, TAG_FORWARD_REPLY, src, request_id, reply_bytes]``.
-  `decode_peer_frame` accepts all three kinds; `decode_message` only messages.
+  ``[V, TAG_FORWARD_REPLY, src, request_id, reply_bytes]``. A snapshot travels as
+  ``[V, TAG_SNAPSHOT_CHUNK, src, dst, term, meta, offset, total, data]`` frames, each
+  answered by ``[V, TAG_SNAPSHOT_ACK, src, dst, term, index, next_offset, ok, reason]``.
+  `decode_peer_frame` accepts all of these but never a bare `SnapshotRequest`: a follower's
+  core sees one only once its node has the whole, verified file. `decode_message` accepts
+  messages only.
 - **Commands** (the data of a NORMAL log entry): ``[opcode, client, seq, key, ...]`` with
   ``put -> [0, c, s, key, value]``, ``delete -> [1, c, s, key]``,
   ``cas -> [2, c, s, key, expected, value]``. New opcodes are the way to extend it.
@@ -57,6 +61,15 @@ TAG_FORWARD = 64
 
 TAG_FORWARD_REPLY = 65
 """Tag of a `ForwardReply` frame."""
+
+TAG_SNAPSHOT_CHUNK = 66
+"""Tag of a `SnapshotChunk` frame."""
+
+TAG_SNAPSHOT_ACK = 67
+"""Tag of a `SnapshotAck` frame."""
+
+MAX_REASON_LEN = 512
+"""Longest refusal reason in a `SnapshotAck`, in characters."""
 
 MAX_ENTRIES = 65_536
 """Most entries one AppendRequest may carry."""
@@ -260,7 +273,7 @@ _CHECKERS: dict[type, tuple[_Checker, ...]] = {
     VoteResponse: (_node_id, _node_id, _uint, _bool, _bool),
     AppendRequest: (_node_id, _node_id, _uint, _uint, _uint, _entries, _uint, _uint),
     AppendResponse: (_node_id, _node_id, _uint, _bool, _uint, _uint, _uint),
-    SnapshotRequest: (_node_id, _node_id, _uint, _snapshot_meta, _bytes),
+    SnapshotRequest: (_node_id, _node_id, _uint, _snapshot_meta),
     SnapshotResponse: (_node_id, _node_id, _uint, _uint),
     TimeoutNow: (_node_id, _node_id, _uint),
     ReadIndexRequest: (_node_id, _node_id, _uint, _uint),
@@ -381,7 +394,42 @@ class ForwardReply:
     reply: bytes
 
 
-PeerFrame = Message | Forward | ForwardReply
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """Bytes `[offset, offset + len(data))` of the snapshot file `meta` names, of `total`."""
+
+    src: str
+    dst: str
+    term: int
+    meta: SnapshotMeta
+    offset: int
+    total: int
+    data: bytes
+
+    @property
+    def is_last(self) -> bool:
+        """Whether this chunk completes the file."""
+        return self.offset + len(self.data) == self.total
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotAck:
+    """The receiver's answer to a chunk of snapshot `index`: send from `next_offset` on.
+
+    `ok` False means the transfer is refused for good (`reason` says why); the sender
+    reports the failure to its core, which decides whether to try again.
+    """
+
+    src: str
+    dst: str
+    term: int
+    index: int
+    next_offset: int
+    ok: bool
+    reason: str = ""
+
+
+PeerFrame = Message | Forward | ForwardReply | SnapshotChunk | SnapshotAck
 """Anything that arrives on the peer channel."""
 
 
@@ -451,8 +499,15 @@ def decode_peer_frame(
     frame, tag = _unpack_peer(buf)
     if 0 <= tag < len(_SPECS):
         msg = _decode_message_frame(frame, tag)
+        if type(msg) is SnapshotRequest:
+            # Only the node may hand its core a SnapshotRequest, after the file arrived.
+            raise DecodeError("SnapshotRequest travels as snapshot chunks only")
         _check_src(msg.src, peers)
         return msg
+    if tag in (TAG_SNAPSHOT_CHUNK, TAG_SNAPSHOT_ACK):
+        snapshot_frame = _decode_snapshot_frame(frame, tag)
+        _check_src(snapshot_frame.src, peers)
+        return snapshot_frame
     if tag not in (TAG_FORWARD, TAG_FORWARD_REPLY):
         raise DecodeError(f"unknown message tag {tag}")
     name = "Forward" if tag == TAG_FORWARD else "ForwardReply"
@@ -469,6 +524,72 @@ def decode_peer_frame(
     reply = _bytes(frame[4], "ForwardReply.reply")
     decode_reply(reply)  # relayed to a client as is: it must be a well-formed reply
     return ForwardReply(src=src, request_id=request_id, reply=reply)
+
+
+def _decode_snapshot_frame(frame: list[Any], tag: int) -> SnapshotChunk | SnapshotAck:
+    if tag == TAG_SNAPSHOT_CHUNK:
+        if len(frame) != 9:
+            raise DecodeError(f"SnapshotChunk: expected 7 fields, got {len(frame) - 2}")
+        chunk = SnapshotChunk(
+            src=_node_id(frame[2], "SnapshotChunk.src"),
+            dst=_node_id(frame[3], "SnapshotChunk.dst"),
+            term=_uint(frame[4], "SnapshotChunk.term"),
+            meta=_snapshot_meta(frame[5], "SnapshotChunk.meta"),
+            offset=_uint(frame[6], "SnapshotChunk.offset"),
+            total=_uint(frame[7], "SnapshotChunk.total"),
+            data=_bytes(frame[8], "SnapshotChunk.data"),
+        )
+        if chunk.offset + len(chunk.data) > chunk.total:
+            raise DecodeError("SnapshotChunk: data runs past the total size")
+        return chunk
+    if len(frame) != 9:
+        raise DecodeError(f"SnapshotAck: expected 7 fields, got {len(frame) - 2}")
+    reason = frame[8]
+    if type(reason) is not str or len(reason) > MAX_REASON_LEN:
+        raise DecodeError(f"SnapshotAck.reason: expected a str of at most {MAX_REASON_LEN}")
+    return SnapshotAck(
+        src=_node_id(frame[2], "SnapshotAck.src"),
+        dst=_node_id(frame[3], "SnapshotAck.dst"),
+        term=_uint(frame[4], "SnapshotAck.term"),
+        index=_uint(frame[5], "SnapshotAck.index"),
+        next_offset=_uint(frame[6], "SnapshotAck.next_offset"),
+        ok=_bool(frame[7], "SnapshotAck.ok"),
+        reason=reason,
+    )
+
+
+def encode_snapshot_chunk(chunk: SnapshotChunk) -> bytes:
+    """Encode one chunk of a snapshot file."""
+    return _packb(
+        [
+            WIRE_VERSION,
+            TAG_SNAPSHOT_CHUNK,
+            chunk.src,
+            chunk.dst,
+            chunk.term,
+            _encode_meta(chunk.meta),
+            chunk.offset,
+            chunk.total,
+            chunk.data,
+        ]
+    )
+
+
+def encode_snapshot_ack(ack: SnapshotAck) -> bytes:
+    """Encode the answer to a snapshot chunk."""
+    return _packb(
+        [
+            WIRE_VERSION,
+            TAG_SNAPSHOT_ACK,
+            ack.src,
+            ack.dst,
+            ack.term,
+            ack.index,
+            ack.next_offset,
+            ack.ok,
+            ack.reason[:MAX_REASON_LEN],
+        ]
+    )
 
 
 def encode_forward(src: str, request_id: int, request: Request) -> bytes:

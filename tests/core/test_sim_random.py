@@ -1,7 +1,9 @@
 """Seeded random schedules: safety under every fault, liveness once the faults heal.
 
 Each seed drives a 3- or 5-node cluster through drops, duplicates, delays (so reordering),
-partitions, one-way cuts, crashes and restarts while clients propose and read. The
+partitions, one-way cuts, crashes and restarts while clients propose and read; odd seeds
+also snapshot and compact every few entries, so lagging and restarted followers come back
+through InstallSnapshot. The
 simulator checks every safety property after every delivery (see tests/sim.py). Then all
 faults heal and the cluster must elect a leader and commit a new proposal on every node
 within a bounded number of ticks.
@@ -99,8 +101,15 @@ def assert_live(sim: SimCluster) -> None:
         sim.run_until(everywhere, 0, f"'{marker.decode()}' applied on every node")
 
 
+def maybe_enable_snapshots(sim: SimCluster) -> None:
+    """Odd seeds snapshot often, so followers are regularly brought back by a snapshot."""
+    if sim.seed % 2:
+        sim.enable_snapshots(every=sim.rng.choice([3, 5, 10, 20]), trailing=sim.rng.choice([0, 2]))
+
+
 def run_schedule(sim: SimCluster, *, fault_rate: float, client_rate: float) -> None:
     """Chaos, then heal, then check liveness."""
+    maybe_enable_snapshots(sim)
     counter = [0]
     for _ in range(CHAOS_TICKS):
         if sim.rng.random() < fault_rate:

@@ -192,6 +192,46 @@ class RaftLog:
             )
         self.applied_index = index
 
+    def compact_to(self, index: int) -> None:
+        """Drop the entries up to `index`: a snapshot covers them (§7).
+
+        Only applied entries may go (a snapshot is taken of the applied state), and the
+        term of `index` is kept as the new snapshot point so the consistency check of the
+        next append still works.
+
+        Raises:
+            InvariantViolation: `index` is not in [snapshot_index, applied_index].
+        """
+        if not self.snapshot_index <= index <= self.applied_index:
+            raise InvariantViolation(
+                f"compact to {index} outside [{self.snapshot_index}, {self.applied_index}]"
+            )
+        term = self.term_at(index)
+        assert term is not None  # index is within [snapshot_index, last_index]
+        del self._entries[: index - self.snapshot_index]
+        self.snapshot_index = index
+        self.snapshot_term = term
+
+    def restore(self, index: int, term: int) -> None:
+        """Replace the whole log by a snapshot ending at (index, term) (§7, InstallSnapshot).
+
+        Everything held is discarded: the snapshot is committed, the log we had is not
+        known to match it. The caller persists the snapshot with the next Ready, so the
+        new snapshot point counts as stable; commit and applied move up to it.
+
+        Raises:
+            InvariantViolation: the snapshot does not reach past the commit index (a
+                committed prefix is never replaced by a shorter one).
+        """
+        if index <= self.commit_index:
+            raise InvariantViolation(f"restore to {index} at or below commit {self.commit_index}")
+        self._entries = []
+        self.snapshot_index = index
+        self.snapshot_term = term
+        self.stable_index = index
+        self.commit_index = index
+        self.applied_index = index
+
     def stable_to(self, index: int, term: int) -> None:
         """Record that entries up to (index, term) are durable.
 

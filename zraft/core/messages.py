@@ -76,18 +76,23 @@ class AppendResponse:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRequest:
-    """InstallSnapshot (§7); chunked transfer arrives with issue 5."""
+    """InstallSnapshot (§7): the follower should take the leader's snapshot `meta`.
+
+    The core deals in snapshot metadata only; the snapshot's bytes are the driver's
+    business. A leader's SnapshotRequest asks its driver to stream the snapshot file that
+    `meta` names; the follower's driver steps the core with a SnapshotRequest only once
+    the whole file has arrived and verified, so the core never sees a partial snapshot.
+    """
 
     src: NodeId
     dst: NodeId
     term: int
     meta: SnapshotMeta
-    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class SnapshotResponse:
-    """The answer to a SnapshotRequest."""
+    """The answer to a SnapshotRequest: the follower's log now matches up to `index`."""
 
     src: NodeId
     dst: NodeId

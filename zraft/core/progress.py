@@ -2,7 +2,8 @@
 
 States (etcd's tracker, re-thought): PROBE sends one append at a time until the follower's
 log position is known; REPLICATE streams appends optimistically, up to `max_inflight`
-unacknowledged messages; SNAPSHOT waits for a snapshot to land (issue 5).
+unacknowledged messages; SNAPSHOT sends nothing but heartbeats while the driver streams a
+snapshot to the follower, until the follower answers or the driver reports a failure.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class Progress:
         self.recent_active = False
         # Highest leader round (`seq`) this follower has acknowledged, for ReadIndex.
         self.acked_seq = 0
+        # In SNAPSHOT: the index of the snapshot being sent.
+        self.pending_snapshot = 0
 
     def become_probe(self) -> None:
         """Fall back to one append per round trip from just after the known match."""
@@ -76,6 +79,13 @@ class Progress:
         """Stream appends optimistically from just after the known match."""
         self.state = ProgressState.REPLICATE
         self.next_index = self.match_index + 1
+        self.probe_paused = False
+        self.inflights.reset()
+
+    def become_snapshot(self, snapshot_index: int) -> None:
+        """Stop appending: the follower needs the snapshot ending at `snapshot_index`."""
+        self.state = ProgressState.SNAPSHOT
+        self.pending_snapshot = snapshot_index
         self.probe_paused = False
         self.inflights.reset()
 
@@ -99,6 +109,10 @@ class Progress:
         commit index itself never moves back.
         """
         lost_entries = hint < self.match_index
+        if self.state is ProgressState.SNAPSHOT:
+            # Heartbeats to a follower awaiting a snapshot are rejected until it lands;
+            # the snapshot's outcome, not these, decides what happens next.
+            return False
         if self.state is ProgressState.REPLICATE:
             if rejected_index <= self.match_index and not lost_entries:
                 return False

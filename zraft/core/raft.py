@@ -22,6 +22,15 @@ the leader's own new entries. The leader counts itself towards a commit quorum o
 its *stable* index, so sending appends before the leader's own fsync completes would
 also be safe; the node does not do that yet (documented in the README).
 
+Snapshots (§7): the driver writes a snapshot of its state machine at an applied index
+(`snapshot_meta` names it), then calls `compact`, which drops log entries the snapshot
+covers. A leader whose follower needs compacted entries switches that follower to the
+SNAPSHOT state and emits a `SnapshotRequest` carrying only the metadata: the driver streams
+the file and reports a failed transfer with `snapshot_failed`. A follower is stepped with a
+`SnapshotRequest` only once its driver holds the whole, verified file; if the snapshot is
+news to it, its log is replaced and the next Ready carries `snapshot` for the driver to
+install before applying anything after it.
+
 Reads (thesis §6.4): `read_index` records the commit index, bumps the leader's round
 counter `seq` and broadcasts heartbeats carrying it; the read is released once a quorum has
 echoed a round at least that recent. A leader that has not yet committed an entry of its
@@ -45,6 +54,7 @@ from zraft.core.messages import (
     ReadIndexRequest,
     ReadIndexResponse,
     SnapshotRequest,
+    SnapshotResponse,
     TimeoutNow,
     VoteRequest,
     VoteResponse,
@@ -60,6 +70,7 @@ from zraft.core.types import (
     RaftConfig,
     RestoredState,
     Role,
+    SnapshotMeta,
 )
 
 
@@ -76,6 +87,8 @@ class Status:
     last_index: int
     voters: tuple[NodeId, ...]
     match_indexes: dict[NodeId, int] = field(default_factory=dict)
+    snapshot_index: int = 0  # the newest snapshot's last index (0: none yet)
+    first_index: int = 1  # the first entry still held in the log
 
 
 @dataclass(slots=True)
@@ -111,12 +124,19 @@ class Raft:
         self.membership: Membership = restored.membership
         snapshot = restored.snapshot
         hard_state = restored.hard_state
+        snapshot_index = snapshot.index if snapshot else 0
+        # The persisted commit is a hint written lazily; a snapshot is committed by definition.
+        commit = min(max(hard_state.commit, snapshot_index), snapshot_index + len(restored.entries))
         self.log = RaftLog(
             restored.entries,
-            snapshot_index=snapshot.index if snapshot else 0,
+            snapshot_index=snapshot_index,
             snapshot_term=snapshot.term if snapshot else 0,
-            commit_index=hard_state.commit,
+            commit_index=commit,
         )
+        self._snapshot: SnapshotMeta | None = snapshot  # the newest durable snapshot
+        self._snapshot_to_install: SnapshotMeta | None = None  # follower: for the next Ready
+        # (index, membership) from which each known membership is in force, oldest first.
+        self._memberships: list[tuple[int, Membership]] = [(snapshot_index, self.membership)]
         self.term = hard_state.term
         self.voted_for: NodeId | None = hard_state.voted_for
         self.role = Role.FOLLOWER
@@ -235,6 +255,55 @@ class Raft:
         else:
             self._maybe_send_append(target)
 
+    def snapshot_meta(self, index: int) -> SnapshotMeta:
+        """Metadata for a snapshot of the state machine as applied up to `index`.
+
+        The driver writes it into the snapshot file before calling `compact`.
+
+        Raises:
+            ValueError: `index` is not in [first_index - 1, applied_index].
+        """
+        if not self.log.snapshot_index <= index <= self.log.applied_index:
+            raise ValueError(
+                f"no snapshot at {index}: the log holds "
+                f"[{self.log.snapshot_index}, {self.log.applied_index}] applied"
+            )
+        term = self.log.term_at(index)
+        assert term is not None  # within the log or its snapshot point
+        return SnapshotMeta(index, term, self._membership_at(index))
+
+    def compact(self, snapshot: SnapshotMeta, compact_to: int) -> None:
+        """Record that `snapshot` is durable and drop the log up to `compact_to` (§7).
+
+        `compact_to` may stay below the snapshot: entries kept after it let a slightly
+        lagging follower catch up by appends instead of a whole snapshot. Compacting to
+        or below the current first index is a no-op.
+
+        Raises:
+            ValueError: the snapshot is not of this log's applied state, or `compact_to`
+                is beyond the newest snapshot.
+        """
+        self._check_not_outstanding()
+        if snapshot.index > self.log.applied_index:
+            raise ValueError(f"snapshot {snapshot.index} is beyond applied {self.applied_index}")
+        known_term = self.log.term_at(snapshot.index)
+        if known_term is not None and known_term != snapshot.term:
+            raise ValueError(f"snapshot term {snapshot.term} differs from the log's {known_term}")
+        if self._snapshot is None or snapshot.index > self._snapshot.index:
+            self._snapshot = snapshot
+        if compact_to > self._snapshot.index:
+            raise ValueError(f"compact to {compact_to} beyond snapshot {self._snapshot.index}")
+        if compact_to > self.log.snapshot_index:
+            self.log.compact_to(compact_to)
+
+    def snapshot_failed(self, peer: NodeId) -> None:
+        """The driver could not deliver a snapshot to `peer`: probe it again (etcd's
+        ReportSnapshot). Ignored unless this leader is sending `peer` a snapshot."""
+        self._check_not_outstanding()
+        pr = self._progress.get(peer) if self.role is Role.LEADER else None
+        if pr is not None and pr.state is ProgressState.SNAPSHOT:
+            pr.become_probe()
+
     # === outputs ===============================================================================
     def has_ready(self) -> bool:
         """Whether `ready()` would hand out any work."""
@@ -242,6 +311,7 @@ class Raft:
             return True
         return bool(
             self._broadcast_pending
+            or self._snapshot_to_install is not None
             or self._read_round_pending
             or self._messages
             or self._events
@@ -265,16 +335,17 @@ class Raft:
         entries = self.log.unstable_entries()
         vote_changed = hard_state.term != durable.term or hard_state.voted_for != durable.voted_for
         messages, early = self._split_early_messages(vote_changed)
+        snapshot = self._snapshot_to_install
         rd = Ready(
             hard_state=hard_state if changed else None,
             entries=entries,
-            snapshot=None,
+            snapshot=snapshot,
             messages=messages,
             early_messages=early,
             committed=self.log.committed_unapplied(),
             read_states=tuple(self._read_states),
             events=tuple(self._events),
-            must_sync=bool(entries) or vote_changed,
+            must_sync=bool(entries) or vote_changed or snapshot is not None,
         )
         self._messages.clear()
         self._events.clear()
@@ -307,6 +378,8 @@ class Raft:
         if rd is not self._outstanding:
             raise InvariantViolation("advance() takes the Ready that ready() handed out")
         self._outstanding = None
+        if rd.snapshot is not None and rd.snapshot == self._snapshot_to_install:
+            self._snapshot_to_install = None
         if rd.hard_state is not None:
             self._durable_hard_state = rd.hard_state
         if rd.entries:
@@ -352,6 +425,8 @@ class Raft:
             last_index=self.log.last_index,
             voters=tuple(sorted(self.membership.voters)),
             match_indexes={p: pr.match_index for p, pr in self._progress.items()},
+            snapshot_index=self._snapshot.index if self._snapshot else 0,
+            first_index=self.log.first_index,
         )
 
     def check_invariants(self) -> None:
@@ -453,6 +528,8 @@ class Raft:
     def _step_leader(self, msg: Message) -> None:
         if isinstance(msg, AppendResponse):
             self._handle_append_response(msg)
+        elif isinstance(msg, SnapshotResponse):
+            self._handle_snapshot_response(msg)
         elif isinstance(msg, ReadIndexRequest):
             self._leader_read(msg.src, msg.context)
         # Other kinds are stale or misdirected at a leader: a same-term AppendRequest would
@@ -475,6 +552,10 @@ class Raft:
             self._election_elapsed = 0
             self._set_leader(msg.src)
             self._handle_append_request(msg)
+        elif isinstance(msg, SnapshotRequest):
+            self._election_elapsed = 0
+            self._set_leader(msg.src)
+            self._handle_snapshot_request(msg)
         elif isinstance(msg, TimeoutNow):
             if msg.src == self.leader_id and self._is_promotable():
                 self._start_election(transfer=True)
@@ -692,7 +773,7 @@ class Raft:
                 pr.probe_paused = False  # retry a probe that may have been lost
                 self._maybe_send_append(peer, send_empty=True)
             else:
-                self._send_append(peer, pr.next_index - 1, ())
+                self._send_append(peer, self._heartbeat_prev(pr), ())
         self._release_reads()  # a single-voter cluster confirms reads by itself
 
     def _maybe_send_append(self, peer: NodeId, *, send_empty: bool = False) -> bool:
@@ -704,6 +785,9 @@ class Raft:
         pr = self._progress[peer]
         if pr.is_paused():
             return False
+        if pr.next_index <= self.log.snapshot_index:
+            self._send_snapshot(peer, pr)
+            return True
         entries = self.log.batch_from(
             pr.next_index, self.config.max_batch_entries, self.config.max_batch_bytes
         )
@@ -716,8 +800,10 @@ class Raft:
     def _send_append(self, peer: NodeId, prev_index: int, entries: tuple[Entry, ...]) -> None:
         prev_term = self.log.term_at(prev_index)
         if prev_term is None:
-            # TODO(#5): the entries were compacted away; send a snapshot instead.
-            raise InvariantViolation(f"no term for index {prev_index}: log compaction is issue 5")
+            # Callers check the snapshot point first (a compacted prev means a snapshot).
+            raise InvariantViolation(
+                f"no term for index {prev_index} (first {self.log.first_index})"
+            )
         self._send(
             AppendRequest(
                 self.id,
@@ -751,10 +837,45 @@ class Raft:
             if pr.state is ProgressState.PROBE:
                 pr.become_replicate()
             self._maybe_commit()
+        if pr.state is ProgressState.SNAPSHOT and pr.match_index >= pr.pending_snapshot:
+            pr.become_replicate()  # it caught up another way (or the answer to it was lost)
         pr.inflights.free_to(msg.index)
         if self._transfer_target == msg.src and pr.match_index == self.log.last_index:
             self._send(TimeoutNow(self.id, msg.src, self.term))
         # Each send either advances next_index or pauses the probe, so this ends.
+        while self._maybe_send_append(msg.src):
+            pass
+
+    def _heartbeat_prev(self, pr: Progress) -> int:
+        """The prev index of a heartbeat: where appends would continue, if still held.
+
+        If that point was compacted away, the snapshot point instead: a follower that
+        lacks it rejects the heartbeat, which sends it into probing and then a snapshot.
+        """
+        prev = pr.next_index - 1
+        return prev if self.log.term_at(prev) is not None else self.log.snapshot_index
+
+    def _send_snapshot(self, peer: NodeId, pr: Progress) -> None:
+        """Ask the driver to send `peer` our newest snapshot (its next entry is compacted)."""
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.index < self.log.snapshot_index:
+            raise InvariantViolation(
+                f"log compacted to {self.log.snapshot_index} without a snapshot"
+            )
+        pr.become_snapshot(snapshot.index)
+        self._send(SnapshotRequest(self.id, peer, self.term, snapshot))
+
+    def _handle_snapshot_response(self, msg: SnapshotResponse) -> None:
+        pr = self._progress.get(msg.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if msg.index > self.log.last_index:
+            return  # claims entries we never had: a forged or corrupt answer
+        if pr.maybe_update(msg.index):
+            self._maybe_commit()
+        if pr.state is ProgressState.SNAPSHOT:
+            pr.become_probe()  # from just after the snapshot: appends take over
         while self._maybe_send_append(msg.src):
             pass
 
@@ -800,6 +921,33 @@ class Raft:
                 EventName.COMMIT_ADVANCED, term=self.term, commit_index=self.log.commit_index
             )
         self._send(AppendResponse(self.id, msg.src, self.term, True, last_new, 0, msg.seq))
+
+    def _handle_snapshot_request(self, msg: SnapshotRequest) -> None:
+        """Take the leader's snapshot if it is news to us (§7 InstallSnapshot rules 6-8)."""
+        meta = msg.meta
+        if meta.index <= self.log.commit_index:
+            # We already hold everything it covers (a duplicate or a slow transfer).
+            self._send(SnapshotResponse(self.id, msg.src, self.term, self.log.commit_index))
+            return
+        if self.log.matches(meta.index, meta.term):
+            # Rule 6: our log holds the snapshot's last entry; keep what follows it.
+            self.log.commit_to(meta.index)
+            self._emit(EventName.COMMIT_ADVANCED, term=self.term, commit_index=meta.index)
+        else:
+            # Rule 7: discard the whole log and take the snapshot's state.
+            self.log.restore(meta.index, meta.term)
+            self.membership = meta.membership
+            self._memberships = [(meta.index, meta.membership)]
+            self._snapshot = meta
+            self._snapshot_to_install = meta
+        self._send(SnapshotResponse(self.id, msg.src, self.term, meta.index))
+
+    def _membership_at(self, index: int) -> Membership:
+        """The membership in force at log index `index`."""
+        for start, membership in reversed(self._memberships):
+            if start <= index:
+                return membership
+        return self._memberships[0][1]
 
     # === reads =================================================================================
     def _leader_read(self, origin: NodeId, context: int) -> None:
