@@ -80,17 +80,21 @@ def test_defaults_apply_to_optional_keys(root: Path) -> None:
     assert (cfg.tick_ms, cfg.max_key_bytes, cfg.max_value_bytes) == (10, 4096, 1 << 20)
     assert cfg.snapshot_entries == 10_000
     assert cfg.snapshot_bytes == 64 << 20
+    assert (cfg.snapshot_retain, cfg.snapshot_trailing) == (2, 1000)
+    assert cfg.wal_segment_bytes == 64 << 20
 
 
 def test_optional_keys_can_be_set(root: Path) -> None:
     extra = (
         "tick_ms = 25\nmax_key_bytes = 100\nmax_value_bytes = 200\n"
         "snapshot_entries = 7\nsnapshot_bytes = 9\n"
+        "snapshot_retain = 3\nsnapshot_trailing = 0\nwal_segment_bytes = 4096\n"
     )
     text = VALID.replace("heartbeat_ms = 50\n", "heartbeat_ms = 50\n" + extra)
     cfg = config.load(write(root, text))
     assert (cfg.tick_ms, cfg.max_key_bytes, cfg.max_value_bytes) == (25, 100, 200)
     assert (cfg.snapshot_entries, cfg.snapshot_bytes) == (7, 9)
+    assert (cfg.snapshot_retain, cfg.snapshot_trailing, cfg.wal_segment_bytes) == (3, 0, 4096)
 
 
 def test_accessors(root: Path) -> None:
@@ -194,6 +198,10 @@ BAD = [
      "cluster.request_timeout_ms", "expected a positive integer"),
     ("negative-duration", [("heartbeat_ms = 50", "heartbeat_ms = -50")],
      "cluster.heartbeat_ms", "expected a positive integer"),
+    ("zero-retain", [("heartbeat_ms = 50", "heartbeat_ms = 50\nsnapshot_retain = 0")],
+     "cluster.snapshot_retain", "expected a positive integer"),
+    ("negative-trailing", [("heartbeat_ms = 50", "heartbeat_ms = 50\nsnapshot_trailing = -1")],
+     "cluster.snapshot_trailing", "expected an integer >= 0, got integer -1"),
     ("zero-tick", [("heartbeat_ms = 50", "heartbeat_ms = 50\ntick_ms = 0")], "cluster.tick_ms",
      "expected a positive integer"),
     ("id-not-string", [('id = "n1"', "id = 1")], "node[0].id",

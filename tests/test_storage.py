@@ -17,11 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from zraft.core.types import Entry, EntryKind, HardState
+from zraft.core.types import (
+    Entry,
+    EntryKind,
+    HardState,
+    Membership,
+    RestoredState,
+    SnapshotMeta,
+)
 from zraft.storage import (
     CorruptLogError,
     DataDirLockedError,
     FileStorage,
+    LogGapError,
     LogStorage,
     MemoryStorage,
     StorageError,
@@ -30,6 +38,7 @@ from zraft.storage import (
 from zraft.storage.wal import (
     FRAME_SAVE,
     FRAME_SEGMENT_HEADER,
+    Reset,
     SegmentHeader,
     encode_frame,
     encode_save,
@@ -54,6 +63,11 @@ def ents(lo: int, hi: int, term: int = 1) -> list[Entry]:
 def segments(data_dir: Path) -> list[Path]:
     """The WAL segment files, oldest first."""
     return sorted(data_dir.glob("wal-*.log"))
+
+
+def snap(index: int, term: int = 1) -> SnapshotMeta:
+    """Snapshot metadata at `index`/`term` (two voters)."""
+    return SnapshotMeta(index=index, term=term, membership=Membership(frozenset({"n1", "n2"})))
 
 
 # --- shared behaviour, over both implementations ------------------------------------
@@ -161,13 +175,94 @@ def test_entries_out_of_range(make_store: Callable[[], LogStorage]) -> None:
             store.entries(lo, hi)
 
 
-def test_snapshots_are_not_supported_yet(make_store: Callable[[], LogStorage]) -> None:
-    """Issue 5 adds snapshots; until then passing one is refused loudly."""
-    from zraft.core.types import Membership, SnapshotMeta
+def test_reset_empties_the_log_and_survives_a_restart(
+    make_store: Callable[[], LogStorage],
+) -> None:
+    """A save with a snapshot drops the whole log; it continues at snapshot.index + 1."""
+    store = make_store()
+    store.save(HardState(term=1, commit=5), ents(1, 10))
+    store.save(HardState(term=3, voted_for="n2", commit=20), [], snap(20, 2))
+    assert (store.first_index(), store.last_index()) == (21, 20)
+    assert store.load(after=20).entries == ()
+    store = make_store()
+    assert (store.first_index(), store.last_index()) == (21, 20)
+    restored = store.load(after=20)
+    assert restored.entries == ()
+    assert restored.hard_state == HardState(term=3, voted_for="n2", commit=20)
+    store.save(None, ents(21, 23, term=3))  # the log goes on after the snapshot
+    with pytest.raises(IndexError):
+        store.entries(20, 22)
+    store = make_store()
+    assert store.load(after=20).entries == tuple(ents(21, 23, term=3))
+    assert store.load(after=22).entries == (ent(23, 3),)
 
-    meta = SnapshotMeta(index=1, term=1, membership=Membership(voters=frozenset({"n1"})))
-    with pytest.raises(NotImplementedError):
-        make_store().save(None, [], meta)
+
+def test_reset_carries_the_entries_after_it(make_store: Callable[[], LogStorage]) -> None:
+    """Reset and entries in one save; the reset may also move the log backwards."""
+    store = make_store()
+    store.save(HardState(term=1), ents(1, 30))
+    store.save(HardState(term=4, commit=7), ents(8, 9, term=4), snap(7, 3))
+    assert (store.first_index(), store.last_index()) == (8, 9)
+    store = make_store()
+    assert store.load(after=7).entries == tuple(ents(8, 9, term=4))
+    store.save(None, ents(9, 9, term=5))  # truncating after a reset works as usual
+    store = make_store()
+    assert store.load(after=7).entries == (ent(8, 4), ent(9, 5))
+
+
+def test_reset_misuse_raises_value_error(make_store: Callable[[], LogStorage]) -> None:
+    """Entries after a reset must start at snapshot.index + 1; nothing is written if not."""
+    store = make_store()
+    store.save(None, ents(1, 3))
+    for batch in ([ent(12)], [ent(3)], [ent(11), ent(13)]):
+        with pytest.raises(ValueError, match=r"outside|contiguous"):
+            store.save(None, batch, snap(10))
+    with pytest.raises(ValueError, match=">= 0"):
+        store.save(None, [], snap(-1))
+    assert (store.first_index(), store.last_index()) == (1, 3)
+
+
+def test_load_after_a_snapshot_index(make_store: Callable[[], LogStorage]) -> None:
+    """load(after) returns entries > after; a log starting above after + 1 is a gap."""
+    store = make_store()
+    for index in range(1, 61):
+        store.save(HardState(term=1, commit=index), [ent(index, data=b"z" * 40)])
+    assert [e.index for e in store.load(after=57).entries] == [58, 59, 60]
+    assert store.load(after=60).entries == ()
+    assert store.load(after=75).entries == ()  # a snapshot ahead of the log (see load)
+    with pytest.raises(ValueError):
+        store.load(after=-1)
+    store.compact(45)
+    first = store.first_index()
+    assert first > 1
+    with pytest.raises(LogGapError, match=f"starts at index {first}") as caught:
+        store.load()
+    assert (caught.value.after, caught.value.first_index) == (0, first)
+    assert store.load(after=first - 1).entries[0].index == first
+    assert store.load(after=50).entries == tuple(ent(i, data=b"z" * 40) for i in range(51, 61))
+    store.save(None, [ent(61)])  # a gap error does not fail the store
+
+
+def test_memory_and_file_storage_agree_on_resets(tmp_path: Path) -> None:
+    """The twin and the real store give the same answers through resets and truncations."""
+    stores: list[LogStorage] = [MemoryStorage(), FileStorage(tmp_path, segment_bytes=200)]
+    script: list[tuple[HardState | None, list[Entry], SnapshotMeta | None]] = [
+        (HardState(term=1), ents(1, 12), None),
+        (None, ents(10, 11, term=2), None),
+        (HardState(term=3, commit=20), [], snap(20, 2)),
+        (None, ents(21, 25, term=3), None),
+        (HardState(term=4, commit=3), ents(4, 6, term=4), snap(3, 1)),
+        (None, ents(7, 9, term=4), None),
+    ]
+    for hard_state, batch, meta in script:
+        views = []
+        for store in stores:
+            store.save(hard_state, batch, meta)
+            first = store.first_index()
+            views.append((first, store.last_index(), store.load(after=first - 1)))
+        assert views[0] == views[1]
+    for store in stores:
+        store.close()
 
 
 def test_compact_keeps_everything_above_the_index(make_store: Callable[[], LogStorage]) -> None:
@@ -180,8 +275,9 @@ def test_compact_keeps_everything_above_the_index(make_store: Callable[[], LogSt
     assert 1 < first <= 46
     store = make_store()
     assert store.first_index() == first
-    assert store.load().entries == tuple(ent(i, data=b"z" * 40) for i in range(first, 61))
-    assert store.load().hard_state == HardState(term=1, commit=60)
+    restored = store.load(after=first - 1)
+    assert restored.entries == tuple(ent(i, data=b"z" * 40) for i in range(first, 61))
+    assert restored.hard_state == HardState(term=1, commit=60)
 
 
 def test_closed_store_refuses_calls(tmp_path: Path) -> None:
@@ -646,6 +742,133 @@ def test_half_written_record_before_a_failure_is_repaired(
 # --- FileStorage against a model, with restarts and compaction -----------------------
 
 
+RESET_FRAME_LEN = len(
+    encode_frame(
+        0, FRAME_SAVE, encode_save(None, ents(51, 52, 2), HardState(term=2), reset=Reset(50, 2))
+    )
+)
+
+
+@pytest.mark.parametrize("kept", [*range(1, 40), *range(40, RESET_FRAME_LEN, 7)])
+def test_torn_reset_record_keeps_the_old_log(tmp_path: Path, kept: int) -> None:
+    """A reset frame cut short is the save in flight: the old log and hard state come back."""
+    store = FileStorage(tmp_path)
+    store.save(HardState(term=1, commit=2), ents(1, 3))
+    (path,) = segments(tmp_path)
+    start = path.stat().st_size
+    store.save(HardState(term=2), ents(51, 52, 2), snap(50, 2))
+    store.close()
+    assert path.stat().st_size == start + RESET_FRAME_LEN
+    os.truncate(path, start + kept)
+    store = FileStorage(tmp_path)
+    assert store.tail_repair == TailRepair(str(path), start, kept, last_index=3)
+    assert (store.first_index(), store.last_index()) == (1, 3)
+    assert store.load() == RestoredState(
+        hard_state=HardState(term=1, commit=2), entries=tuple(ents(1, 3))
+    )
+    store.save(HardState(term=2), [], snap(50, 2))  # the node saves the reset again
+    store.close()
+    store = FileStorage(tmp_path)
+    assert store.tail_repair is None
+    assert (store.first_index(), store.last_index()) == (51, 50)
+    store.close()
+
+
+def test_a_reset_costs_one_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reset, entries and hard state are one frame: one fdatasync."""
+    store = FileStorage(tmp_path)
+    store.save(None, ents(1, 5))
+    calls: list[str] = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append("data"), real_fdatasync(fd)))
+    store.save(HardState(term=2, commit=9), ents(10, 12, 2), snap(9, 2))
+    assert calls == ["data"]
+    store.close()
+
+
+def test_compaction_after_a_reset_removes_dead_segments(tmp_path: Path) -> None:
+    """Segments holding only frames before a reset go even with compact(0); live ones stay."""
+    store = FileStorage(tmp_path, segment_bytes=1)  # one save per segment
+    for index in range(1, 11):
+        store.save(HardState(term=1, commit=index), [ent(index)])
+    store.save(HardState(term=2, commit=100), [], snap(100, 2))
+    store.save(None, ents(101, 102, 2))
+    store.save(None, [ent(103, 2)])
+    store.save(None, [ent(104, 2)])
+    assert len(segments(tmp_path)) == 14
+    store.compact(0)
+    remaining = [p.name for p in segments(tmp_path)]
+    assert remaining == [segment_name(12, 101), segment_name(13, 103), segment_name(14, 104)]
+    assert (store.first_index(), store.last_index()) == (101, 104)
+    store.close()
+    store = FileStorage(tmp_path, segment_bytes=1)
+    assert (store.first_index(), store.last_index()) == (101, 104)
+    assert store.load(after=100) == RestoredState(
+        hard_state=HardState(term=2, commit=100), entries=tuple(ents(101, 104, 2))
+    )
+    store.compact(102)
+    assert [p.name for p in segments(tmp_path)] == remaining[1:]
+    assert store.first_index() == 103
+    store.close()
+
+
+def test_dead_frames_before_a_reset_in_the_first_kept_segment(tmp_path: Path) -> None:
+    """A segment with dead frames, a reset and live entries replays to the same log."""
+    store = FileStorage(tmp_path, segment_bytes=1 << 20)
+    store.save(None, ents(1, 5))
+    store.save(HardState(term=3, commit=20), ents(21, 22, 3), snap(20, 3))
+    store._segment_bytes = 1  # internals: force the next saves to roll
+    store.save(None, [ent(23, 3)])
+    store.save(None, [ent(24, 3)])
+    store.compact(22)  # the first segment holds live entries up to 22: deleted
+    assert (store.first_index(), store.last_index()) == (23, 24)
+    store.close()
+    store = FileStorage(tmp_path)
+    assert (store.first_index(), store.last_index()) == (23, 24)
+    assert store.load(after=22).entries == (ent(23, 3), ent(24, 3))
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (
+            encode_save(None, [ent(4)], None) + encode_save(None, [], None, reset=Reset(5, 1)),
+            "reset that is not a record's first item",
+        ),
+        (
+            encode_save(None, [], None, reset=Reset(5, 1)) + encode_save(2, [], None),
+            "truncation from index 2",
+        ),
+        (encode_save(None, [ent(7)], None, reset=Reset(5, 1)), "entry index 7 where 6"),
+    ],
+    ids=["reset-after-entries", "truncate-after-reset", "gap-after-reset"],
+)
+def test_malformed_reset_records_are_corruption(
+    tmp_path: Path, payload: bytes, message: str
+) -> None:
+    """CRC-valid frames that misuse RESET are refused with the file and offset."""
+    path = tmp_path / segment_name(1, 1)
+    offsets = write_segment(path, 1, 1, [encode_save(None, ents(1, 3), None), payload])
+    with pytest.raises(CorruptLogError, match=message) as caught:
+        FileStorage(tmp_path)
+    assert (caught.value.path, caught.value.offset) == (str(path), offsets[1])
+
+
+def test_segment_after_a_reset_must_start_after_it(tmp_path: Path) -> None:
+    """The base-index check across segments holds across a reset."""
+    reset = encode_save(None, [], None, reset=Reset(50, 2))
+    write_segment(tmp_path / segment_name(1, 1), 1, 1, [encode_save(None, ents(1, 2), None), reset])
+    write_segment(tmp_path / segment_name(2, 3), 2, 3, [encode_save(None, [ent(3)], None)])
+    with pytest.raises(CorruptLogError, match="starts at index 3 but the log before it ends at 50"):
+        FileStorage(tmp_path)
+    (tmp_path / segment_name(2, 3)).unlink()
+    write_segment(tmp_path / segment_name(2, 51), 2, 51, [encode_save(None, [ent(51)], None)])
+    store = FileStorage(tmp_path)
+    assert (store.first_index(), store.last_index()) == (51, 51)
+    store.close()
+
+
 def test_compaction_then_truncation_below_the_segment_base(tmp_path: Path) -> None:
     """A truncation written in a later segment that reaches into a deleted one replays."""
     store = FileStorage(tmp_path, segment_bytes=1)  # one save per segment
@@ -654,19 +877,19 @@ def test_compaction_then_truncation_below_the_segment_base(tmp_path: Path) -> No
     store.save(HardState(term=2, commit=14), ents(15, 16, term=2))  # segment base 21
     store.compact(14)  # drops the first two segments
     first, last = store.first_index(), store.last_index()
-    entries = store.load().entries
+    entries = store.load(after=14).entries
     assert (first, last) == (15, 16)
     store.close()
     store = FileStorage(tmp_path, segment_bytes=1)
     assert (store.first_index(), store.last_index()) == (first, last)
-    assert store.load().entries == entries
-    assert store.load().hard_state == HardState(term=2, commit=14)
+    assert store.load(after=14).entries == entries
+    assert store.load(after=14).hard_state == HardState(term=2, commit=14)
     store.close()
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_random_operations_match_a_model(tmp_path: Path, seed: int) -> None:
-    """Random appends, truncations, compactions and restarts agree with a plain list."""
+    """Random appends, truncations, resets, compactions and restarts agree with a model."""
     rng = random.Random(seed)
     model: dict[int, Entry] = {}
     hard_state = HardState()
@@ -682,6 +905,13 @@ def test_random_operations_match_a_model(tmp_path: Path, seed: int) -> None:
         elif choice < 0.15 and last > compacted:
             compacted = rng.randint(compacted, last)
             store.compact(compacted)
+        elif choice < 0.2:
+            # A follower installs a snapshot from its leader: behind, at or past its log.
+            compacted = rng.randint(max(0, last - 5), last + 20)
+            batch = ents(compacted + 1, compacted + rng.randint(0, 3), term=step)
+            hard_state = HardState(term=step, commit=compacted)
+            store.save(hard_state, batch, snap(compacted, step))
+            model = {e.index: e for e in batch}
         else:
             start = rng.randint(max(store.first_index(), compacted + 1, last - 3), last + 1)
             stop = start + rng.randint(0, 4)
@@ -697,8 +927,8 @@ def test_random_operations_match_a_model(tmp_path: Path, seed: int) -> None:
                 model.update({e.index: e for e in batch})
         first = store.first_index()
         assert first <= compacted + 1
-        assert store.last_index() == max(model, default=0)
-        restored = store.load()
+        assert store.last_index() == max(model, default=compacted)
+        restored = store.load(after=first - 1)
         assert restored.hard_state == hard_state
         assert restored.entries == tuple(model[i] for i in range(first, store.last_index() + 1))
     store.close()

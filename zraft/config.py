@@ -15,7 +15,9 @@ data_dir = "data/n1"
 ```
 
 Optional `[cluster]` keys and their defaults: see `_CLUSTER_DEFAULTS` (`tick_ms`,
-`max_key_bytes`, `max_value_bytes`, `snapshot_entries`, `snapshot_bytes`).
+`max_key_bytes`, `max_value_bytes`, `snapshot_entries`, `snapshot_bytes`, `snapshot_retain`,
+`snapshot_trailing`, `wal_segment_bytes`). Every one is an integer > 0, except
+`snapshot_trailing`, which may be 0.
 
 Rules this module keeps:
 
@@ -61,7 +63,11 @@ _CLUSTER_DEFAULTS: dict[str, Any] = {
     "max_value_bytes": 1 << 20,
     "snapshot_entries": 10_000,
     "snapshot_bytes": 64 << 20,
+    "snapshot_retain": 2,
+    "snapshot_trailing": 1000,
+    "wal_segment_bytes": 64 << 20,
 }
+_MAY_BE_ZERO = frozenset({"snapshot_trailing"})
 _NODE_KEYS = ("id", "peer", "client", "data_dir")
 
 
@@ -115,6 +121,9 @@ class ClusterConfig:
     max_value_bytes: int = 1 << 20
     snapshot_entries: int = 10_000
     snapshot_bytes: int = 64 << 20
+    snapshot_retain: int = 2  # snapshot files kept; the WAL reaches back to the oldest
+    snapshot_trailing: int = 1000  # log entries kept behind a snapshot for slow followers
+    wal_segment_bytes: int = 64 << 20  # compaction deletes whole segments of this size
 
     @property
     def node_ids(self) -> tuple[NodeId, ...]:
@@ -215,7 +224,7 @@ class _Parser:
 
         name = self.string(values, "cluster.name")
         ints = {
-            key: self.positive_int(values, f"cluster.{key}")
+            key: self.positive_int(values, f"cluster.{key}", zero_ok=key in _MAY_BE_ZERO)
             for key in _CLUSTER_DEFAULTS
             if key != "log_dir"
         }
@@ -335,11 +344,12 @@ class _Parser:
             raise self.fail(key, f"expected a non-empty string, got {_describe(value)}")
         return value
 
-    def positive_int(self, table: dict[str, Any], key: str) -> int:
-        """The integer > 0 at `key` (booleans refused)."""
+    def positive_int(self, table: dict[str, Any], key: str, *, zero_ok: bool = False) -> int:
+        """The integer > 0 (or >= 0 with `zero_ok`) at `key` (booleans refused)."""
         value = table[key.rpartition(".")[2]]
-        if not _is_int(value) or value <= 0:
-            raise self.fail(key, f"expected a positive integer, got {_describe(value)}")
+        if not _is_int(value) or value < (0 if zero_ok else 1):
+            wanted = "an integer >= 0" if zero_ok else "a positive integer"
+            raise self.fail(key, f"expected {wanted}, got {_describe(value)}")
         return int(value)
 
 

@@ -51,6 +51,10 @@ class NodeEvent(StrEnum):
     NODE_STOPPING = "node_stopping"  # the loop exits
     LOG_TAIL_REPAIRED = "log_tail_repaired"  # a torn tail is cut off on open
     SNAPSHOT_INSTALLED = "snapshot_installed"  # a snapshot replaced the state machine
+    SNAPSHOT_SAVED = "snapshot_saved"  # the node wrote a snapshot of its own state
+    SNAPSHOT_LOADED = "snapshot_loaded"  # the state machine was rebuilt from one at start
+    SNAPSHOT_REFUSED = "snapshot_refused"  # a damaged snapshot file or transfer refused
+    SNAPSHOT_SENT = "snapshot_sent"  # a leader's transfer to a follower ended
     LOG_COMPACTED = "log_compacted"  # entries up to a snapshot were discarded
     MEMBER_ADDED = "member_added"  # a configuration change is applied
     MEMBER_REMOVED = "member_removed"  # a configuration change is applied
@@ -79,6 +83,10 @@ LEVELS: dict[str, str] = {
     NodeEvent.NODE_STOPPING: "info",
     NodeEvent.LOG_TAIL_REPAIRED: "warning",
     NodeEvent.SNAPSHOT_INSTALLED: "info",
+    NodeEvent.SNAPSHOT_SAVED: "info",
+    NodeEvent.SNAPSHOT_LOADED: "info",
+    NodeEvent.SNAPSHOT_REFUSED: "warning",
+    NodeEvent.SNAPSHOT_SENT: "info",
     NodeEvent.LOG_COMPACTED: "info",
     NodeEvent.MEMBER_ADDED: "info",
     NodeEvent.MEMBER_REMOVED: "info",
@@ -97,7 +105,15 @@ FIELDS: dict[str, frozenset[str] | None] = {
     NodeEvent.NODE_STOPPING: frozenset({"reason"}),
     NodeEvent.LOG_TAIL_REPAIRED: frozenset({"dropped_bytes", "last_index"}),
     NodeEvent.SNAPSHOT_INSTALLED: frozenset({"index", "term", "size_bytes"}),
-    NodeEvent.LOG_COMPACTED: frozenset({"index", "term", "size_bytes"}),
+    NodeEvent.SNAPSHOT_SAVED: frozenset(
+        {"index", "term", "size_bytes", "pairs", "copy_ms", "max_slice_ms", "total_ms"}
+    ),
+    NodeEvent.SNAPSHOT_LOADED: frozenset({"index", "term", "size_bytes", "duration_ms"}),
+    NodeEvent.SNAPSHOT_REFUSED: frozenset({"path", "reason"}),
+    NodeEvent.SNAPSHOT_SENT: frozenset(
+        {"peer", "index", "size_bytes", "duration_ms", "delivered", "reason"}
+    ),
+    NodeEvent.LOG_COMPACTED: frozenset({"index", "term", "size_bytes", "first_index"}),
     NodeEvent.MEMBER_ADDED: frozenset({"member", "index"}),
     NodeEvent.MEMBER_REMOVED: frozenset({"member", "index"}),
     NodeEvent.BAD_FRAME: frozenset({"source", "sender", "reason"}),

@@ -266,36 +266,76 @@ class KVStore:
             ],
         }
 
+    def snapshot_view(self) -> SnapshotView:
+        """A copy of the state to write a snapshot from while the store moves on.
+
+        Costs one shallow dict copy (C speed: a few ms for 100k keys) and a walk of the
+        bounded session table; keys and values are immutable bytes, so nothing is deep
+        copied. The node writes the copy out in slices over later loop turns.
+        """
+        sessions = [
+            [client, seq, _result_to_list(result)]
+            for client, (seq, result) in self._sessions.items()
+        ]
+        return SnapshotView(self._applied_index, dict(self._data), sessions)
+
     def restore(self, items: dict[str, Any]) -> None:
         """Replace the whole state with one exported by `snapshot_items`.
-
-        If the snapshot holds more sessions than `max_sessions`, the least recently used
-        ones are dropped. The state is replaced only if `items` is entirely valid.
 
         Raises:
             ValueError: `items` is not a valid export.
         """
         try:
-            applied_index = items["applied_index"]
-            if type(applied_index) is not int or applied_index < 0:
-                raise ValueError("applied_index must be an int >= 0")
-            data: dict[bytes, bytes] = {}
-            for key, value in items["data"]:
+            pairs = items["data"]
+            data = dict(pairs) if type(pairs) is list else None
+            if data is None or len(data) != len(pairs):
+                raise ValueError("data must be a list of distinct [key, value] pairs")
+            self.restore_snapshot(SnapshotView(items["applied_index"], data, items["sessions"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a kv snapshot: {exc!r}") from exc
+
+    def restore_snapshot(self, view: SnapshotView) -> None:
+        """Replace the whole state with `view` (as read back from a snapshot file).
+
+        If it holds more sessions than `max_sessions`, the least recently used ones are
+        dropped. The state is replaced only if `view` is entirely valid; `view.data` is
+        taken over, not copied.
+
+        Raises:
+            ValueError: `view` is not a valid state.
+        """
+        applied_index = view.applied_index
+        if type(applied_index) is not int or applied_index < 0:
+            raise ValueError("applied_index must be an int >= 0")
+        try:
+            for key, value in view.data.items():
                 if type(key) is not bytes or type(value) is not bytes:
                     raise ValueError("data keys and values must be bytes")
-                data[key] = value
             sessions: OrderedDict[str, tuple[int, Result]] = OrderedDict()
-            for client, seq, result in items["sessions"]:
+            for client, seq, result in view.sessions:
                 if type(client) is not str or type(seq) is not int:
                     raise ValueError("a session needs a str client and an int seq")
                 sessions[client] = (seq, _result_from_list(result))
-        except (KeyError, TypeError) as exc:
+        except (TypeError, AttributeError) as exc:
             raise ValueError(f"not a kv snapshot: {exc!r}") from exc
         while len(sessions) > self._max_sessions:
             sessions.popitem(last=False)
         self._applied_index = applied_index
-        self._data = data
+        self._data = view.data
         self._sessions = sessions
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotView:
+    """The state machine's whole state at `applied_index`, as a snapshot holds it.
+
+    `sessions` is ``[[client, seq, [ok, index, value, found, error, message]], ...]``,
+    least recently used first.
+    """
+
+    applied_index: int
+    data: dict[bytes, bytes]
+    sessions: list[Any]
 
 
 def _result_to_list(result: Result) -> list[Any]:

@@ -8,9 +8,13 @@ Every loop turn (`run_once`):
 2. drain the peer socket (decode, `raft.step`) and the client socket (decode, then
    propose, read, forward or answer), each up to a budget of frames;
 3. fire at most one tick if it is due (after a stall: one tick, re-anchor, `loop_stalled`);
-4. handle one `Ready`: persist with ONE fsync, then send, then apply and answer clients,
+4. move snapshots along: send the next window of chunks to followers that need one,
+   write the next slice of our own snapshot (`zraft.snapshots`, `zraft.snapshot_transfer`);
+5. handle one `Ready`: persist with ONE fsync, then send, then apply and answer clients,
    then `advance`. Every request that arrived this turn rides in the same append and the
-   same fsync (group commit).
+   same fsync (group commit). A Ready that installs a snapshot received from the leader
+   renames its verified file into place before the WAL records the reset (the order the
+   storage's crash argument needs), then replaces the state machine before applying.
 
 No threads, no sleeping, no blocking sends. Peer or client input that cannot be decoded is
 logged as `bad_frame` and dropped (clients get `bad_request`). A storage failure, a broken
@@ -41,18 +45,25 @@ from zraft.core import (
     ProposalDropped,
     Raft,
     Ready,
+    RestoredState,
     Role,
+    SnapshotRequest,
 )
 from zraft.diagnostics import NodeEvent
 from zraft.faults import FaultFile
-from zraft.kv import KVStore, Result
+from zraft.kv import KVStore, Result, SnapshotView
 from zraft.requests import Bucket, Pending, PendingRequests, ReplyTo
+from zraft.snapshot_transfer import Received, SnapshotInbox, SnapshotSender, TransferOutcome
+from zraft.snapshots import SnapshotMaker, SnapshotStats
 from zraft.storage import FileStorage, LogStorage
+from zraft.storage.snapfile import LoadedSnapshot
+from zraft.storage.snapstore import SnapshotStore
 from zraft.transport import ZmqTransport
 
 DRAIN_BUDGET = 256  # frames per socket per turn: big batches, bounded tick latency
 STALL_THRESHOLD_TICKS = 5  # a tick this late (in tick lengths) is logged as loop_stalled
 DROP_REPORT_INTERVAL_S = 1.0  # at most one peer_send_dropped event per second
+MAX_SNAPSHOT_TRANSFER_BYTES = 64 << 30  # a follower refuses a bigger incoming snapshot
 
 
 class Node:
@@ -93,7 +104,12 @@ class Node:
         self._log = diagnostics.configure(
             node_id, log_path or cluster.log_path(node_id), log_level, strict=strict_events
         )
-        self._storage = storage if storage is not None else FileStorage(me.data_dir)
+        # The WAL first: it takes the data dir's lock, which covers the snapshot dir too.
+        self._storage = (
+            storage
+            if storage is not None
+            else FileStorage(me.data_dir, segment_bytes=cluster.wal_segment_bytes)
+        )
         repair = self._storage.tail_repair
         if repair is not None:
             diagnostics.emit_node(
@@ -102,11 +118,16 @@ class Node:
                 dropped_bytes=repair.dropped_bytes,
                 last_index=repair.last_index,
             )
-        restored = self._storage.load()
-        if restored.membership is None:
-            restored = replace(restored, membership=cluster.membership)
-        self._raft = Raft(cluster.raft_config(node_id), restored, (rng or random.Random()).randint)
+        self._snapshots = SnapshotStore(me.data_dir / "snapshots", retain=cluster.snapshot_retain)
         self._kv = KVStore()
+        restored = self._restore_state(cluster)
+        self._raft = Raft(cluster.raft_config(node_id), restored, (rng or random.Random()).randint)
+        self._maker = SnapshotMaker(
+            self._snapshots,
+            every_entries=cluster.snapshot_entries,
+            every_bytes=cluster.snapshot_bytes,
+        )
+        self._snapshot_waiters: list[ReplyTo] = []  # `snapshot` requests awaiting the file
         self._peer_ids = frozenset(cluster.peer_ids(node_id))
         self._transport = ZmqTransport(
             node_id,
@@ -119,6 +140,12 @@ class Node:
         )
         self._poller = zmq.Poller()
         self._transport.register(self._poller)
+        self._sender = SnapshotSender(self._transport.send, clock)
+        self._inbox = SnapshotInbox(
+            node_id, self._snapshots, max_bytes=MAX_SNAPSHOT_TRANSFER_BYTES
+        )
+        self._received: Received | None = None  # a verified snapshot the core is deciding on
+        self._failed_transfers: list[str] = []  # peers to report to the core next turn
         self._pending = PendingRequests()
         self._next_id = 1  # read contexts, forward ids and park ids; never reused
         self._next_tick = clock() + self._tick_s
@@ -131,6 +158,53 @@ class Node:
         self._faults = FaultFile(fault_file, self._peer_ids) if fault_file else None
         self._loss = 0.0  # tests only: share of peer sends dropped (zraft.faults)
         self._loss_rng = random.Random()
+
+    def _restore_state(self, cluster: ClusterConfig) -> RestoredState:
+        """Rebuild from the newest valid snapshot plus the log after it (or the log alone).
+
+        A damaged snapshot is refused (logged) and an older one used. If the newest
+        snapshot is ahead of the log, or the log's entry at the snapshot index has another
+        term, the log holds a history the snapshot supersedes (a crash between installing a
+        received snapshot and saving its reset): the reset is saved again now.
+        """
+        for temp in self._snapshots.removed_temps:
+            diagnostics.emit_node(
+                self._log, NodeEvent.SNAPSHOT_REFUSED, path=str(temp), reason="unfinished"
+            )
+        began = time.perf_counter()
+        loaded, refused = self._snapshots.load_newest()
+        for path, reason in refused:
+            diagnostics.emit_node(
+                self._log, NodeEvent.SNAPSHOT_REFUSED, path=str(path), reason=reason
+            )
+        if loaded is None:
+            restored = self._storage.load()
+            return replace(restored, membership=restored.membership or cluster.membership)
+        meta = loaded.meta
+        storage = self._storage
+        stored_term = None
+        if storage.first_index() <= meta.index <= storage.last_index():
+            stored_term = storage.entries(meta.index, meta.index + 1)[0].term
+        if storage.last_index() < meta.index or (
+            stored_term is not None and stored_term != meta.term
+        ):
+            storage.save(None, (), snapshot=meta)
+        restored = storage.load(after=meta.index)
+        self._kv.restore_snapshot(self._view_of(loaded))
+        diagnostics.emit_node(
+            self._log,
+            NodeEvent.SNAPSHOT_LOADED,
+            index=meta.index,
+            term=meta.term,
+            size_bytes=loaded.size_bytes,
+            duration_ms=round((time.perf_counter() - began) * 1000, 1),
+        )
+        return replace(restored, snapshot=meta, membership=meta.membership)
+
+    @staticmethod
+    def _view_of(loaded: LoadedSnapshot) -> SnapshotView:
+        header = loaded.header
+        return SnapshotView(header.get("applied_index"), loaded.pairs, header.get("sessions"))
 
     # === lifecycle =============================================================================
     def run(self) -> int:
@@ -205,11 +279,13 @@ class Node:
         self._fire_due_tick()
         if self._pending.parked and self._raft.leader_id is not None:
             self._retry_parked()
+        self._move_snapshots()
         self._handle_ready()
+        self._maybe_start_snapshot()
 
     def _poll_timeout_ms(self) -> int:
-        if self._raft.has_ready():
-            return 0
+        if self._raft.has_ready() or self._maker.writing is not None:
+            return 0  # work is waiting (a snapshot slice per turn, between other input)
         return max(0, int((self._next_tick - self._clock()) * 1000) + 1)
 
     def _fire_due_tick(self) -> None:
@@ -262,10 +338,14 @@ class Node:
                 self._serve(item.request, ReplyTo(peer=item.src, request_id=item.request_id))
             elif isinstance(item, wire.ForwardReply):
                 self._relay_forward_reply(item)
-            elif item.dst == self.id:
-                self._raft.step(item)
-            else:
+            elif item.dst != self.id:
                 self._bad_frame("peer", sender_id, f"addressed to {item.dst!r}")
+            elif isinstance(item, wire.SnapshotChunk):
+                self._receive_chunk(item)
+            elif isinstance(item, wire.SnapshotAck):
+                self._report_transfer(self._sender.on_ack(item))
+            else:
+                self._raft.step(item)
 
     def _drain_clients(self) -> None:
         for envelope, body in self._transport.recv_clients(DRAIN_BUDGET):
@@ -308,8 +388,10 @@ class Node:
             pending = Pending(request, reply_to, self._clock() + self._request_timeout_s)
             if not self._dispatch(pending):
                 self._pending.add("parked", self._take_id(), pending)
+        elif request.op == "snapshot":
+            self._request_snapshot(reply_to)
         else:
-            # TODO(#6): membership and leadership ops; TODO(#5): snapshot.
+            # TODO(#6): membership and leadership ops.
             self._reply_error(reply_to, "bad_request", f"op {request.op!r} is not supported yet")
 
     def _dispatch(self, pending: Pending) -> bool:
@@ -406,6 +488,12 @@ class Node:
         rd = self._raft.ready()
         for event in rd.events:
             diagnostics.emit(self._log, event)
+        received, self._received = self._received, None
+        if rd.snapshot is not None:
+            # Before the WAL's reset: a final name means a complete, durable file.
+            self._install_received(rd, received)
+        elif received is not None:
+            received.receiver.abort()  # the core did not need it (already had it all)
         if rd.early_messages:
             # 0. A leader's appends go out first, so followers write their copies while
             # we write ours (thesis §10.2.1); the core counts us only once durable.
@@ -414,7 +502,9 @@ class Node:
             # 1. Durable before anything that depends on it leaves (one fsync). A Ready
             # whose only change is the commit index skips the write: commit is a hint
             # that the next save carries and a leader re-establishes after a crash.
-            self._storage.save(rd.hard_state, rd.entries)
+            self._storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        if rd.snapshot is not None and received is not None:
+            self._adopt_snapshot_state(received)
         self._send_messages(rd.messages)  # 2.
         self._apply(rd)  # 3.
         self._raft.advance(rd)  # 4.
@@ -423,6 +513,9 @@ class Node:
     def _send_messages(self, messages: tuple[Message, ...]) -> None:
         dropped = 0
         for msg in messages:
+            if isinstance(msg, SnapshotRequest):
+                self._start_transfer(msg)  # streamed in chunks, not sent as one message
+                continue
             if self._loss and self._loss_rng.random() < self._loss:
                 continue  # tests only: injected packet loss (zraft.faults)
             if not self._transport.send(msg.dst, wire.encode_message(msg)):
@@ -441,6 +534,7 @@ class Node:
 
     def _apply(self, rd: Ready) -> None:
         for entry in rd.committed:
+            self._maker.note_applied(len(entry.data))
             if entry.kind is EntryKind.NORMAL:
                 result = self._kv.apply(entry.index, wire.decode_command(entry.data))
             else:
@@ -470,6 +564,167 @@ class Node:
         self._last_role, self._last_leader = role, leader
         if leader is not None and self._pending.parked:
             self._retry_parked()
+        if role is not Role.LEADER:
+            self._sender.cancel_all()  # a new leader starts its own transfers
+
+    # === snapshots =============================================================================
+    def _move_snapshots(self) -> None:
+        """Per turn: report failed transfers, send chunk windows, write one own slice."""
+        ended, overdue = self._sender.pump()
+        for outcome in ended:
+            self._report_transfer(outcome)
+        failed, self._failed_transfers = self._failed_transfers, []
+        for peer in failed + overdue:
+            self._raft.snapshot_failed(peer)
+        stats = self._maker.step()
+        if stats is not None:
+            self._finish_snapshot(stats)
+
+    def _maybe_start_snapshot(self, *, force: bool = False) -> bool:
+        """Start a snapshot of the applied state if one is due (or `force`d); returns
+        whether one is now being written."""
+        newest = self._raft.status().snapshot_index
+        applied = self._kv.applied_index
+        if self._maker.writing is not None:
+            return True
+        if not (force and applied > newest) and not self._maker.is_due(applied, newest):
+            return False
+        began = time.perf_counter()
+        view = self._kv.snapshot_view()  # the one pause: a shallow copy of the state
+        self._maker.start(self._raft.snapshot_meta(view.applied_index), view)
+        self._maker.note_copy_ms((time.perf_counter() - began) * 1000)
+        return True
+
+    def _finish_snapshot(self, stats: SnapshotStats) -> None:
+        """A snapshot of ours is durable: compact the log behind it, keep the newest few."""
+        meta = stats.info.meta
+        diagnostics.emit_node(
+            self._log,
+            NodeEvent.SNAPSHOT_SAVED,
+            index=meta.index,
+            term=meta.term,
+            size_bytes=stats.info.size_bytes,
+            pairs=stats.pairs,
+            copy_ms=round(stats.copy_ms, 1),
+            max_slice_ms=round(stats.max_slice_ms, 1),
+            total_ms=round(stats.total_ms, 1),
+        )
+        # Keep `snapshot_trailing` entries in memory for followers that lag a little.
+        keep_from = max(self._raft.log.snapshot_index, meta.index - self._cluster.snapshot_trailing)
+        self._raft.compact(meta, keep_from)
+        self._compact_storage(meta.term)
+        waiters, self._snapshot_waiters = self._snapshot_waiters, []
+        for reply_to in waiters:
+            self._send_reply(reply_to, self._snapshot_reply(meta.index, stats.info.size_bytes))
+
+    def _compact_storage(self, term: int) -> None:
+        """Prune old snapshot files, then drop WAL segments the oldest kept one covers.
+
+        The WAL keeps everything after the OLDEST retained snapshot, so that a damaged
+        newest snapshot can fall back to an older one and still find its log.
+        """
+        self._snapshots.prune()
+        upto = min(self._snapshots.oldest_retained_index(), self._raft.log.snapshot_index)
+        before = self._storage.first_index()
+        self._storage.compact(upto)
+        if self._storage.first_index() != before:
+            diagnostics.emit_node(
+                self._log,
+                NodeEvent.LOG_COMPACTED,
+                index=upto,
+                term=term,
+                size_bytes=self._wal_bytes(),
+                first_index=self._storage.first_index(),
+            )
+
+    def _request_snapshot(self, reply_to: ReplyTo) -> None:
+        """The operator's `snapshot`: take one now; answer once it is durable."""
+        if self._maybe_start_snapshot(force=True):
+            self._snapshot_waiters.append(reply_to)
+        else:  # nothing applied since the newest snapshot: it is already current
+            index = self._raft.status().snapshot_index
+            self._send_reply(reply_to, self._snapshot_reply(index, None))
+
+    def _snapshot_reply(self, index: int, size_bytes: int | None) -> bytes:
+        return wire.encode_reply(
+            ok=True,
+            leader=self._raft.leader_id,
+            extra={"snapshot": {"index": index, "size_bytes": size_bytes}},
+        )
+
+    def _start_transfer(self, request: SnapshotRequest) -> None:
+        failed = self._sender.start(request, self._snapshots.path_of(request.meta))
+        if failed is not None:
+            self._report_transfer(failed, defer=True)
+
+    def _report_transfer(self, outcome: TransferOutcome | None, *, defer: bool = False) -> None:
+        """Log how a transfer ended; a failure goes back to the core (next turn if
+        `defer`, when the core is between ready() and advance())."""
+        if outcome is None:
+            return
+        diagnostics.emit_node(
+            self._log,
+            NodeEvent.SNAPSHOT_SENT,
+            peer=outcome.peer,
+            index=outcome.index,
+            size_bytes=outcome.size_bytes,
+            duration_ms=round(outcome.duration_s * 1000, 1),
+            delivered=outcome.delivered,
+            reason=outcome.reason,
+        )
+        if outcome.delivered:
+            return
+        if defer:
+            self._failed_transfers.append(outcome.peer)
+        else:
+            self._raft.snapshot_failed(outcome.peer)
+
+    def _receive_chunk(self, chunk: wire.SnapshotChunk) -> None:
+        ack, received = self._inbox.on_chunk(chunk, self._raft.term)
+        if not ack.ok:
+            diagnostics.emit_node(
+                self._log,
+                NodeEvent.SNAPSHOT_REFUSED,
+                path=f"transfer from {chunk.src}",
+                reason=ack.reason,
+            )
+        self._transport.send(chunk.src, wire.encode_snapshot_ack(ack))
+        if received is not None:
+            if self._received is not None:
+                self._received.receiver.abort()
+            self._received = received
+            self._raft.step(received.request)  # decides in the next Ready
+
+    def _install_received(self, rd: Ready, received: Received | None) -> None:
+        """Give a received, verified snapshot its final name (before the WAL reset)."""
+        if received is None or received.request.meta != rd.snapshot:
+            # The core only installs what this node handed it: anything else is a bug.
+            raise RuntimeError(f"the core installs {rd.snapshot}, which this node does not hold")
+        self._maker.abort()  # our own older snapshot in progress is moot now
+        self._snapshots.install(received.receiver)
+
+    def _adopt_snapshot_state(self, received: Received) -> None:
+        """The WAL reset is durable: replace the state machine and tidy up old files."""
+        loaded = received.loaded
+        self._kv.restore_snapshot(self._view_of(loaded))
+        diagnostics.emit_node(
+            self._log,
+            NodeEvent.SNAPSHOT_INSTALLED,
+            index=loaded.meta.index,
+            term=loaded.meta.term,
+            size_bytes=loaded.size_bytes,
+        )
+        # Older snapshots cannot be combined with a log that restarts after this one.
+        for older in self._snapshots.list():
+            if older.index < loaded.meta.index:
+                older.path.unlink(missing_ok=True)
+        self._compact_storage(loaded.meta.term)
+
+    def _wal_bytes(self) -> int:
+        data_dir = getattr(self._storage, "data_dir", None)
+        if data_dir is None:
+            return 0
+        return sum(p.stat().st_size for p in Path(data_dir).glob("wal-*.log"))
 
     # === replies ===============================================================================
     def _answer_read(self, pending: Pending) -> None:
@@ -518,6 +773,9 @@ class Node:
                     "last_index": status.last_index,
                     "voters": list(status.voters),
                     "pending_requests": len(self._pending),
+                    "snapshot_index": status.snapshot_index,
+                    "first_index": status.first_index,
+                    "log_bytes": self._wal_bytes(),
                 }
             },
         )

@@ -39,6 +39,46 @@ class CorruptLogError(StorageError):
         self.reason = reason
 
 
+class LogGapError(StorageError):
+    """The log does not reach back to the entry after the snapshot the node loaded.
+
+    Raised by `load(after)` when `first_index() > after + 1`: entries after + 1 ..
+    first_index() - 1 are in neither the snapshot nor the log, so the node cannot start
+    from that snapshot. It does not fail the store.
+
+    Attributes:
+        where: the data dir (or "memory").
+        after: the snapshot's index.
+        first_index: the first index the log holds.
+    """
+
+    def __init__(self, where: str, after: int, first_index: int) -> None:
+        super().__init__(
+            f"{where}: the log starts at index {first_index} but the snapshot ends at "
+            f"index {after}: entries {after + 1}..{first_index - 1} are missing"
+        )
+        self.where = where
+        self.after = after
+        self.first_index = first_index
+
+
+class CorruptSnapshotError(StorageError):
+    """A snapshot file is damaged, truncated or not a snapshot at all.
+
+    It names the file and says what is wrong. It does not fail any store: the node refuses
+    that one snapshot (an older one, or a fresh transfer from the leader, may do).
+
+    Attributes:
+        path: the damaged file.
+        reason: what was wrong with it.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: corrupt snapshot: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class DataDirLockedError(StorageError):
     """Another process (or another open store in this process) holds the data dir's lock."""
 
@@ -63,8 +103,9 @@ class TailRepair:
 class LogStorage(Protocol):
     """Durable log and hard state of one Raft node, as the node loop uses it.
 
-    Call order: construct (which recovers), `load()` once at start-up, then one `save()`
-    per loop turn, `close()` on exit.
+    Call order: construct (which recovers), `load(after=<snapshot index>)` once at
+    start-up, then one `save()` per loop turn, `compact()` after a snapshot is durable,
+    `close()` on exit.
     """
 
     @property
@@ -73,11 +114,17 @@ class LogStorage(Protocol):
         ...
 
     def first_index(self) -> int:
-        """Index of the first stored entry (last_index() + 1 when the log is empty)."""
+        """Index of the first stored entry (last_index() + 1 when the log is empty).
+
+        After a save with `snapshot=meta` and no entries it is meta.index + 1.
+        """
         ...
 
     def last_index(self) -> int:
-        """Index of the last stored entry (0 for an empty, never compacted log)."""
+        """Index of the last stored entry (0 for an empty, never compacted log).
+
+        After a save with `snapshot=meta` and no entries it is meta.index.
+        """
         ...
 
     def entries(self, lo: int, hi: int) -> list[Entry]:
@@ -90,15 +137,30 @@ class LogStorage(Protocol):
         entries: Sequence[Entry],
         snapshot: SnapshotMeta | None = None,
     ) -> None:
-        """Truncate from entries[0].index, append, set the hard state; durable on return."""
+        """Store one Ready's worth atomically; durable on return.
+
+        Without `snapshot`: truncate from entries[0].index, append, set the hard state.
+        With `snapshot` (a follower installed a snapshot from its leader): discard the
+        whole log, which then continues at snapshot.index + 1; `entries` must start there.
+        """
         ...
 
-    def load(self) -> RestoredState:
-        """The durable state, for building `Raft` at start-up."""
+    def load(self, after: int = 0) -> RestoredState:
+        """The hard state and the stored entries with index > `after`, for building `Raft`.
+
+        `after` is the index of the snapshot the node loaded (0 for none).
+
+        Raises:
+            LogGapError: first_index() > after + 1.
+        """
         ...
 
     def compact(self, index: int) -> None:
-        """Allow entries up to `index` to be discarded (a snapshot covers them)."""
+        """Allow entries up to `index` to be discarded (a snapshot covers them).
+
+        The node passes the index of the oldest snapshot it retains, so that falling back
+        to that snapshot at start-up still finds the log after it.
+        """
         ...
 
     def close(self) -> None:

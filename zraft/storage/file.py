@@ -6,8 +6,20 @@ What it owns: the files in one data directory::
     wal-<seq:016x>-<base:016x>.log  segments, replayed in `seq` order (format: `wal.py`)
 
 Each `save()` appends exactly ONE CRC-framed record holding the truncation point (if the
-entries overwrite stored ones), the entries and the hard state, then calls `fdatasync`
-once. Rolling to a new segment adds a directory fsync to that one save.
+entries overwrite stored ones) or a RESET (when a snapshot is saved), the entries and the
+hard state, then calls `fdatasync` once. Rolling to a new segment adds a directory fsync to
+that one save.
+
+Snapshots themselves live in their own files (`snapstore.py`); the log only learns where
+they cut it. Two ways, two meanings:
+
+- `compact(index)`: the node took (or kept) a snapshot at `index` and may lose the log up
+  to there. The node passes the index of the OLDEST snapshot it retains, so a start-up that
+  has to fall back to that snapshot (the newest one is damaged) still finds the log after
+  it. Whole segments are deleted, so the log usually keeps more than asked.
+- `save(..., snapshot=meta)`: a follower installed a snapshot its leader sent. Its whole
+  log is superseded: one RESET item says "empty, continuing at meta.index + 1", in the same
+  frame as the entries after it and the hard state.
 
 Why the hard state lives in the WAL and not in its own file: Raft persists term, vote and
 commit on nearly every loop turn (the commit index moves with every batch). A separate file
@@ -34,7 +46,19 @@ Crash-safety argument, point by point:
   real corruption: `CorruptLogError` names the file and offset, and nothing is skipped.
 - *A half-started segment is harmless.* If even its header is torn, it holds no
   acknowledged save and is removed (reported as a repair).
+- *A RESET is atomic like any save*: the reset, the entries after it and the hard state are
+  one frame, so no crash leaves the old log dropped without the new start. If the frame is
+  torn, the old log is back on restart. The node must therefore make the snapshot file
+  durable (install it) BEFORE it saves the RESET: after a crash in between, it finds a
+  snapshot newer than its log and saves the RESET again (see `load`). The reverse order
+  could leave a log that starts after every snapshot on disk.
 - *Compaction deletes the oldest segments first*, so a crash midway leaves a contiguous run.
+  It deletes a segment only if none of its entries is live (not overwritten by a later
+  truncation, not dropped by a later RESET) at an index above `index`. Replaying the
+  remaining segments gives the same log: the first one's header holds the base index and
+  hard state of its time, and every frame after it was kept. A segment holding only frames
+  before a RESET is dead whatever `index` is, and is deleted as soon as it is not the
+  active one.
 - Every OSError raises `StorageError` and fails the store for good (fail-stop): after a
   failed write or fsync the file's state is unknown, and Linux may have dropped the dirty
   pages, so retrying could report durability that does not exist.
@@ -51,6 +75,7 @@ from pathlib import Path
 from zraft.core.types import Entry, HardState, RestoredState, SnapshotMeta
 from zraft.storage.base import (
     CorruptLogError,
+    LogGapError,
     StorageError,
     TailRepair,
     check_append,
@@ -63,6 +88,8 @@ from zraft.storage.wal import (
     FRAME_SEGMENT_HEADER,
     MAX_PAYLOAD,
     Frame,
+    Item,
+    Reset,
     SegmentHeader,
     Truncate,
     decode_items,
@@ -201,23 +228,33 @@ class FileStorage:
     ) -> None:
         """Truncate from entries[0].index, append `entries`, set `hard_state`; one fsync.
 
-        Nothing is written when there are no entries and no hard state.
+        With `snapshot` (a follower installed a snapshot its leader sent), the whole log is
+        dropped first and continues at snapshot.index + 1, where `entries` must start:
+        afterwards first_index() is snapshot.index + 1 and last_index() is the last entry
+        (snapshot.index if there are none). It is all one frame and one fsync. Install the
+        snapshot file before this save (module docstring).
+
+        Nothing is written when there are no entries, no hard state and no snapshot.
 
         Raises:
             ValueError: the entries leave a gap, are not contiguous, or a field is out of
                 range for the format (nothing was written; the store stays usable).
-            NotImplementedError: a snapshot was passed (snapshots: issue 5).
             StorageError: a write or fsync failed; the store is failed from now on.
         """
         self._check_usable()
-        if snapshot is not None:
-            raise NotImplementedError("saving snapshots arrives with issue 5")
-        check_append(entries, self._first_index, self._last_index)
-        if not entries and hard_state is None:
-            return
-        overwrite = bool(entries) and entries[0].index <= self._last_index
+        reset: Reset | None = None
+        if snapshot is None:
+            check_append(entries, self._first_index, self._last_index)
+            if not entries and hard_state is None:
+                return
+        else:
+            if snapshot.index < 0 or snapshot.term < 0:
+                raise ValueError(f"snapshot index and term must be >= 0: {snapshot}")
+            check_append(entries, snapshot.index + 1, snapshot.index)
+            reset = Reset(index=snapshot.index, term=snapshot.term)
+        overwrite = reset is None and bool(entries) and entries[0].index <= self._last_index
         truncate_from = entries[0].index if overwrite else None
-        payload = encode_save(truncate_from, entries, hard_state)
+        payload = encode_save(truncate_from, entries, hard_state, reset=reset)
         if len(payload) > MAX_PAYLOAD:
             raise ValueError(f"one save holds at most {MAX_PAYLOAD} bytes, got {len(payload)}")
         try:
@@ -235,6 +272,8 @@ class FileStorage:
                 sync_dir(self._dir)
         except OSError as exc:
             raise self._fail(f"writing the log in {self._dir}", exc) from exc
+        if reset is not None:
+            self._reset(reset.index)
         if entries:
             if truncate_from is not None:
                 self._truncate(truncate_from)
@@ -243,21 +282,39 @@ class FileStorage:
         if hard_state is not None:
             self._hard_state = hard_state
 
-    def load(self) -> RestoredState:
-        """The durable hard state and every stored entry, read back from the log.
+    def load(self, after: int = 0) -> RestoredState:
+        """The durable hard state and the stored entries with index > `after`.
+
+        `after` is the index of the snapshot the node loaded (0 for none); entries up to it
+        are not returned. The caller adds the snapshot and membership to the result.
+
+        If `after` >= last_index() no entries come back. When `after` > last_index() the
+        log cannot be appended to yet: that happens only after a crash between installing
+        a received snapshot and saving its RESET, and the node must then call
+        `save(hard_state, [], snapshot=meta)` before anything else.
 
         Raises:
+            ValueError: `after` < 0.
+            LogGapError: the log starts above after + 1 (entries are missing between the
+                snapshot and the log); the store stays usable.
             CorruptLogError, StorageError: as for `entries`.
         """
         self._check_usable()
-        entries = self.entries(self._first_index, self._last_index + 1)
+        if after < 0:
+            raise ValueError(f"after must be >= 0, got {after}")
+        if self._first_index > after + 1:
+            raise LogGapError(str(self._dir), after, self._first_index)
+        low = max(after + 1, self._first_index)
+        entries = self.entries(low, self._last_index + 1) if low <= self._last_index else []
         return RestoredState(hard_state=self._hard_state, entries=tuple(entries))
 
     def compact(self, index: int) -> None:
         """Delete the oldest segments whose live entries all have index <= `index`.
 
+        The node passes the index of the oldest snapshot it retains (module docstring).
         Works in whole segments and never deletes the active one, so first_index() may stay
-        well below index + 1. Entries above `index` are never discarded.
+        well below index + 1. Entries above `index` are never discarded. Segments holding
+        nothing live (only frames before a RESET, or only hard states) go whatever `index`.
 
         Raises:
             StorageError: deleting a segment failed; the store is failed from now on.
@@ -359,9 +416,15 @@ class FileStorage:
         except ValueError as exc:
             raise CorruptLogError(str(path), frame.offset, f"undecodable record: {exc}") from None
         first: int | None = None
-        for item in items:
-            if isinstance(item, Truncate):
-                if first is not None or not 1 <= item.from_index <= self._last_index + 1:
+        for position, item in enumerate(items):
+            if isinstance(item, Reset):
+                if position != 0:
+                    raise CorruptLogError(
+                        str(path), frame.offset, "a reset that is not a record's first item"
+                    )
+                self._reset(item.index)
+            elif isinstance(item, Truncate):
+                if position != 0 or not 1 <= item.from_index <= self._last_index + 1:
                     raise CorruptLogError(
                         str(path),
                         frame.offset,
@@ -410,6 +473,12 @@ class FileStorage:
         self._frames.truncate(from_index)
         self._last_index = from_index - 1
 
+    def _reset(self, index: int) -> None:
+        """Drop every entry from the in-memory view; the log continues at index + 1."""
+        self._frames.drop_prefix(len(self._frames))
+        self._first_index = index + 1
+        self._last_index = index
+
     def _roll(self) -> None:
         old_fd = self._fd
         self._fd = -1
@@ -430,9 +499,7 @@ class FileStorage:
 
     # --- reading and housekeeping --------------------------------------------------
 
-    def _read_save(
-        self, seq: int, offset: int, fds: dict[int, int]
-    ) -> list[Entry | Truncate | HardState]:
+    def _read_save(self, seq: int, offset: int, fds: dict[int, int]) -> list[Item]:
         path = self._segments[seq - self._segments[0].seq].path
         if seq not in fds:
             fds[seq] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from zraft.core.types import Entry, HardState, RestoredState, SnapshotMeta
-from zraft.storage.base import StorageError, TailRepair, check_append
+from zraft.storage.base import LogGapError, StorageError, TailRepair, check_append
 
 
 class MemoryStorage:
@@ -64,29 +64,47 @@ class MemoryStorage:
     ) -> None:
         """Truncate from entries[0].index, append `entries`, then set `hard_state` if given.
 
+        With `snapshot`, drop every entry first: the log continues at snapshot.index + 1,
+        where `entries` must start (as `FileStorage.save`).
+
         Raises:
             ValueError: the entries would leave a gap or are not contiguous.
-            NotImplementedError: a snapshot was passed (snapshots: issue 5).
             StorageError: a failure was injected, or the store already failed or is closed.
         """
         self._check_usable()
-        if snapshot is not None:
-            raise NotImplementedError("saving snapshots arrives with issue 5")
-        check_append(entries, self._first, self.last_index())
+        if snapshot is None:
+            check_append(entries, self._first, self.last_index())
+        else:
+            if snapshot.index < 0 or snapshot.term < 0:
+                raise ValueError(f"snapshot index and term must be >= 0: {snapshot}")
+            check_append(entries, snapshot.index + 1, snapshot.index)
         if self._pending_failure is not None:
             exc, self._pending_failure = self._pending_failure, None
             self._failure = f"save failed: {exc}"
             raise StorageError(self._failure) from exc
+        if snapshot is not None:
+            self._entries = []
+            self._first = snapshot.index + 1
         if entries:
             del self._entries[entries[0].index - self._first :]
             self._entries.extend(entries)
         if hard_state is not None:
             self._hard_state = hard_state
 
-    def load(self) -> RestoredState:
-        """The saved hard state and entries (callable any number of times)."""
+    def load(self, after: int = 0) -> RestoredState:
+        """The saved hard state and the entries with index > `after` (callable repeatedly).
+
+        Raises:
+            ValueError: `after` < 0.
+            LogGapError: the log starts above after + 1 (as `FileStorage.load`).
+        """
         self._check_usable()
-        return RestoredState(hard_state=self._hard_state, entries=tuple(self._entries))
+        if after < 0:
+            raise ValueError(f"after must be >= 0, got {after}")
+        if self._first > after + 1:
+            raise LogGapError("memory", after, self._first)
+        skip = max(0, after + 1 - self._first)
+        return RestoredState(hard_state=self._hard_state, entries=tuple(self._entries[skip:]))
 
     def compact(self, index: int) -> None:
         """Discard the entries with index <= `index` (bounded by the last index)."""

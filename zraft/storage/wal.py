@@ -17,12 +17,24 @@ validates at the position where it happens to sit.
 
 A segment starts with one FRAME_SEGMENT_HEADER (magic, version, seq, base index, and the
 hard state at the time the segment was started), followed by FRAME_SAVE frames. One save
-frame holds one `save()` call: an optional TRUNCATE item, then ENTRY items, then an
-optional HARD_STATE item. Items::
+frame holds one `save()` call: an optional TRUNCATE or RESET item (never both), then ENTRY
+items, then an optional HARD_STATE item. Items::
 
     ENTRY       u8 1, u64 term, u64 index, u8 kind, u32 data length, data
     TRUNCATE    u8 2, u64 from_index          drop every entry with index >= from_index
     HARD_STATE  u8 3, u64 term, u64 commit, u16 vote length, vote (UTF-8; length 0 = None)
+    RESET       u8 4, u64 index, u64 term     drop every entry; the log continues at
+                                              index + 1 (a snapshot at index/term replaced it)
+
+The entries after a RESET in the same frame start at index + 1. Every frame before a RESET
+is dead: replay still checks it, but none of its entries survive, so compaction may delete
+segments that hold only dead frames. A segment started after a RESET has base index + 1
+(or later), so the rule "a segment's base is one past the end of the log before it" holds
+across a RESET as everywhere else.
+
+RESET (tag 4) was added without changing VERSION: a log that never held one reads exactly
+as before, and an older build that meets one refuses the log as undecodable (it never
+silently misreads it).
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ _FRAME_TYPES = (FRAME_SEGMENT_HEADER, FRAME_SAVE)
 _ITEM_ENTRY = 1
 _ITEM_TRUNCATE = 2
 _ITEM_HARD_STATE = 3
+_ITEM_RESET = 4
 
 MAGIC = b"ZRAFTWAL"
 VERSION = 1
@@ -51,6 +64,7 @@ _SEGMENT_HEADER = struct.Struct("<8sHQQ")  # magic, version, seq, base index
 _ENTRY = struct.Struct("<BQQBI")
 _TRUNCATE = struct.Struct("<BQ")
 _HARD_STATE = struct.Struct("<BQQH")
+_RESET = struct.Struct("<BQQ")
 
 FRAME_HEADER_SIZE = _FRAME_HEADER.size
 MAX_PAYLOAD = 0xFFFF_FFFF
@@ -74,6 +88,18 @@ class Truncate:
     """The TRUNCATE item: drop every entry with index >= `from_index`."""
 
     from_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """The RESET item: drop every entry; the log continues at `index` + 1.
+
+    A follower saves it when it installs a snapshot (ending at `index`, `term`) that its
+    leader sent: everything in its log is then superseded.
+    """
+
+    index: int
+    term: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,15 +209,24 @@ def decode_segment_header(payload: memoryview) -> SegmentHeader:
 
 
 def encode_save(
-    truncate_from: int | None, entries: Sequence[Entry], hard_state: HardState | None
+    truncate_from: int | None,
+    entries: Sequence[Entry],
+    hard_state: HardState | None,
+    *,
+    reset: Reset | None = None,
 ) -> bytes:
-    """Payload of a FRAME_SAVE: truncation, then entries, then hard state.
+    """Payload of a FRAME_SAVE: truncation or reset, then entries, then hard state.
 
     Raises:
-        ValueError: a number is out of range for its field, or a vote is too long.
+        ValueError: both a truncation and a reset, a number out of range for its field, or
+            a vote that is too long.
     """
+    if reset is not None and truncate_from is not None:
+        raise ValueError("a save holds a truncation or a reset, not both")
     parts: list[bytes] = []
     try:
+        if reset is not None:
+            parts.append(_RESET.pack(_ITEM_RESET, reset.index, reset.term))
         if truncate_from is not None:
             parts.append(_TRUNCATE.pack(_ITEM_TRUNCATE, truncate_from))
         for entry in entries:
@@ -218,14 +253,17 @@ def _encode_hard_state(hard_state: HardState) -> bytes:
     return fixed + vote
 
 
-def decode_items(payload: memoryview) -> list[Entry | Truncate | HardState]:
+Item = Entry | Truncate | Reset | HardState
+
+
+def decode_items(payload: memoryview) -> list[Item]:
     """The items of a FRAME_SAVE payload, in order.
 
     Raises:
         ValueError: an unknown item tag, an unknown entry kind, or an item overrunning the
             payload.
     """
-    items: list[Entry | Truncate | HardState] = []
+    items: list[Item] = []
     pos = 0
     size = len(payload)
     while pos < size:
@@ -242,6 +280,11 @@ def decode_items(payload: memoryview) -> list[Entry | Truncate | HardState]:
             _check_room(pos + _TRUNCATE.size, size)
             items.append(Truncate(_TRUNCATE.unpack_from(payload, pos)[1]))
             pos += _TRUNCATE.size
+        elif tag == _ITEM_RESET:
+            _check_room(pos + _RESET.size, size)
+            _, index, term = _RESET.unpack_from(payload, pos)
+            items.append(Reset(index=index, term=term))
+            pos += _RESET.size
         elif tag == _ITEM_HARD_STATE:
             _check_room(pos + _HARD_STATE.size, size)
             _, term, commit, length = _HARD_STATE.unpack_from(payload, pos)
