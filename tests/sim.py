@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from zraft.core import (
+    ChangeRefused,
     Entry,
     Event,
     HardState,
@@ -43,6 +44,7 @@ from zraft.core import (
     SnapshotMeta,
     SnapshotRequest,
 )
+from zraft.core.membership import MembershipChange
 
 
 class SimFailure(AssertionError):
@@ -125,11 +127,14 @@ class SimCluster:
         heartbeat_ticks: int = 2,
         max_batch_entries: int = 64,
         max_inflight: int = 8,
+        voters: Iterable[str] | None = None,
+        max_promotion_lag: int = 5,
     ) -> None:
         self.ids = list(ids)
         self.seed = seed
         self.rng = random.Random(seed)
-        self.membership = Membership(frozenset(self.ids))
+        # The bootstrap membership; nodes outside it are spares that may be added later.
+        self.membership = Membership(frozenset(self.ids if voters is None else voters))
         self.configs = {
             i: RaftConfig(
                 node_id=i,
@@ -140,6 +145,7 @@ class SimCluster:
                 check_quorum=check_quorum,
                 max_batch_entries=max_batch_entries,
                 max_inflight=max_inflight,
+                max_promotion_lag=max_promotion_lag,
             )
             for i in self.ids
         }
@@ -308,6 +314,26 @@ class SimCluster:
         self._process(node_id)
         self._deliver_due()
         return result
+
+    def change_membership(self, change: MembershipChange) -> tuple[int, int] | None:
+        """Propose `change` at the leader; returns (term, index), or None if refused."""
+        leader = self.leader()
+        if leader is None:
+            return None
+        try:
+            result = self.raft(leader).propose_membership(change)
+        except (NotLeader, ProposalDropped, ChangeRefused) as exc:
+            self._note(f"{leader} refused {change.kind} {change.node_id}: {exc}")
+            return None
+        self._note(f"{leader} proposed {change.kind} {change.node_id} at {result[1]}")
+        self._process(leader)
+        self._deliver_due()
+        return result
+
+    def members(self) -> frozenset[str]:
+        """The members in the leader's view (all ids' bootstrap members if no leader)."""
+        leader = self.leader()
+        return self.raft(leader).membership.members if leader else self.membership.members
 
     def read(self, node_id: str) -> int | None:
         """Ask `node_id` for a read index; returns the context, or None if refused (or down)."""

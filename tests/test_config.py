@@ -241,7 +241,7 @@ BAD = [
     ("endpoint-wildcard", [("tcp://127.0.0.1:7201", "tcp://*:7201")], "node[0].client",
      "expected tcp://HOST:PORT"),
     ("id-with-space", [('id = "n1"', 'id = "n 1"')], "node[0].id",
-     "expected 1-64 characters of A-Z a-z 0-9 _ . -, got 'n 1'"),
+     "expected 1-64 characters of A-Z a-z 0-9 _ . -, a letter or digit first, got 'n 1'"),
     ("id-too-long", [('id = "n1"', f'id = "{"n" * 65}"')], "node[0].id", "1-64 characters"),
     ("no-nodes", [(NODES, "")], "node", "expected at least one [[node]] table"),
     ("empty-node-list", [(NODES, ""), ("[cluster]", "node = []\n[cluster]")], "node",

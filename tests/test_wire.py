@@ -11,6 +11,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from zraft.core.membership import encode_config
 from zraft.core.messages import (
     MESSAGE_TYPES,
     AppendRequest,
@@ -58,7 +59,12 @@ PEERS = frozenset({"n1", "n2", "n3"})
 ENTRIES = (
     Entry(term=2, index=8, kind=EntryKind.NOOP, data=b""),
     Entry(term=3, index=9, kind=EntryKind.NORMAL, data=b"\x00\xffcmd"),
-    Entry(term=3, index=10, kind=EntryKind.CONFIG, data=b"cfg"),
+    Entry(
+        term=3,
+        index=10,
+        kind=EntryKind.CONFIG,
+        data=encode_config(Membership(frozenset({"n1", "n2"}), frozenset({"n3"})), b"ctx"),
+    ),
 )
 META = SnapshotMeta(
     index=40, term=6, membership=Membership(voters=frozenset({"n1", "n2"}), learners=frozenset())
@@ -232,6 +238,9 @@ INVALID_PEER_FRAMES = {
     "entry kind bool": mutated(APPEND, set_entry(0, 2, True)),
     "entry data str": mutated(APPEND, set_entry(1, 3, "cmd")),
     "entry gap": mutated(APPEND, set_entry(2, 1, 11)),
+    "config entry not a config": mutated(APPEND, set_entry(2, 3, b"cfg")),
+    "config entry bad id": mutated(APPEND, set_entry(2, 3, b"zraft-config/1 n 1 -\n")),
+    "config entry no voters": mutated(APPEND, set_entry(2, 3, b"zraft-config/1  -\n")),
     "entries start after prev_index+1": mutated(APPEND, setitem(5, 6)),
     "entries overlap prev_index": mutated(APPEND, setitem(5, 8)),
     "entry term decreases": mutated(APPEND, set_entry(2, 0, 2)),

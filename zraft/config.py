@@ -47,7 +47,7 @@ from typing import Any
 
 from zraft.core.types import Membership, NodeId, RaftConfig
 
-_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # tcp://HOST:PORT where HOST is a name, an IPv4 address or a bracketed IPv6 address. A
 # wildcard host ("*") is refused: peers and clients connect to these same endpoints.
 _ENDPOINT_RE = re.compile(
@@ -275,7 +275,9 @@ class _Parser:
         node_id = self.string(table, f"{prefix}.id")
         if not _ID_RE.fullmatch(node_id):
             raise self.fail(
-                f"{prefix}.id", f"expected 1-64 characters of A-Z a-z 0-9 _ . -, got {node_id!r}"
+                f"{prefix}.id",
+                "expected 1-64 characters of A-Z a-z 0-9 _ . -, a letter or digit first, "
+                f"got {node_id!r}",
             )
         peer = self.endpoint(table, f"{prefix}.peer")
         client = self.endpoint(table, f"{prefix}.client")

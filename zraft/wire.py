@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 
 import msgpack
 
+from zraft.core.membership import decode_config
 from zraft.core.messages import (
     MESSAGE_TYPES,
     AppendRequest,
@@ -204,6 +205,7 @@ def _node_id(value: Any, label: str) -> str:
 
 
 _ENTRY_KINDS = {int(kind): kind for kind in EntryKind}
+_CONFIG_KIND = int(EntryKind.CONFIG)
 
 
 def _entries(value: Any, label: str) -> tuple[Entry, ...]:
@@ -223,6 +225,12 @@ def _entries(value: Any, label: str) -> tuple[Entry, ...]:
             raise DecodeError(f"{label}: unknown entry kind {_describe(kind)}")
         if type(data) is not bytes:
             raise DecodeError(f"{label}: entry data must be bytes, got {_type_name(data)}")
+        if kind == _CONFIG_KIND:
+            # The core takes a CONFIG entry's membership as soon as it is appended.
+            try:
+                decode_config(data)
+            except ValueError as exc:
+                raise DecodeError(f"{label}: entry {index}: {exc}") from exc
         out.append(Entry(term, index, _ENTRY_KINDS[kind], data))
     return tuple(out)
 

@@ -4,9 +4,16 @@ Drive it with `Raft.tick/step/propose/read_index`, then carry out each `Ready` i
 persist, send, apply, `advance`.
 """
 
-from zraft.core.errors import InvariantViolation, NotLeader, ProposalDropped, RaftError
+from zraft.core.errors import (
+    ChangeRefused,
+    InvariantViolation,
+    NotLeader,
+    ProposalDropped,
+    RaftError,
+)
 from zraft.core.events import REQUIRED_FIELDS, Event, EventName
 from zraft.core.log import RaftLog
+from zraft.core.membership import ChangeKind, MembershipChange
 from zraft.core.messages import (
     MESSAGE_TYPES,
     AppendRequest,
@@ -39,6 +46,8 @@ __all__ = [
     "REQUIRED_FIELDS",
     "AppendRequest",
     "AppendResponse",
+    "ChangeKind",
+    "ChangeRefused",
     "Entry",
     "EntryKind",
     "Event",
@@ -46,6 +55,7 @@ __all__ = [
     "HardState",
     "InvariantViolation",
     "Membership",
+    "MembershipChange",
     "Message",
     "NodeId",
     "NotLeader",

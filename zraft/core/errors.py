@@ -27,3 +27,17 @@ class ProposalDropped(RaftError):
 
 class InvariantViolation(RaftError):
     """A Raft safety invariant is broken: a bug. The node must stop (fail-stop)."""
+
+
+class ChangeRefused(RaftError):
+    """A membership change cannot be made now; the message says why and what to do.
+
+    Attributes:
+        retryable: True if the same change may succeed later (another change is still in
+            progress, the learner is still catching up, the leader has not committed in
+            its term yet); False if it is invalid as asked (unknown member, last voter).
+    """
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable

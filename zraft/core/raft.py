@@ -31,6 +31,16 @@ the file and reports a failed transfer with `snapshot_failed`. A follower is ste
 news to it, its log is replaced and the next Ready carries `snapshot` for the driver to
 install before applying anything after it.
 
+Membership (thesis §4.1, single-server changes): `propose_membership` appends a CONFIG
+entry holding the whole new membership; every node uses the newest CONFIG entry in its
+log from the moment it is appended (a truncated one is forgotten again). The leader refuses
+a change while an earlier one is uncommitted, and before it has committed an entry of its
+own term (the correction to the single-server algorithm published after the thesis:
+without it, two changes decided by different leaders could leave disjoint majorities).
+A learner is promoted only once close to the leader's log. A leader that removed itself
+keeps managing the cluster without counting itself until the change commits, then hands
+over with TimeoutNow and steps down (§4.2.2).
+
 Reads (thesis §6.4): `read_index` records the commit index, bumps the leader's round
 counter `seq` and broadcasts heartbeats carrying it; the read is released once a quorum has
 echoed a round at least that recent. A leader that has not yet committed an entry of its
@@ -44,9 +54,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zraft.core import quorum
-from zraft.core.errors import InvariantViolation, NotLeader, ProposalDropped
+from zraft.core.errors import ChangeRefused, InvariantViolation, NotLeader, ProposalDropped
 from zraft.core.events import Event, EventName
 from zraft.core.log import RaftLog
+from zraft.core.membership import (
+    ChangeKind,
+    MembershipChange,
+    apply_change,
+    decode_config,
+    encode_config,
+)
 from zraft.core.messages import (
     AppendRequest,
     AppendResponse,
@@ -87,6 +104,8 @@ class Status:
     last_index: int
     voters: tuple[NodeId, ...]
     match_indexes: dict[NodeId, int] = field(default_factory=dict)
+    learners: tuple[NodeId, ...] = ()
+    config_index: int = 0  # the index of the membership in force (0: bootstrap)
     snapshot_index: int = 0  # the newest snapshot's last index (0: none yet)
     first_index: int = 1  # the first entry still held in the log
 
@@ -135,8 +154,11 @@ class Raft:
         )
         self._snapshot: SnapshotMeta | None = snapshot  # the newest durable snapshot
         self._snapshot_to_install: SnapshotMeta | None = None  # follower: for the next Ready
-        # (index, membership) from which each known membership is in force, oldest first.
+        # (index, membership) from which each known membership is in force, oldest first:
+        # the bootstrap or snapshot one, then one per CONFIG entry in the log.
         self._memberships: list[tuple[int, Membership]] = [(snapshot_index, self.membership)]
+        self._config_context = b""  # the driver's context of the newest CONFIG entry
+        self._auto_promote: set[NodeId] = set()  # leader: learners to promote when caught up
         self.term = hard_state.term
         self.voted_for: NodeId | None = hard_state.voted_for
         self.role = Role.FOLLOWER
@@ -159,6 +181,9 @@ class Raft:
         self._forwarded_reads: dict[int, NodeId] = {}  # follower: context -> leader asked
         self._transfer_target: NodeId | None = None
         self._outstanding: Ready | None = None  # handed out by ready(), not yet advanced
+        for entry in restored.entries:
+            if entry.kind is EntryKind.CONFIG:
+                self._adopt_config(entry)  # the newest CONFIG entry in the log rules
 
     # === inputs ================================================================================
     def tick(self) -> None:
@@ -231,6 +256,41 @@ class Raft:
         if self.role is not Role.LEADER and self._is_promotable():
             self._start_election(transfer=False)
 
+    def propose_membership(
+        self, change: MembershipChange, context: bytes = b""
+    ) -> tuple[int, int]:
+        """Append a CONFIG entry making one single-server change; returns its (term, index).
+
+        `context` is stored in the entry for the driver (zraft: every member's endpoints).
+
+        Raises:
+            NotLeader: this node is not the leader.
+            ProposalDropped: a leadership transfer is under way.
+            ChangeRefused: the change is invalid, or cannot be made yet (see `retryable`).
+        """
+        self._check_not_outstanding()
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        if self._transfer_target is not None:
+            raise ProposalDropped("leadership transfer in progress")
+        self._check_change_allowed()
+        try:
+            new = apply_change(self.membership, change)
+        except ValueError as exc:
+            raise ChangeRefused(str(exc), retryable=False) from exc
+        if change.kind is ChangeKind.PROMOTE and not self._caught_up(change.node_id):
+            lag = self.log.last_index - self._progress[change.node_id].match_index
+            raise ChangeRefused(
+                f"learner {change.node_id} is {lag} entries behind the leader; it can be "
+                f"promoted within {self.config.max_promotion_lag} (retry when caught up)",
+                retryable=True,
+            )
+        if change.kind is ChangeKind.ADD_LEARNER and change.promote_when_caught_up:
+            self._auto_promote.add(change.node_id)
+        else:
+            self._auto_promote.discard(change.node_id)
+        return self._append_config(new, context)
+
     def transfer_leadership(self, target: NodeId) -> None:
         """Hand leadership to `target` (thesis §3.10); proposals are refused meanwhile.
 
@@ -295,6 +355,9 @@ class Raft:
             raise ValueError(f"compact to {compact_to} beyond snapshot {self._snapshot.index}")
         if compact_to > self.log.snapshot_index:
             self.log.compact_to(compact_to)
+            # Keep the membership in force at the new first index, and all later ones.
+            while len(self._memberships) > 1 and self._memberships[1][0] <= compact_to:
+                del self._memberships[0]
 
     def snapshot_failed(self, peer: NodeId) -> None:
         """The driver could not deliver a snapshot to `peer`: probe it again (etcd's
@@ -427,6 +490,8 @@ class Raft:
             match_indexes={p: pr.match_index for p, pr in self._progress.items()},
             snapshot_index=self._snapshot.index if self._snapshot else 0,
             first_index=self.log.first_index,
+            learners=tuple(sorted(self.membership.learners)),
+            config_index=self._memberships[-1][0],
         )
 
     def check_invariants(self) -> None:
@@ -444,6 +509,9 @@ class Raft:
         if self.role is Role.LEADER:
             if self.leader_id != self.id:
                 raise InvariantViolation(f"{self.id}: leader does not know it leads")
+            missing = self.membership.members - {self.id} - set(self._progress)
+            if missing:
+                raise InvariantViolation(f"{self.id}: no progress for members {sorted(missing)}")
             for peer, pr in self._progress.items():
                 if not 0 <= pr.match_index < pr.next_index or pr.match_index > log.last_index:
                     raise InvariantViolation(
@@ -593,7 +661,19 @@ class Raft:
         return quorum.has_quorum(active, self.membership.voters)
 
     def _is_promotable(self) -> bool:
-        return self.id in self.membership.voters
+        """Whether this node may campaign: it is a voter, or its own removal is not yet
+        committed. The latter matters for liveness: a leader that appended its removal
+        and restarted may hold the only copy of the newest entries, and no one else can be
+        elected without it. Elected by a majority of the new membership (which overlaps
+        every majority of the old one), it commits the removal and then steps down."""
+        if self.id in self.membership.voters:
+            return True
+        config_index = self._memberships[-1][0]
+        return (
+            len(self._memberships) > 1
+            and config_index > self.log.commit_index
+            and self.id in self._memberships[-2][1].voters
+        )
 
     def _start_election(self, *, transfer: bool) -> None:
         if self.config.pre_vote and not transfer:
@@ -674,10 +754,8 @@ class Raft:
         self._abandon_leadership()
         self._set_leader(self.id)
         self._change_role(Role.LEADER)
-        self._progress = {
-            peer: Progress(self.log.last_index + 1, self.config.max_inflight)
-            for peer in sorted(self.membership.members - {self.id})
-        }
+        self._progress = {}
+        self._track_members()
         self._heartbeat_elapsed = 0
         self._election_elapsed = 0
         self._seq = 0
@@ -716,6 +794,7 @@ class Raft:
         self._broadcast_pending = False
         self._progress = {}
         self._transfer_target = None
+        self._auto_promote = set()
 
     def _change_role(self, new_role: Role) -> None:
         if new_role is not self.role:
@@ -837,9 +916,13 @@ class Raft:
             if pr.state is ProgressState.PROBE:
                 pr.become_replicate()
             self._maybe_commit()
+            if self._progress.get(msg.src) is not pr:
+                return  # the commit finished a change that removed it, or us
         if pr.state is ProgressState.SNAPSHOT and pr.match_index >= pr.pending_snapshot:
             pr.become_replicate()  # it caught up another way (or the answer to it was lost)
         pr.inflights.free_to(msg.index)
+        if msg.src in self._auto_promote:
+            self._maybe_auto_promote()
         if self._transfer_target == msg.src and pr.match_index == self.log.last_index:
             self._send(TimeoutNow(self.id, msg.src, self.term))
         # Each send either advances next_index or pauses the probe, so this ends.
@@ -874,6 +957,8 @@ class Raft:
             return  # claims entries we never had: a forged or corrupt answer
         if pr.maybe_update(msg.index):
             self._maybe_commit()
+            if self._progress.get(msg.src) is not pr:
+                return  # the commit finished a change that removed it, or us
         if pr.state is ProgressState.SNAPSHOT:
             pr.become_probe()  # from just after the snapshot: appends take over
         while self._maybe_send_append(msg.src):
@@ -889,6 +974,10 @@ class Raft:
         self.log.commit_to(index)
         self._emit(EventName.COMMIT_ADVANCED, term=self.term, commit_index=index)
         self._broadcast_pending = True
+        if self._memberships[-1][0] <= index:
+            self._config_committed()
+            if self.role is not Role.LEADER:
+                return True
         if self._reads_before_commit:
             waiting, self._reads_before_commit = self._reads_before_commit, []
             for origin, context in waiting:
@@ -915,6 +1004,10 @@ class Raft:
         truncated_from = self.log.append_from_leader(entries)
         if truncated_from is not None:
             self._emit(EventName.LOG_TRUNCATED, from_index=truncated_from, term=self.term)
+            self._forget_configs_from(truncated_from)
+        for entry in entries:
+            if entry.kind is EntryKind.CONFIG and entry.index > self._memberships[-1][0]:
+                self._adopt_config(entry)
         last_new = prev_index + len(entries)
         if self.log.commit_to(min(msg.commit, last_new)):
             self._emit(
@@ -938,9 +1031,108 @@ class Raft:
             self.log.restore(meta.index, meta.term)
             self.membership = meta.membership
             self._memberships = [(meta.index, meta.membership)]
+            self._config_context = b""
             self._snapshot = meta
             self._snapshot_to_install = meta
         self._send(SnapshotResponse(self.id, msg.src, self.term, meta.index))
+
+    # === membership ============================================================================
+    def _check_change_allowed(self) -> None:
+        config_index = self._memberships[-1][0]
+        if config_index > self.log.commit_index:
+            raise ChangeRefused(
+                f"the membership change at index {config_index} is not committed yet; "
+                "one change at a time (retry when it is)",
+                retryable=True,
+            )
+        if self.log.term_at(self.log.commit_index) != self.term:
+            raise ChangeRefused(
+                "the new leader has not committed an entry of its term yet (retry shortly)",
+                retryable=True,
+            )
+
+    def _caught_up(self, learner: NodeId) -> bool:
+        pr = self._progress.get(learner)
+        lag = self.config.max_promotion_lag
+        return pr is not None and pr.match_index >= self.log.last_index - lag
+
+    def _append_config(self, new: Membership, context: bytes) -> tuple[int, int]:
+        index = self.log.last_index + 1
+        data = encode_config(new, context)
+        # In force from the moment it is appended: before `_append_own`, so a
+        # single-voter leader counts the entry itself under the new membership.
+        self._set_membership(index, new, context)
+        return self._append_own(EntryKind.CONFIG, data)
+
+    def _adopt_config(self, entry: Entry) -> None:
+        """Use the membership of a CONFIG entry just appended (or restored)."""
+        try:
+            membership, context = decode_config(entry.data)
+        except ValueError as exc:
+            # Peers' entries are validated by the wire decoder; ours are our own.
+            raise InvariantViolation(f"undecodable config entry {entry.index}: {exc}") from exc
+        self._set_membership(entry.index, membership, context)
+
+    def _set_membership(self, index: int, membership: Membership, context: bytes) -> None:
+        self._memberships.append((index, membership))
+        self.membership = membership
+        self._config_context = context
+        if self.role is Role.LEADER:
+            self._track_members()
+
+    def _forget_configs_from(self, index: int) -> None:
+        """A truncation removed CONFIG entries from `index` on: the previous one rules."""
+        while len(self._memberships) > 1 and self._memberships[-1][0] >= index:
+            self._memberships.pop()
+        self.membership = self._memberships[-1][1]
+
+    def _track_members(self) -> None:
+        """Leader: replicate to every member. Removed members stay until the change commits
+        (so they learn of their removal and stop campaigning)."""
+        for peer in sorted(self.membership.members - {self.id} - set(self._progress)):
+            pr = Progress(self.log.last_index + 1, self.config.max_inflight)
+            pr.recent_active = True  # a new member gets a full check-quorum period
+            self._progress[peer] = pr
+
+    def _config_committed(self) -> None:
+        """Leader: the newest membership is committed; drop removed members, and step
+        down if we are no longer a voter (thesis §4.2.2)."""
+        for peer in list(self._progress):
+            if peer not in self.membership.members:
+                del self._progress[peer]
+        if self.id not in self.membership.voters:
+            self._hand_over_and_step_down()
+            return
+        self._maybe_auto_promote()
+
+    def _hand_over_and_step_down(self) -> None:
+        candidates = [
+            (pr.match_index, peer)
+            for peer, pr in self._progress.items()
+            if peer in self.membership.voters
+        ]
+        if candidates:
+            match, target = max(candidates)
+            if match == self.log.last_index:
+                self._send(TimeoutNow(self.id, target, self.term))
+        self._become_follower(self.term, None, reason="message")
+
+    def _maybe_auto_promote(self) -> None:
+        """Leader: promote a learner added with `promote_when_caught_up` once it is."""
+        for learner in sorted(self._auto_promote):
+            if learner not in self.membership.learners:
+                self._auto_promote.discard(learner)
+            elif self._caught_up(learner) and self._transfer_target is None:
+                try:
+                    self._check_change_allowed()
+                except ChangeRefused:
+                    return  # another change first; tried again on the next commit
+                self._auto_promote.discard(learner)
+                promoted = apply_change(
+                    self.membership, MembershipChange(ChangeKind.PROMOTE, learner)
+                )
+                self._append_config(promoted, self._config_context)
+                return
 
     def _membership_at(self, index: int) -> Membership:
         """The membership in force at log index `index`."""

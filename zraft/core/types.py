@@ -27,7 +27,7 @@ class EntryKind(IntEnum):
 
     NORMAL = 0  # an encoded state machine command, opaque to the core
     NOOP = 1  # the entry a new leader appends to commit its term (§5.4.2, §8)
-    CONFIG = 2  # reserved for membership changes (issue 6)
+    CONFIG = 2  # a new membership (`zraft.core.membership`), in force once appended
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +125,9 @@ class RaftConfig:
             refuse (pre-)votes (thesis §6.2, §9.6).
         max_inflight: appends in flight per follower while replicating (pipelining).
         max_batch_entries, max_batch_bytes: bounds on one AppendRequest.
+        max_promotion_lag: a learner is promoted to voter only once its log is at most
+            this many entries behind the leader's (thesis §4.2.1: a new voter that cannot
+            yet help commit would cost availability).
     """
 
     node_id: NodeId
@@ -136,6 +139,7 @@ class RaftConfig:
     max_inflight: int = 256
     max_batch_entries: int = 1024
     max_batch_bytes: int = 1 << 20
+    max_promotion_lag: int = 100
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -148,3 +152,5 @@ class RaftConfig:
             raise ValueError("election_ticks_max must be >= election_ticks_min")
         if self.max_inflight < 1 or self.max_batch_entries < 1 or self.max_batch_bytes < 1:
             raise ValueError("max_inflight, max_batch_entries and max_batch_bytes must be >= 1")
+        if self.max_promotion_lag < 0:
+            raise ValueError("max_promotion_lag must be >= 0")
