@@ -33,11 +33,17 @@ class ChangeRefused(RaftError):
     """A membership change cannot be made now; the message says why and what to do.
 
     Attributes:
-        retryable: True if the same change may succeed later (another change is still in
-            progress, the learner is still catching up, the leader has not committed in
-            its term yet); False if it is invalid as asked (unknown member, last voter).
+        code: `invalid` (the change makes no sense: unknown member, last voter),
+            `in_progress` (another change is not committed yet: one at a time), or
+            `not_ready` (retry later: a learner still catching up, or a new leader that
+            has not committed an entry of its term).
     """
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.code = code
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same change may succeed later."""
+        return self.code != "invalid"

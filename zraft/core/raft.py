@@ -159,6 +159,9 @@ class Raft:
         self._memberships: list[tuple[int, Membership]] = [(snapshot_index, self.membership)]
         self._config_context = b""  # the driver's context of the newest CONFIG entry
         self._auto_promote: set[NodeId] = set()  # leader: learners to promote when caught up
+        # Leader: removed members still sent appends until they acknowledge a round (seq)
+        # sent after their removal committed, or a timeout: peer -> (seq, index, ticks).
+        self._departing: dict[NodeId, tuple[int, int, int]] = {}
         self.term = hard_state.term
         self.voted_for: NodeId | None = hard_state.voted_for
         self.role = Role.FOLLOWER
@@ -277,13 +280,13 @@ class Raft:
         try:
             new = apply_change(self.membership, change)
         except ValueError as exc:
-            raise ChangeRefused(str(exc), retryable=False) from exc
+            raise ChangeRefused(str(exc), code="invalid") from exc
         if change.kind is ChangeKind.PROMOTE and not self._caught_up(change.node_id):
             lag = self.log.last_index - self._progress[change.node_id].match_index
             raise ChangeRefused(
                 f"learner {change.node_id} is {lag} entries behind the leader; it can be "
                 f"promoted within {self.config.max_promotion_lag} (retry when caught up)",
-                retryable=True,
+                code="not_ready",
             )
         if change.kind is ChangeKind.ADD_LEARNER and change.promote_when_caught_up:
             self._auto_promote.add(change.node_id)
@@ -650,6 +653,16 @@ class Raft:
         if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             self._broadcast_heartbeat()
+        for peer, (seq, index, ticks) in list(self._departing.items()):
+            if ticks <= 1:
+                self._drop_departed(peer)  # unreachable: stop trying
+            else:
+                self._departing[peer] = (seq, index, ticks - 1)
+
+    def _drop_departed(self, peer: NodeId) -> None:
+        del self._departing[peer]
+        if peer not in self.membership.members:
+            self._progress.pop(peer, None)
 
     def _quorum_recently_active(self) -> bool:
         """Check-quorum: did a majority answer us during the last election timeout?"""
@@ -795,6 +808,7 @@ class Raft:
         self._progress = {}
         self._transfer_target = None
         self._auto_promote = set()
+        self._departing = {}
 
     def _change_role(self, new_role: Role) -> None:
         if new_role is not self.role:
@@ -923,6 +937,12 @@ class Raft:
         pr.inflights.free_to(msg.index)
         if msg.src in self._auto_promote:
             self._maybe_auto_promote()
+        departing = self._departing.get(msg.src)
+        if departing is not None:
+            seq, config_index, _ = departing
+            if pr.acked_seq >= seq and pr.match_index >= config_index:
+                self._drop_departed(msg.src)  # it holds its removal, and knows it committed
+                return
         if self._transfer_target == msg.src and pr.match_index == self.log.last_index:
             self._send(TimeoutNow(self.id, msg.src, self.term))
         # Each send either advances next_index or pauses the probe, so this ends.
@@ -1043,12 +1063,12 @@ class Raft:
             raise ChangeRefused(
                 f"the membership change at index {config_index} is not committed yet; "
                 "one change at a time (retry when it is)",
-                retryable=True,
+                code="in_progress",
             )
         if self.log.term_at(self.log.commit_index) != self.term:
             raise ChangeRefused(
                 "the new leader has not committed an entry of its term yet (retry shortly)",
-                retryable=True,
+                code="not_ready",
             )
 
     def _caught_up(self, learner: NodeId) -> bool:
@@ -1095,11 +1115,16 @@ class Raft:
             self._progress[peer] = pr
 
     def _config_committed(self) -> None:
-        """Leader: the newest membership is committed; drop removed members, and step
-        down if we are no longer a voter (thesis §4.2.2)."""
-        for peer in list(self._progress):
-            if peer not in self.membership.members:
-                del self._progress[peer]
+        """Leader: the newest membership is committed. Removed members get one more
+        round, so they learn the commit and stop campaigning; we step down if we are no
+        longer a voter (thesis §4.2.2)."""
+        config_index = self._memberships[-1][0]
+        members, departing = self.membership.members, self._departing
+        removed = [p for p in self._progress if p not in members and p not in departing]
+        if removed:
+            self._seq += 1  # the round that carries the new commit index to them
+            for peer in removed:
+                self._departing[peer] = (self._seq, config_index, self.config.election_ticks_max)
         if self.id not in self.membership.voters:
             self._hand_over_and_step_down()
             return
