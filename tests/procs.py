@@ -274,13 +274,30 @@ class ProcessCluster:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._all_procs: list[subprocess.Popen[bytes]] = []  # every start, for cleanup
         self._paused: set[str] = set()
+        self._joiners: dict[str, tuple[str, str]] = {}  # started with --join: endpoints
         self._client = ReqClient()
         self._closed = False
 
     # --- processes ------------------------------------------------------------------
 
+    def add_joiner(self, node_id: str) -> tuple[str, str]:
+        """Make up endpoints and a data dir for a node the config file does not name.
+
+        `start(node_id)` then runs it with `--join`. Returns (peer, client) endpoints.
+        """
+        assert node_id not in self.ids, f"{node_id} is already known"
+        peer_port, client_port = free_ports(2)
+        peer, client = f"tcp://127.0.0.1:{peer_port}", f"tcp://127.0.0.1:{client_port}"
+        self._joiners[node_id] = (peer, client)
+        self.ids.append(node_id)
+        self.client_endpoints[node_id] = client
+        self.peer_endpoints[node_id] = peer
+        return peer, client
+
     def start(self, node_id: str, *, wait: bool = True) -> None:
         """Start `node_id` (again) on its data dir; with `wait`, until it logs `node_started`.
+
+        A node made with `add_joiner` runs with `--join` and its own endpoint flags.
 
         Raises:
             AssertionError: the node is already running, exits, or does not start in time.
@@ -291,6 +308,10 @@ class ProcessCluster:
         err = (self.directory / f"{node_id}.stderr").open("ab")
         command = [sys.executable, str(NODE_SCRIPT), "--config", str(self.config_path)]
         command += ["--id", node_id, "--test-fault-file", str(self.fault_path(node_id))]
+        if node_id in self._joiners:
+            peer, client = self._joiners[node_id]
+            data_dir = self.directory / "data" / node_id
+            command += ["--join", "--peer", peer, "--client", client, "--data-dir", str(data_dir)]
         with out, err:
             proc = subprocess.Popen(
                 command,

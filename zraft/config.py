@@ -71,6 +71,12 @@ _MAY_BE_ZERO = frozenset({"snapshot_trailing"})
 _NODE_KEYS = ("id", "peer", "client", "data_dir")
 
 
+def is_endpoint(value: str) -> bool:
+    """Whether `value` is a `tcp://HOST:PORT` endpoint this file format would accept."""
+    match = _ENDPOINT_RE.fullmatch(value)
+    return bool(match) and 1 <= int(match["port"]) <= 65535
+
+
 class ConfigError(ValueError):
     """A configuration file is unreadable or invalid.
 
@@ -287,8 +293,7 @@ class _Parser:
     def endpoint(self, table: dict[str, Any], key: str) -> str:
         """A `tcp://HOST:PORT` string with 1 <= PORT <= 65535."""
         value = self.string(table, key)
-        match = _ENDPOINT_RE.fullmatch(value)
-        if not match or not 1 <= int(match["port"]) <= 65535:
+        if not is_endpoint(value):
             raise self.fail(key, f"expected tcp://HOST:PORT with PORT in 1..65535, got {value!r}")
         return value
 

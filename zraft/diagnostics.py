@@ -114,7 +114,7 @@ FIELDS: dict[str, frozenset[str] | None] = {
         {"peer", "index", "size_bytes", "duration_ms", "delivered", "reason"}
     ),
     NodeEvent.LOG_COMPACTED: frozenset({"index", "term", "size_bytes", "first_index"}),
-    NodeEvent.MEMBER_ADDED: frozenset({"member", "index"}),
+    NodeEvent.MEMBER_ADDED: frozenset({"member", "index", "role"}),
     NodeEvent.MEMBER_REMOVED: frozenset({"member", "index"}),
     NodeEvent.BAD_FRAME: frozenset({"source", "sender", "reason"}),
     NodeEvent.LOOP_STALLED: frozenset({"lag_ms"}),

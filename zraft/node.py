@@ -37,9 +37,14 @@ from typing import Any
 import zmq
 
 from zraft import __version__, diagnostics, wire
-from zraft.config import ClusterConfig
+from zraft.config import ClusterConfig, ConfigError, NodeConfig, is_endpoint
 from zraft.core import (
+    ChangeKind,
+    ChangeRefused,
+    Entry,
     EntryKind,
+    Membership,
+    MembershipChange,
     Message,
     NotLeader,
     ProposalDropped,
@@ -49,9 +54,11 @@ from zraft.core import (
     Role,
     SnapshotRequest,
 )
+from zraft.core.membership import decode_config
 from zraft.diagnostics import NodeEvent
 from zraft.faults import FaultFile
 from zraft.kv import KVStore, Result, SnapshotView
+from zraft.members import Endpoints, decode_endpoints, endpoints_from_plain
 from zraft.requests import Bucket, Pending, PendingRequests, ReplyTo
 from zraft.snapshot_transfer import Received, SnapshotInbox, SnapshotSender, TransferOutcome
 from zraft.snapshots import SnapshotMaker, SnapshotStats
@@ -79,6 +86,9 @@ class Node:
         storage: a storage to use instead of a `FileStorage` in the node's data dir.
         strict_events: raise on an event outside the vocabulary (tests).
         fault_file: TESTS ONLY: a control file naming peers to cut off (`zraft.faults`).
+        join: start as a node outside the initial membership (`--join`): with an empty
+            data dir it never campaigns, and waits for a leader to add it.
+        me: this node's endpoints and data dir when the file does not name it (`--join`).
     """
 
     def __init__(
@@ -94,16 +104,20 @@ class Node:
         strict_events: bool = False,
         context: zmq.Context[Any] | None = None,
         fault_file: Path | None = None,
+        join: bool = False,
+        me: NodeConfig | None = None,
     ) -> None:
-        me = cluster.node(node_id)
+        me = me if me is not None else cluster.node(node_id)
         self.id = node_id
+        self._join = join
+        self._endpoints = Endpoints((n.id, n.peer, n.client) for n in cluster.nodes)
+        self._endpoints.set(node_id, me.peer, me.client)
         self._cluster = cluster
         self._clock = clock
         self._tick_s = cluster.tick_ms / 1000
         self._request_timeout_s = cluster.request_timeout_ms / 1000
-        self._log = diagnostics.configure(
-            node_id, log_path or cluster.log_path(node_id), log_level, strict=strict_events
-        )
+        log_path = log_path or cluster.log_dir / f"{node_id}.jsonl"
+        self._log = diagnostics.configure(node_id, log_path, log_level, strict=strict_events)
         # The WAL first: it takes the data dir's lock, which covers the snapshot dir too.
         self._storage = (
             storage
@@ -121,19 +135,28 @@ class Node:
         self._snapshots = SnapshotStore(me.data_dir / "snapshots", retain=cluster.snapshot_retain)
         self._kv = KVStore()
         restored = self._restore_state(cluster)
-        self._raft = Raft(cluster.raft_config(node_id), restored, (rng or random.Random()).randint)
+        # The tunables are cluster-wide; a joining node need not be named in the file.
+        raft_config = replace(cluster.raft_config(cluster.nodes[0].id), node_id=node_id)
+        self._raft = Raft(raft_config, restored, (rng or random.Random()).randint)
         self._maker = SnapshotMaker(
             self._snapshots,
             every_entries=cluster.snapshot_entries,
             every_bytes=cluster.snapshot_bytes,
         )
         self._snapshot_waiters: list[ReplyTo] = []  # `snapshot` requests awaiting the file
-        self._peer_ids = frozenset(cluster.peer_ids(node_id))
+        for entry in restored.entries:
+            if entry.kind is EntryKind.CONFIG:
+                self._learn_endpoints(entry)
+        # Membership events are for changes applied from now on, not for a replay.
+        self._replayed_until = restored.hard_state.commit
+        self._applied_membership = restored.membership or cluster.membership
+        peers = self._endpoints.peers_of(node_id)
+        self._peer_ids = frozenset(peers)
         self._transport = ZmqTransport(
             node_id,
             me.peer,
             me.client,
-            {p.id: p.peer for p in cluster.nodes if p.id != node_id},
+            peers,
             client_max_message_bytes=cluster.max_key_bytes + 2 * cluster.max_value_bytes + 8192,
             peer_max_message_bytes=max(8 << 20, 4 * cluster.max_value_bytes),
             context=context,
@@ -145,6 +168,8 @@ class Node:
             node_id, self._snapshots, max_bytes=MAX_SNAPSHOT_TRANSFER_BYTES
         )
         self._received: Received | None = None  # a verified snapshot the core is deciding on
+        # transfer_leader requests waiting to see the target lead: (request, target).
+        self._transfers_waiting: list[tuple[Pending, str]] = []
         self._failed_transfers: list[str] = []  # peers to report to the core next turn
         self._pending = PendingRequests()
         self._next_id = 1  # read contexts, forward ids and park ids; never reused
@@ -179,7 +204,7 @@ class Node:
             )
         if loaded is None:
             restored = self._storage.load()
-            return replace(restored, membership=restored.membership or cluster.membership)
+            return replace(restored, membership=restored.membership or self._bootstrap(cluster))
         meta = loaded.meta
         storage = self._storage
         stored_term = None
@@ -191,6 +216,7 @@ class Node:
             storage.save(None, (), snapshot=meta)
         restored = storage.load(after=meta.index)
         self._kv.restore_snapshot(self._view_of(loaded))
+        self._learn_snapshot_endpoints(loaded)
         diagnostics.emit_node(
             self._log,
             NodeEvent.SNAPSHOT_LOADED,
@@ -200,6 +226,18 @@ class Node:
             duration_ms=round((time.perf_counter() - began) * 1000, 1),
         )
         return replace(restored, snapshot=meta, membership=meta.membership)
+
+    def _bootstrap(self, cluster: ClusterConfig) -> Membership:
+        """The membership of a brand-new log: the file's nodes, or for a node joining an
+        existing cluster, the others (it is not a voter until a leader makes it one)."""
+        if not self._join:
+            return cluster.membership
+        others = frozenset(cluster.node_ids) - {self.id}
+        if not others:
+            raise ConfigError(
+                cluster.path, None, "--join needs the file to name at least one existing member"
+            )
+        return Membership(voters=others)
 
     @staticmethod
     def _view_of(loaded: LoadedSnapshot) -> SnapshotView:
@@ -305,6 +343,8 @@ class Node:
         else:
             self._next_tick += self._tick_s
         self._expire_requests(now)
+        if self._transfers_waiting:
+            self._settle_transfers(now)
         if self._faults is not None:
             self._apply_fault_file()
 
@@ -384,20 +424,31 @@ class Node:
         """Answer, propose, read or forward one decoded request."""
         if request.op == "status":
             self._send_reply(reply_to, self._status_reply())
+        elif request.kind != "local" and self.id not in self._raft.membership.members:
+            # Removed (or not added yet): no leader will tell us anything; send the client
+            # elsewhere at once instead of parking its request until the timeout.
+            message = f"{self.id} is not a member of the cluster; ask another node"
+            self._reply_error(reply_to, "unavailable", message)
         elif request.kind in ("write", "read"):
             pending = Pending(request, reply_to, self._clock() + self._request_timeout_s)
             if not self._dispatch(pending):
                 self._pending.add("parked", self._take_id(), pending)
         elif request.op == "snapshot":
             self._request_snapshot(reply_to)
-        else:
-            # TODO(#6): membership and leadership ops.
-            self._reply_error(reply_to, "bad_request", f"op {request.op!r} is not supported yet")
+        elif request.op == "members":
+            self._send_reply(reply_to, self._members_reply())
+        else:  # membership and leadership ops: at the leader, like writes
+            pending = Pending(request, reply_to, self._clock() + self._request_timeout_s)
+            if not self._dispatch(pending):
+                self._pending.add("parked", self._take_id(), pending)
 
     def _dispatch(self, pending: Pending) -> bool:
         """Start work on a write or read; False if it must wait for a leader (parked)."""
-        if pending.request.kind == "write":
+        kind = pending.request.kind
+        if kind == "write":
             return self._dispatch_write(pending)
+        if kind == "admin":
+            return self._dispatch_admin(pending)
         return self._dispatch_read(pending)
 
     def _dispatch_write(self, pending: Pending) -> bool:
@@ -408,6 +459,11 @@ class Node:
             return self._forward(pending, exc.leader_hint)
         except ProposalDropped:
             return False  # a leadership transfer is under way; retry after it
+        self._await_apply(pending, term, index)
+        return True
+
+    def _await_apply(self, pending: Pending, term: int, index: int) -> None:
+        """Answer `pending` when the entry it proposed at (term, index) is applied."""
         pending.term = term
         displaced = self._pending.writes.get(index)
         if displaced is not None:
@@ -420,7 +476,81 @@ class Node:
                 "leadership changed; the write may or may not be applied (retry it)",
             )
         self._pending.add("writes", index, pending)
+
+    def _dispatch_admin(self, pending: Pending) -> bool:
+        """A membership or leadership op: the leader acts, others forward (or park)."""
+        if self._raft.role is not Role.LEADER:
+            return self._forward(pending, self._raft.leader_id)
+        request = pending.request
+        if request.op == "transfer_leader":
+            return self._start_leader_transfer(pending)
+        change = self._change_of(request)
+        if isinstance(change, str):
+            self._reply_error(pending.reply_to, "bad_request", change)
+            return True
+        if change.kind is ChangeKind.ADD_LEARNER:
+            # Reachable before the entry is even replicated: the leader must send it.
+            assert request.peer is not None and request.client_endpoint is not None
+            self._endpoints.set(change.node_id, request.peer, request.client_endpoint)
+            self._sync_peers()
+        try:
+            term, index = self._raft.propose_membership(change, self._endpoints.encode())
+        except ProposalDropped:
+            return False  # a leadership transfer is under way; retry after it
+        except ChangeRefused as exc:
+            code = {"invalid": "bad_request", "in_progress": "conflict"}.get(exc.code)
+            self._reply_error(pending.reply_to, code or "unavailable", str(exc))
+            return True
+        self._await_apply(pending, term, index)
         return True
+
+    def _change_of(self, request: wire.Request) -> MembershipChange | str:
+        """The change a request asks for, or why it is malformed."""
+        node_id = request.id or ""
+        if request.op == "add_member":
+            peer, client = request.peer or "", request.client_endpoint or ""
+            if not is_endpoint(peer) or not is_endpoint(client):
+                return "add_member needs `peer` and `client_endpoint` as tcp://HOST:PORT"
+            if node_id == self.id:
+                return f"{node_id} is this node"
+            return MembershipChange(
+                ChangeKind.ADD_LEARNER, node_id, promote_when_caught_up=not request.learner
+            )
+        kind = ChangeKind.PROMOTE if request.op == "promote_member" else ChangeKind.REMOVE
+        return MembershipChange(kind, node_id)
+
+    def _start_leader_transfer(self, pending: Pending) -> bool:
+        status = self._raft.status()
+        target = pending.request.id
+        if target is None:  # the most up-to-date other voter
+            others = [(status.match_indexes.get(v, 0), v) for v in status.voters if v != self.id]
+            target = max(others)[1] if others else None
+        if target is None or target == self.id:
+            self._send_reply(pending.reply_to, self._transfer_reply(self.id))
+            return True
+        try:
+            self._raft.transfer_leadership(target)
+        except ValueError as exc:
+            self._reply_error(pending.reply_to, "bad_request", str(exc))
+            return True
+        self._transfers_waiting.append((pending, target))
+        return True
+
+    def _transfer_reply(self, leader: str) -> bytes:
+        return wire.encode_reply(ok=True, leader=leader, extra={"transferred_to": leader})
+
+    def _settle_transfers(self, now: float) -> None:
+        """Answer transfer_leader requests whose target now leads, or whose time is up."""
+        waiting, self._transfers_waiting = self._transfers_waiting, []
+        for pending, target in waiting:
+            if self._raft.leader_id == target:
+                self._send_reply(pending.reply_to, self._transfer_reply(target))
+            elif now >= pending.deadline:
+                self._reply_error(
+                    pending.reply_to, "timeout", f"leadership did not move to {target} in time"
+                )
+            else:
+                self._transfers_waiting.append((pending, target))
 
     def _dispatch_read(self, pending: Pending) -> bool:
         request = pending.request
@@ -488,6 +618,9 @@ class Node:
         rd = self._raft.ready()
         for event in rd.events:
             diagnostics.emit(self._log, event)
+        for entry in rd.entries:
+            if entry.kind is EntryKind.CONFIG:
+                self._learn_endpoints(entry)  # in force once appended: reach new members
         received, self._received = self._received, None
         if rd.snapshot is not None:
             # Before the WAL's reset: a final name means a complete, durable file.
@@ -518,6 +651,9 @@ class Node:
                 continue
             if self._loss and self._loss_rng.random() < self._loss:
                 continue  # tests only: injected packet loss (zraft.faults)
+            if not self._transport.has_peer(msg.dst):
+                dropped += 1  # a member whose endpoints we have not learned (yet)
+                continue
             if not self._transport.send(msg.dst, wire.encode_message(msg)):
                 dropped += 1  # queue full or peer absent: Raft retries by design
         if dropped:
@@ -540,11 +676,17 @@ class Node:
             else:
                 self._kv.skip(entry.index)
                 result = None
+                if entry.kind is EntryKind.CONFIG:
+                    self._config_applied(entry)
             pending = self._pending.writes.pop(entry.index, None)
             if pending is None:
                 continue
-            if result is not None and pending.term == entry.term:
+            if pending.term != entry.term:
+                self._answer_write_not_applied(pending)
+            elif result is not None:
                 self._answer_write(pending, result)
+            elif entry.kind is EntryKind.CONFIG:
+                self._send_reply(pending.reply_to, self._members_reply())
             else:
                 self._answer_write_not_applied(pending)
         for read_state in rd.read_states:
@@ -566,6 +708,89 @@ class Node:
             self._retry_parked()
         if role is not Role.LEADER:
             self._sender.cancel_all()  # a new leader starts its own transfers
+            if self.id not in self._raft.membership.members:
+                self._release_writes_after_removal()
+        if self._transfers_waiting:
+            self._settle_transfers(self._clock())
+
+    def _release_writes_after_removal(self) -> None:
+        """A leader that removed itself will not hear how its last writes end: tell their
+        clients now (their sessions make a retry elsewhere safe) rather than at the timeout."""
+        for index in sorted(self._pending.writes):
+            pending = self._pending.writes.pop(index)
+            self._reply_error(
+                pending.reply_to,
+                "timeout",
+                "this node left the cluster; the write may or may not be applied (retry it)",
+            )
+
+    # === membership ============================================================================
+    def _learn_endpoints(self, entry: Entry) -> None:
+        """Take the endpoint directory a CONFIG entry carries; connect to new members."""
+        try:
+            _, context = decode_config(entry.data)
+            directory = decode_endpoints(context)
+        except ValueError as exc:  # the core validated the membership; this is ours
+            self._bad_frame("peer", self._raft.leader_id or "", f"config {entry.index}: {exc}")
+            return
+        if self._endpoints.merge(directory):
+            self._sync_peers()
+
+    def _learn_snapshot_endpoints(self, loaded: LoadedSnapshot) -> None:
+        try:
+            directory = endpoints_from_plain(loaded.header.get("endpoints", {}))
+        except ValueError as exc:
+            self._bad_frame("peer", "", f"snapshot {loaded.meta.index}: {exc}")
+            return
+        if self._endpoints.merge(directory) and hasattr(self, "_transport"):
+            self._sync_peers()
+
+    def _sync_peers(self) -> None:
+        peers = self._endpoints.peers_of(self.id)
+        self._transport.update_peers(peers)
+        self._peer_ids = frozenset(peers)
+
+    def _config_applied(self, entry: Entry) -> None:
+        """Log who joined, was promoted or left, once a CONFIG entry is applied."""
+        new, _ = decode_config(entry.data)
+        old, self._applied_membership = self._applied_membership, new
+        if entry.index <= self._replayed_until:
+            return  # replayed at start: logged when it first happened
+        for member in sorted(new.members - old.members):
+            role = "voter" if member in new.voters else "learner"
+            diagnostics.emit_node(
+                self._log, NodeEvent.MEMBER_ADDED, member=member, index=entry.index, role=role
+            )
+        for member in sorted(new.voters & old.learners):
+            diagnostics.emit_node(
+                self._log, NodeEvent.MEMBER_ADDED, member=member, index=entry.index, role="voter"
+            )
+        for member in sorted(old.members - new.members):
+            diagnostics.emit_node(
+                self._log, NodeEvent.MEMBER_REMOVED, member=member, index=entry.index
+            )
+
+    def _members_reply(self) -> bytes:
+        status = self._raft.status()
+        leading = status.role is Role.LEADER
+        rows = []
+        for role, ids in (("voter", status.voters), ("learner", status.learners)):
+            for member in ids:
+                match = status.last_index if member == self.id else status.match_indexes.get(member)
+                rows.append(
+                    {
+                        "id": member,
+                        "role": role,
+                        "peer": self._endpoints.peer(member),
+                        "client": self._endpoints.client(member),
+                        "match_index": match if leading else None,
+                    }
+                )
+        return wire.encode_reply(
+            ok=True,
+            leader=status.leader,
+            extra={"members": rows, "config_index": status.config_index},
+        )
 
     # === snapshots =============================================================================
     def _move_snapshots(self) -> None:
@@ -591,7 +816,11 @@ class Node:
             return False
         began = time.perf_counter()
         view = self._kv.snapshot_view()  # the one pause: a shallow copy of the state
-        self._maker.start(self._raft.snapshot_meta(view.applied_index), view)
+        self._maker.start(
+            self._raft.snapshot_meta(view.applied_index),
+            view,
+            extra_header={"endpoints": {i: list(e) for i, e in self._endpoints.as_dict().items()}},
+        )
         self._maker.note_copy_ms((time.perf_counter() - began) * 1000)
         return True
 
@@ -707,6 +936,8 @@ class Node:
         """The WAL reset is durable: replace the state machine and tidy up old files."""
         loaded = received.loaded
         self._kv.restore_snapshot(self._view_of(loaded))
+        self._learn_snapshot_endpoints(loaded)
+        self._applied_membership = loaded.meta.membership
         diagnostics.emit_node(
             self._log,
             NodeEvent.SNAPSHOT_INSTALLED,
@@ -772,6 +1003,8 @@ class Node:
                     "applied_index": status.applied_index,
                     "last_index": status.last_index,
                     "voters": list(status.voters),
+                    "learners": list(status.learners),
+                    "config_index": status.config_index,
                     "pending_requests": len(self._pending),
                     "snapshot_index": status.snapshot_index,
                     "first_index": status.first_index,

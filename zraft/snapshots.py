@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from zraft.core import SnapshotMeta
 from zraft.kv import SnapshotView
@@ -94,8 +95,11 @@ class SnapshotMaker:
             or self._bytes_since >= self._every_bytes
         )
 
-    def start(self, meta: SnapshotMeta, view: SnapshotView) -> None:
-        """Begin writing `view` (a copy of the state at `meta.index`).
+    def start(
+        self, meta: SnapshotMeta, view: SnapshotView, extra_header: dict[str, Any] | None = None
+    ) -> None:
+        """Begin writing `view` (a copy of the state at `meta.index`); `extra_header` goes
+        into the file's header too (the node's member directory).
 
         Raises:
             ValueError: a snapshot is already being written, or `view` is not at `meta`.
@@ -106,7 +110,11 @@ class SnapshotMaker:
         if view.applied_index != meta.index:
             raise ValueError(f"state at {view.applied_index} is not snapshot {meta.index}")
         began = self._clock()
-        header = {"applied_index": view.applied_index, "sessions": view.sessions}
+        header = {
+            **(extra_header or {}),
+            "applied_index": view.applied_index,
+            "sessions": view.sessions,
+        }
         self._writer = self._store.begin(meta, header, view.data.items(), len(view.data))
         self._started = began
         self._copy_ms = 0.0

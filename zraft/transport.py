@@ -212,16 +212,17 @@ class ZmqTransport:
             self._peer_in = self._bind_router(peer_endpoint, peer_max_message_bytes, rcvhwm)
             self._client_in = self._bind_router(client_endpoint, client_max_message_bytes, None)
             self._client_in.setsockopt(zmq.ROUTER_MANDATORY, 0)
+            self._dealer_options = {
+                "sndhwm": sndhwm,
+                "reconnect_ivl_ms": reconnect_ivl_ms,
+                "reconnect_ivl_max_ms": reconnect_ivl_max_ms,
+                "heartbeat_ivl_ms": heartbeat_ivl_ms,
+                "heartbeat_timeout_ms": heartbeat_timeout_ms,
+                "connect_timeout_ms": connect_timeout_ms,
+            }
+            self._endpoints = dict(peers)
             self._dealers = {
-                pid: self._connect_dealer(
-                    endpoint,
-                    sndhwm=sndhwm,
-                    reconnect_ivl_ms=reconnect_ivl_ms,
-                    reconnect_ivl_max_ms=reconnect_ivl_max_ms,
-                    heartbeat_ivl_ms=heartbeat_ivl_ms,
-                    heartbeat_timeout_ms=heartbeat_timeout_ms,
-                    connect_timeout_ms=connect_timeout_ms,
-                )
+                pid: self._connect_dealer(endpoint, **self._dealer_options)
                 for pid, endpoint in peers.items()
             }
         except BaseException:
@@ -338,6 +339,34 @@ class ZmqTransport:
             return False
         self._counts["peer_frames_sent"] += 1
         return True
+
+    def has_peer(self, peer_id: str) -> bool:
+        """Whether `peer_id` has a connection (membership changes add peers)."""
+        return peer_id in self._dealers
+
+    def update_peers(self, peers: Mapping[str, str]) -> None:
+        """Connect to peers not yet known and reconnect those whose endpoint changed.
+
+        Peers missing from `peers` are kept: a removed member may come back, and an idle
+        DEALER costs nothing.
+
+        Raises:
+            ValueError: `peers` contains this node's own id, or an invalid routing id.
+            TransportError: an endpoint could not be connected (malformed).
+        """
+        if self.node_id in peers:
+            raise ValueError(f"peers must not contain this node's own id {self.node_id!r}")
+        for pid, endpoint in peers.items():
+            if self._endpoints.get(pid) == endpoint:
+                continue
+            self._peer_ids[_routing_id(pid)] = pid
+            old = self._dealers.pop(pid, None)
+            if old is not None:
+                self._sockets.remove(old)
+                old.close(linger=0)
+            self._dealers[pid] = self._connect_dealer(endpoint, **self._dealer_options)
+            self._endpoints[pid] = endpoint
+            self._dropped_by_peer.setdefault(pid, 0)
 
     def send_many(self, frames: Iterable[tuple[str, bytes]]) -> int:
         """Send `(peer_id, frame)` pairs in order; return how many were dropped.

@@ -103,7 +103,16 @@ _PEER_MAX_ARRAY = MAX_ENTRIES + 16
 _PEER_MAX_MAP = 32
 
 ERROR_CODES = frozenset(
-    {"bad_request", "too_large", "cas_failed", "unavailable", "timeout", "not_leader", "internal"}
+    {
+        "bad_request",
+        "too_large",
+        "cas_failed",
+        "unavailable",
+        "timeout",
+        "not_leader",
+        "internal",
+        "conflict",
+    }
 )
 """The error codes a reply may carry (DESIGN.md §2)."""
 

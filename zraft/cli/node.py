@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from zraft import __version__
-from zraft.config import ClusterConfig, ConfigError, load
+from zraft.config import ClusterConfig, ConfigError, NodeConfig, is_endpoint, load
 from zraft.node import Node
 from zraft.storage import StorageError
 from zraft.transport import TransportError
@@ -30,6 +30,21 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--id", help="the id of the node to run, as named in the config")
     who.add_argument(
         "--all", action="store_true", help="run every node of the config as child processes"
+    )
+    parser.add_argument(
+        "--join",
+        action="store_true",
+        help="start outside the initial membership: wait (without campaigning) until a "
+        "leader adds this node (zraft-client add-learner ID PEER CLIENT)",
+    )
+    parser.add_argument(
+        "--peer", help="with --join: this node's peer endpoint, if the file lacks it"
+    )
+    parser.add_argument(
+        "--client", help="with --join: this node's client endpoint, if the file lacks it"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="with --join: this node's data dir, if the file lacks it"
     )
     parser.add_argument("--log-dir", type=Path, help="write <node>.jsonl here (default: config)")
     parser.add_argument(
@@ -58,7 +73,14 @@ def main(argv: list[str] | None = None) -> int:
                 print("zraft-node: --test-fault-file needs --id", file=sys.stderr)
                 return 2
             return run_all(args, cluster)
-        node = Node(cluster, args.id, log_level=args.log_level, fault_file=args.test_fault_file)
+        node = Node(
+            cluster,
+            args.id,
+            log_level=args.log_level,
+            fault_file=args.test_fault_file,
+            join=args.join,
+            me=joining_node(args, cluster),
+        )
     except ConfigError as exc:
         print(f"zraft-node: {exc}", file=sys.stderr)
         return 2
@@ -66,6 +88,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zraft-node: cannot start {args.id}: {exc}", file=sys.stderr)
         return 1
     return node.run()
+
+
+def joining_node(args: argparse.Namespace, cluster: ClusterConfig) -> NodeConfig | None:
+    """This node's endpoints from --peer/--client/--data-dir (None: take them from the file).
+
+    Raises:
+        ConfigError: the flags are incomplete, invalid, or used without --join.
+    """
+    flags = (args.peer, args.client, args.data_dir)
+    if all(f is None for f in flags):
+        return None
+    if not args.join:
+        raise ConfigError(cluster.path, None, "--peer/--client/--data-dir need --join")
+    if any(f is None for f in flags):
+        raise ConfigError(
+            cluster.path, None, "--join with endpoints needs --peer, --client and --data-dir"
+        )
+    for flag, value in (("--peer", args.peer), ("--client", args.client)):
+        if not is_endpoint(value):
+            raise ConfigError(
+                cluster.path, None, f"{flag}: expected tcp://HOST:PORT, got {value!r}"
+            )
+    if args.id in cluster.node_ids:
+        raise ConfigError(cluster.path, None, f"{args.id} is in the file: drop the endpoint flags")
+    return NodeConfig(args.id, args.peer, args.client, args.data_dir.resolve())
 
 
 def run_all(args: argparse.Namespace, cluster: ClusterConfig) -> int:

@@ -1,0 +1,278 @@
+"""Membership changes on real node processes (issue 6), with a client writing throughout.
+
+- Grow 3 -> 5 (two nodes started with `--join`, added, promoted once caught up), then
+  shrink back to 3 by removing a follower and the leader itself.
+- Replace a dead host: kill -9 a node and wipe its disk, add a new id, remove the old one.
+- A removed node that keeps running stops campaigning.
+- A second change while one is still uncommitted is refused (`conflict`).
+- transfer_leader moves leadership to the named voter.
+
+Every acknowledged write is read back at the end, election safety is checked over all
+logs, and the longest stretch without an acknowledged write is reported (and bounded).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from tests import logscan
+from tests.procs import ClusterFactory, ProcessCluster
+from zraft import wire
+from zraft.client import Client, ClientError
+
+CHANGE_RETRY_ERRORS = frozenset({"unavailable", "timeout", "not_leader", "conflict"})
+
+
+class Writer(threading.Thread):
+    """Writes w-0, w-1, ... through `zraft.client.Client` until stopped; records acks."""
+
+    def __init__(self, endpoints: list[str]) -> None:
+        super().__init__(daemon=True)
+        self._client = Client(endpoints, timeout=20.0)
+        self._halt = threading.Event()
+        self.acked: dict[str, str] = {}
+        self.ack_times: list[float] = []
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        i = 0
+        try:
+            while not self._halt.is_set():
+                key, value = f"w-{i}", f"value-{i}"
+                try:
+                    reply = self._client.put(key, value)
+                except ClientError as exc:
+                    self.failures.append(str(exc))
+                    continue  # a retry with a new seq; the old one may or may not apply
+                if reply.ok:
+                    self.acked[key] = value
+                    self.ack_times.append(time.monotonic())
+                i += 1
+        finally:
+            self._client.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=30)
+        assert not self.is_alive(), "the writer did not stop"
+
+    def longest_gap(self) -> float:
+        times = self.ack_times
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+def change(
+    cluster: ProcessCluster, op: str, timeout: float = 30.0, **fields: Any
+) -> dict[str, Any]:
+    """Send a membership op to whichever node answers until it succeeds.
+
+    A retry after a lost reply may find the change already made: `bad_request` saying
+    so counts as done.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        for node_id in cluster.running():
+            try:
+                reply = cluster.request(node_id, op, timeout=5.0, **fields)
+            except AssertionError as exc:  # no reply
+                last = exc
+                continue
+            if reply["ok"]:
+                return reply
+            last = reply
+            code, message = reply["error"]["code"], reply["error"]["message"]
+            done = "already" in message or "not a member" in message
+            if code == "bad_request" and done:
+                return reply
+            if code not in CHANGE_RETRY_ERRORS:
+                raise AssertionError(f"{op} {fields}: {reply}")
+        time.sleep(0.05)  # pace retries while a previous change commits
+    raise AssertionError(f"{op} {fields} did not succeed: {last}\n{cluster.describe()}")
+
+
+def members(cluster: ProcessCluster, node_id: str) -> dict[str, str]:
+    reply = cluster.request(node_id, "members")
+    assert reply["ok"], reply
+    return {row["id"]: row["role"] for row in reply["members"]}
+
+
+def leader_members(cluster: ProcessCluster) -> dict[str, str]:
+    return members(cluster, cluster.wait_leader())
+
+
+def check_writes(cluster: ProcessCluster, writer: Writer, node_id: str) -> None:
+    for key, value in writer.acked.items():
+        reply = cluster.request_until_ok(node_id, "get", key=key)
+        assert reply["value"] == value.encode(), (key, reply)
+
+
+def test_grow_to_five_then_shrink_to_three_removing_the_leader(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(3)
+    cluster.start_all()
+    cluster.wait_leader()
+    joiners = {n: cluster.add_joiner(n) for n in ("n4", "n5")}
+    writer = Writer([cluster.client_endpoints[n] for n in cluster.ids])
+    writer.start()
+    try:
+        for node_id, (peer, client) in joiners.items():
+            cluster.start(node_id)
+            change(cluster, "add_member", id=node_id, peer=peer, client_endpoint=client)
+            logscan.wait_for(
+                lambda node_id=node_id: leader_members(cluster).get(node_id) == "voter",
+                timeout=30,
+                describe=cluster.describe,
+            )
+        assert set(leader_members(cluster)) == {"n1", "n2", "n3", "n4", "n5"}
+        old_leader = cluster.wait_leader()
+        follower = next(n for n in ("n1", "n2", "n3") if n != old_leader)
+        change(cluster, "remove_member", id=follower)
+        change(cluster, "remove_member", id=old_leader)
+        logscan.wait_for(
+            lambda: (leader := cluster.wait_leader()) not in (old_leader, follower)
+            and set(members(cluster, leader)) == set(cluster.ids) - {old_leader, follower},
+            timeout=30,
+            describe=cluster.describe,
+        )
+        acked_before = len(writer.acked)
+        logscan.wait_for(
+            lambda: len(writer.acked) > acked_before + 20, timeout=30, describe=cluster.describe
+        )
+    finally:
+        writer.stop()
+    new_leader = cluster.wait_leader()
+    events = cluster.events()
+    added = {(e["member"], e["role"]) for e in events if e["event"] == "member_added"}
+    assert {("n4", "voter"), ("n5", "voter")} <= added
+    removed = {e["member"] for e in events if e["event"] == "member_removed"}
+    assert {old_leader, follower} <= removed
+    check_writes(cluster, writer, new_leader)
+    cluster.assert_safety()
+    print(
+        f"grow/shrink: {len(writer.acked)} writes acked, longest gap without an ack "
+        f"{writer.longest_gap():.2f} s, client-side failures {len(writer.failures)}"
+    )
+    assert writer.longest_gap() < 10.0, "bounded unavailability"
+
+
+def test_replace_a_dead_host_with_a_new_id(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster(3)
+    cluster.start_all()
+    leader = cluster.wait_leader()
+    dead = next(n for n in cluster.ids if n != leader)
+    peer, client = cluster.add_joiner("n6")
+    writer = Writer([cluster.client_endpoints[n] for n in cluster.ids])
+    writer.start()
+    try:
+        logscan.wait_for(lambda: len(writer.acked) > 20, timeout=20, describe=cluster.describe)
+        cluster.kill(dead)
+        for path in sorted((cluster.directory / "data" / dead).rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        cluster.start("n6")
+        change(cluster, "add_member", id="n6", peer=peer, client_endpoint=client)
+        logscan.wait_for(
+            lambda: leader_members(cluster).get("n6") == "voter",
+            timeout=30,
+            describe=cluster.describe,
+        )
+        change(cluster, "remove_member", id=dead)
+        logscan.wait_for(
+            lambda: dead not in leader_members(cluster), timeout=30, describe=cluster.describe
+        )
+        acked_before = len(writer.acked)
+        logscan.wait_for(
+            lambda: len(writer.acked) > acked_before + 20, timeout=30, describe=cluster.describe
+        )
+    finally:
+        writer.stop()
+    check_writes(cluster, writer, cluster.wait_leader())
+    # The new node holds everything too (read locally on it).
+    logscan.wait_for(
+        lambda: cluster.status("n6")["applied_index"]
+        >= cluster.status(cluster.wait_leader())["commit_index"],
+        timeout=20,
+        describe=cluster.describe,
+    )
+    last = max(writer.acked, key=lambda k: int(k.split("-")[1]))
+    reply = cluster.request("n6", "get", key=last, consistency="serializable")
+    assert reply["value"] == writer.acked[last].encode()
+    cluster.assert_safety()
+    print(f"replace: longest gap {writer.longest_gap():.2f} s, {len(writer.acked)} acked")
+    assert writer.longest_gap() < 10.0
+
+
+def test_a_removed_node_stops_campaigning(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster(3)
+    cluster.start_all()
+    leader = cluster.wait_leader()
+    gone = next(n for n in cluster.ids if n != leader)
+    change(cluster, "remove_member", id=gone)
+    logscan.wait_for(
+        lambda: members(cluster, gone).keys() == set(cluster.ids) - {gone},
+        timeout=10,
+        describe=cluster.describe,
+    )
+    elections = len([e for e in cluster.node_events(gone) if e["event"] == "election_started"])
+    terms = {cluster.status(n)["term"] for n in cluster.ids}
+    # Watch for several election timeouts: the removed node, cut off from heartbeats,
+    # would campaign within one if it still thought it could.
+    window_end = time.monotonic() + 4 * cluster.election_timeout_ms[1] / 1000
+    while time.monotonic() < window_end:
+        assert cluster.is_running(gone)
+        time.sleep(0.1)
+    after = [e for e in cluster.node_events(gone) if e["event"] == "election_started"]
+    assert len(after) == elections, after
+    assert {cluster.status(n)["term"] for n in cluster.ids} == terms
+    assert cluster.request_until_ok(leader, "put", key="k", value="v")["ok"]
+
+
+def test_a_second_change_while_one_is_uncommitted_is_refused(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(3)
+    cluster.start_all()
+    leader = cluster.wait_leader()
+    others = [n for n in cluster.ids if n != leader]
+    cluster.partition({leader}, set(others))  # the leader can append but not commit
+    context: zmq.Context[Any] = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(cluster.client_endpoints[leader])
+    try:
+        first = wire.encode_request(
+            "add_member", id="n7", peer="tcp://127.0.0.1:1", client_endpoint="tcp://127.0.0.1:2"
+        )
+        second = wire.encode_request(
+            "add_member", id="n8", peer="tcp://127.0.0.1:3", client_endpoint="tcp://127.0.0.1:4"
+        )
+        sock.send_multipart([b"", first])
+        sock.send_multipart([b"", second])
+        assert sock.poll(5000), "no answer to the second change"
+        reply = wire.decode_reply(sock.recv_multipart()[-1])
+        assert not reply["ok"] and reply["error"]["code"] == "conflict", reply
+        assert "not committed yet" in reply["error"]["message"]
+    finally:
+        sock.close(linger=0)
+        context.destroy(linger=0)
+        cluster.heal()
+
+
+def test_transfer_leader_moves_leadership(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster(3)
+    cluster.start_all()
+    leader = cluster.wait_leader()
+    target = next(n for n in cluster.ids if n != leader)
+    other = next(n for n in cluster.ids if n not in (leader, target))
+    reply = cluster.request(other, "transfer_leader", id=target, timeout=10)  # forwarded
+    assert reply["ok"] and reply["transferred_to"] == target, reply
+    assert cluster.wait_leader() == target
+    bad = cluster.request(target, "transfer_leader", id="nope", timeout=5)
+    assert not bad["ok"] and bad["error"]["code"] == "bad_request"
+    cluster.assert_safety()

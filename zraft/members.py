@@ -1,0 +1,122 @@
+"""Where members can be reached: the endpoint directory a node keeps beside its membership.
+
+The Raft core knows members by id only. To send to a member, a node needs its peer
+endpoint; to point clients at it, its client endpoint. The static configuration file
+names the nodes a brand-new cluster starts with; every membership change after that
+carries the endpoints itself: a CONFIG entry's *context* (opaque to the core) is the
+whole directory, msgpack-encoded as ``{id: [peer, client]}``, and a snapshot's header
+carries it too. So a node restarted from its log or a snapshot, or one that joined later,
+knows how to reach every member the file never mentioned.
+
+The directory only grows or updates: an id once seen keeps its last endpoints, even
+after the member is removed (a removed member may be added back; a dealer to it is
+harmless). Whom to send to is the core's decision, not the directory's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgpack
+
+from zraft.core.membership import is_valid_id
+from zraft.core.types import NodeId
+
+MAX_ENDPOINT_LEN = 256
+MAX_MEMBERS = 1024
+
+
+class Endpoints:
+    """A node's directory: member id -> (peer endpoint, client endpoint)."""
+
+    def __init__(self, initial: Iterable[tuple[NodeId, str, str]] = ()) -> None:
+        self._by_id: dict[NodeId, tuple[str, str]] = {}
+        for node_id, peer, client in initial:
+            self._by_id[node_id] = (peer, client)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._by_id
+
+    def peer(self, node_id: NodeId) -> str | None:
+        """The peer endpoint of `node_id`, if known."""
+        entry = self._by_id.get(node_id)
+        return entry[0] if entry else None
+
+    def client(self, node_id: NodeId) -> str | None:
+        """The client endpoint of `node_id`, if known."""
+        entry = self._by_id.get(node_id)
+        return entry[1] if entry else None
+
+    def set(self, node_id: NodeId, peer: str, client: str) -> None:
+        """Record (or update) one member's endpoints."""
+        self._by_id[node_id] = (peer, client)
+
+    def merge(self, other: Mapping[NodeId, tuple[str, str]]) -> bool:
+        """Take every entry of `other`; returns whether anything changed."""
+        changed = False
+        for node_id, endpoints in other.items():
+            if self._by_id.get(node_id) != endpoints:
+                self._by_id[node_id] = endpoints
+                changed = True
+        return changed
+
+    def peers_of(self, own_id: NodeId) -> dict[NodeId, str]:
+        """Every known peer endpoint except our own."""
+        return {i: peer for i, (peer, _) in self._by_id.items() if i != own_id}
+
+    def as_dict(self) -> dict[NodeId, tuple[str, str]]:
+        """A copy of the whole directory."""
+        return dict(self._by_id)
+
+    def encode(self) -> bytes:
+        """The directory as a CONFIG entry's context (or a snapshot header value)."""
+        return msgpack.packb(  # type: ignore[no-any-return]
+            {i: [peer, client] for i, (peer, client) in sorted(self._by_id.items())},
+            use_bin_type=True,
+        )
+
+
+def decode_endpoints(data: bytes) -> dict[NodeId, tuple[str, str]]:
+    """Parse a CONFIG entry's context; an empty context is an empty directory.
+
+    Raises:
+        ValueError: `data` is not a valid directory.
+    """
+    if not data:
+        return {}
+    try:
+        raw = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_map_len=MAX_MEMBERS,
+            max_array_len=2,
+            max_str_len=MAX_ENDPOINT_LEN,
+            max_bin_len=0,
+        )
+    except (msgpack.UnpackException, ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"not a member directory: {exc}") from exc
+    return endpoints_from_plain(raw)
+
+
+def endpoints_from_plain(raw: Any) -> dict[NodeId, tuple[str, str]]:
+    """Validate ``{id: [peer, client]}`` (as msgpack decodes it) into a directory.
+
+    Raises:
+        ValueError: the shape or a value is wrong.
+    """
+    if type(raw) is not dict:
+        raise ValueError("a member directory must be a map")
+    out: dict[NodeId, tuple[str, str]] = {}
+    for node_id, pair in raw.items():
+        if type(node_id) is not str or not is_valid_id(node_id):
+            raise ValueError(f"bad member id {node_id!r}")
+        if (
+            type(pair) is not list
+            or len(pair) != 2
+            or not all(type(e) is str and 0 < len(e) <= MAX_ENDPOINT_LEN for e in pair)
+        ):
+            raise ValueError(f"member {node_id}: expected [peer, client] endpoint strings")
+        out[node_id] = (pair[0], pair[1])
+    return out
