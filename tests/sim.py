@@ -405,7 +405,7 @@ class SimCluster:
             self._check_node(node)
             if (
                 self.snapshot_every
-                and r.applied_index - (r.status().snapshot_index) >= self.snapshot_every
+                and r.applied_index - r.snapshot_index >= self.snapshot_every
             ):
                 self.take_snapshot(node_id)
 

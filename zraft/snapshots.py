@@ -7,11 +7,12 @@
   operator asks (`zraft-client snapshot`).
 - **How, without a long pause**: `start` takes a *copy* of the state (`KVStore.snapshot_view`:
   one shallow dict copy, a few milliseconds for 100k keys; keys and values are immutable
-  bytes) and opens a `SnapshotWriter`. The loop then calls `step` once per turn, which
-  writes and fdatasyncs one slice of at most `slice_bytes`, so no turn blocks for long
-  and heartbeats keep flowing. When the last slice is written, `finish` renames the file
-  into place; the caller then compacts the log. No threads: the copy is what makes the
-  snapshot consistent while the store keeps applying.
+  bytes) and opens a `SnapshotWriter`. The loop then calls `step` once per tick, which
+  writes and fdatasyncs one slice of at most `slice_bytes`, so no turn blocks for long,
+  heartbeats keep flowing, and only one turn in several pays for a slice. When the last
+  slice is written, `finish` renames the file into place; the caller then compacts the
+  log. No threads: the copy is what makes the snapshot consistent while the store keeps
+  applying.
 
 It measures what it costs (`SnapshotStats`): the copy's pause, the longest slice, and the
 whole duration, so the `snapshot_saved` event and the README can report them.

@@ -475,6 +475,11 @@ class Raft:
         return self.log.last_index
 
     @property
+    def snapshot_index(self) -> int:
+        """The last index of the newest snapshot (0 if there is none)."""
+        return self._snapshot.index if self._snapshot else 0
+
+    @property
     def transfer_target(self) -> NodeId | None:
         """The node leadership is being handed to, if a transfer is under way."""
         return self._transfer_target
