@@ -18,6 +18,10 @@ Knobs, all settable while it runs (plain attributes read by the server thread):
 It records every decoded request as `(node_id, Request)` in `requests`, counts every
 request frame (decodable or not) in `frames`, and counts writes that actually changed the
 store in `applied_writes`.
+
+A `snapshot` request is answered like a real node's: `{"index", "size_bytes"}` of a new
+snapshot at the current index, or with `size_bytes` null when nothing was written since
+the last one (`snapshot_size` sets the size reported).
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ class FakeCluster:
         self.leader_hint: str | None = leader
         self.delay = 0.0
         self.silent: set[str] = set()
+        self.snapshot_size = 4321
+        self._snapshot_index: dict[str, int] = {}  # node id -> index of its newest snapshot
         self._held: list[tuple[float, zmq.Socket[bytes], list[bytes]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="fake-zraft", daemon=True)
@@ -181,6 +187,11 @@ class FakeCluster:
             if result.index == self.index and result.error is None:
                 self.applied_writes += 1  # not a duplicate answered from the session
             return wire.encode_result_reply(result, leader=self.leader)
+        if request.op == "snapshot":
+            fresh = self._snapshot_index.get(node.id, 0) < self.index
+            self._snapshot_index[node.id] = self.index
+            snapshot = {"index": self.index, "size_bytes": self.snapshot_size if fresh else None}
+            return wire.encode_reply(ok=True, leader=self.leader, extra={"snapshot": snapshot})
         return wire.encode_reply(ok=False, error="bad_request", message="not supported here")
 
     def _status(self, node: FakeNode) -> dict[str, Any]:
@@ -193,6 +204,9 @@ class FakeCluster:
             "applied_index": self.index,
             "last_index": self.index,
             "voters": [n.id for n in self.nodes],
+            "snapshot_index": self._snapshot_index.get(node.id, 0),
+            "first_index": 1,
+            "log_bytes": 0,
             **node.extra_status,
         }
 

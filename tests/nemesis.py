@@ -21,7 +21,10 @@ of a seed inject the same kinds in the same order but not necessarily on the sam
 `run_nemesis` is a whole run, used by `bin/zraft-nemesis` and the integration test: start a
 cluster, run `tests.workload.Workload` and the nemesis together for a duration, heal
 everything, read every key, check the history with `zraft.testing.linearizability.check`,
-look for lost acknowledged writes and for election safety in the logs, and report. Every
+look for lost acknowledged writes and for election safety in the logs, and report. The
+cluster snapshots often (`SNAPSHOT_OPTIONS`: every 100 entries, 10 kept behind, 64 KiB WAL
+segments), so kills and pauses hit snapshot writes and compactions, and a node that was
+down or cut off comes back through InstallSnapshot; the report counts those events. Every
 process it starts is stopped by PID in a `finally` (paused ones are resumed first). It
 leaves in its directory: `history.jsonl` (the checker's format,
 `zraft.testing.history.to_jsonl`), `ops.jsonl` (the workload's detailed records: session,
@@ -55,6 +58,24 @@ FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition", "los
 
 PROCESS_FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader")
 """The faults made with signals only (no partition hook)."""
+
+SNAPSHOT_OPTIONS: dict[str, int] = {
+    "snapshot_entries": 100,
+    "snapshot_trailing": 10,
+    "wal_segment_bytes": 64 << 10,
+}
+"""The `[cluster]` keys of a nemesis run: snapshots every few hundred operations, and a log
+tail short enough that a node back from a fault usually needs InstallSnapshot."""
+
+SNAPSHOT_EVENTS = (
+    "snapshot_saved",
+    "snapshot_sent",
+    "snapshot_installed",
+    "snapshot_loaded",
+    "snapshot_refused",
+    "log_compacted",
+)
+"""The snapshot events a report counts (over every node's log)."""
 
 LEADER_SEARCH_S = 3.0  # how long to look for a leader before hitting a random node instead
 
@@ -307,6 +328,7 @@ class NemesisReport:
     anomalies: list[Anomaly] = field(default_factory=list)
     lost: list[wl.LostWrite] = field(default_factory=list)
     safety: str | None = None  # an election-safety / monotonic-term violation
+    snapshots: dict[str, int] = field(default_factory=dict)  # SNAPSHOT_EVENTS counts
     errors: list[str] = field(default_factory=list)  # harness trouble, not product bugs
     checked_ops: int = 0
     check_s: float = 0.0
@@ -356,6 +378,17 @@ class NemesisReport:
         for fault in self.faults:
             if fault.note:
                 lines.append(f"  note: {fault.kind} {fault.nodes}: {fault.note}")
+        snaps = self.snapshots
+        if snaps:
+            lines.append(
+                f"snapshots: saved={snaps.get('snapshot_saved', 0)} "
+                f"sent={snaps.get('snapshot_sent', 0)} "
+                f"(not delivered={snaps.get('snapshot_sent_failed', 0)}) "
+                f"installed={snaps.get('snapshot_installed', 0)} "
+                f"loaded at start={snaps.get('snapshot_loaded', 0)} "
+                f"refused={snaps.get('snapshot_refused', 0)} "
+                f"log compactions={snaps.get('log_compacted', 0)}"
+            )
         lines.append(f"final values: {self.final}")
         lines.append(f"checked {self.checked_ops} operations in {self.check_s:.1f}s")
         lines.append(f"anomalies: {len(self.anomalies)}")
@@ -451,6 +484,7 @@ def run_nemesis(
     checker: Checker | None = None,
     progress: Callable[[str], None] | None = None,
     nemesis_options: dict[str, Any] | None = None,
+    cluster_options: dict[str, int] | None = None,
 ) -> NemesisReport:
     """Run a cluster under workload and nemesis, heal, read everything back, check.
 
@@ -464,6 +498,8 @@ def run_nemesis(
         checker: the linearizability check (default: `zraft.testing.linearizability`).
         progress: called with one line per phase (the runner prints them).
         nemesis_options: more `Nemesis` keyword arguments (`gap_s`, `pause_s`, ...).
+        cluster_options: integer `[cluster]` keys of the cluster (default
+            `SNAPSHOT_OPTIONS`; `{}` runs with the node's defaults).
 
     Returns:
         The report; `report.exit_code` is what a runner should exit with.
@@ -471,7 +507,10 @@ def run_nemesis(
     say = progress or (lambda _line: None)
     directory.mkdir(parents=True, exist_ok=True)
     report = NemesisReport(seed, nodes, clients, duration_s, directory, directory / "history.jsonl")
-    cluster = ProcessCluster(directory / "cluster", nodes, request_timeout_ms=request_timeout_ms)
+    options = SNAPSHOT_OPTIONS if cluster_options is None else cluster_options
+    cluster = ProcessCluster(
+        directory / "cluster", nodes, request_timeout_ms=request_timeout_ms, **options
+    )
     origin_ns = time.monotonic_ns()
     nemesis = Nemesis(
         cluster, kinds=faults, seed=seed + 1, origin_ns=origin_ns, **(nemesis_options or {})
@@ -560,6 +599,7 @@ def _judge(
         cluster.assert_safety()
     except AssertionError as exc:
         report.safety = str(exc).splitlines()[0]
+    report.snapshots = snapshot_counts(cluster.events())
     history = load.history()
     report.history_path.write_text(to_jsonl(load.recorder.history()))
     report.checked_ops = len(history)
@@ -571,6 +611,20 @@ def _judge(
     undecided = sorted(key for key, v in result.per_key.items() if v.ok is None)
     if undecided:
         report.errors.append(f"the checker ran out of budget on keys {undecided}")
+
+
+def snapshot_counts(events: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """How many of each `SNAPSHOT_EVENTS` name the logs hold, plus `snapshot_sent_failed`
+    (transfers that ended undelivered)."""
+    counts = dict.fromkeys(SNAPSHOT_EVENTS, 0)
+    counts["snapshot_sent_failed"] = 0
+    for event in events:
+        name = event.get("event")
+        if name in counts:
+            counts[name] += 1
+            if name == "snapshot_sent" and not event.get("delivered"):
+                counts["snapshot_sent_failed"] += 1
+    return counts
 
 
 def _write_faults(path: Path, faults: Iterable[Fault]) -> None:
@@ -594,6 +648,7 @@ def summary_json(report: NemesisReport) -> dict[str, Any]:
             {"key": x.key, "final": x.final, "write": asdict(x.write)} for x in report.lost
         ],
         "safety": report.safety,
+        "snapshots": report.snapshots,
         "errors": report.errors,
         "checked_ops": report.checked_ops,
         "check_s": round(report.check_s, 3),

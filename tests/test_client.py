@@ -209,6 +209,40 @@ def test_an_admin_op_is_not_retried_after_a_lost_reply(fake: Callable[..., FakeC
     assert len(cluster.requests) == 1
 
 
+def test_snapshot_goes_to_the_node_named_and_nowhere_else(
+    fake: Callable[..., FakeCluster],
+) -> None:
+    cluster = fake(3)
+    ids = {node.id: node.endpoint for node in cluster.nodes}
+    with Client(cluster.endpoints, timeout=2, node_endpoints=ids) as client:
+        client.put("k", "v")
+        reply = client.snapshot("n2")
+        assert reply.ok and reply.endpoint == ids["n2"]
+        assert reply.raw["snapshot"] == {"index": 1, "size_bytes": 4321}
+        assert client.snapshot(ids["n2"]).raw["snapshot"] == {"index": 1, "size_bytes": None}
+        # An error answer is returned as is: no other node is asked instead.
+        cluster.not_leader = 5
+        refused = client.snapshot("n3")
+        assert (refused.ok, refused.error_code) == (False, "not_leader")
+    assert [node for node, req in cluster.requests if req.op == "snapshot"] == ["n2", "n2", "n3"]
+
+
+def test_snapshot_needs_a_known_node_and_is_tried_once(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake(2)
+    with Client(cluster.endpoints, timeout=0.5) as client:
+        with pytest.raises(ValueError, match="name the node"):
+            client.snapshot()
+        with pytest.raises(ValueError, match="unknown node"):
+            client.snapshot("n9")
+        cluster.drop_replies = 1
+        with pytest.raises(ClientTimeout, match="outcome is unknown") as caught:
+            client.snapshot(cluster.endpoints[1])
+        assert [endpoint for endpoint, _ in caught.value.attempts] == [cluster.endpoints[1]]
+    assert [node for node, _ in cluster.requests] == ["n2"]
+    with Client(cluster.endpoints[0], timeout=2) as single:
+        assert single.snapshot().raw["snapshot"]["index"] == 0
+
+
 def test_from_config_uses_every_node(tmp_path: Path, fake: Callable[..., FakeCluster]) -> None:
     cluster = fake(2)
     path = write_config(
@@ -442,10 +476,11 @@ def test_cli_status_table(
     assert result.returncode == 0, result.stderr
     header, row1, row2 = (line.split() for line in result.stdout.splitlines())
     assert header == [
-        "node", "endpoint", "role", "term", "leader", "commit", "applied", "last", "reachable"
+        "node", "endpoint", "role", "term", "leader", "commit", "applied", "last", "snapshot",
+        "log", "reachable",
     ]  # fmt: skip
-    assert row1[0] == "n1" and row1[2:] == ["leader", "3", "n1", "0", "0", "0", "yes"]
-    assert row2[0] == "n2" and row2[2:] == ["-", "-", "-", "-", "-", "-", "no"]
+    assert row1[0] == "n1" and row1[2:] == ["leader", "3", "n1", "0", "0", "0", "0", "0B", "yes"]
+    assert row2[0] == "n2" and row2[2:] == ["-"] * 8 + ["no"]
 
     as_json = json.loads(cli("--json", "--config", path, "--timeout", "0.5", "status").stdout)
     assert as_json["ok"] is True
@@ -454,6 +489,64 @@ def test_cli_status_table(
 
     only = cli("--config", path, "--endpoint", cluster.endpoints[0], "status")
     assert only.returncode == 0 and len(only.stdout.splitlines()) == 2
+
+
+def test_cli_status_shows_snapshot_index_and_log_size(
+    cli: CliRunner, config: tuple[FakeCluster, str]
+) -> None:
+    cluster, path = config
+    cluster.node("n1").extra_status.update(snapshot_index=1200, log_bytes=1_234_567)
+    cluster.node("n2").extra_status.update(snapshot_index=0, log_bytes=70 << 20)
+    result = cli("--config", path, "status", "--verbose")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert [row[8:10] for row in rows] == [["1200", "1.2M"], ["0", "70M"]]
+    # The new columns are not repeated among the verbose details; first_index is there.
+    assert "first_index=1" in rows[0][-1] and "log_bytes" not in result.stdout
+
+
+def test_human_bytes() -> None:
+    from zraft.cli.render import human_bytes
+
+    cases = [(0, "0B"), (1023, "1023B"), (1024, "1.0K"), (1_234_567, "1.2M"), (70 << 20, "70M")]
+    assert [human_bytes(n) for n, _ in cases] == [text for _, text in cases]
+    assert human_bytes(5 << 40) == "5.0T" and human_bytes(3 << 50) == "3072T"
+
+
+def test_cli_snapshot_one_shot(cli: CliRunner, config: tuple[FakeCluster, str]) -> None:
+    cluster, path = config
+    assert cli("--config", path, "put", "k", "v").returncode == 0
+    taken = cli("--config", path, "snapshot", "n2")
+    assert (taken.returncode, taken.stdout) == (0, "snapshot at index 1 (4321 bytes, 4.2K)\n")
+    again = cli("--config", path, "snapshot", "n2")
+    assert again.stdout == (
+        "snapshot at index 1 (already current: nothing applied since the last one)\n"
+    )
+    as_json = json.loads(cli("--json", "--config", path, "snapshot", "n1").stdout)
+    assert as_json["ok"] is True and as_json["snapshot"] == {"index": 1, "size_bytes": 4321}
+    by_endpoint = cli("--endpoint", cluster.endpoints[0], "snapshot")
+    assert by_endpoint.stdout.startswith("snapshot at index 1 (already current")
+    snapshots = [node for node, req in cluster.requests if req.op == "snapshot"]
+    assert snapshots == ["n2", "n2", "n1", "n1"]
+
+    no_node = cli("--config", path, "snapshot")
+    assert no_node.returncode == 2 and "usage: snapshot NODE" in no_node.stderr
+    unknown = cli("--config", path, "snapshot", "n7")
+    assert unknown.returncode == 2 and "unknown node 'n7' (known: n1, n2)" in unknown.stderr
+    cluster.unavailable = 1  # an error answer: shown, exit 3, and not retried elsewhere
+    refused = cli("--config", path, "snapshot", "n2")
+    assert refused.returncode == 3 and "error: unavailable" in refused.stderr
+    assert [node for node, req in cluster.requests if req.op == "snapshot"][4:] == ["n2"]
+
+
+def test_cli_snapshot_in_the_repl(cli: CliRunner, config: tuple[FakeCluster, str]) -> None:
+    _, path = config
+    result = cli("--config", path, stdin="put a 1\nsnapshot n1\nsnapshot\nhelp snapshot\n")
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["OK", "snapshot at index 1 (4321 bytes, 4.2K)"]
+    assert lines[2] == "usage: snapshot NODE (a node id of the config), or --endpoint"
+    assert lines[3].startswith("usage: snapshot [-h] [NODE]")
+    assert "snapshot [NODE]" in cli("--config", path, stdin="help\n").stdout
 
 
 def test_cli_status_with_nothing_reachable_exits_3(
@@ -518,6 +611,8 @@ def test_cli_repl_on_a_terminal(
         _read_until(master, b"zraft> ", seen)
         os.write(master, b"put a 1\r")
         _read_until(master, b"OK\r\nzraft> ", seen)
+        os.write(master, b"snap\t\r")  # completes to `snapshot` (of the --endpoint node)
+        _read_until(master, b"snapshot at index 1 (4321 bytes, 4.2K)\r\nzraft> ", seen)
         os.write(master, b"sta\t\r")  # completes to `status`
         _read_until(master, b"yes\r\nzraft> ", seen)
         os.write(master, b"\x04")  # Ctrl-D
@@ -527,7 +622,7 @@ def test_cli_repl_on_a_terminal(
             proc.kill()
             proc.wait(timeout=5)
         os.close(master)
-    assert history.read_text().splitlines() == ["put a 1", "status"]
+    assert history.read_text().splitlines() == ["put a 1", "snapshot", "status"]
 
 
 def test_bench_gives_up_when_no_node_answers(silent: Callable[[], str]) -> None:

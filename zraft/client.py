@@ -20,8 +20,10 @@ Rules it keeps:
   grows by one per write. A retry of the same write reuses its `seq`, and the server's
   session table (`zraft.kv`) applies a `(client, seq)` pair at most once and answers a
   duplicate with the first answer. Reads (`get`) and local ops (`status`) are retried
-  freely. Admin ops (membership, leadership) are not idempotent under retry and get one
-  attempt: a lost reply raises `ClientTimeout` with an "outcome unknown" message.
+  freely. Admin ops (membership, leadership, snapshot) are not idempotent under retry and
+  get one attempt: a lost reply raises `ClientTimeout` with an "outcome unknown" message.
+- **Node-addressed ops go to that node only.** `snapshot(node)` is about the node named:
+  one attempt there, never a failover to another node, whatever the answer.
 - **Bounded waits.** Every call returns or raises within `timeout` seconds (plus the time
   of one socket close). Back-off between rounds of error replies is a poll with a timeout.
 - A `Client` is not thread-safe: use one per thread (ZeroMQ sockets are not either).
@@ -324,6 +326,54 @@ class Client:
             ClientTimeout: no node answered within the deadline.
         """
         return self.request("status")
+
+    def snapshot(self, node: str | None = None) -> Reply:
+        """Ask one node to take a snapshot now; the reply comes once the file is durable.
+
+        `reply.raw["snapshot"]` is `{"index": N, "size_bytes": B}`, with `size_bytes` None
+        when nothing was applied since the node's newest snapshot (no new file).
+
+        The request goes to that node only, in one attempt: a snapshot is about the node
+        addressed, so another node's answer would be wrong, and whatever the node answers
+        (an error included) is returned as is.
+
+        Args:
+            node: a node id this client knows (`node_endpoints`) or one of its endpoints;
+                None only when the client has exactly one endpoint.
+
+        Raises:
+            ValueError: `node` is unknown, or None with several endpoints.
+            ClientTimeout: no reply within the deadline (the outcome is unknown: the node
+                may still finish the snapshot).
+            ClientError: the client is closed.
+        """
+        return self._request_at(self._endpoint_of(node), "snapshot")
+
+    def _endpoint_of(self, node: str | None) -> str:
+        """The endpoint a node-addressed request goes to (see `snapshot`)."""
+        if node is None:
+            if len(self._endpoints) != 1:
+                raise ValueError("name the node: this client has several endpoints")
+            return self._endpoints[0]
+        if node in self._node_endpoints:
+            return self._node_endpoints[node]
+        if node in self._endpoints:
+            return node
+        known = ", ".join(sorted(self._node_endpoints)) or "none"
+        raise ValueError(f"unknown node {node!r} (known ids: {known}; or give an endpoint)")
+
+    def _request_at(self, endpoint: str, op: str, **fields: Any) -> Reply:
+        """One attempt of `op` at `endpoint`, waiting up to the whole deadline; no failover."""
+        if self._closed:
+            raise ClientError("the client is closed")
+        raw = self._attempt(endpoint, wire.encode_request(op, **fields), self._timeout)
+        if isinstance(raw, str):
+            raise ClientTimeout(
+                f"{op}: {endpoint}: {raw}; the outcome is unknown (not retried)",
+                self._timeout,
+                [(endpoint, raw)],
+            )
+        return Reply.from_map(raw, endpoint)
 
     # --- the generic request ------------------------------------------------------------
 

@@ -23,6 +23,9 @@ SEED = 20261125
 def test_faults_leave_a_linearizable_history(tmp_path: Path) -> None:
     """Kills, leader kills, pauses, leader pauses and partitions under load: no anomaly.
 
+    The cluster snapshots every 200 entries (`SNAPSHOT_OPTIONS`), so the faults also hit
+    snapshot writes, compactions and InstallSnapshot transfers.
+
     Every kind is injected at least once (the nemesis draws kinds in shuffled rounds),
     most operations succeed, the final reads agree with the history, no acknowledged write
     is lost, and the logs show at most one leader per term.
@@ -46,6 +49,9 @@ def test_faults_leave_a_linearizable_history(tmp_path: Path) -> None:
         assert hit_leader, f"no {kind} fault found a leader to hit\n{summary}"
     assert report.ok_count() > 100, summary
     assert len(report.final) == 5, summary
+    # The cluster snapshots every 200 entries: faults hit snapshot writes too.
+    assert report.snapshots["snapshot_saved"] > 0, summary
+    assert report.snapshots["log_compacted"] > 0, summary
 
 
 def _stale_read(history: list[Op]) -> tuple[Op, bytes]:

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import zmq
 
 from tests import logscan
-from tests.procs import ClusterFactory, ProcessCluster
+from tests.procs import ROOT, ClusterFactory, ProcessCluster
 from zraft import wire
 
 VALUE = b"v" * 256
@@ -139,8 +141,7 @@ def test_a_wiped_follower_catches_up_through_install_snapshot(
         describe=cluster.describe,
     )
     logscan.wait_for(
-        lambda: cluster.status(follower)["applied_index"]
-        >= cluster.status(leader)["commit_index"],
+        lambda: cluster.status(follower)["applied_index"] >= cluster.status(leader)["commit_index"],
         timeout=20,
         describe=cluster.describe,
     )
@@ -152,10 +153,10 @@ def test_a_wiped_follower_catches_up_through_install_snapshot(
     # It keeps replicating normally afterwards.
     assert cluster.request_until_ok(leader, "put", key="later", value="x")["ok"]
     logscan.wait_for(
-        lambda: cluster.request(follower, "get", key="later", consistency="serializable").get(
-            "value"
-        )
-        == b"x",
+        lambda: (
+            cluster.request(follower, "get", key="later", consistency="serializable").get("value")
+            == b"x"
+        ),
         timeout=10,
         describe=cluster.describe,
     )
@@ -177,8 +178,10 @@ def test_kill_during_a_snapshot_write_loses_nothing_acknowledged(
     assert before == 0
     put_many(cluster, leader, [b"tail-%02d" % i for i in range(20)], value=b"t")
     logscan.wait_for(
-        lambda: bool(list(snap_dir.glob("*.tmp")))
-        or any(e["event"] == "snapshot_saved" for e in cluster.node_events(victim)),
+        lambda: (
+            bool(list(snap_dir.glob("*.tmp")))
+            or any(e["event"] == "snapshot_saved" for e in cluster.node_events(victim))
+        ),
         timeout=20,
         interval=0.001,
         describe=cluster.describe,
@@ -242,3 +245,28 @@ def test_operator_snapshot_command_and_status_columns(make_cluster: ClusterFacto
     assert status["log_bytes"] > 0
     again = cluster.request(node_id, "snapshot", timeout=10)
     assert again["snapshot"]["index"] >= reply["snapshot"]["index"]
+
+    # The same through zraft-client: `snapshot NODE` goes to that node, `status` shows it.
+    put_many(cluster, leader, [b"cli-%02d" % i for i in range(10)])
+    target = cluster.ids[1]
+    logscan.wait_for(
+        lambda: cluster.status(target)["applied_index"] >= cluster.status(leader)["commit_index"],
+        timeout=10,
+        describe=cluster.describe,
+    )
+    taken = run_client(cluster, "snapshot", target)
+    assert taken.returncode == 0 and taken.stdout.startswith("snapshot at index "), taken
+    index = int(taken.stdout.split()[3])
+    assert cluster.status(target)["snapshot_index"] == index
+    rows = {
+        line.split()[0]: line.split() for line in run_client(cluster, "status").stdout.splitlines()
+    }
+    assert rows["node"][8:10] == ["snapshot", "log"]
+    assert rows[target][8] == str(index) and rows[target][9][-1] in "BKMG"
+
+
+def run_client(cluster: ProcessCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """`bin/zraft-client --config CLUSTER ARGS`, bounded by a timeout."""
+    command = [sys.executable, str(ROOT / "bin" / "zraft-client"), "--config"]
+    command += [str(cluster.config_path), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)

@@ -9,11 +9,14 @@ The contract scripts and tests rely on (DESIGN.md §5):
 - **REPL mode** (no CMD; see `zraft.cli.repl`): each kv command prints exactly one line to
   stdout, errors included (`error: CODE: MESSAGE`, `(not found)`). `status`, `bench` and
   `help` print several lines. The REPL exits 0.
-- **`--json`**: each command prints one JSON object on one line. For kv commands that is
-  the node's reply map (DESIGN.md §2); `status` prints `{"ok", "nodes": [...]}`;
+- **`--json`**: each command prints one JSON object on one line. For kv commands and
+  `snapshot` that is the node's reply map (DESIGN.md §2); `status` prints
+  `{"ok", "nodes": [...]}`;
   `bench` prints its summary. Bytes are UTF-8 text with `\\xNN` for bad bytes. A
   client-side timeout prints a reply-shaped object with the error code `client_timeout`.
 - Options go before CMD. A value that starts with `-` needs `--` before it.
+- **Node-addressed commands** (`snapshot`) go to one node, named by id (`snapshot n2`,
+  with `--config`) or by `--endpoint`; they are never retried on another node.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ EXIT_INTERRUPTED = 130
 STATUS_TIMEOUT_S = 1.0
 """How long `status` waits for the nodes, unless --timeout is given."""
 
+SNAPSHOT_TIMEOUT_S = 60.0
+"""How long `snapshot` waits for the file to be durable, unless --timeout is given (a big
+state takes seconds: the node writes 1 MiB per loop turn between its other work)."""
+
 _UNAVAILABLE_CODES = frozenset({"unavailable", "timeout", "not_leader"})
 
 COMMAND_SUMMARY = """\
@@ -63,6 +70,7 @@ del KEY                       delete KEY (alias: delete)
 cas KEY OLD NEW               set KEY to NEW if its value is OLD
 cas --absent KEY NEW          set KEY to NEW if KEY does not exist
 status [--verbose]            a table of every node of the config (or of --endpoint)
+snapshot [NODE]               take a snapshot now on NODE (or the --endpoint node)
 bench [OPTIONS]               load generator; see `help bench`
 help [CMD]                    this list, or one command's usage
 quit | exit                   leave the REPL (so does end of input)"""
@@ -208,6 +216,15 @@ def command_parsers() -> dict[str, argparse.ArgumentParser]:
     status = make("status", "Ask every node for its role, term, leader and log indexes.")
     status.add_argument("--verbose", "-v", action="store_true", help="show every status field")
 
+    snapshot = make(
+        "snapshot",
+        "Ask one node to write a snapshot of its state now and compact its log; prints the "
+        "snapshot's index and size once the file is durable. NODE is a node id of the "
+        "config; with --endpoint it may be left out. The request is never retried on "
+        f"another node. Waits up to {SNAPSHOT_TIMEOUT_S:g} s unless --timeout is given.",
+    )
+    snapshot.add_argument("node", nargs="?", metavar="NODE", help="node id (from --config)")
+
     bench = make(
         "bench",
         "Drive concurrent clients (one request in flight each) and report throughput and "
@@ -225,7 +242,7 @@ def command_parsers() -> dict[str, argparse.ArgumentParser]:
 
     helper = make("help", "List the commands, or show one command's usage.")
     helper.add_argument("topic", nargs="?", metavar="CMD")
-    return {p.prog: p for p in (put, get, delete, cas, status, bench, helper)}
+    return {p.prog: p for p in (put, get, delete, cas, status, snapshot, bench, helper)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +315,7 @@ class Session:
             "del": self._delete,
             "cas": self._cas,
             "status": self._status,
+            "snapshot": self._snapshot,
             "bench": self._bench,
             "help": self._help,
         }
@@ -414,6 +432,29 @@ class Session:
             for line in render.status_table(target.node_ids, probes, verbose=args.verbose):
                 self.out(line)
         return EXIT_OK if reachable else EXIT_UNAVAILABLE
+
+    def _snapshot(self, args: argparse.Namespace) -> int:
+        target = self._target
+        if args.node is None and len(target.nodes) != 1:
+            raise UsageError("usage: snapshot NODE (a node id of the config), or --endpoint")
+        if args.node is not None and args.node not in target.node_ids:
+            known = ", ".join(str(i) for i in target.node_ids if i is not None) or "none"
+            raise UsageError(f"snapshot: unknown node {args.node!r} (known: {known})")
+        # A client of its own: the snapshot's deadline is longer than a request's, and the
+        # session client must not be pointed at this node.
+        endpoints = {i: ep for i, ep in target.nodes if i is not None}
+        endpoint = endpoints[args.node] if args.node is not None else target.endpoints[0]
+        with Client(
+            [endpoint], timeout=target.timeout or SNAPSHOT_TIMEOUT_S, node_endpoints=endpoints
+        ) as client:
+            reply = client.snapshot()
+        if self._json:
+            self.out_json(reply.raw)
+        elif reply.ok:
+            self.out(render.snapshot_line(reply))
+        else:
+            self.fail(render.error_line(reply))
+        return _exit_code(reply)
 
     def _bench(self, args: argparse.Namespace) -> int:
         spec = BenchSpec(

@@ -20,10 +20,19 @@ from typing import Any
 from zraft.bench import BenchResult
 from zraft.client import ClientTimeout, Reply, StatusProbe
 
-STATUS_HEADER = ("node", "endpoint", "role", "term", "leader", "commit", "applied", "last")
-"""The columns of the status table, before `reachable` (and `details` when verbose)."""
+STATUS_HEADER = (
+    "node", "endpoint", "role", "term", "leader", "commit", "applied", "last", "snapshot", "log"
+)  # fmt: skip
+"""The columns of the status table, before `reachable` (and `details` when verbose).
 
-_STATUS_FIELDS = ("role", "term", "leader", "commit_index", "applied_index", "last_index")
+`snapshot` is the index of the node's newest snapshot, `log` the bytes of its write-ahead
+log on disk (`log_bytes`, human-readable)."""
+
+_STATUS_FIELDS = (
+    "role", "term", "leader", "commit_index", "applied_index", "last_index", "snapshot_index",
+    "log_bytes",
+)  # fmt: skip
+_BYTES_FIELDS = frozenset({"log_bytes"})
 _REPLY_KEYS = frozenset({"ok", "value", "found", "error", "leader", "index"})
 
 
@@ -95,6 +104,30 @@ def probe_map(node_id: str | None, probe: StatusProbe) -> dict[str, Any]:
     }
 
 
+def human_bytes(count: int) -> str:
+    """`count` bytes in binary units, like `ls -h`: `512B`, `1.2K`, `35M`, `4.0G`."""
+    value = float(count)
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(value) < 1024 or unit == "T":
+            if unit == "B":
+                return f"{count}B"
+            return f"{value:.1f}{unit}" if abs(value) < 10 else f"{value:.0f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def snapshot_line(reply: Reply) -> str:
+    """`snapshot at index N (B bytes)`, or `(already current)` when no file was written."""
+    snapshot = reply.raw.get("snapshot")
+    snapshot = snapshot if isinstance(snapshot, Mapping) else {}
+    size = snapshot.get("size_bytes")
+    if type(size) is int:
+        detail = f"{size} bytes, {human_bytes(size)}" if size >= 1024 else f"{size} bytes"
+    else:
+        detail = "already current: nothing applied since the last one"
+    return f"snapshot at index {_cell(snapshot.get('index'))} ({detail})"
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -106,7 +139,12 @@ def _cell(value: Any) -> str:
 def _status_row(node_id: str | None, probe: StatusProbe, *, verbose: bool) -> list[str]:
     status = status_fields(probe)
     row = [_cell(node_id or status.get("id") or "?"), probe.endpoint]
-    row += [_cell(status.get(name)) for name in _STATUS_FIELDS]
+    row += [
+        human_bytes(value)
+        if name in _BYTES_FIELDS and type(value := status.get(name)) is int
+        else _cell(status.get(name))
+        for name in _STATUS_FIELDS
+    ]
     row.append("yes" if probe.reachable else "no")
     if verbose:
         shown = {"id", *_STATUS_FIELDS}

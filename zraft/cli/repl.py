@@ -96,6 +96,10 @@ class Repl(cmd.Cmd):
         """status [--verbose]: every node's role, term and indexes."""
         return self._run("status", arg)
 
+    def do_snapshot(self, arg: str) -> bool:
+        """snapshot [NODE]: take a snapshot now on one node."""
+        return self._run("snapshot", arg)
+
     def do_bench(self, arg: str) -> bool:
         """bench [OPTIONS]: the load generator."""
         return self._run("bench", arg)
