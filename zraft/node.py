@@ -32,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from zraft import __version__, diagnostics, wire
+from zraft import __version__, diagnostics, security, wire
 from zraft.config import ClusterConfig
 from zraft.core import (
     EntryKind,
@@ -48,7 +48,13 @@ from zraft.faults import FaultFile
 from zraft.kv import KVStore, Result
 from zraft.requests import Bucket, Pending, PendingRequests, ReplyTo
 from zraft.storage import FileStorage, LogStorage
-from zraft.transport import ZmqTransport
+from zraft.transport import (
+    CLIENT_ZAP_DOMAIN,
+    PEER_ZAP_DOMAIN,
+    CurveKeys,
+    ZmqTransport,
+)
+from zraft.zap import AuthRecord, EventLimiter, ZapHandler
 
 DRAIN_BUDGET = 256  # frames per socket per turn: big batches, bounded tick latency
 STALL_THRESHOLD_TICKS = 5  # a tick this late (in tick lengths) is logged as loop_stalled
@@ -108,6 +114,7 @@ class Node:
         self._raft = Raft(cluster.raft_config(node_id), restored, (rng or random.Random()).randint)
         self._kv = KVStore()
         self._peer_ids = frozenset(cluster.peer_ids(node_id))
+        keys = security.node_keys(cluster, node_id) if cluster.security == "curve" else None
         self._transport = ZmqTransport(
             node_id,
             me.peer,
@@ -115,8 +122,25 @@ class Node:
             {p.id: p.peer for p in cluster.nodes if p.id != node_id},
             client_max_message_bytes=cluster.max_key_bytes + 2 * cluster.max_value_bytes + 8192,
             peer_max_message_bytes=max(8 << 20, 4 * cluster.max_value_bytes),
+            curve=(
+                None
+                if keys is None
+                else CurveKeys(keys.own.public, keys.own.secret, keys.peer_server_keys)
+            ),
             context=context,
         )
+        self._zap: ZapHandler | None = None
+        zap_socket = self._transport.zap_socket
+        if keys is not None and zap_socket is not None:
+            self._zap = ZapHandler(
+                zap_socket,
+                {PEER_ZAP_DOMAIN: "peer", CLIENT_ZAP_DOMAIN: "client"},
+                keys.peer_ids_by_key,
+                keys.clients_by_key,
+            )
+        # Separate budgets: a flood of refused connections must not hide admissions.
+        self._denied_limiter = EventLimiter(clock)
+        self._admitted_limiter = EventLimiter(clock)
         self._poller = zmq.Poller()
         self._transport.register(self._poller)
         self._pending = PendingRequests()
@@ -166,6 +190,10 @@ class Node:
             commit_index=self._raft.commit_index,
             version=__version__,
         )
+        if self._cluster.security == "none":
+            diagnostics.emit_node(
+                self._log, NodeEvent.SECURITY_DISABLED, config=str(self._cluster.path)
+            )
 
     def stop(self) -> None:
         """Ask the loop to exit after the current turn."""
@@ -196,6 +224,10 @@ class Node:
     def run_once(self, timeout_ms: int) -> None:
         """Poll once, process what arrived, fire a due tick, and handle one Ready."""
         events = dict(self._poller.poll(timeout_ms))
+        if self._zap is not None and events.get(self._zap.socket):
+            # First, so handshakes waiting on us finish as early as possible.
+            for record in self._zap.handle():
+                self._log_auth(record)
         peers_ready, clients_ready = self._transport.readable(events)
         if peers_ready:
             self._drain_peers()
@@ -267,8 +299,26 @@ class Node:
             else:
                 self._bad_frame("peer", sender_id, f"addressed to {item.dst!r}")
 
+    def _log_auth(self, record: AuthRecord) -> None:
+        limiter = self._admitted_limiter if record.admitted else self._denied_limiter
+        suppressed = limiter.admit()
+        if suppressed is None:
+            return  # over the rate limit: counted, reported with the next event
+        common = {
+            "source": record.source,
+            "address": record.address,
+            "key": record.key,
+            "mechanism": record.mechanism,
+            "suppressed": suppressed,
+        }
+        if record.admitted:
+            diagnostics.emit_node(self._log, NodeEvent.AUTH_ADMITTED, user=record.user, **common)
+        else:
+            diagnostics.emit_node(self._log, NodeEvent.AUTH_DENIED, reason=record.reason, **common)
+
     def _drain_clients(self) -> None:
-        for envelope, body in self._transport.recv_clients(DRAIN_BUDGET):
+        for incoming in self._transport.recv_client_requests(DRAIN_BUDGET):
+            envelope, body, role = incoming.envelope, incoming.body, incoming.user
             reply_to = ReplyTo(envelope=tuple(envelope))
             try:
                 request = wire.decode_request(
@@ -282,6 +332,16 @@ class Node:
             except wire.DecodeError as exc:
                 self._bad_frame("client", envelope[0].hex() if envelope else "", exc.reason)
                 self._reply_error(reply_to, "bad_request", exc.reason)
+                continue
+            if role is not None and not security.role_allows(role, request.kind):
+                # The role comes from the ZAP handler (the key), never from the request.
+                # Forwarded requests skip this: the node that took them checked it.
+                self._reply_error(
+                    reply_to,
+                    "forbidden",
+                    f"op {request.op!r} needs a {security.required_role(request.kind)!r} "
+                    f"key; this client's key has role {role!r}",
+                )
                 continue
             self._serve(request, reply_to)
 

@@ -90,7 +90,7 @@ _PEER_MAX_MAP = 32
 
 ERROR_CODES = frozenset(
     {"bad_request", "too_large", "cas_failed", "unavailable", "timeout", "not_leader", "internal"}
-)
+) | {"forbidden"}  # the client key's role does not allow the op (zraft.security.role_allows)
 """The error codes a reply may carry (DESIGN.md §2)."""
 
 CONSISTENCY_LEVELS = frozenset({"linearizable", "serializable"})

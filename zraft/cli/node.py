@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 from zraft import __version__
+from zraft.cli import keygen
 from zraft.config import ClusterConfig, ConfigError, load
 from zraft.node import Node
+from zraft.security import SecurityError
 from zraft.storage import StorageError
 from zraft.transport import TransportError
 
@@ -20,10 +22,11 @@ CHILD_STOP_TIMEOUT_S = 5.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of `zraft-node`."""
+    """The command line of `zraft-node` (`zraft-node keygen ...` is `zraft.cli.keygen`)."""
     parser = argparse.ArgumentParser(
         prog="zraft-node",
-        description="Run a zraft node (one per host), or a whole local cluster with --all.",
+        description="Run a zraft node (one per host), or a whole local cluster with --all. "
+        "`zraft-node keygen --help` writes CURVE keys.",
     )
     parser.add_argument("--config", required=True, type=Path, help="cluster TOML file")
     who = parser.add_mutually_exclusive_group(required=True)
@@ -48,9 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 clean stop, 1 fatal error, 2 bad usage)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keygen"]:
+        return keygen.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         cluster = load(args.config)
+        if cluster.security == "none":
+            print(
+                f'zraft-node: warning: {args.config}: security = "none": no encryption and '
+                "no authentication; anyone who reaches the ports can read, write and vote",
+                file=sys.stderr,
+            )
         if args.log_dir is not None:
             cluster = dataclasses.replace(cluster, log_dir=args.log_dir.resolve())
         if args.all:
@@ -59,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             return run_all(args, cluster)
         node = Node(cluster, args.id, log_level=args.log_level, fault_file=args.test_fault_file)
-    except ConfigError as exc:
+    except (ConfigError, SecurityError) as exc:
         print(f"zraft-node: {exc}", file=sys.stderr)
         return 2
     except (StorageError, TransportError) as exc:
