@@ -623,6 +623,36 @@ class ProcessCluster:
         sock.connect(endpoint)
         return sock
 
+    def peer_dealer(
+        self,
+        context: zmq.Context[Any],
+        node_id: str,
+        key: str | security.Keypair | None,
+        routing_id: str | None = None,
+    ) -> zmq.Socket[bytes]:
+        """A DEALER (linger 0) connected to `node_id`'s PEER endpoint, as a peer would be.
+
+        Args:
+            key: a key name in `keys_dir` (`n2`: speak with member n2's key), a keypair
+                (a rogue's), or None for plaintext.
+            routing_id: the routing id to present (a claim the node must not trust).
+        """
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if routing_id is not None:
+            sock.setsockopt(zmq.ROUTING_ID, routing_id.encode())
+        if key is not None:
+            pair = security.read_secret_key(self.keys_dir / f"{key}.key") if isinstance(
+                key, str
+            ) else key
+            server = self.config.node(node_id).public_key
+            assert server is not None
+            sock.curve_serverkey = security.resolve(server)
+            sock.curve_publickey = pair.public
+            sock.curve_secretkey = pair.secret
+        sock.connect(self.peer_endpoints[node_id])
+        return sock
+
     # --- logs -----------------------------------------------------------------------
 
     def log_path(self, node_id: str) -> Path:

@@ -309,7 +309,8 @@ class Client:
             SecurityError: the cluster runs CURVE and no usable client key was found.
         """
         cluster = _config.load(path)
-        kwargs.setdefault("curve", security.client_curve(cluster, key_file))
+        if "curve" not in kwargs:
+            kwargs["curve"] = security.client_curve(cluster, key_file)
         if timeout is None:
             timeout = cluster.request_timeout_ms / 1000 + 1.0
         return cls(
