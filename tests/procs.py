@@ -639,6 +639,9 @@ class ProcessCluster:
         """
         sock = context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        # A refused connection leaves a DEALER with no pipe, where a send would block
+        # forever: fail the test after a while instead.
+        sock.setsockopt(zmq.SNDTIMEO, 5000)
         if routing_id is not None:
             sock.setsockopt(zmq.ROUTING_ID, routing_id.encode())
         if key is not None:

@@ -18,6 +18,7 @@ Events are counted in the nodes' JSON logs, as elsewhere; waits are bounded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -209,7 +210,8 @@ def test_a_rogue_with_an_unknown_key_changes_nothing(
                 VoteRequest("n2", leader, term + 10, 1000, term + 5, False, False),
                 AppendRequest("n2", leader, term + 10, 0, 0, (), 0, 0),
             ):
-                dealer.send(wire.encode_message(msg), zmq.NOBLOCK)
+                with contextlib.suppress(zmq.Again):  # refused already: no pipe left
+                    dealer.send(wire.encode_message(msg), zmq.NOBLOCK)
             dealer.poll(100, zmq.POLLIN)  # pace the flood: ~10 connections a second
             dealer.close(linger=0)
         rogue_events = logscan.read_events(rogue_dir / "logs" / "n2.jsonl")
@@ -276,7 +278,7 @@ def test_garbage_on_secured_ports_reaches_nothing(
     make_cluster: ClusterFactory, raw_context: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
     """Raw TCP garbage (random bytes, an HTTP request, ZMTP/1.0 frames naming a peer) and
-    plaintext ZeroMQ messages, 20 rounds on both of the leader's ports: no `bad_frame` is
+    plaintext ZeroMQ messages, 5 rounds on both of the leader's ports: no `bad_frame` is
     logged (the CURVE handshake fails before anything is delivered), the leader keeps
     serving and leading, and no election happens."""
     cluster = make_cluster(3)
@@ -285,7 +287,7 @@ def test_garbage_on_secured_ports_reaches_nothing(
     rng = random.Random(8)
     bad_before = count(cluster, "bad_frame")
     endpoints = (cluster.peer_endpoints[leader], cluster.client_endpoints[leader])
-    for _ in range(20):
+    for _ in range(5):
         for endpoint in endpoints:
             host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
             for payload in (
@@ -293,7 +295,9 @@ def test_garbage_on_secured_ports_reaches_nothing(
                 b"GET / HTTP/1.1\r\nHost: zraft\r\n\r\n",
                 b"\x03\x00n2\x06\x00hello",
             ):
-                with socket.create_connection((host, int(port)), timeout=2) as raw:
+                # A short timeout: libzmq may wait for more bytes of a greeting; nothing
+                # is asserted about what (if anything) comes back.
+                with socket.create_connection((host, int(port)), timeout=0.5) as raw:
                     try:
                         raw.sendall(payload)
                         raw.recv(4096)
@@ -303,7 +307,12 @@ def test_garbage_on_secured_ports_reaches_nothing(
             plain.setsockopt(zmq.LINGER, 0)
             plain.setsockopt(zmq.ROUTING_ID, b"n2")
             plain.connect(endpoint)
-            plain.send_multipart([b"", wire.encode_request("put", key="k", value="x")])
+            # NOBLOCK: once the handshake has failed a DEALER has no pipe left, and a
+            # blocking send would wait forever.
+            with contextlib.suppress(zmq.Again):
+                plain.send_multipart(
+                    [b"", wire.encode_request("put", key="k", value="x")], zmq.NOBLOCK
+                )
             plain.close(linger=0)
     put = cluster.request(leader, "put", key="k", value="real")
     assert put["ok"], put
