@@ -4,6 +4,7 @@ and a secured transport over real 127.0.0.1 sockets."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import time
 from collections.abc import Iterator
@@ -238,11 +239,11 @@ def ctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
     context.destroy(linger=0)
 
 
-def _endpoint(context: zmq.Context[zmq.Socket[bytes]]) -> str:
-    probe = context.socket(zmq.ROUTER)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(linger=0)
-    return f"tcp://127.0.0.1:{port}"
+def _endpoint() -> str:
+    """A free tcp endpoint on 127.0.0.1 (a plain socket: zmq releases ports asynchronously)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
 
 
 def test_a_secured_transport_names_senders_by_their_key(
@@ -253,7 +254,7 @@ def test_a_secured_transport_names_senders_by_their_key(
     refused and nothing it sends is delivered; a client key's role arrives with its
     request."""
     me, n2, stranger, client = (Keypair(*zmq.curve_keypair()) for _ in range(4))
-    peer_ep, client_ep, n2_ep = _endpoint(ctx), _endpoint(ctx), _endpoint(ctx)
+    peer_ep, client_ep, n2_ep = _endpoint(), _endpoint(), _endpoint()
     peers = {zmq.utils.z85.decode(n2.public): "n2"}
     clients = {zmq.utils.z85.decode(client.public): ClientKey("write", "ops")}
     with ZmqTransport(
@@ -310,9 +311,9 @@ def test_two_secured_transports_cannot_share_a_context(
 ) -> None:
     pair = Keypair(*zmq.curve_keypair())
     curve = CurveKeys(pair.public, pair.secret, {})
-    first = ZmqTransport("n1", _endpoint(ctx), _endpoint(ctx), {}, curve=curve, context=ctx)
+    first = ZmqTransport("n1", _endpoint(), _endpoint(), {}, curve=curve, context=ctx)
     try:
         with pytest.raises(TransportError, match="ZAP handler"):
-            ZmqTransport("n2", _endpoint(ctx), _endpoint(ctx), {}, curve=curve, context=ctx)
+            ZmqTransport("n2", _endpoint(), _endpoint(), {}, curve=curve, context=ctx)
     finally:
         first.close()
