@@ -531,6 +531,7 @@ def run_nemesis(
         max_attempts=max_attempts,
         trust_unavailable=trust_unavailable,
         on_record=record,
+        curve=cluster.curve,
     )
     try:
         _drive(cluster, load, nemesis, report, say)

@@ -60,10 +60,13 @@ from tests.procs import (
     NoReply,
     ReqClient,
     assert_election_safety,
+    client_curve_for,
     describe_nodes,
     leaders_by_term,
+    security_lines,
 )
 from zraft import config, wire
+from zraft.security import ClientCurve
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_SCRIPT = ROOT / "bin" / "zraft-node"
@@ -209,6 +212,7 @@ class NetnsLab:
         self._all_procs: list[subprocess.Popen[bytes]] = []
         self._namespaces: list[str] = []
         self._client: ReqClient | None = None
+        self._curve: ClientCurve | None = None
         self._faulty: set[str] = set()  # nodes whose namespace may hold rules
         self._closed = False
 
@@ -251,7 +255,7 @@ class NetnsLab:
         # Fail here, not in the middle of a scenario, if the firewall cannot be used.
         self._iptables(self.ids[0], "-L", "-n")
         self._write_config()
-        self._client = ReqClient()
+        self._client = ReqClient(self._curve)
 
     def _add_host(self, node_id: str) -> None:
         """A namespace for `node_id`, linked to the bridge by a veth pair."""
@@ -277,6 +281,8 @@ class NetnsLab:
             f"request_timeout_ms = {self.request_timeout_ms}",
             f'log_dir = "{self.log_dir}"',
         ]
+        # Secured like production: keys generated into directory/keys (tests.procs).
+        per_node, tail = security_lines(self.directory / "keys", self.ids, "curve")
         for node_id in self.ids:
             host = self.address(node_id)
             lines += [
@@ -286,10 +292,11 @@ class NetnsLab:
                 f'peer = "tcp://{host}:{PEER_PORT}"',
                 f'client = "tcp://{host}:{CLIENT_PORT}"',
                 f'data_dir = "{self.directory / "data" / node_id}"',
+                *per_node[node_id],
             ]
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text("\n".join(lines) + "\n")
-        config.load(self.config_path)  # validate what the nodes will read
+        self.config_path.write_text("\n".join([*lines, *tail]) + "\n")
+        self._curve = client_curve_for(config.load(self.config_path))  # validates it too
 
     # --- processes ----------------------------------------------------------------------
 

@@ -13,12 +13,19 @@ event logs through `tests.logscan`:
 
 Every wait is bounded (`logscan.wait_for` or a poll with a deadline) and a failed wait
 says what was last seen (`describe()`: the last events of each node and its stderr tail).
-The client REQ helper depends only on `zraft.wire`, never on the zraft client library.
+The client REQ helper depends only on `zraft.wire` (and `zraft.security` for its keys),
+never on the zraft client library.
+
+Security is on, as in production: each cluster gets fresh CURVE keys in
+`directory/keys/` (`n1.key`/`n1.pub` .. per node, and client keys `admin`, `writer`,
+`reader` with those roles), and the REQ helper uses the `admin` key. Pass
+`security="none"` for a plaintext cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -34,7 +41,7 @@ from typing import Any
 import zmq
 
 from tests import logscan
-from zraft import config, wire
+from zraft import config, security, wire
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_SCRIPT = ROOT / "bin" / "zraft-node"
@@ -72,6 +79,52 @@ def node_ids(n: int) -> list[str]:
     return [f"n{i}" for i in range(1, n + 1)]
 
 
+CLIENT_ROLES = {"admin": "admin", "writer": "write", "reader": "read"}
+"""The client keys every secured test cluster admits: key name -> role."""
+
+
+def write_keys(keys_dir: Path, ids: Iterable[str]) -> dict[str, str]:
+    """Generate (once) a keypair per node id and per `CLIENT_ROLES` name in `keys_dir`.
+
+    Returns:
+        name -> its Z85 public key text.
+    """
+    public: dict[str, str] = {}
+    for name in (*ids, *CLIENT_ROLES):
+        prefix = keys_dir / name
+        if not (keys_dir / f"{name}.pub").exists():
+            security.keygen(prefix)
+        public[name] = security.read_public_key(keys_dir / f"{name}.pub").decode()
+    return public
+
+
+def security_lines(
+    keys_dir: Path, ids: list[str], mode: str
+) -> tuple[dict[str, list[str]], list[str]]:
+    """The config lines of a test cluster's security: per node, and after the nodes.
+
+    With `mode` "curve", keys are generated into `keys_dir` (inline public keys, secret
+    key files, the `CLIENT_ROLES` client keys, `[client]` using `admin`); with "none",
+    only `security = "none"` (in the tail: a `[cluster]` key would need the head).
+    """
+    if mode == "none":
+        return {node_id: [] for node_id in ids}, []
+    public = write_keys(keys_dir, ids)
+    per_node = {
+        node_id: [
+            f'public_key = "{public[node_id]}"',
+            f'secret_key_file = "{keys_dir / node_id}.key"',
+        ]
+        for node_id in ids
+    }
+    tail: list[str] = []
+    for name, role in CLIENT_ROLES.items():
+        tail += ["", "[[client_key]]", f'name = "{name}"', f'public_key = "{public[name]}"']
+        tail.append(f'role = "{role}"')
+    tail += ["", "[client]", f'secret_key_file = "{keys_dir / "admin.key"}"']
+    return per_node, tail
+
+
 def write_cluster_config(
     directory: Path,
     n: int,
@@ -79,13 +132,16 @@ def write_cluster_config(
     heartbeat_ms: int = 50,
     election_timeout_ms: tuple[int, int] = (300, 600),
     request_timeout_ms: int = 3000,
+    security_mode: str = "curve",
     **cluster_options: int,
 ) -> Path:
     """Write `directory/cluster.toml` for n nodes on 127.0.0.1 with OS-chosen ports.
 
-    Data dirs are `directory/data/<id>`, logs `directory/logs/<id>.jsonl` (absolute paths).
+    Data dirs are `directory/data/<id>`, logs `directory/logs/<id>.jsonl`, keys
+    `directory/keys/` (absolute paths).
 
     Args:
+        security_mode: `curve` (keys generated, see `security_lines`) or `none`.
         cluster_options: more integer `[cluster]` keys, e.g. `max_value_bytes=1024`.
 
     Returns:
@@ -94,6 +150,8 @@ def write_cluster_config(
     directory.mkdir(parents=True, exist_ok=True)
     ports = free_ports(2 * n)
     low, high = election_timeout_ms
+    ids = node_ids(n)
+    per_node, tail = security_lines(directory / "keys", ids, security_mode)
     lines = [
         "[cluster]",
         'name = "test"',
@@ -101,9 +159,10 @@ def write_cluster_config(
         f"election_timeout_ms = [{low}, {high}]",
         f"request_timeout_ms = {request_timeout_ms}",
         f'log_dir = "{directory / "logs"}"',
+        f'security = "{security_mode}"',
         *(f"{key} = {value}" for key, value in cluster_options.items()),
     ]
-    for i, node_id in enumerate(node_ids(n)):
+    for i, node_id in enumerate(ids):
         lines += [
             "",
             "[[node]]",
@@ -111,10 +170,24 @@ def write_cluster_config(
             f'peer = "tcp://127.0.0.1:{ports[2 * i]}"',
             f'client = "tcp://127.0.0.1:{ports[2 * i + 1]}"',
             f'data_dir = "{directory / "data" / node_id}"',
+            *per_node[node_id],
         ]
     path = directory / "cluster.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join([*lines, *tail]) + "\n")
     return path
+
+
+def client_curve_for(
+    cluster: config.ClusterConfig, name: str = "admin"
+) -> security.ClientCurve | None:
+    """The `ClientCurve` of client key `name` (a `CLIENT_ROLES` key) of a secured test
+    cluster, or None for a plaintext one. The key file is explicit, so a
+    `ZRAFT_CLIENT_KEY` in the environment cannot change what tests use."""
+    if cluster.security == "none":
+        return None
+    keys_dir = next(iter(cluster.nodes)).secret_key_file
+    assert keys_dir is not None
+    return security.client_curve(cluster, keys_dir.parent / f"{name}.key")
 
 
 def leaders_by_term(events: Iterable[dict[str, Any]]) -> dict[int, list[str]]:
@@ -188,15 +261,18 @@ class ReqClient:
     a late answer to the old one is discarded by libzmq.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, curve: security.ClientCurve | None = None) -> None:
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sockets: dict[str, zmq.Socket[bytes]] = {}
+        self.curve = curve
 
     def _socket(self, endpoint: str) -> zmq.Socket[bytes]:
         sock = self._sockets.get(endpoint)
         if sock is None:
             sock = self._context.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
+            if self.curve is not None:
+                self.curve.apply(sock, endpoint)
             sock.connect(endpoint)
             self._sockets[endpoint] = sock
         return sock
@@ -242,6 +318,7 @@ class ProcessCluster:
         directory: a fresh directory owned by this cluster (a test's `tmp_path`).
         n: the number of nodes, called `n1` .. `nN`.
         heartbeat_ms, election_timeout_ms, request_timeout_ms: `[cluster]` settings.
+        security: `curve` (default: keys in `directory/keys`) or `none` (plaintext).
         cluster_options: more integer `[cluster]` keys (`max_value_bytes`, ...).
     """
 
@@ -253,6 +330,7 @@ class ProcessCluster:
         heartbeat_ms: int = 50,
         election_timeout_ms: tuple[int, int] = (300, 600),
         request_timeout_ms: int = 3000,
+        security: str = "curve",
         **cluster_options: int,
     ) -> None:
         self.directory = directory
@@ -265,34 +343,54 @@ class ProcessCluster:
             heartbeat_ms=heartbeat_ms,
             election_timeout_ms=election_timeout_ms,
             request_timeout_ms=request_timeout_ms,
+            security_mode=security,
             **cluster_options,
         )
         self.log_dir = directory / "logs"
+        self.keys_dir = directory / "keys"
         self.config = config.load(self.config_path)
         self.client_endpoints = {node.id: node.client for node in self.config.nodes}
         self.peer_endpoints = {node.id: node.peer for node in self.config.nodes}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._all_procs: list[subprocess.Popen[bytes]] = []  # every start, for cleanup
         self._paused: set[str] = set()
-        self._joiners: dict[str, tuple[str, str]] = {}  # started with --join: endpoints
-        self._client = ReqClient()
+        # Started with --join: peer and client endpoints, secret key file (CURVE only).
+        self._joiners: dict[str, tuple[str, str, Path | None]] = {}
+        self.curve = client_curve_for(self.config)
+        """The `admin` client's CURVE setup (None for a plaintext cluster)."""
+        self._client = ReqClient(self.curve)
         self._closed = False
 
     # --- processes ------------------------------------------------------------------
 
-    def add_joiner(self, node_id: str) -> tuple[str, str]:
-        """Make up endpoints and a data dir for a node the config file does not name.
+    def add_joiner(self, node_id: str) -> dict[str, str]:
+        """Make up endpoints, a data dir and (with CURVE) a keypair for a node the config
+        file does not name; `start(node_id)` then runs it with `--join`.
 
-        `start(node_id)` then runs it with `--join`. Returns (peer, client) endpoints.
+        Returns:
+            The `add_member` fields that describe it: `peer`, `client_endpoint`, and with
+            CURVE `public_key`.
         """
         assert node_id not in self.ids, f"{node_id} is already known"
         peer_port, client_port = free_ports(2)
         peer, client = f"tcp://127.0.0.1:{peer_port}", f"tcp://127.0.0.1:{client_port}"
-        self._joiners[node_id] = (peer, client)
+        fields = {"peer": peer, "client_endpoint": client}
+        key_file = None
+        if self.curve is not None:
+            key_file = self.keys_dir / f"{node_id}.key"
+            security.keygen(self.keys_dir / node_id)
+            public = security.read_public_key(self.keys_dir / f"{node_id}.pub")
+            fields["public_key"] = public.decode()
+            # Our own client must know the new node's server key to talk to it.
+            self.curve = dataclasses.replace(
+                self.curve, server_keys={**self.curve.server_keys, client: public}
+            )
+            self._client.curve = self.curve
+        self._joiners[node_id] = (peer, client, key_file)
         self.ids.append(node_id)
         self.client_endpoints[node_id] = client
         self.peer_endpoints[node_id] = peer
-        return peer, client
+        return fields
 
     def start(self, node_id: str, *, wait: bool = True) -> None:
         """Start `node_id` (again) on its data dir; with `wait`, until it logs `node_started`.
@@ -309,9 +407,11 @@ class ProcessCluster:
         command = [sys.executable, str(NODE_SCRIPT), "--config", str(self.config_path)]
         command += ["--id", node_id, "--test-fault-file", str(self.fault_path(node_id))]
         if node_id in self._joiners:
-            peer, client = self._joiners[node_id]
+            peer, client, key_file = self._joiners[node_id]
             data_dir = self.directory / "data" / node_id
             command += ["--join", "--peer", peer, "--client", client, "--data-dir", str(data_dir)]
+            if key_file is not None:
+                command += ["--secret-key-file", str(key_file)]
         with out, err:
             proc = subprocess.Popen(
                 command,
@@ -549,6 +649,52 @@ class ProcessCluster:
 
         found: str = logscan.wait_for(leader, timeout=timeout, describe=self.describe)
         return found
+
+    def client_socket(
+        self, context: zmq.Context[Any], node_id: str, key: str = "admin"
+    ) -> zmq.Socket[bytes]:
+        """A REQ socket (linger 0) connected to `node_id`'s client endpoint as client `key`."""
+        endpoint = self.client_endpoints[node_id]
+        sock = context.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        curve = client_curve_for(self.config, key)
+        if curve is not None:
+            curve.apply(sock, endpoint)
+        sock.connect(endpoint)
+        return sock
+
+    def peer_dealer(
+        self,
+        context: zmq.Context[Any],
+        node_id: str,
+        key: str | security.Keypair | None,
+        routing_id: str | None = None,
+    ) -> zmq.Socket[bytes]:
+        """A DEALER (linger 0) connected to `node_id`'s PEER endpoint, as a peer would be.
+
+        Args:
+            key: a key name in `keys_dir` (`n2`: speak with member n2's key), a keypair
+                (a rogue's), or None for plaintext.
+            routing_id: the routing id to present (a claim the node must not trust).
+        """
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        # A refused connection leaves a DEALER with no pipe, where a send would block
+        # forever: fail the test after a while instead.
+        sock.setsockopt(zmq.SNDTIMEO, 5000)
+        if routing_id is not None:
+            sock.setsockopt(zmq.ROUTING_ID, routing_id.encode())
+        if key is not None:
+            pair = security.read_secret_key(self.keys_dir / f"{key}.key") if isinstance(
+                key, str
+            ) else key
+            server = self.config.node(node_id).public_key
+            assert server is not None
+            sock.curve_serverkey = security.resolve(server)
+            sock.curve_publickey = pair.public
+            sock.curve_secretkey = pair.secret
+        sock.connect(self.peer_endpoints[node_id])
+        return sock
 
     # --- logs -----------------------------------------------------------------------
 

@@ -66,6 +66,7 @@ def write_config(path: Path, clients: dict[str, str]) -> Path:
         "heartbeat_ms = 50",
         "election_timeout_ms = [300, 600]",
         "request_timeout_ms = 1000",
+        'security = "none"',  # the fake cluster speaks plaintext
     ]
     for i, (node_id, endpoint) in enumerate(clients.items(), start=1):
         lines += [

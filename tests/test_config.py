@@ -25,13 +25,19 @@ id = "n1"
 peer = "tcp://127.0.0.1:7101"
 client = "tcp://127.0.0.1:7201"
 data_dir = "data/n1"
+public_key = "MJ%f8u37?XeYo^A9Ux8DHkcr=E-O!y9#U?D1<Z-*"
+secret_key_file = "keys/n1.key"
 
 [[node]]
 id = "n2"
 peer = "tcp://127.0.0.1:7102"
 client = "tcp://127.0.0.1:7202"
 data_dir = "data/n2"
+public_key_file = "keys/n2.pub"
+secret_key_file = "keys/n2.key"
 """
+# Z85 public keys (only their form is checked here)
+K1, K3 = "MJ%f8u37?XeYo^A9Ux8DHkcr=E-O!y9#U?D1<Z-*", "Z:J[%>M}Q)Jb3>k}8%d9cfUb$u{(dit{$)<XxQT7"
 CLUSTER, NODES = VALID[: VALID.index("[[node]]")], VALID[VALID.index("[[node]]") :]
 
 
@@ -59,7 +65,12 @@ def test_local_toml_has_three_nodes_rooted_at_the_repository() -> None:
         peer="tcp://127.0.0.1:7102",
         client="tcp://127.0.0.1:7202",
         data_dir=REPO / "data" / "n2",
+        public_key=config.KeyRef(file=REPO / "keys" / "n2.pub", where="node[1].public_key_file"),
+        secret_key_file=REPO / "keys" / "n2.key",
     )
+    assert cfg.security == "curve"
+    assert [(k.role, k.name) for k in cfg.client_keys] == [("admin", "demo")]
+    assert cfg.client_secret_key_file == REPO / "keys" / "client.key"
     assert cfg.heartbeat_ms == 50
     assert cfg.election_timeout_ms == (300, 600)
     assert cfg.request_timeout_ms == 5000
@@ -174,7 +185,7 @@ def test_the_rule_does_not_depend_on_the_working_directory(
 
 BAD = [
     # (case id, (old, new) replacements on VALID, expected key, expected message fragment)
-    ("unknown-cluster-key", [("name = ", "security = 1\nname = ")], "cluster.security",
+    ("unknown-cluster-key", [("name = ", "weight = 1\nname = ")], "cluster.weight",
      "unknown key; expected one of: name, heartbeat_ms"),
     ("unknown-node-key", [('data_dir = "data/n2"', 'data_dir = "data/n2"\nweight = 3')],
      "node[1].weight", "unknown key"),
@@ -250,6 +261,34 @@ BAD = [
      "expected [[node]] tables"),
     ("cluster-not-a-table", [(CLUSTER, 'cluster = "x"\n')], "cluster",
      "expected a table [cluster], got string 'x'"),
+    # security
+    ("security-unknown-mode", [("name = ", 'security = "tls"\nname = ')], "cluster.security",
+     'expected "curve" or "none", got string \'tls\''),
+    ("node-key-missing", [(f'public_key = "{K1}"\n', "")], "node[0].public_key",
+     'missing required key (security = "curve")'),
+    ("node-secret-missing", [('secret_key_file = "keys/n2.key"\n', "")],
+     "node[1].secret_key_file", "missing required key"),
+    ("node-key-both-forms", [('public_key_file = "keys/n2.pub"', f'public_key_file = "x.pub"\n'
+     f'public_key = "{K3}"')], "node[1].public_key", "either public_key or public_key_file"),
+    ("node-key-not-z85", [(K1, "not-a-key")], "node[0].public_key",
+     "expected a Z85 public key (40 characters), got 9 characters"),
+    ("node-key-not-string", [(f'"{K1}"', "42")], "node[0].public_key",
+     "expected a Z85 public key (40 characters), got integer 42"),
+    ("extra-keys-not-a-list", [("data_dir = \"data/n1\"", f'data_dir = "data/n1"\n'
+     f'extra_public_keys = "{K3}"')], "node[0].extra_public_keys", "expected an array"),
+    ("extra-key-bad", [("data_dir = \"data/n1\"", 'data_dir = "data/n1"\n'
+     'extra_public_keys = ["short"]')], "node[0].extra_public_keys[0]", "Z85 public key"),
+    ("client-key-no-role", [(NODES, NODES + f'[[client_key]]\npublic_key = "{K3}"\n')],
+     "client_key[0].role", "missing required key"),
+    ("client-key-bad-role", [(NODES, NODES + f'[[client_key]]\npublic_key = "{K3}"\n'
+     'role = "root"\n')], "client_key[0].role",
+     'expected "read" or "write" or "admin", got string \'root\''),
+    ("client-key-no-key", [(NODES, NODES + '[[client_key]]\nrole = "read"\n')],
+     "client_key[0].public_key", "missing required key"),
+    ("client-key-unknown-field", [(NODES, NODES + f'[[client_key]]\npublic_key = "{K3}"\n'
+     'role = "read"\nsecret = "x"\n')], "client_key[0].secret", "unknown key"),
+    ("client-table-unknown-key", [(NODES, NODES + '[client]\nkey = "x"\n')], "client.key",
+     "unknown key; expected one of: secret_key_file"),
 ]  # fmt: skip
 
 
@@ -285,3 +324,36 @@ def test_missing_file_is_a_config_error(root: Path) -> None:
     with pytest.raises(ConfigError) as info:
         config.load(root / "nope.toml")
     assert str(info.value).startswith(f"{root / 'nope.toml'}: cannot read")
+
+
+# --- security ----------------------------------------------------------------------------
+
+
+def test_security_keys_are_parsed(root: Path) -> None:
+    extra = f'data_dir = "data/n1"\nextra_public_keys = ["{K3}"]'
+    text = VALID.replace('data_dir = "data/n1"', extra)
+    text += f'[[client_key]]\npublic_key = "{K3}"\nrole = "read"\nname = "dash"\n'
+    text += '[[client_key]]\npublic_key_file = "keys/ops.pub"\nrole = "admin"\n'
+    text += '[client]\nsecret_key_file = "keys/ops.key"\n'
+    cfg = config.load(write(root, text))
+    n1, n2 = cfg.nodes
+    assert cfg.security == "curve"
+    assert n1.public_key == config.KeyRef(text=K1, where="node[0].public_key")
+    assert n1.secret_key_file == root / "keys" / "n1.key"
+    assert n1.extra_public_keys == (K3,)
+    assert n2.public_key == config.KeyRef(
+        file=root / "keys" / "n2.pub", where="node[1].public_key_file"
+    )
+    assert [(k.role, k.name) for k in cfg.client_keys] == [("read", "dash"), ("admin", None)]
+    assert cfg.client_keys[1].public_key.file == root / "keys" / "ops.pub"
+    assert cfg.client_secret_key_file == root / "keys" / "ops.key"
+
+
+def test_security_none_needs_no_keys(root: Path) -> None:
+    text = VALID.replace('name = "t"', 'name = "t"\nsecurity = "none"')
+    for line in (f'public_key = "{K1}"\n', 'public_key_file = "keys/n2.pub"\n',
+                 'secret_key_file = "keys/n1.key"\n', 'secret_key_file = "keys/n2.key"\n'):
+        text = text.replace(line, "")
+    cfg = config.load(write(root, text))
+    assert cfg.security == "none"
+    assert cfg.nodes[0].public_key is None and cfg.nodes[0].secret_key_file is None

@@ -21,7 +21,7 @@ import pytest
 import zmq
 
 from tests import logscan
-from tests.procs import write_cluster_config
+from tests.procs import client_curve_for, write_cluster_config
 from zraft import config, wire
 from zraft.config import ClusterConfig
 from zraft.node import Node
@@ -96,13 +96,17 @@ def cluster(tmp_path: Path) -> Iterator[InProcessCluster]:
 
 
 @pytest.fixture
-def req_socket() -> Iterator[Callable[[str], zmq.Socket[bytes]]]:
-    """Make REQ sockets connected to an endpoint; all closed (linger 0) at teardown."""
+def req_socket(cluster: InProcessCluster) -> Iterator[Callable[[str], zmq.Socket[bytes]]]:
+    """Make REQ sockets connected to an endpoint with the cluster's admin client key; all
+    closed (linger 0) at teardown."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    curve = client_curve_for(cluster.cluster)
 
     def make(endpoint: str) -> zmq.Socket[bytes]:
         sock = context.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.apply(sock, endpoint)
         sock.connect(endpoint)
         return sock
 

@@ -59,6 +59,7 @@ from typing import Any
 import zmq
 
 from zraft import wire
+from zraft.security import ClientCurve
 from zraft.testing.history import HistoryRecorder, Op, Outcome
 
 OK = "ok"
@@ -178,6 +179,7 @@ class Workload:
         session_prefix: session ids are `<prefix>-c<number>`; unique per cluster.
         trust_unavailable: count `unavailable` as "not applied" (see the module doc).
         on_record: called with each operation as it completes (e.g. to stream to a file).
+        curve: the client keys of a secured cluster (`ProcessCluster.curve`); None: plaintext.
     """
 
     def __init__(
@@ -196,6 +198,7 @@ class Workload:
         session_prefix: str = "w",
         trust_unavailable: bool = False,
         on_record: Callable[[OpRecord], None] | None = None,
+        curve: ClientCurve | None = None,
     ) -> None:
         if clients < 1 or keys < 1 or not endpoints:
             raise ValueError("need at least one client, one key and one endpoint")
@@ -211,6 +214,7 @@ class Workload:
         self._weights = [mix[k] for k in self._kinds]
         self._trust_unavailable = trust_unavailable
         self._on_record = on_record
+        self._curve = curve  # the client keys of a secured cluster (None: plaintext)
         self.keys = [f"k{i}" for i in range(keys)]
         self.records: list[OpRecord] = []
         # The checker's view of the same operations; times in seconds since the origin.
@@ -368,7 +372,10 @@ class Workload:
         if client.socket is None:
             sock = self._context.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self._endpoints[self._node_ids[client.node_index]])
+            endpoint = self._endpoints[self._node_ids[client.node_index]]
+            if self._curve is not None:
+                self._curve.apply(sock, endpoint)
+            sock.connect(endpoint)
             self._poller.register(sock, zmq.POLLIN)
             client.socket = sock
         return client.socket

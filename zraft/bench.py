@@ -33,6 +33,7 @@ from typing import Any
 import zmq
 
 from zraft import wire
+from zraft.security import ClientCurve
 
 BENCH_OPS = ("put", "get")
 """Operations `run_bench` can drive."""
@@ -167,8 +168,10 @@ class _Engine:
         endpoints: Sequence[str],
         spec: BenchSpec,
         clock: Callable[[], float],
+        curve: ClientCurve | None = None,
     ) -> None:
         self._context = context
+        self._curve = curve
         self._endpoints = tuple(endpoints)
         self._spec = spec
         self._clock = clock
@@ -188,6 +191,8 @@ class _Engine:
     def _new_socket(self, endpoint: str) -> zmq.Socket[bytes]:
         sock = self._context.socket(zmq.REQ)
         sock.linger = 0
+        if self._curve is not None:
+            self._curve.apply(sock, endpoint)
         sock.connect(endpoint)
         self._poller.register(sock, zmq.POLLIN)
         return sock
@@ -312,6 +317,7 @@ def run_bench(
     progress: Callable[[BenchProgress], None] | None = None,
     context: zmq.Context[Any] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    curve: ClientCurve | None = None,
 ) -> BenchResult:
     """Run the benchmark `spec` against `endpoints` and return what it measured.
 
@@ -322,6 +328,7 @@ def run_bench(
             phase.
         context: a zmq.Context to use; by default a private one, terminated at the end.
         clock: the monotonic clock (injectable for tests).
+        curve: the client's CURVE keys for a secured cluster (None: plaintext).
 
     Raises:
         ValueError: no endpoints.
@@ -333,14 +340,14 @@ def run_bench(
     try:
         if spec.op == "get":
             # Prefill: every key once, spread over the clients; not measured.
-            prefill = _Engine(ctx, endpoints, spec, clock)
+            prefill = _Engine(ctx, endpoints, spec, clock, curve)
             try:
                 base, extra = divmod(spec.keys, spec.clients)
                 counts = [base + (i < extra) for i in range(spec.clients)]
                 prefill.run("put", counts, None, None)
             finally:
                 prefill.close()
-        engine = _Engine(ctx, endpoints, spec, clock)
+        engine = _Engine(ctx, endpoints, spec, clock, curve)
         try:
             counts = None if spec.requests is None else [spec.requests] * spec.clients
             elapsed = engine.run(spec.op, counts, spec.duration, progress)

@@ -44,7 +44,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from zraft import config as _config
-from zraft import wire
+from zraft import security, wire
+from zraft.security import ClientCurve
 
 DEFAULT_TIMEOUT_S = 6.0
 """Default overall deadline of a request: a little above the server's default request
@@ -66,6 +67,58 @@ _ENDPOINT_RE = re.compile(r"tcp://[^\s:]+:[0-9]{1,5}|tcp://\[[0-9A-Fa-f:.]+\]:[0
 
 class ClientError(Exception):
     """Base class of the errors this module raises (besides ValueError for misuse)."""
+
+
+class ClientAuthError(ClientError):
+    """Every node refused this client's security handshake: its key is not admitted, it
+    speaks plaintext to a CURVE node (or the reverse), or it holds a wrong server key.
+
+    libzmq never retries a refused handshake, so waiting longer cannot help; the client
+    raises this as soon as each endpoint has refused once instead of timing out.
+
+    Attributes:
+        refusals: `(endpoint, what happened)` per refusing endpoint.
+    """
+
+    def __init__(self, message: str, refusals: Sequence[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.refusals = tuple(refusals)
+
+
+_HANDSHAKE_EVENTS = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the node refused this client's key",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: (
+        "security handshake failed (plaintext client and CURVE node, or the reverse)"
+    ),
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "security handshake failed (wrong server key?)",
+}
+"""Monitor events that end a connection for good (libzmq does not retry), and what they
+mean for a zraft client."""
+
+
+
+def _final(event: int, curve: bool) -> bool:
+    """Whether a monitor event means the handshake is refused for good.
+
+    A plaintext client may see HANDSHAKE_FAILED_NO_DETAIL when a connection breaks
+    mid-handshake (seen under load); only with CURVE does it mean a key problem (a wrong
+    server key: the node cannot read our HELLO), so only then is it final.
+    """
+    if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        return curve
+    return event in _HANDSHAKE_EVENTS
+
+
+_REFUSED = "refused: "  # prefix of an attempt outcome whose handshake failed
+
+_MONITOR_EVENTS = (
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 
 
 class ClientTimeout(ClientError, TimeoutError):
@@ -180,6 +233,8 @@ class Client:
             tried next (and preferred afterwards). `from_config` fills it in.
         context: a zmq.Context to use; by default the client makes one and terminates it
             in `close`.
+        curve: the client's keys and the nodes' server keys for a CURVE cluster
+            (`zraft.security.client_curve`); None speaks plaintext.
 
     Raises:
         ValueError: no endpoints, a malformed endpoint, or a timeout <= 0.
@@ -195,6 +250,7 @@ class Client:
         first_seq: int = 1,
         node_endpoints: Mapping[str, str] | None = None,
         context: zmq.Context[Any] | None = None,
+        curve: ClientCurve | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
@@ -227,24 +283,36 @@ class Client:
         # timeout on a killed leader (seconds) instead of moving on at once.
         self._monitors: dict[str, zmq.Socket[bytes]] = {}
         self._down: set[str] = set()  # endpoints whose connection is known to be lost
+        self._refused: dict[str, str] = {}  # endpoint -> why its handshake failed
+        self._curve = curve
         self._current = 0  # index into _endpoints: where the next request goes first
         self._closed = False
 
     @classmethod
     def from_config(
-        cls, path: Path | str, *, timeout: float | None = None, **kwargs: Any
+        cls,
+        path: Path | str,
+        *,
+        timeout: float | None = None,
+        key_file: Path | str | None = None,
+        **kwargs: Any,
     ) -> Client:
         """A client for every node of a cluster configuration file.
 
         Args:
             path: the cluster TOML file (DESIGN.md §4).
             timeout: the overall deadline; default the cluster's request timeout + 1 s.
+            key_file: the client's secret key file for a CURVE cluster; default
+                `$ZRAFT_CLIENT_KEY`, else the config's `[client] secret_key_file`.
             kwargs: passed on to `Client` (attempt_timeout, client_id, context, ...).
 
         Raises:
             ConfigError: the file is unreadable or invalid (the message names it).
+            SecurityError: the cluster runs CURVE and no usable client key was found.
         """
         cluster = _config.load(path)
+        if "curve" not in kwargs:
+            kwargs["curve"] = security.client_curve(cluster, key_file)
         if timeout is None:
             timeout = cluster.request_timeout_ms / 1000 + 1.0
         return cls(
@@ -419,6 +487,7 @@ class Client:
         attempts: list[tuple[str, str]] = []
         last_error: Reply | None = None
         error_streak = 0  # consecutive retryable error replies, for the back-off
+        refused: dict[str, str] = {}  # endpoints whose handshake failed during this request
         backoff = _BACKOFF_FIRST_S
         while True:
             remaining = deadline - time.monotonic()
@@ -430,6 +499,10 @@ class Client:
             raw = self._attempt(endpoint, frame, min(remaining, self._attempt_timeout))
             if isinstance(raw, str):  # no usable reply: the outcome text
                 attempts.append((endpoint, raw))
+                if raw.startswith(_REFUSED):
+                    refused[endpoint] = raw.removeprefix(_REFUSED)
+                    if refused.keys() >= set(self._endpoints):
+                        raise self._auth_error(op, refused)
                 if not retry_lost:
                     raise ClientTimeout(
                         f"{op}: {endpoint}: {raw}; the outcome is unknown (not retried)",
@@ -465,6 +538,8 @@ class Client:
         sock = self._socket(endpoint)
         monitor = self._monitors[endpoint]
         self._read_monitor(endpoint)
+        if endpoint in self._refused:
+            return _REFUSED + self._refused[endpoint]
         if endpoint in self._down and not self._down.issuperset(self._endpoints):
             return "not connected"  # it went away and has not come back; try another
         ok = False
@@ -486,6 +561,8 @@ class Client:
                     break
                 if monitor in ready:
                     self._read_monitor(endpoint)
+                    if endpoint in self._refused:
+                        return _REFUSED + self._refused[endpoint]
                     if endpoint in self._down:
                         return "connection lost"
             buf = sock.recv(zmq.NOBLOCK)
@@ -507,6 +584,16 @@ class Client:
             f" ({len(attempts)} attempts; last outcome per endpoint: {tried or 'none'})",
             self._timeout,
             attempts,
+        )
+
+    def _auth_error(self, op: str, refused: Mapping[str, str]) -> ClientAuthError:
+        refusals = [(ep, refused[ep]) for ep in self._endpoints]
+        detail = "; ".join(f"{ep}: {why}" for ep, why in refusals)
+        return ClientAuthError(
+            f"{op}: authentication failed at every node ({detail}); check the client key "
+            f"(--key, {security.ENV_CLIENT_KEY}, [client] secret_key_file), that the "
+            "cluster admits it ([[client_key]]), and that both sides use the same security",
+            refusals,
         )
 
     def _advance(self) -> None:
@@ -532,9 +619,9 @@ class Client:
         if sock is None:
             sock = self._context.socket(zmq.REQ)
             sock.linger = 0
-            self._monitors[endpoint] = sock.get_monitor_socket(
-                zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
-            )
+            if self._curve is not None:
+                self._curve.apply(sock, endpoint)
+            self._monitors[endpoint] = sock.get_monitor_socket(_MONITOR_EVENTS)
             try:
                 sock.connect(endpoint)
             except zmq.ZMQError as exc:
@@ -548,7 +635,11 @@ class Client:
         monitor = self._monitors[endpoint]
         while monitor.poll(0, zmq.POLLIN):
             event = recv_monitor_message(monitor)["event"]
-            if event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CONNECT_RETRIED):
+            if event in _HANDSHAKE_EVENTS and _final(event, self._curve is not None):
+                # Final: libzmq will not try this connection again. The socket is dropped
+                # after the attempt, so a later request (a fixed config) starts afresh.
+                self._refused[endpoint] = _HANDSHAKE_EVENTS[event]
+            elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CONNECT_RETRIED):
                 self._down.add(endpoint)  # lost, or refused (nothing listens there)
             elif event == zmq.EVENT_CONNECTED:
                 self._down.discard(endpoint)
@@ -564,6 +655,7 @@ class Client:
         if sock is not None:
             self._close_pair(sock, self._monitors.pop(endpoint))
             self._down.discard(endpoint)  # a new socket starts with a new connection
+            self._refused.pop(endpoint, None)
 
     def close(self) -> None:
         """Close every socket (and the context, if the client made it). Idempotent."""
@@ -616,12 +708,18 @@ class StatusProbe:
 
 
 def probe_status(
-    endpoints: Sequence[str], *, timeout: float = 1.0, context: zmq.Context[Any] | None = None
+    endpoints: Sequence[str],
+    *,
+    timeout: float = 1.0,
+    context: zmq.Context[Any] | None = None,
+    curve: ClientCurve | None = None,
 ) -> list[StatusProbe]:
     """Ask every endpoint for its `status` at once and wait at most `timeout` in all.
 
     Unlike `Client.status`, which asks whichever node answers, this asks each node
-    individually and never retries: a node that does not answer in time is unreachable.
+    individually and never retries: a node that does not answer in time is unreachable,
+    and one that refuses the security handshake says so at once (`problem` starts with
+    "refused: ").
 
     Returns:
         One probe per endpoint, in the order given.
@@ -635,6 +733,7 @@ def probe_status(
     ctx: zmq.Context[Any] = zmq.Context() if context is None else context
     frame = wire.encode_request("status")
     sockets: dict[zmq.Socket[bytes], str] = {}
+    monitors: dict[zmq.Socket[bytes], zmq.Socket[bytes]] = {}  # monitor -> its socket
     results: dict[str, StatusProbe] = {}
     try:
         poller = zmq.Poller()
@@ -642,23 +741,40 @@ def probe_status(
             sock = ctx.socket(zmq.REQ)
             sock.linger = 0
             sockets[sock] = endpoint
+            if curve is not None:
+                curve.apply(sock, endpoint)
+            monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+            monitors[monitor] = sock
             sock.connect(endpoint)
             sock.send(frame, zmq.NOBLOCK)
             poller.register(sock, zmq.POLLIN)
+            poller.register(monitor, zmq.POLLIN)
         deadline = time.monotonic() + timeout
         while len(results) < len(sockets):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            for sock, _ in poller.poll(max(1, int(remaining * 1000))):
-                endpoint = sockets[sock]
-                poller.unregister(sock)
+            for ready, _ in poller.poll(max(1, int(remaining * 1000))):
+                if ready in monitors:
+                    event = recv_monitor_message(ready)["event"]
+                    endpoint = sockets[monitors[ready]]
+                    if _final(event, curve is not None) and endpoint not in results:
+                        problem = _REFUSED + _HANDSHAKE_EVENTS[event]
+                        results[endpoint] = StatusProbe(endpoint, None, problem)
+                        poller.unregister(monitors[ready])
+                    continue
+                endpoint = sockets[ready]
+                poller.unregister(ready)
                 try:
-                    reply = Reply.from_map(wire.decode_reply(sock.recv(zmq.NOBLOCK)), endpoint)
+                    reply = Reply.from_map(wire.decode_reply(ready.recv(zmq.NOBLOCK)), endpoint)
                     results[endpoint] = StatusProbe(endpoint, reply)
                 except wire.DecodeError as exc:
                     results[endpoint] = StatusProbe(endpoint, None, f"malformed reply ({exc})")
     finally:
+        for sock in sockets:
+            sock.disable_monitor()
+        for monitor in monitors:
+            monitor.close(linger=0)
         for sock in sockets:
             sock.close(linger=0)
         if own:

@@ -16,8 +16,25 @@ data_dir = "data/n1"
 
 Optional `[cluster]` keys and their defaults: see `_CLUSTER_DEFAULTS` (`tick_ms`,
 `max_key_bytes`, `max_value_bytes`, `snapshot_entries`, `snapshot_bytes`, `snapshot_retain`,
-`snapshot_trailing`, `wal_segment_bytes`). Every one is an integer > 0, except
+`snapshot_trailing`, `wal_segment_bytes`, `security`). Every integer is > 0, except
 `snapshot_trailing`, which may be 0.
+
+Security (`zraft.security` reads the key files; this module only checks the schema):
+
+```toml
+[cluster]
+security = "curve"                  # the default; "none" turns CURVE off (a warning each start)
+[[node]]
+public_key_file = "keys/n1.pub"     # or public_key = "<40 Z85 chars>"; required under curve
+secret_key_file = "keys/n1.key"     # required under curve; read only by node n1 itself
+extra_public_keys = ["<Z85>"]       # optional: also admitted as n1 (key rotation)
+[[client_key]]                      # one per admitted client key
+public_key_file = "keys/client.pub" # or public_key = "<Z85>"
+role = "admin"                      # read | write | admin
+name = "ops"                        # optional, for logs
+[client]
+secret_key_file = "keys/client.key" # optional: the key zraft-client uses by default
+```
 
 Rules this module keeps:
 
@@ -69,6 +86,13 @@ _CLUSTER_DEFAULTS: dict[str, Any] = {
 }
 _MAY_BE_ZERO = frozenset({"snapshot_trailing"})
 _NODE_KEYS = ("id", "peer", "client", "data_dir")
+_NODE_KEY_OPTIONS = ("public_key", "public_key_file", "secret_key_file", "extra_public_keys")
+SECURITY_MODES = ("curve", "none")
+"""Values of `[cluster] security`: CURVE on every socket (default), or plaintext."""
+CLIENT_ROLES = ("read", "write", "admin")
+"""Roles a `[[client_key]]` may have (`zraft.security.role_allows` says what each may do)."""
+Z85_KEY_RE = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
+"""A 32-byte CURVE key in Z85 text: exactly 40 characters of the Z85 alphabet."""
 
 
 def is_endpoint(value: str) -> bool:
@@ -96,13 +120,39 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class KeyRef:
+    """Where a public key comes from: inline Z85 `text`, or a `.pub` `file` (absolute).
+
+    `where` is the config key that named it (`node[1].public_key_file`), for messages.
+    `zraft.security.resolve` reads it.
+    """
+
+    text: str = ""
+    file: Path | None = None
+    where: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
-    """One `[[node]]` table: the node's id, its endpoints and its (absolute) data directory."""
+    """One `[[node]]` table: the node's id, its endpoints and its (absolute) data directory,
+    and its keys (None / empty when the file does not configure them)."""
 
     id: NodeId
     peer: str
     client: str
     data_dir: Path
+    public_key: KeyRef | None = None
+    secret_key_file: Path | None = None
+    extra_public_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKeyConfig:
+    """One `[[client_key]]` table: an admitted client public key, its role and a name."""
+
+    public_key: KeyRef
+    role: str
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +180,9 @@ class ClusterConfig:
     snapshot_retain: int = 2  # snapshot files kept; the WAL reaches back to the oldest
     snapshot_trailing: int = 1000  # log entries kept behind a snapshot for slow followers
     wal_segment_bytes: int = 64 << 20  # compaction deletes whole segments of this size
+    security: str = "curve"
+    client_keys: tuple[ClientKeyConfig, ...] = ()
+    client_secret_key_file: Path | None = None
 
     @property
     def node_ids(self) -> tuple[NodeId, ...]:
@@ -221,12 +274,17 @@ class _Parser:
 
     def parse(self, data: dict[str, Any]) -> ClusterConfig:
         """Turn the whole document into a `ClusterConfig`."""
-        self.check_keys(data, "", required=("cluster",), optional=("node",))
+        self.check_keys(
+            data, "", required=("cluster",), optional=("node", "client_key", "client")
+        )
         cluster = data["cluster"]
         if not isinstance(cluster, dict):
             raise self.fail("cluster", f"expected a table [cluster], got {_describe(cluster)}")
-        self.check_keys(cluster, "cluster.", _CLUSTER_REQUIRED, tuple(_CLUSTER_DEFAULTS))
+        self.check_keys(
+            cluster, "cluster.", _CLUSTER_REQUIRED, (*_CLUSTER_DEFAULTS, "security")
+        )
         values = {**_CLUSTER_DEFAULTS, **cluster}
+        security = self.choice(cluster, "cluster.security", SECURITY_MODES, "curve")
 
         name = self.string(values, "cluster.name")
         ints = {
@@ -238,7 +296,7 @@ class _Parser:
         election = self.election_range(values["election_timeout_ms"], heartbeat_ms)
         self.check_ticks(ints["tick_ms"], heartbeat_ms, election)
         log_dir = self.base / self.string(values, "cluster.log_dir")
-        nodes = self.nodes(data.get("node", []))
+        nodes = self.nodes(data.get("node", []), secured=security == "curve")
         return ClusterConfig(
             path=self.path.resolve(),
             base_dir=self.base,
@@ -248,15 +306,20 @@ class _Parser:
             log_dir=log_dir,
             nodes=nodes,
             **ints,
+            security=security,
+            client_keys=self.client_keys(data.get("client_key", [])),
+            client_secret_key_file=self.client_table(data.get("client", {})),
         )
 
-    def nodes(self, raw: Any) -> tuple[NodeConfig, ...]:
+    def nodes(self, raw: Any, *, secured: bool) -> tuple[NodeConfig, ...]:
         """Validate the `[[node]]` tables, then their uniqueness across the cluster."""
         if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
             raise self.fail("node", "expected [[node]] tables")
         if not raw:
             raise self.fail("node", "expected at least one [[node]] table")
-        nodes = tuple(self.node(table, f"node[{i}]") for i, table in enumerate(raw))
+        nodes = tuple(
+            self.node(table, f"node[{i}]", secured=secured) for i, table in enumerate(raw)
+        )
         seen: dict[Any, str] = {}
         for i, node in enumerate(nodes):
             # An endpoint is either node's peer or client: all of them must be distinct.
@@ -275,9 +338,9 @@ class _Parser:
                 seen[group, value] = key
         return nodes
 
-    def node(self, table: dict[str, Any], prefix: str) -> NodeConfig:
-        """Validate one `[[node]]` table."""
-        self.check_keys(table, prefix + ".", _NODE_KEYS, ())
+    def node(self, table: dict[str, Any], prefix: str, *, secured: bool) -> NodeConfig:
+        """Validate one `[[node]]` table (its keys are required when `secured`)."""
+        self.check_keys(table, prefix + ".", _NODE_KEYS, _NODE_KEY_OPTIONS)
         node_id = self.string(table, f"{prefix}.id")
         if not _ID_RE.fullmatch(node_id):
             raise self.fail(
@@ -288,7 +351,98 @@ class _Parser:
         peer = self.endpoint(table, f"{prefix}.peer")
         client = self.endpoint(table, f"{prefix}.client")
         data_dir = self.base / self.string(table, f"{prefix}.data_dir")
-        return NodeConfig(id=node_id, peer=peer, client=client, data_dir=data_dir)
+        public_key = self.key_ref(table, prefix, required=secured)
+        secret = None
+        if "secret_key_file" in table:
+            secret = self.base / self.string(table, f"{prefix}.secret_key_file")
+        elif secured:
+            raise self.fail(
+                f"{prefix}.secret_key_file",
+                'missing required key (security = "curve"): the path of this node\'s '
+                "secret key file, e.g. keys/" + node_id + ".key",
+            )
+        extra = self.key_list(table, f"{prefix}.extra_public_keys")
+        return NodeConfig(
+            id=node_id,
+            peer=peer,
+            client=client,
+            data_dir=data_dir,
+            public_key=public_key,
+            secret_key_file=secret,
+            extra_public_keys=extra,
+        )
+
+    def key_ref(self, table: dict[str, Any], prefix: str, *, required: bool) -> KeyRef | None:
+        """`public_key` (inline Z85) or `public_key_file` (a path), exactly one of them."""
+        if "public_key" in table and "public_key_file" in table:
+            raise self.fail(
+                f"{prefix}.public_key", "give either public_key or public_key_file, not both"
+            )
+        if "public_key" in table:
+            key = f"{prefix}.public_key"
+            return KeyRef(text=self.z85(table["public_key"], key), where=key)
+        if "public_key_file" in table:
+            key = f"{prefix}.public_key_file"
+            return KeyRef(file=self.base / self.string(table, key), where=key)
+        if required:
+            raise self.fail(
+                f"{prefix}.public_key",
+                'missing required key (security = "curve"): public_key = "<40 Z85 '
+                'characters>" or public_key_file = "keys/NAME.pub"',
+            )
+        return None
+
+    def z85(self, value: Any, key: str) -> str:
+        """A 40-character Z85 public key."""
+        if not isinstance(value, str) or not Z85_KEY_RE.fullmatch(value):
+            shown = f"{len(value)} characters" if isinstance(value, str) else _describe(value)
+            raise self.fail(key, f"expected a Z85 public key (40 characters), got {shown}")
+        return value
+
+    def key_list(self, table: dict[str, Any], key: str) -> tuple[str, ...]:
+        """An optional array of Z85 public keys."""
+        value = table.get(key.rpartition(".")[2], [])
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected an array of Z85 public keys, got {_describe(value)}")
+        return tuple(self.z85(item, f"{key}[{i}]") for i, item in enumerate(value))
+
+    def client_keys(self, raw: Any) -> tuple[ClientKeyConfig, ...]:
+        """Validate the `[[client_key]]` tables."""
+        if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+            raise self.fail("client_key", "expected [[client_key]] tables")
+        out = []
+        for i, table in enumerate(raw):
+            prefix = f"client_key[{i}]"
+            optional = ("public_key", "public_key_file", "name")
+            self.check_keys(table, prefix + ".", ("role",), optional)
+            ref = self.key_ref(table, prefix, required=True)
+            assert ref is not None
+            role = self.choice(table, f"{prefix}.role", CLIENT_ROLES, None)
+            name = self.string(table, f"{prefix}.name") if "name" in table else None
+            out.append(ClientKeyConfig(public_key=ref, role=role, name=name))
+        return tuple(out)
+
+    def client_table(self, raw: Any) -> Path | None:
+        """The `[client]` table: the secret key file zraft-client uses by default."""
+        if not isinstance(raw, dict):
+            raise self.fail("client", f"expected a table [client], got {_describe(raw)}")
+        self.check_keys(raw, "client.", (), ("secret_key_file",))
+        if "secret_key_file" not in raw:
+            return None
+        return self.base / self.string(raw, "client.secret_key_file")
+
+    def choice(
+        self, table: dict[str, Any], key: str, allowed: tuple[str, ...], default: str | None
+    ) -> str:
+        """One of `allowed` at `key` (`default` when absent and not None)."""
+        name = key.rpartition(".")[2]
+        if name not in table and default is not None:
+            return default
+        value = table[name]
+        if value not in allowed:
+            options = " or ".join(f'"{a}"' for a in allowed)
+            raise self.fail(key, f"expected {options}, got {_describe(value)}")
+        return str(value)
 
     def endpoint(self, table: dict[str, Any], key: str) -> str:
         """A `tcp://HOST:PORT` string with 1 <= PORT <= 65535."""

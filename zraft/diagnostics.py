@@ -64,6 +64,9 @@ class NodeEvent(StrEnum):
     CLIENT_REPLIED = "client_replied"  # a client got its answer (debug)
     STORAGE_SYNCED = "storage_synced"  # one Ready was made durable (debug)
     PEER_SEND_DROPPED = "peer_send_dropped"  # a peer's send queue was full
+    AUTH_DENIED = "auth_denied"  # the ZAP handler refused a connection (rate-limited)
+    AUTH_ADMITTED = "auth_admitted"  # the ZAP handler admitted a connection (debug)
+    SECURITY_DISABLED = "security_disabled"  # security = "none": logged at every start
 
 
 UNKNOWN_EVENT = "unknown_event"
@@ -96,6 +99,9 @@ LEVELS: dict[str, str] = {
     NodeEvent.CLIENT_REPLIED: "debug",
     NodeEvent.STORAGE_SYNCED: "debug",
     NodeEvent.PEER_SEND_DROPPED: "warning",
+    NodeEvent.AUTH_DENIED: "warning",
+    NodeEvent.AUTH_ADMITTED: "debug",
+    NodeEvent.SECURITY_DISABLED: "warning",
 }
 """The level of every event name in the vocabulary (DESIGN.md §3)."""
 
@@ -119,6 +125,13 @@ FIELDS: dict[str, frozenset[str] | None] = {
     NodeEvent.BAD_FRAME: frozenset({"source", "sender", "reason"}),
     NodeEvent.LOOP_STALLED: frozenset({"lag_ms"}),
     NodeEvent.FATAL_ERROR: frozenset({"kind", "exception"}),
+    NodeEvent.AUTH_DENIED: frozenset(
+        {"source", "address", "key", "mechanism", "reason", "suppressed"}
+    ),
+    NodeEvent.AUTH_ADMITTED: frozenset(
+        {"source", "address", "key", "mechanism", "user", "suppressed"}
+    ),
+    NodeEvent.SECURITY_DISABLED: frozenset({"config"}),
     # Per-message debug events have no fixed field set (yet): None means "not checked".
     NodeEvent.CLIENT_REPLIED: None,
     NodeEvent.STORAGE_SYNCED: None,

@@ -1,12 +1,15 @@
 """Where members can be reached: the endpoint directory a node keeps beside its membership.
 
 The Raft core knows members by id only. To send to a member, a node needs its peer
-endpoint; to point clients at it, its client endpoint. The static configuration file
-names the nodes a brand-new cluster starts with; every membership change after that
-carries the endpoints itself: a CONFIG entry's *context* (opaque to the core) is the
-whole directory, msgpack-encoded as ``{id: [peer, client]}``, and a snapshot's header
-carries it too. So a node restarted from its log or a snapshot, or one that joined later,
-knows how to reach every member the file never mentioned.
+endpoint; to point clients at it, its client endpoint; with CURVE on, its public key too:
+both to connect (the key its peer ROUTER serves with) and to admit it (the ZAP handler
+names a connection by its key). The static configuration file names the nodes a
+brand-new cluster starts with; every membership change after that carries the directory
+itself: a CONFIG entry's *context* (opaque to the core) is the whole directory,
+msgpack-encoded as ``{id: [peer, client, public_key]}`` (the key as Z85 text, "" when the
+cluster runs without CURVE), and a snapshot's header carries it too. So a node restarted
+from its log or a snapshot, or one that joined later, knows how to reach every member
+the file never mentioned.
 
 The directory only grows or updates: an id once seen keeps its last endpoints, even
 after the member is removed (a removed member may be added back; a dealer to it is
@@ -25,15 +28,19 @@ from zraft.core.types import NodeId
 
 MAX_ENDPOINT_LEN = 256
 MAX_MEMBERS = 1024
+Z85_KEY_LEN = 40
+
+Entry = tuple[str, str, str]
+"""(peer endpoint, client endpoint, Z85 public key or "")."""
 
 
 class Endpoints:
-    """A node's directory: member id -> (peer endpoint, client endpoint)."""
+    """A node's directory: member id -> (peer endpoint, client endpoint, public key)."""
 
-    def __init__(self, initial: Iterable[tuple[NodeId, str, str]] = ()) -> None:
-        self._by_id: dict[NodeId, tuple[str, str]] = {}
-        for node_id, peer, client in initial:
-            self._by_id[node_id] = (peer, client)
+    def __init__(self, initial: Iterable[tuple[NodeId, str, str, str]] = ()) -> None:
+        self._by_id: dict[NodeId, Entry] = {}
+        for node_id, peer, client, key in initial:
+            self._by_id[node_id] = (peer, client, key)
 
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._by_id
@@ -48,11 +55,16 @@ class Endpoints:
         entry = self._by_id.get(node_id)
         return entry[1] if entry else None
 
-    def set(self, node_id: NodeId, peer: str, client: str) -> None:
-        """Record (or update) one member's endpoints."""
-        self._by_id[node_id] = (peer, client)
+    def public_key(self, node_id: NodeId) -> str:
+        """The Z85 public key of `node_id` ("" if unknown or not used)."""
+        entry = self._by_id.get(node_id)
+        return entry[2] if entry else ""
 
-    def merge(self, other: Mapping[NodeId, tuple[str, str]]) -> bool:
+    def set(self, node_id: NodeId, peer: str, client: str, public_key: str = "") -> None:
+        """Record (or update) one member's endpoints and key."""
+        self._by_id[node_id] = (peer, client, public_key)
+
+    def merge(self, other: Mapping[NodeId, Entry]) -> bool:
         """Take every entry of `other`; returns whether anything changed."""
         changed = False
         for node_id, endpoints in other.items():
@@ -63,21 +75,25 @@ class Endpoints:
 
     def peers_of(self, own_id: NodeId) -> dict[NodeId, str]:
         """Every known peer endpoint except our own."""
-        return {i: peer for i, (peer, _) in self._by_id.items() if i != own_id}
+        return {i: entry[0] for i, entry in self._by_id.items() if i != own_id}
 
-    def as_dict(self) -> dict[NodeId, tuple[str, str]]:
+    def keys_of(self, own_id: NodeId) -> dict[NodeId, bytes]:
+        """Every known peer public key (Z85 bytes) except our own."""
+        return {i: e[2].encode() for i, e in self._by_id.items() if i != own_id and e[2]}
+
+    def as_dict(self) -> dict[NodeId, Entry]:
         """A copy of the whole directory."""
         return dict(self._by_id)
 
     def encode(self) -> bytes:
         """The directory as a CONFIG entry's context (or a snapshot header value)."""
         return msgpack.packb(  # type: ignore[no-any-return]
-            {i: [peer, client] for i, (peer, client) in sorted(self._by_id.items())},
+            {i: list(entry) for i, entry in sorted(self._by_id.items())},
             use_bin_type=True,
         )
 
 
-def decode_endpoints(data: bytes) -> dict[NodeId, tuple[str, str]]:
+def decode_endpoints(data: bytes) -> dict[NodeId, Entry]:
     """Parse a CONFIG entry's context; an empty context is an empty directory.
 
     Raises:
@@ -91,7 +107,7 @@ def decode_endpoints(data: bytes) -> dict[NodeId, tuple[str, str]]:
             raw=False,
             strict_map_key=True,
             max_map_len=MAX_MEMBERS,
-            max_array_len=2,
+            max_array_len=3,
             max_str_len=MAX_ENDPOINT_LEN,
             max_bin_len=0,
         )
@@ -100,23 +116,25 @@ def decode_endpoints(data: bytes) -> dict[NodeId, tuple[str, str]]:
     return endpoints_from_plain(raw)
 
 
-def endpoints_from_plain(raw: Any) -> dict[NodeId, tuple[str, str]]:
-    """Validate ``{id: [peer, client]}`` (as msgpack decodes it) into a directory.
+def endpoints_from_plain(raw: Any) -> dict[NodeId, Entry]:
+    """Validate ``{id: [peer, client, public_key]}`` (as msgpack decodes it).
 
     Raises:
         ValueError: the shape or a value is wrong.
     """
     if type(raw) is not dict:
         raise ValueError("a member directory must be a map")
-    out: dict[NodeId, tuple[str, str]] = {}
-    for node_id, pair in raw.items():
+    out: dict[NodeId, Entry] = {}
+    for node_id, entry in raw.items():
         if type(node_id) is not str or not is_valid_id(node_id):
             raise ValueError(f"bad member id {node_id!r}")
         if (
-            type(pair) is not list
-            or len(pair) != 2
-            or not all(type(e) is str and 0 < len(e) <= MAX_ENDPOINT_LEN for e in pair)
+            type(entry) is not list
+            or len(entry) != 3
+            or not all(type(e) is str and 0 < len(e) <= MAX_ENDPOINT_LEN for e in entry[:2])
+            or type(entry[2]) is not str
+            or len(entry[2]) not in (0, Z85_KEY_LEN)
         ):
-            raise ValueError(f"member {node_id}: expected [peer, client] endpoint strings")
-        out[node_id] = (pair[0], pair[1])
+            raise ValueError(f"member {node_id}: expected [peer, client, public key]")
+        out[node_id] = (entry[0], entry[1], entry[2])
     return out

@@ -37,7 +37,7 @@ from typing import Any
 
 import zmq
 
-from zraft import __version__, diagnostics, wire
+from zraft import __version__, diagnostics, security, wire
 from zraft.config import ClusterConfig, ConfigError, NodeConfig, is_endpoint
 from zraft.core import (
     ChangeKind,
@@ -66,7 +66,13 @@ from zraft.snapshots import SnapshotMaker, SnapshotStats
 from zraft.storage import FileStorage, LogStorage
 from zraft.storage.snapfile import LoadedSnapshot
 from zraft.storage.snapstore import SnapshotStore
-from zraft.transport import ZmqTransport
+from zraft.transport import (
+    CLIENT_ZAP_DOMAIN,
+    PEER_ZAP_DOMAIN,
+    CurveKeys,
+    ZmqTransport,
+)
+from zraft.zap import AuthRecord, EventLimiter, ZapHandler
 
 DRAIN_BUDGET = 256  # frames per socket per turn: big batches, bounded tick latency
 STALL_THRESHOLD_TICKS = 5  # a tick this late (in tick lengths) is logged as loop_stalled
@@ -111,8 +117,15 @@ class Node:
         me = me if me is not None else cluster.node(node_id)
         self.id = node_id
         self._join = join
-        self._endpoints = Endpoints((n.id, n.peer, n.client) for n in cluster.nodes)
-        self._endpoints.set(node_id, me.peer, me.client)
+        # Keys first (a bad key file must stop the start before anything is opened).
+        keys = security.node_keys(cluster, node_id, me) if cluster.security == "curve" else None
+        self._keys = keys
+        self._endpoints = Endpoints(
+            (n.id, n.peer, n.client, security.public_key_text(n) if keys else "")
+            for n in cluster.nodes
+        )
+        own_key = keys.own.public.decode() if keys else ""
+        self._endpoints.set(node_id, me.peer, me.client, own_key)
         self._cluster = cluster
         self._clock = clock
         self._tick_s = cluster.tick_ms / 1000
@@ -151,8 +164,12 @@ class Node:
         # Membership events are for changes applied from now on, not for a replay.
         self._replayed_until = restored.hard_state.commit
         self._applied_membership = restored.membership or cluster.membership
-        peers = self._endpoints.peers_of(node_id)
-        self._peer_ids = frozenset(peers)
+        # A node joining a cluster does not dial anyone until a member talks to it: the
+        # members would refuse its key until they have added it, and libzmq never retries
+        # a refused handshake.
+        self._awaiting_contact = join and node_id not in self._raft.membership.members
+        peers = self._reachable_peers()
+        self._peer_ids = frozenset(self._endpoints.peers_of(node_id))
         self._transport = ZmqTransport(
             node_id,
             me.peer,
@@ -160,8 +177,34 @@ class Node:
             peers,
             client_max_message_bytes=cluster.max_key_bytes + 2 * cluster.max_value_bytes + 8192,
             peer_max_message_bytes=max(8 << 20, 4 * cluster.max_value_bytes),
+            curve=(
+                None
+                if keys is None
+                else CurveKeys(
+                    keys.own.public,
+                    keys.own.secret,
+                    {**self._endpoints.keys_of(node_id), **keys.peer_server_keys},
+                )
+            ),
             context=context,
         )
+        self._transport.accept_from(self._peer_ids)
+        self._zap: ZapHandler | None = None
+        zap_socket = self._transport.zap_socket
+        if keys is not None and zap_socket is not None:
+            self._zap = ZapHandler(
+                zap_socket,
+                {PEER_ZAP_DOMAIN: "peer", CLIENT_ZAP_DOMAIN: "client"},
+                keys.peer_ids_by_key,
+                keys.clients_by_key,
+            )
+            # Members the file does not name, learned from the log or a snapshot.
+            self._zap.admit_peers(
+                {security.raw_key(k): i for i, k in self._endpoints.keys_of(node_id).items()}
+            )
+        # Separate budgets: a flood of refused connections must not hide admissions.
+        self._denied_limiter = EventLimiter(clock)
+        self._admitted_limiter = EventLimiter(clock)
         self._poller = zmq.Poller()
         self._transport.register(self._poller)
         self._sender = SnapshotSender(self._transport.send, clock)
@@ -279,6 +322,10 @@ class Node:
             commit_index=self._raft.commit_index,
             version=__version__,
         )
+        if self._cluster.security == "none":
+            diagnostics.emit_node(
+                self._log, NodeEvent.SECURITY_DISABLED, config=str(self._cluster.path)
+            )
 
     def stop(self) -> None:
         """Ask the loop to exit after the current turn."""
@@ -309,6 +356,10 @@ class Node:
     def run_once(self, timeout_ms: int) -> None:
         """Poll once, process what arrived, fire a due tick, and handle one Ready."""
         events = dict(self._poller.poll(timeout_ms))
+        if self._zap is not None and events.get(self._zap.socket):
+            # First, so handshakes waiting on us finish as early as possible.
+            for record in self._zap.handle():
+                self._log_auth(record)
         peers_ready, clients_ready = self._transport.readable(events)
         if peers_ready:
             self._drain_peers()
@@ -374,6 +425,9 @@ class Node:
             except wire.DecodeError as exc:
                 self._bad_frame("peer", sender_id, exc.reason)
                 continue
+            if self._awaiting_contact and item.src == sender_id:
+                self._awaiting_contact = False  # a member talks to us: we were added
+                self._sync_peers()
             if item.src != sender_id:
                 # The routing id (the connection) decides who speaks, not the payload.
                 self._bad_frame("peer", sender_id, f"claims to be {item.src!r}")
@@ -390,8 +444,26 @@ class Node:
             else:
                 self._raft.step(item)
 
+    def _log_auth(self, record: AuthRecord) -> None:
+        limiter = self._admitted_limiter if record.admitted else self._denied_limiter
+        suppressed = limiter.admit()
+        if suppressed is None:
+            return  # over the rate limit: counted, reported with the next event
+        common = {
+            "source": record.source,
+            "address": record.address,
+            "key": record.key,
+            "mechanism": record.mechanism,
+            "suppressed": suppressed,
+        }
+        if record.admitted:
+            diagnostics.emit_node(self._log, NodeEvent.AUTH_ADMITTED, user=record.user, **common)
+        else:
+            diagnostics.emit_node(self._log, NodeEvent.AUTH_DENIED, reason=record.reason, **common)
+
     def _drain_clients(self) -> None:
-        for envelope, body in self._transport.recv_clients(DRAIN_BUDGET):
+        for incoming in self._transport.recv_client_requests(DRAIN_BUDGET):
+            envelope, body, role = incoming.envelope, incoming.body, incoming.user
             reply_to = ReplyTo(envelope=tuple(envelope))
             try:
                 request = wire.decode_request(
@@ -405,6 +477,16 @@ class Node:
             except wire.DecodeError as exc:
                 self._bad_frame("client", envelope[0].hex() if envelope else "", exc.reason)
                 self._reply_error(reply_to, "bad_request", exc.reason)
+                continue
+            if role is not None and not security.role_allows(role, request.kind):
+                # The role comes from the ZAP handler (the key), never from the request.
+                # Forwarded requests skip this: the node that took them checked it.
+                self._reply_error(
+                    reply_to,
+                    "forbidden",
+                    f"op {request.op!r} needs a {security.required_role(request.kind)!r} "
+                    f"key; this client's key has role {role!r}",
+                )
                 continue
             self._serve(request, reply_to)
 
@@ -494,7 +576,8 @@ class Node:
         if change.kind is ChangeKind.ADD_LEARNER:
             # Reachable before the entry is even replicated: the leader must send it.
             assert request.peer is not None and request.client_endpoint is not None
-            self._endpoints.set(change.node_id, request.peer, request.client_endpoint)
+            key = request.public_key or ""
+            self._endpoints.set(change.node_id, request.peer, request.client_endpoint, key)
             self._sync_peers()
         try:
             term, index = self._raft.propose_membership(change, self._endpoints.encode())
@@ -516,6 +599,8 @@ class Node:
                 return "add_member needs `peer` and `client_endpoint` as tcp://HOST:PORT"
             if node_id == self.id:
                 return f"{node_id} is this node"
+            if self._keys is not None and not security.is_public_key(request.public_key or ""):
+                return "add_member needs `public_key`, the new node's Z85 key (CURVE is on)"
             return MembershipChange(
                 ChangeKind.ADD_LEARNER, node_id, promote_when_caught_up=not request.learner
             )
@@ -622,8 +707,9 @@ class Node:
         for event in rd.events:
             diagnostics.emit(self._log, event)
         for entry in rd.entries:
-            if entry.kind is EntryKind.CONFIG:
-                self._learn_endpoints(entry)  # in force once appended: reach new members
+            # In force once appended: reach (and admit) new members at once.
+            if entry.kind is EntryKind.CONFIG and self._learn_endpoints(entry):
+                self._sync_peers()
         received, self._received = self._received, None
         if rd.snapshot is not None:
             # Before the WAL's reset: a final name means a complete, durable file.
@@ -728,30 +814,47 @@ class Node:
             )
 
     # === membership ============================================================================
-    def _learn_endpoints(self, entry: Entry) -> None:
-        """Take the endpoint directory a CONFIG entry carries; connect to new members."""
+    def _learn_endpoints(self, entry: Entry) -> bool:
+        """Take the directory a CONFIG entry carries; returns whether anything changed
+        (then `_sync_peers` connects to and admits the new members)."""
         try:
             _, context = decode_config(entry.data)
             directory = decode_endpoints(context)
         except ValueError as exc:  # the core validated the membership; this is ours
             self._bad_frame("peer", self._raft.leader_id or "", f"config {entry.index}: {exc}")
-            return
-        if self._endpoints.merge(directory):
-            self._sync_peers()
+            return False
+        return self._endpoints.merge(directory)
 
-    def _learn_snapshot_endpoints(self, loaded: LoadedSnapshot) -> None:
+    def _learn_snapshot_endpoints(self, loaded: LoadedSnapshot) -> bool:
+        """Take the directory a snapshot's header carries; returns whether it changed."""
         try:
             directory = endpoints_from_plain(loaded.header.get("endpoints", {}))
         except ValueError as exc:
             self._bad_frame("peer", "", f"snapshot {loaded.meta.index}: {exc}")
-            return
-        if self._endpoints.merge(directory) and hasattr(self, "_transport"):
-            self._sync_peers()
+            return False
+        return self._endpoints.merge(directory)
+
+    def _reachable_peers(self) -> dict[str, str]:
+        """Peer id -> endpoint of every member we can talk to (with CURVE: whose key we
+        know; a member added without one cannot be reached, and cannot reach us)."""
+        if self._awaiting_contact:
+            return {}
+        peers = self._endpoints.peers_of(self.id)
+        if self._keys is None:
+            return peers
+        keys = self._endpoints.keys_of(self.id)
+        return {i: e for i, e in peers.items() if i in keys}
 
     def _sync_peers(self) -> None:
-        peers = self._endpoints.peers_of(self.id)
-        self._transport.update_peers(peers)
-        self._peer_ids = frozenset(peers)
+        peers = self._reachable_peers()
+        server_keys = self._endpoints.keys_of(self.id)
+        self._transport.update_peers(peers, server_keys)
+        if self._zap is not None:
+            self._zap.admit_peers(
+                {security.raw_key(key): peer for peer, key in server_keys.items()}
+            )
+        self._peer_ids = frozenset(self._endpoints.peers_of(self.id))
+        self._transport.accept_from(self._peer_ids)
 
     def _config_applied(self, entry: Entry) -> None:
         """Log who joined, was promoted or left, once a CONFIG entry is applied."""
@@ -943,7 +1046,8 @@ class Node:
         """The WAL reset is durable: replace the state machine and tidy up old files."""
         loaded = received.loaded
         self._kv.restore_snapshot(self._view_of(loaded))
-        self._learn_snapshot_endpoints(loaded)
+        if self._learn_snapshot_endpoints(loaded):
+            self._sync_peers()
         self._applied_membership = loaded.meta.membership
         diagnostics.emit_node(
             self._log,

@@ -47,6 +47,21 @@ Socket options, and why (measurements are in PLATFORM.md §4, libzmq 4.3.5):
   client that has gone away is silently discarded by libzmq; with mandatory on it raises
   `EHOSTUNREACH` (measured), which is not worth handling for a client that left.
 
+CURVE (`curve=CurveKeys(...)`, zraft's default; see zraft/security.py and zraft/zap.py):
+
+- Before any other socket, a ZAP ROUTER is bound at `inproc://zeromq.zap.01` in this
+  transport's context (the node polls it and answers with `zraft.zap`). Without a ZAP
+  handler a CURVE server admits ANY client key (PLATFORM.md §4a).
+- Both ROUTERs are CURVE servers with this node's secret key and their own ZAP domain
+  (`PEER_ZAP_DOMAIN`, `CLIENT_ZAP_DOMAIN`), so the handler knows which one is asked.
+  A plaintext or ZMTP/1.0 peer fails the handshake and nothing it sends is delivered.
+- Each DEALER is a CURVE client of its peer's public key, presenting this node's key.
+- The sender of a peer frame is the ZAP `User-Id` of its connection (the member id the
+  handler bound to the key), not the routing id. So the DEALERs set no routing id and the
+  peer ROUTER no `ROUTER_HANDOVER`: every connection gets a fresh libzmq id, nobody can
+  take over another's, and a restarted peer is simply a new connection. A client
+  request carries the `User-Id` of its connection too: the role of its key.
+
 Remote input never raises: malformed messages are dropped, counted, and kept (a bounded
 number) as `BadInput` records for the node to log as `bad_frame`. Local misuse (an
 unknown peer id, a bad endpoint) raises.
@@ -72,7 +87,16 @@ DEFAULT_RECV_BUDGET = 256
 """How many messages one `recv_*` call reads at most (STYLE.md B5 "Drain, don't trickle")."""
 
 ZAP_DOMAIN = b"zraft"
-"""Set on both ROUTERs only to make libzmq refuse ZMTP/1.0 and 2.0 peers (see above)."""
+"""Set on both plaintext ROUTERs only to make libzmq refuse ZMTP/1.0 and 2.0 peers."""
+
+PEER_ZAP_DOMAIN = b"zraft-peer"
+"""ZAP domain of the CURVE peer ROUTER: the handler admits members' keys only."""
+
+CLIENT_ZAP_DOMAIN = b"zraft-client"
+"""ZAP domain of the CURVE client ROUTER: the handler admits client keys only."""
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+"""Where libzmq sends ZAP requests (RFC 27)."""
 
 _DEALER_INBOUND_MAX_BYTES = 4096  # nothing legit arrives on a DEALER; keep junk bounded
 _DEALER_RCVHWM = 16
@@ -134,6 +158,31 @@ class TransportCounters:
     send_dropped_by_peer: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """The CURVE material of a transport (Z85 bytes, as pyzmq's socket options take them).
+
+    Attributes:
+        public, secret: this node's keypair: the server key of both ROUTERs and the
+            client key of every DEALER. `secret` is kept out of `repr`.
+        peer_server_keys: peer id -> that peer's public key (its ROUTER's server key).
+    """
+
+    public: bytes
+    secret: bytes = field(repr=False)
+    peer_server_keys: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    """One well-formed client request: its envelope (pass it to `reply`), its body, and the
+    `User-Id` the ZAP handler gave its connection (the key's role), None without CURVE."""
+
+    envelope: list[bytes]
+    body: bytes
+    user: str | None
+
+
 _COUNTER_NAMES = tuple(
     f.name for f in fields(TransportCounters) if f.name != "send_dropped_by_peer"
 )
@@ -166,6 +215,7 @@ class ZmqTransport:
         heartbeat_ivl_ms: ZMTP ping interval on the DEALERs (0 disables heartbeats).
         heartbeat_timeout_ms: a DEALER link with no traffic for this long is closed.
         connect_timeout_ms: a TCP connect pending this long is abandoned and retried.
+        curve: CURVE keys; None runs plaintext (then no peer is authenticated).
         context: a zmq.Context to use; if None, the transport creates one and terminates
             it in `close()`. A given context is left running.
 
@@ -191,6 +241,7 @@ class ZmqTransport:
         heartbeat_ivl_ms: int = 1000,
         heartbeat_timeout_ms: int = 3000,
         connect_timeout_ms: int = 1000,
+        curve: CurveKeys | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
         if node_id in peers:
@@ -208,9 +259,24 @@ class ZmqTransport:
         self._counts: dict[str, int] = dict.fromkeys(_COUNTER_NAMES, 0)
         self._dropped_by_peer: dict[str, int] = dict.fromkeys(peers, 0)
         self._bad: deque[BadInput] = deque(maxlen=_MAX_BAD_KEPT)
+        self._curve = curve
+        # Peer id -> server key; grows when membership changes add peers (update_peers).
+        self._server_keys: dict[str, bytes] = dict(curve.peer_server_keys) if curve else {}
+        self._zap: zmq.Socket[bytes] | None = None
+        if curve is not None:
+            missing = set(peers) - set(curve.peer_server_keys)
+            if missing:
+                raise ValueError(f"no CURVE server key for peers {sorted(missing)}")
         try:
-            self._peer_in = self._bind_router(peer_endpoint, peer_max_message_bytes, rcvhwm)
-            self._client_in = self._bind_router(client_endpoint, client_max_message_bytes, None)
+            if curve is not None:
+                # First: libzmq asks the handler bound when a connection arrives.
+                self._zap = self._bind_zap()
+            self._peer_in = self._bind_router(
+                peer_endpoint, peer_max_message_bytes, rcvhwm, PEER_ZAP_DOMAIN
+            )
+            self._client_in = self._bind_router(
+                client_endpoint, client_max_message_bytes, None, CLIENT_ZAP_DOMAIN
+            )
             self._client_in.setsockopt(zmq.ROUTER_MANDATORY, 0)
             self._dealer_options = {
                 "sndhwm": sndhwm,
@@ -222,7 +288,7 @@ class ZmqTransport:
             }
             self._endpoints = dict(peers)
             self._dealers = {
-                pid: self._connect_dealer(endpoint, **self._dealer_options)
+                pid: self._connect_dealer(endpoint, pid, **self._dealer_options)
                 for pid, endpoint in peers.items()
             }
         except BaseException:
@@ -237,11 +303,34 @@ class ZmqTransport:
         sock.setsockopt(zmq.LINGER, 0)
         return sock
 
-    def _bind_router(self, endpoint: str, max_bytes: int, rcvhwm: int | None) -> zmq.Socket[bytes]:
+    def _bind_zap(self) -> zmq.Socket[bytes]:
         sock = self._new_socket(zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        try:
+            sock.bind(ZAP_ENDPOINT)
+        except zmq.ZMQError as exc:
+            # One handler per context: two secured transports cannot share a context.
+            raise TransportError(
+                f"cannot bind the ZAP handler at {ZAP_ENDPOINT}: {exc.strerror} (is another "
+                "secured transport using this zmq context?)",
+                ZAP_ENDPOINT,
+                exc.errno,
+            ) from exc
+        return sock
+
+    def _bind_router(
+        self, endpoint: str, max_bytes: int, rcvhwm: int | None, curve_domain: bytes
+    ) -> zmq.Socket[bytes]:
+        sock = self._new_socket(zmq.ROUTER)
         sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
-        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+        if self._curve is None:
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+        else:
+            # No handover: peers are told apart by their key (User-Id), and every
+            # connection keeps its own libzmq-made routing id (see the module doc).
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
+            sock.setsockopt(zmq.ZAP_DOMAIN, curve_domain)
         if rcvhwm is not None:
             sock.setsockopt(zmq.RCVHWM, rcvhwm)
         try:
@@ -255,6 +344,7 @@ class ZmqTransport:
     def _connect_dealer(
         self,
         endpoint: str,
+        peer_id: str,
         *,
         sndhwm: int,
         reconnect_ivl_ms: int,
@@ -264,7 +354,12 @@ class ZmqTransport:
         connect_timeout_ms: int,
     ) -> zmq.Socket[bytes]:
         sock = self._new_socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, self._rid)
+        if self._curve is None:
+            sock.setsockopt(zmq.ROUTING_ID, self._rid)
+        else:
+            sock.setsockopt(zmq.CURVE_SERVERKEY, self._server_keys[peer_id])
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.SNDHWM, sndhwm)
         sock.setsockopt(zmq.RCVHWM, _DEALER_RCVHWM)
@@ -295,10 +390,22 @@ class ZmqTransport:
         """The client ROUTER, for checking `dict(poller.poll())` results."""
         return self._client_in
 
+    @property
+    def zap_socket(self) -> zmq.Socket[bytes] | None:
+        """The ZAP ROUTER (answer it with `zraft.zap.ZapHandler`), None without CURVE."""
+        return self._zap
+
+    @property
+    def secured(self) -> bool:
+        """Whether the sockets run CURVE."""
+        return self._curve is not None
+
     def register(self, poller: zmq.Poller) -> None:
-        """Register both ROUTERs with `poller` for POLLIN. The DEALERs are never polled."""
+        """Register both ROUTERs (and the ZAP socket) for POLLIN. DEALERs are never polled."""
         poller.register(self._peer_in, zmq.POLLIN)
         poller.register(self._client_in, zmq.POLLIN)
+        if self._zap is not None:
+            poller.register(self._zap, zmq.POLLIN)
 
     def readable(self, events: Mapping[zmq.Socket[bytes], int]) -> tuple[bool, bool]:
         """Return `(peers_ready, clients_ready)` from `dict(poller.poll(timeout))`.
@@ -344,11 +451,22 @@ class ZmqTransport:
         """Whether `peer_id` has a connection (membership changes add peers)."""
         return peer_id in self._dealers
 
-    def update_peers(self, peers: Mapping[str, str]) -> None:
-        """Connect to peers not yet known and reconnect those whose endpoint changed.
+    def accept_from(self, peer_ids: Iterable[str]) -> None:
+        """Also take frames from these peers, even with no connection to them yet (a
+        joining node hears from members before it dials them)."""
+        for pid in peer_ids:
+            if pid != self.node_id:
+                self._peer_ids[_routing_id(pid)] = pid
+
+    def update_peers(
+        self, peers: Mapping[str, str], server_keys: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Connect to peers not yet known and reconnect those whose endpoint (or, with
+        CURVE, server key) changed.
 
         Peers missing from `peers` are kept: a removed member may come back, and an idle
-        DEALER costs nothing.
+        DEALER costs nothing. With CURVE, a peer whose server key is not in `server_keys`
+        cannot be reached and is skipped.
 
         Raises:
             ValueError: `peers` contains this node's own id, or an invalid routing id.
@@ -357,14 +475,21 @@ class ZmqTransport:
         if self.node_id in peers:
             raise ValueError(f"peers must not contain this node's own id {self.node_id!r}")
         for pid, endpoint in peers.items():
-            if self._endpoints.get(pid) == endpoint:
+            key = None
+            if self._curve is not None:
+                key = (server_keys or {}).get(pid) or self._server_keys.get(pid)
+                if key is None:
+                    continue
+            if self._endpoints.get(pid) == endpoint and self._server_keys.get(pid) == key:
                 continue
+            if key is not None:
+                self._server_keys[pid] = key
             self._peer_ids[_routing_id(pid)] = pid
             old = self._dealers.pop(pid, None)
             if old is not None:
                 self._sockets.remove(old)
                 old.close(linger=0)
-            self._dealers[pid] = self._connect_dealer(endpoint, **self._dealer_options)
+            self._dealers[pid] = self._connect_dealer(endpoint, pid, **self._dealer_options)
             self._endpoints[pid] = endpoint
             self._dropped_by_peer.setdefault(pid, 0)
 
@@ -384,8 +509,10 @@ class ZmqTransport:
         """Drain the peer ROUTER: read up to `budget` messages, stopping at `zmq.Again`.
 
         Returns:
-            `(sender_routing_id, frame)` for each well-formed message from a configured,
-            unblocked peer, in arrival order. The sender is the peer id, UTF-8 encoded.
+            `(sender, frame)` for each well-formed message from a configured, unblocked
+            peer, in arrival order. The sender is the peer id, UTF-8 encoded: with CURVE,
+            the `User-Id` the ZAP handler bound to the connection's key; without, the
+            routing id the connection chose.
             Malformed messages (not exactly one non-empty frame, or an unknown sender)
             count against the budget, are dropped and recorded as `BadInput`; frames from
             blocked peers count against the budget and are dropped.
@@ -393,10 +520,9 @@ class ZmqTransport:
         out: list[tuple[bytes, bytes]] = []
         for _ in range(budget):
             try:
-                parts = self._peer_in.recv_multipart(zmq.NOBLOCK)
+                parts, sender = self._recv_authenticated(self._peer_in)
             except zmq.Again:
                 break
-            sender = parts[0]
             if len(parts) != 2:
                 self._bad_peer(sender, BadInputReason.FRAME_COUNT)
             elif sender not in self._peer_ids:
@@ -409,6 +535,21 @@ class ZmqTransport:
                 self._counts["peer_frames_received"] += 1
                 out.append((sender, parts[1]))
         return out
+
+    def _recv_authenticated(self, sock: zmq.Socket[bytes]) -> tuple[list[bytes], bytes]:
+        """One message and who sent it: the ZAP User-Id with CURVE, else the routing id.
+
+        Raises:
+            zmq.Again: nothing to read.
+        """
+        if self._curve is None:
+            parts = sock.recv_multipart(zmq.NOBLOCK)
+            return parts, parts[0]
+        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        # Every frame of a message carries its connection's metadata; the last one is
+        # always a delivered frame (the first is the ROUTER's routing id).
+        user = frames[-1].get("User-Id") or ""
+        return [frame.bytes for frame in frames], user.encode()
 
     def _bad_peer(self, sender: bytes, reason: BadInputReason) -> None:
         self._counts["peer_bad_input"] += 1
@@ -428,10 +569,14 @@ class ZmqTransport:
             no empty frame, or not exactly one frame after it, is dropped and recorded as
             `BadInput` (with its envelope when there is one, so the node can answer it).
         """
-        out: list[tuple[list[bytes], bytes]] = []
+        return [(r.envelope, r.body) for r in self.recv_client_requests(budget)]
+
+    def recv_client_requests(self, budget: int = DEFAULT_RECV_BUDGET) -> list[ClientRequest]:
+        """Like `recv_clients`, with each request's `User-Id` (its key's role under CURVE)."""
+        out: list[ClientRequest] = []
         for _ in range(budget):
             try:
-                parts = self._client_in.recv_multipart(zmq.NOBLOCK)
+                parts, user = self._recv_authenticated(self._client_in)
             except zmq.Again:
                 break
             try:
@@ -443,7 +588,8 @@ class ZmqTransport:
                 self._bad_client(parts[0], BadInputReason.FRAME_COUNT, tuple(parts[:split]))
                 continue
             self._counts["client_requests_received"] += 1
-            out.append((parts[:split], parts[split]))
+            role = user.decode("utf-8", "replace") if self._curve is not None else None
+            out.append(ClientRequest(parts[:split], parts[split], role))
         return out
 
     def _bad_client(

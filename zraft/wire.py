@@ -112,6 +112,7 @@ ERROR_CODES = frozenset(
         "not_leader",
         "internal",
         "conflict",
+        "forbidden",  # the client key's role does not allow the op (security.role_allows)
     }
 )
 """The error codes a reply may carry (DESIGN.md §2)."""
@@ -706,7 +707,7 @@ KNOWN_OPS: Mapping[str, OpSpec] = {
     "get": _op("read", ("key",), ("consistency",)),
     "status": _op("local"),
     "members": _op("local"),
-    "add_member": _op("admin", ("id", "peer"), ("client_endpoint", "learner")),
+    "add_member": _op("admin", ("id", "peer"), ("client_endpoint", "learner", "public_key")),
     "promote_member": _op("admin", ("id",)),
     "remove_member": _op("admin", ("id",)),
     "transfer_leader": _op("admin", (), ("id",)),
@@ -729,7 +730,8 @@ class Request:
         has_expected: whether the request carried `expected` (always True for a valid cas).
         client, seq: the session, both set or both None.
         consistency: for `get`, `linearizable` (default) or `serializable`.
-        id, peer, client_endpoint, learner: fields of the membership/leadership ops.
+        id, peer, client_endpoint, learner, public_key: fields of the membership and
+            leadership ops (`public_key`: the new member's Z85 CURVE key).
     """
 
     op: str
@@ -744,6 +746,7 @@ class Request:
     peer: str | None = None
     client_endpoint: str | None = None
     learner: bool = False
+    public_key: str | None = None
 
     @property
     def kind(self) -> str:
@@ -851,6 +854,7 @@ _FIELD_PARSERS: dict[str, Callable[[Any, int, int], Any]] = {
     "id": lambda v, _k, _v: _short_str(v, "id", MAX_NODE_ID_LEN),
     "peer": lambda v, _k, _v: _short_str(v, "peer", MAX_ENDPOINT_LEN),
     "client_endpoint": lambda v, _k, _v: _short_str(v, "client_endpoint", MAX_ENDPOINT_LEN),
+    "public_key": lambda v, _k, _v: _short_str(v, "public_key", MAX_ENDPOINT_LEN),
     "learner": _parse_learner,
 }
 
@@ -909,7 +913,7 @@ def decode_request(
 def _request_to_map(request: Request) -> dict[str, Any]:
     """The map form of a validated request; decoding it gives the same Request back."""
     out: dict[str, Any] = {"op": request.op}
-    for name in ("key", "value", "client", "seq", "id", "peer", "client_endpoint"):
+    for name in ("key", "value", "client", "seq", "id", "peer", "client_endpoint", "public_key"):
         value = getattr(request, name)
         if value is not None:
             out[name] = value

@@ -113,9 +113,7 @@ def test_acknowledged_writes_survive_full_cluster_kill(make_cluster: ClusterFact
     try:
         sockets: dict[str, zmq.Socket[bytes]] = {}
         for i, (key, value) in enumerate(in_flight.items()):
-            sock = context.socket(zmq.REQ)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(cluster.client_endpoints[cluster.ids[i % 3]])
+            sock = cluster.client_socket(context, cluster.ids[i % 3])
             sock.send(wire.encode_request("put", key=key, value=value))
             sockets[key] = sock
         for node_id in cluster.ids:

@@ -365,7 +365,7 @@ def test_leader_fsync_failure_fails_over_without_losing_acknowledged_writes(
 
     in_flight = {f"inflight{i}": f"w{i}".encode() for i in range(8)}
     endpoint = cluster.client_endpoints[leader]
-    clients = [ReqClient() for _ in in_flight]
+    clients = [ReqClient(cluster.curve) for _ in in_flight]
     answered: dict[str, dict[str, Any]] = {}
     stderr_at = cluster.stderr_size(leader)
     try:

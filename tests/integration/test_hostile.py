@@ -9,6 +9,7 @@ count those events per input, never grep their text.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from tests import logscan
 from tests.procs import ClusterFactory, ProcessCluster
 from zraft import wire
 from zraft.core.messages import AppendRequest, VoteRequest, VoteResponse
+from zraft.security import Keypair
 
 MAX_KEY = 64
 MAX_VALUE = 1024
@@ -172,6 +174,8 @@ def test_client_endpoint_survives_hostile_input(
 
     dealer = raw_context.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
+    if cluster.curve is not None:
+        cluster.curve.apply(dealer, endpoint)  # an admitted client sending a bad envelope
     dealer.connect(endpoint)
     dealer.send(wire.encode_request("status"))  # no empty delimiter: not a REQ envelope
     decodable_invalid += 1
@@ -196,14 +200,15 @@ def test_peer_endpoint_survives_hostile_input(
     """Garbage and forgeries on the leader's peer endpoint are dropped and logged.
 
     Raw TCP garbage, including ZMTP/1.0 framing that names a peer, never reaches the
-    node. A DEALER that takes the routing id of follower A sends random bytes, msgpack
-    of the wrong shape, an unknown tag, a wrong wire version, two-frame and empty
-    messages, and well-formed messages whose `src` claims to be follower B: a
-    higher-term AppendRequest and VoteRequest (which would depose the leader if trusted)
-    and a forwarded put. A message from A addressed to B and one from an unknown routing
-    id are dropped too. Each input that reaches the application is one `bad_frame`
-    (source `peer`). The leader keeps its term and leadership, and the forged put is not
-    applied.
+    node. A DEALER holding follower A's key (and so authenticated as A, whatever
+    routing id it presents) sends random bytes, msgpack of the wrong shape, an unknown
+    tag, a wrong wire version, two-frame and empty messages, and well-formed messages
+    whose `src` claims to be follower B: a higher-term AppendRequest and VoteRequest
+    (which would depose the leader if trusted) and a forwarded put. A message from A
+    addressed to B is dropped too. Each input that reaches the application is one
+    `bad_frame` (source `peer`, sender A: the key decides). A DEALER with an unknown key
+    is refused at the handshake (`auth_denied`) and reaches nothing. The leader keeps
+    its term and leadership, and the forged put is not applied.
     """
     cluster = make_cluster(3)
     cluster.start_all()
@@ -222,16 +227,15 @@ def test_peer_endpoint_survives_hostile_input(
         send_raw_tcp(endpoint, payload)
     assert_serving(cluster, leader, leader)
 
-    def send_as(routing_id: str, frames: list[bytes], logged: int) -> None:
-        """Send one message from a fresh DEALER; wait until the leader logged `logged`."""
-        dealer = raw_context.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.setsockopt(zmq.ROUTING_ID, routing_id.encode())
-        dealer.connect(endpoint)
+    def send_as(key_owner: str, frames: list[bytes], logged: int) -> None:
+        """Send one message from a fresh DEALER holding `key_owner`'s key and presenting
+        follower B's routing id; wait until the leader logged `logged` bad frames from
+        `key_owner` (the authenticated sender, never the routing id)."""
+        dealer = cluster.peer_dealer(raw_context, leader, key_owner, routing_id=follower_b)
         dealer.send_multipart(frames)
         try:
             logscan.wait_for(
-                lambda: bad_frames(cluster, leader, source="peer") >= logged,
+                lambda: bad_frames(cluster, leader, source="peer", sender=key_owner) >= logged,
                 timeout=5,
                 describe=cluster.describe,
             )
@@ -263,14 +267,28 @@ def test_peer_endpoint_survives_hostile_input(
             follower_a,
             [wire.encode_message(VoteResponse(follower_a, follower_b, 0, True, False))],
         ),
-        ("mallory", [wire.encode_message(VoteResponse(follower_a, leader, 0, True, False))]),
     ]
-    logged = bad_frames(cluster, leader, source="peer")
-    for routing_id, frames in inputs:
+    logged = bad_frames(cluster, leader, source="peer", sender=follower_a)
+    for key_owner, frames in inputs:
         logged += 1
-        send_as(routing_id, frames, logged)
+        send_as(key_owner, frames, logged)
         status = cluster.status(leader)
         assert status["role"] == "leader" and status["term"] == term, status
+
+    # An unknown key, however it names itself, is refused before anything is delivered.
+    denied = logscan.count(cluster.node_events(leader), "auth_denied", source="peer")
+    rogue = cluster.peer_dealer(raw_context, leader, Keypair(*zmq.curve_keypair()), "mallory")
+    with contextlib.suppress(zmq.Again):  # refused at once: no pipe left to send on
+        forged = VoteResponse(follower_a, leader, 0, True, False)
+        rogue.send(wire.encode_message(forged), zmq.NOBLOCK)
+    logscan.wait_for(
+        lambda: logscan.count(cluster.node_events(leader), "auth_denied", source="peer")
+        > denied,
+        timeout=5,
+        describe=cluster.describe,
+    )
+    rogue.close(linger=0)
+    assert bad_frames(cluster, leader, source="peer") == logged, cluster.describe()
 
     assert_serving(cluster, leader, leader)
     got = cluster.request(leader, "get", key="forged")
@@ -279,28 +297,18 @@ def test_peer_endpoint_survives_hostile_input(
     cluster.assert_safety()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the peer ROUTER's ROUTER_HANDOVER=1 lets any unauthenticated connection that "
-        "presents an existing peer's routing id take over that id: the real peer's live "
-        "connection stays open but its frames are dropped until its DEALER's ZMTP heartbeat "
-        "times out (~4 s: HEARTBEAT_IVL 1 s + HEARTBEAT_TIMEOUT 3 s), so one forged "
-        "connection cuts a healthy link, and with one other node down the leader loses "
-        "its quorum (check-quorum steps it down; writes time out; a new election). "
-        "Handover itself is required (a restarted peer must be heard at once); the fix is "
-        "authenticating peers so a routing id is bound to a CURVE key: issue 8"
-    ),
-)
 def test_impersonating_a_peer_does_not_cut_its_link(
     make_cluster: ClusterFactory, raw_context: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
-    """One message from a connection borrowing follower A's id must not cut A's own link.
+    """A connection presenting follower A's routing id must not cut A's own link.
 
-    A DEALER with A's routing id sends one garbage frame to the leader (dropped and
-    logged) and disconnects. Follower B is then killed, so every commit needs A's
-    acknowledgements over A's real connection. A write through the leader must commit,
-    the leader must keep leading, and there must be no second election.
+    (Before CURVE, `ROUTER_HANDOVER` handed A's routing id to any such connection and
+    A was not heard until its heartbeat timed out.) Now a DEALER with an unknown key
+    and A's routing id is refused at the handshake (`auth_denied`); one holding member
+    B's key and presenting A's routing id is heard as B: its garbage is a `bad_frame`
+    from B. Follower B is then killed, so every commit needs A's acknowledgements over
+    A's real connection. A write through the leader must commit, the leader must keep
+    leading, and there must be no second election.
     """
     cluster = make_cluster(3, request_timeout_ms=1500)
     cluster.start_all()
@@ -308,18 +316,28 @@ def test_impersonating_a_peer_does_not_cut_its_link(
     follower_a, follower_b = (n for n in cluster.ids if n != leader)
     assert_serving(cluster, leader, leader)
 
-    logged = bad_frames(cluster, leader, source="peer", sender=follower_a) + 1
-    dealer = raw_context.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.setsockopt(zmq.ROUTING_ID, follower_a.encode())
-    dealer.connect(cluster.peer_endpoints[leader])
+    denied = logscan.count(cluster.node_events(leader), "auth_denied", source="peer")
+    rogue = cluster.peer_dealer(raw_context, leader, Keypair(*zmq.curve_keypair()), follower_a)
+    with contextlib.suppress(zmq.Again):  # refused at once: no pipe left to send on
+        rogue.send(b"\xc1 garbage", zmq.NOBLOCK)
+    logscan.wait_for(
+        lambda: logscan.count(cluster.node_events(leader), "auth_denied", source="peer")
+        > denied,
+        timeout=5,
+        describe=cluster.describe,
+    )
+    rogue.close(linger=0)
+
+    logged = bad_frames(cluster, leader, source="peer", sender=follower_b) + 1
+    dealer = cluster.peer_dealer(raw_context, leader, follower_b, routing_id=follower_a)
     dealer.send(b"\xc1 garbage")
     logscan.wait_for(
-        lambda: bad_frames(cluster, leader, source="peer", sender=follower_a) >= logged,
+        lambda: bad_frames(cluster, leader, source="peer", sender=follower_b) >= logged,
         timeout=5,
         describe=cluster.describe,
     )
     dealer.close(linger=0)
+    assert bad_frames(cluster, leader, source="peer", sender=follower_a) == 0
 
     cluster.kill(follower_b)
     put = cluster.request(leader, "put", key="after", value="with A only")

@@ -26,14 +26,16 @@ from zraft import wire
 from zraft.client import Client, ClientError
 
 CHANGE_RETRY_ERRORS = frozenset({"unavailable", "timeout", "not_leader", "conflict"})
+SOME_KEY = zmq.curve_keypair()[0].decode()  # a well-formed key nobody holds
 
 
 class Writer(threading.Thread):
     """Writes w-0, w-1, ... through `zraft.client.Client` until stopped; records acks."""
 
-    def __init__(self, endpoints: list[str]) -> None:
+    def __init__(self, cluster: ProcessCluster) -> None:
         super().__init__(daemon=True)
-        self._client = Client(endpoints, timeout=20.0)
+        endpoints = [cluster.client_endpoints[n] for n in cluster.ids]
+        self._client = Client(endpoints, timeout=20.0, curve=cluster.curve)
         self._halt = threading.Event()
         self.acked: dict[str, str] = {}
         self.ack_times: list[float] = []
@@ -119,12 +121,12 @@ def test_grow_to_five_then_shrink_to_three_removing_the_leader(
     cluster.start_all()
     cluster.wait_leader()
     joiners = {n: cluster.add_joiner(n) for n in ("n4", "n5")}
-    writer = Writer([cluster.client_endpoints[n] for n in cluster.ids])
+    writer = Writer(cluster)
     writer.start()
     try:
-        for node_id, (peer, client) in joiners.items():
+        for node_id, fields in joiners.items():
             cluster.start(node_id)
-            change(cluster, "add_member", id=node_id, peer=peer, client_endpoint=client)
+            change(cluster, "add_member", id=node_id, **fields)
             logscan.wait_for(
                 lambda node_id=node_id: leader_members(cluster).get(node_id) == "voter",
                 timeout=30,
@@ -167,8 +169,8 @@ def test_replace_a_dead_host_with_a_new_id(make_cluster: ClusterFactory) -> None
     cluster.start_all()
     leader = cluster.wait_leader()
     dead = next(n for n in cluster.ids if n != leader)
-    peer, client = cluster.add_joiner("n6")
-    writer = Writer([cluster.client_endpoints[n] for n in cluster.ids])
+    fields = cluster.add_joiner("n6")
+    writer = Writer(cluster)
     writer.start()
     try:
         logscan.wait_for(lambda: len(writer.acked) > 20, timeout=20, describe=cluster.describe)
@@ -176,7 +178,7 @@ def test_replace_a_dead_host_with_a_new_id(make_cluster: ClusterFactory) -> None
         for path in sorted((cluster.directory / "data" / dead).rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
         cluster.start("n6")
-        change(cluster, "add_member", id="n6", peer=peer, client_endpoint=client)
+        change(cluster, "add_member", id="n6", **fields)
         logscan.wait_for(
             lambda: leader_members(cluster).get("n6") == "voter",
             timeout=30,
@@ -244,13 +246,24 @@ def test_a_second_change_while_one_is_uncommitted_is_refused(
     context: zmq.Context[Any] = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if cluster.curve is not None:
+        cluster.curve.apply(sock, cluster.client_endpoints[leader])
     sock.connect(cluster.client_endpoints[leader])
     try:
+        key = {"public_key": SOME_KEY} if cluster.curve is not None else {}
         first = wire.encode_request(
-            "add_member", id="n7", peer="tcp://127.0.0.1:1", client_endpoint="tcp://127.0.0.1:2"
+            "add_member",
+            id="n7",
+            peer="tcp://127.0.0.1:1",
+            client_endpoint="tcp://127.0.0.1:2",
+            **key,
         )
         second = wire.encode_request(
-            "add_member", id="n8", peer="tcp://127.0.0.1:3", client_endpoint="tcp://127.0.0.1:4"
+            "add_member",
+            id="n8",
+            peer="tcp://127.0.0.1:3",
+            client_endpoint="tcp://127.0.0.1:4",
+            **key,
         )
         sock.send_multipart([b"", first])
         sock.send_multipart([b"", second])

@@ -88,7 +88,7 @@ def _run_workload(make_cluster: ClusterFactory) -> tuple[Workload, dict[str, str
     cluster = make_cluster(3)
     cluster.start_all()
     cluster.wait_leader()
-    load = Workload(cluster.client_endpoints, clients=5, keys=3, seed=SEED)
+    load = Workload(cluster.client_endpoints, clients=5, keys=3, seed=SEED, curve=cluster.curve)
     try:
         load.run(4.0)
         final = load.final_reads(timeout_s=20)

@@ -46,6 +46,8 @@ def put_many(
     context: zmq.Context[Any] = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if cluster.curve is not None:
+        cluster.curve.apply(sock, cluster.client_endpoints[node_id])
     sock.connect(cluster.client_endpoints[node_id])
     deadline = time.monotonic() + timeout
     try:

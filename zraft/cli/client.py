@@ -1,6 +1,7 @@
 """`zraft-client`: one-shot commands and a REPL over the client library.
 
-    zraft-client [--config FILE] [--endpoint tcp://HOST:PORT] [--timeout S] [--json] [CMD ...]
+    zraft-client [--config FILE] [--key FILE] [--endpoint tcp://HOST:PORT] [--timeout S]
+                 [--json] [CMD ...]
 
 The contract scripts and tests rely on (DESIGN.md §5):
 
@@ -36,12 +37,14 @@ from zraft.cli.repl import run_repl
 from zraft.client import (
     DEFAULT_TIMEOUT_S,
     Client,
+    ClientAuthError,
     ClientTimeout,
     Reply,
     check_endpoint,
     probe_status,
 )
 from zraft.config import ConfigError, load
+from zraft.security import ENV_CLIENT_KEY, ClientCurve, SecurityError, client_curve
 
 EXIT_OK = 0
 """The command succeeded."""
@@ -51,6 +54,8 @@ EXIT_USAGE = 2
 """Bad command line, unknown command, unreadable config, malformed endpoint."""
 EXIT_UNAVAILABLE = 3
 """No reply in time, or the reply was `unavailable`, `timeout` or `not_leader`."""
+EXIT_AUTH = 4
+"""Every node refused the client's security handshake (unknown key, plaintext vs CURVE)."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C in one-shot mode."""
 
@@ -87,6 +92,10 @@ exit codes:
   1  the cluster refused: cas_failed, key not found (get), bad_request, too_large, ...
   2  usage error: bad arguments, unknown command, unreadable config, bad endpoint
   3  unavailable: no reply within --timeout, or unavailable/timeout/not_leader
+  4  auth_failed: every node refused the client's key or security handshake
+
+A secured cluster (security = "curve") needs the client's secret key file: --key FILE,
+else $ZRAFT_CLIENT_KEY, else the config's [client] secret_key_file.
 
 --json prints one JSON object per command (bytes as UTF-8, bad bytes as \\xNN).
 Options go before CMD; put `--` before a value that starts with '-'."""
@@ -125,14 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level command line (each command parses its own arguments)."""
     parser = _Parser(
         prog="zraft-client",
-        usage="zraft-client [--config FILE] [--endpoint tcp://HOST:PORT] [--timeout S] "
-        "[--json] [CMD [ARGS ...]]",
+        usage="zraft-client [--config FILE] [--key FILE] [--endpoint tcp://HOST:PORT] "
+        "[--timeout S] [--json] [CMD [ARGS ...]]",
         description="Talk to a zraft cluster: run one command, or a REPL when CMD is omitted.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config", type=Path, metavar="FILE", help="cluster TOML file (all nodes are used)"
+    )
+    parser.add_argument(
+        "--key",
+        type=Path,
+        metavar="FILE",
+        help=f"the client's secret key file (default: ${ENV_CLIENT_KEY}, else the config's "
+        "[client] secret_key_file); needs --config, which holds the nodes' public keys",
     )
     parser.add_argument(
         "--endpoint",
@@ -252,6 +268,7 @@ class Target:
     nodes: tuple[tuple[str | None, str], ...]
     timeout: float | None  # --timeout, or None for the defaults
     request_timeout: float  # the default for requests
+    curve: ClientCurve | None = None  # the client's keys when the cluster runs CURVE
 
     @property
     def endpoints(self) -> list[str]:
@@ -269,16 +286,21 @@ class Target:
 
         Raises:
             ConfigError: the config file is unreadable or invalid.
+            SecurityError: the cluster runs CURVE and the client key is missing or bad.
             UsageError: neither option given, or a malformed endpoint.
         """
         if args.config is None and args.endpoint is None:
             raise UsageError("zraft-client: give --config FILE or --endpoint tcp://HOST:PORT")
+        if args.key is not None and args.config is None:
+            raise UsageError("zraft-client: --key needs --config (it names the nodes' keys)")
         request_timeout = DEFAULT_TIMEOUT_S
         nodes: tuple[tuple[str | None, str], ...] = ()
+        curve = None
         if args.config is not None:
             cluster = load(args.config)
             nodes = tuple((node.id, node.client) for node in cluster.nodes)
             request_timeout = cluster.request_timeout_ms / 1000 + 1.0
+            curve = client_curve(cluster, args.key)
         if args.endpoint is not None:
             try:
                 check_endpoint(args.endpoint)
@@ -286,7 +308,7 @@ class Target:
                 raise UsageError(f"zraft-client: --endpoint: {exc}") from None
             known = {endpoint: node_id for node_id, endpoint in nodes}
             nodes = ((known.get(args.endpoint), args.endpoint),)
-        return cls(nodes, args.timeout, request_timeout)
+        return cls(nodes, args.timeout, request_timeout, curve)
 
 
 class Session:
@@ -364,6 +386,16 @@ class Session:
             else:
                 self.fail(f"error: client_timeout: {exc}")
             return EXIT_UNAVAILABLE
+        except ClientAuthError as exc:
+            self.auth_failed(str(exc))
+            return EXIT_AUTH
+
+    def auth_failed(self, message: str) -> None:
+        """Report a refused security handshake (a reply-shaped object with --json)."""
+        if self._json:
+            self.out_json({"ok": False, "error": {"code": "auth_failed", "message": message}})
+        else:
+            self.fail(f"error: auth_failed: {message}")
 
     def client(self) -> Client:
         """The session's client, made on first use."""
@@ -373,6 +405,7 @@ class Session:
                 target.endpoints,
                 timeout=target.timeout or target.request_timeout,
                 node_endpoints={i: ep for i, ep in target.nodes if i is not None},
+                curve=target.curve,
             )
         return self._client
 
@@ -423,8 +456,15 @@ class Session:
 
     def _status(self, args: argparse.Namespace) -> int:
         target = self._target
-        probes = probe_status(target.endpoints, timeout=target.timeout or STATUS_TIMEOUT_S)
+        probes = probe_status(
+            target.endpoints, timeout=target.timeout or STATUS_TIMEOUT_S, curve=target.curve
+        )
         reachable = any(probe.reachable for probe in probes)
+        refused = [p for p in probes if p.problem and p.problem.startswith("refused")]
+        if len(refused) == len(probes):
+            detail = "; ".join(f"{p.endpoint}: {p.problem}" for p in refused)
+            self.auth_failed(f"status: authentication failed at every node ({detail})")
+            return EXIT_AUTH
         if self._json:
             nodes = [render.probe_map(i, p) for i, p in zip(target.node_ids, probes, strict=True)]
             self.out_json({"ok": reachable, "nodes": nodes})
@@ -445,7 +485,10 @@ class Session:
         endpoints = {i: ep for i, ep in target.nodes if i is not None}
         endpoint = endpoints[args.node] if args.node is not None else target.endpoints[0]
         with Client(
-            [endpoint], timeout=target.timeout or SNAPSHOT_TIMEOUT_S, node_endpoints=endpoints
+            [endpoint],
+            timeout=target.timeout or SNAPSHOT_TIMEOUT_S,
+            node_endpoints=endpoints,
+            curve=target.curve,
         ) as client:
             reply = client.snapshot()
         if self._json:
@@ -468,7 +511,10 @@ class Session:
             consistency="serializable" if args.serializable else "linearizable",
         )
         result = run_bench(
-            self._target.endpoints, spec, progress=None if args.quiet else self._progress
+            self._target.endpoints,
+            spec,
+            progress=None if args.quiet else self._progress,
+            curve=self._target.curve,
         )
         if self._json:
             self.out_json(result.to_dict())
@@ -517,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    except ConfigError as exc:
+    except (ConfigError, SecurityError) as exc:
         print(f"zraft-client: {exc}", file=sys.stderr)
         return EXIT_USAGE
     session = Session(

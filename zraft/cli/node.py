@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 from zraft import __version__
+from zraft.cli import keygen
 from zraft.config import ClusterConfig, ConfigError, NodeConfig, is_endpoint, load
 from zraft.node import Node
+from zraft.security import SecurityError
 from zraft.storage import StorageError
 from zraft.transport import TransportError
 
@@ -20,10 +22,11 @@ CHILD_STOP_TIMEOUT_S = 5.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of `zraft-node`."""
+    """The command line of `zraft-node` (`zraft-node keygen ...` is `zraft.cli.keygen`)."""
     parser = argparse.ArgumentParser(
         prog="zraft-node",
-        description="Run a zraft node (one per host), or a whole local cluster with --all.",
+        description="Run a zraft node (one per host), or a whole local cluster with --all. "
+        "`zraft-node keygen --help` writes CURVE keys.",
     )
     parser.add_argument("--config", required=True, type=Path, help="cluster TOML file")
     who = parser.add_mutually_exclusive_group(required=True)
@@ -46,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir", type=Path, help="with --join: this node's data dir, if the file lacks it"
     )
+    parser.add_argument(
+        "--secret-key-file",
+        type=Path,
+        help="with --join and CURVE: this node's secret key file (zraft-node keygen)",
+    )
     parser.add_argument("--log-dir", type=Path, help="write <node>.jsonl here (default: config)")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning"], help="event level"
@@ -63,9 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 clean stop, 1 fatal error, 2 bad usage)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keygen"]:
+        return keygen.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         cluster = load(args.config)
+        if cluster.security == "none":
+            print(
+                f'zraft-node: warning: {args.config}: security = "none": no encryption and '
+                "no authentication; anyone who reaches the ports can read, write and vote",
+                file=sys.stderr,
+            )
         if args.log_dir is not None:
             cluster = dataclasses.replace(cluster, log_dir=args.log_dir.resolve())
         if args.all:
@@ -81,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             join=args.join,
             me=joining_node(args, cluster),
         )
-    except ConfigError as exc:
+    except (ConfigError, SecurityError) as exc:
         print(f"zraft-node: {exc}", file=sys.stderr)
         return 2
     except (StorageError, TransportError) as exc:
@@ -98,6 +115,8 @@ def joining_node(args: argparse.Namespace, cluster: ClusterConfig) -> NodeConfig
     """
     flags = (args.peer, args.client, args.data_dir)
     if all(f is None for f in flags):
+        if args.secret_key_file is not None:
+            raise ConfigError(cluster.path, None, "--secret-key-file needs --join and endpoints")
         return None
     if not args.join:
         raise ConfigError(cluster.path, None, "--peer/--client/--data-dir need --join")
@@ -112,7 +131,14 @@ def joining_node(args: argparse.Namespace, cluster: ClusterConfig) -> NodeConfig
             )
     if args.id in cluster.node_ids:
         raise ConfigError(cluster.path, None, f"{args.id} is in the file: drop the endpoint flags")
-    return NodeConfig(args.id, args.peer, args.client, args.data_dir.resolve())
+    if cluster.security == "curve" and args.secret_key_file is None:
+        raise ConfigError(
+            cluster.path, None, "CURVE is on: --join with endpoints needs --secret-key-file"
+        )
+    key_file = args.secret_key_file.resolve() if args.secret_key_file else None
+    return NodeConfig(
+        args.id, args.peer, args.client, args.data_dir.resolve(), secret_key_file=key_file
+    )
 
 
 def run_all(args: argparse.Namespace, cluster: ClusterConfig) -> int:
