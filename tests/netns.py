@@ -35,6 +35,8 @@ status or send it a write.
     leader = lab.wait_leader()
     lab.isolate(leader)
     ...
+    lab.kill("n2"); lab.start("n2")       # SIGKILL by PID, restart on the same data
+    lab.pause("n3"); lab.resume("n3")     # SIGSTOP / SIGCONT
     lab.heal()
     lab.close()            # flush rules, stop every node by PID, delete the namespaces
 """
@@ -50,7 +52,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +188,7 @@ class NetnsLab:
         directory: a fresh directory for the config, data dirs, logs and node output.
         n: the number of nodes, `n1` .. `nN`, at 10.88.0.1 .. 10.88.0.N (N < 100).
         heartbeat_ms, election_timeout_ms, request_timeout_ms: `[cluster]` settings.
+        cluster_options: more integer `[cluster]` keys (`snapshot_entries`, ...).
     """
 
     def __init__(
@@ -196,8 +199,10 @@ class NetnsLab:
         heartbeat_ms: int = 50,
         election_timeout_ms: tuple[int, int] = (300, 600),
         request_timeout_ms: int = 2000,
+        cluster_options: Mapping[str, int] | None = None,
     ) -> None:
         assert 1 <= n < 100, "node addresses are 10.88.0.1 .. 10.88.0.99"
+        self.cluster_options = dict(cluster_options or {})
         self.directory = directory
         self.ids = [f"n{i}" for i in range(1, n + 1)]
         self.heartbeat_ms = heartbeat_ms
@@ -214,6 +219,7 @@ class NetnsLab:
         self._client: ReqClient | None = None
         self._curve: ClientCurve | None = None
         self._faulty: set[str] = set()  # nodes whose namespace may hold rules
+        self._paused: set[str] = set()  # nodes stopped with SIGSTOP
         self._closed = False
 
     # --- naming -------------------------------------------------------------------------
@@ -281,6 +287,7 @@ class NetnsLab:
             f"request_timeout_ms = {self.request_timeout_ms}",
             f'log_dir = "{self.log_dir}"',
         ]
+        lines += [f"{key} = {int(value)}" for key, value in sorted(self.cluster_options.items())]
         # Secured like production: keys generated into directory/keys (tests.procs).
         per_node, tail = security_lines(self.directory / "keys", self.ids, "curve")
         for node_id in self.ids:
@@ -297,6 +304,11 @@ class NetnsLab:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text("\n".join([*lines, *tail]) + "\n")
         self._curve = client_curve_for(config.load(self.config_path))  # validates it too
+
+    @property
+    def curve(self) -> ClientCurve | None:
+        """The client keys of the lab's secured cluster (after `setup`)."""
+        return self._curve
 
     # --- processes ----------------------------------------------------------------------
 
@@ -340,8 +352,36 @@ class NetnsLab:
         """The PID of the node's process."""
         return self._procs[node_id].pid
 
+    def running(self) -> list[str]:
+        """The ids of nodes whose process has not exited (paused ones included)."""
+        return [node_id for node_id in self.ids if self.is_running(node_id)]
+
+    def kill(self, node_id: str) -> None:
+        """SIGKILL the node by PID and wait (bounded) until it is gone; `start` restarts it
+        on the same data directory."""
+        proc = self._procs[node_id]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=STOP_TIMEOUT_S)
+        self._paused.discard(node_id)
+
+    def pause(self, node_id: str) -> None:
+        """SIGSTOP the node (undone by `resume`, or by `stop_all`)."""
+        os.kill(self.pid(node_id), signal.SIGSTOP)
+        self._paused.add(node_id)
+
+    def resume(self, node_id: str) -> None:
+        """SIGCONT a node stopped by `pause`."""
+        os.kill(self.pid(node_id), signal.SIGCONT)
+        self._paused.discard(node_id)
+
     def stop_all(self) -> None:
-        """SIGTERM every process ever started, wait (bounded), then SIGKILL, all by PID."""
+        """SIGCONT paused nodes, SIGTERM every process ever started, wait (bounded), then
+        SIGKILL, all by PID."""
+        for node_id in sorted(self._paused):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid(node_id), signal.SIGCONT)
+        self._paused.clear()
         live = [proc for proc in self._all_procs if proc.poll() is None]
         for proc in live:
             with contextlib.suppress(ProcessLookupError):

@@ -2,6 +2,7 @@
 
     unshare --net --mount --pid --fork --kill-child --mount-proc \\
         python -m tests.netns_child SCENARIO --dir DIR
+    ... python -m tests.netns_child nemesis --dir DIR --duration 300 --seed 7 [--nodes 3]
 
 It builds a `tests.netns.NetnsLab` in DIR, runs the scenario with this process as the
 client driver (10.88.0.100, on the lab's bridge), and prints exactly one JSON line:
@@ -21,11 +22,21 @@ Scenarios (each ends with the election-safety check over every node's JSON log):
 - `loss`: 3 nodes; 20% random loss on every node's OUTPUT for ~10 s while a client
   advances a counter with session-carrying `cas` writes (a retry applied twice would
   fail its cas); afterwards the nodes converge on one commit index.
+- `nemesis`: 5 nodes (`--nodes`); a history-checked run (`tests.netns_nemesis`): five
+  clients (`--clients`) on five keys (`--keys`) for at least `--duration` seconds (25 by
+  default) and one round of every fault kind, while a nemesis seeded by `--seed` makes
+  majority/minority partitions, isolates the leader, makes bridge cuts and 10-30% packet
+  loss with iptables, kills (-9) and pauses (SIGSTOP) random nodes and the leader. Then it
+  heals, waits for one agreed leader, reads every key, waits for the logs to converge and
+  checks the history for linearizability, lost acknowledged writes and election safety.
+  `details` holds operations by outcome, faults by kind, the anomalies with their keys and
+  windows, the lost writes, elections and the fault log; progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -34,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests import logscan
+from tests import logscan, netns_nemesis
 from tests.netns import LabUnavailable, NetnsLab
 from tests.procs import NoReply
 
@@ -43,6 +54,7 @@ EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 3
 
 REQUEST_TIMEOUT_MS = 2000
+NEMESIS_REQUEST_TIMEOUT_MS = 1500  # as tests.nemesis: clients wait 0.5 s longer per attempt
 LEADER_TIMEOUT_S = 15.0  # a new leader after a fault (election 300-600 ms, slow machine)
 HEAL_TIMEOUT_S = 20.0  # zmq heartbeats close the dead links, reconnects back off to 1 s
 
@@ -278,6 +290,43 @@ def scenario_loss(
     }
 
 
+class ScenarioFailed(AssertionError):
+    """A scenario failed but has details to report (they go into the JSON line)."""
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def scenario_nemesis(
+    lab: NetnsLab, *, seed: int, duration: float, clients: int, keys: int
+) -> dict[str, Any]:
+    """A history-checked nemesis run with real iptables faults (`tests.netns_nemesis`).
+
+    Raises:
+        ScenarioFailed: an anomaly, a lost write, an election-safety violation or a
+            harness error; the details are reported all the same.
+    """
+    report = netns_nemesis.run_lab_nemesis(
+        lab, seed=seed, duration_s=duration, clients=clients, keys=keys, say=_progress
+    )
+    _progress(netns_nemesis.summary(report))
+    details = netns_nemesis.details(report, lab)
+    if not report.ok:
+        keys = sorted({anomaly.key for anomaly in report.anomalies})
+        raise ScenarioFailed(
+            f"nemesis run failed (exit {report.exit_code}): {len(report.anomalies)} anomalies "
+            f"(keys {keys}), {len(report.lost)} lost writes, safety: {report.safety or 'ok'}, "
+            f"harness errors: {report.errors or 'none'}",
+            details,
+        )
+    return details
+
+
 SCENARIOS: dict[str, tuple[int, Callable[[NetnsLab], dict[str, Any]]]] = {
     "majority": (5, scenario_majority),
     "isolated": (3, scenario_isolated),
@@ -290,10 +339,33 @@ SCENARIOS: dict[str, tuple[int, Callable[[NetnsLab], dict[str, Any]]]] = {
 def main(argv: list[str] | None = None) -> int:
     """Build the lab, run one scenario, print its JSON line, return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("scenario", choices=[*sorted(SCENARIOS), "nemesis"])
     parser.add_argument("--dir", type=Path, required=True, help="a fresh working directory")
+    nemesis = parser.add_argument_group("nemesis scenario")
+    nemesis.add_argument("--seed", type=int, default=0, help="seeds workload and faults")
+    nemesis.add_argument(
+        "--duration", type=float, default=25.0, help="at least this many seconds (default 25)"
+    )
+    nemesis.add_argument("--nodes", type=int, choices=(3, 5), default=5)
+    nemesis.add_argument("--clients", type=int, default=5, help="concurrent clients")
+    nemesis.add_argument("--keys", type=int, default=5, help="keys of the workload")
     args = parser.parse_args(argv)
-    size, scenario = SCENARIOS[args.scenario]
+    options: dict[str, Any] = {"request_timeout_ms": REQUEST_TIMEOUT_MS}
+    if args.scenario == "nemesis":
+        size = args.nodes
+        scenario: Callable[[NetnsLab], dict[str, Any]] = functools.partial(
+            scenario_nemesis,
+            seed=args.seed,
+            duration=args.duration,
+            clients=args.clients,
+            keys=args.keys,
+        )
+        options = {
+            "request_timeout_ms": NEMESIS_REQUEST_TIMEOUT_MS,
+            "cluster_options": netns_nemesis.LAB_CLUSTER_OPTIONS,
+        }
+    else:
+        size, scenario = SCENARIOS[args.scenario]
     result: dict[str, Any] = {
         "scenario": args.scenario,
         "ok": False,
@@ -303,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     started = time.monotonic()
     code = EXIT_FAILED
-    lab = NetnsLab(args.dir, size, request_timeout_ms=REQUEST_TIMEOUT_MS)
+    lab = NetnsLab(args.dir, size, **options)
     try:
         try:
             lab.setup()
@@ -314,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
             result["details"] = scenario(lab)
             result["ok"] = True
             code = EXIT_PASSED
+    except ScenarioFailed as exc:
+        result["details"] = exc.details
+        result["error"] = str(exc)
     except Exception as exc:  # reported in the JSON line, then the exit code says failed
         result["error"] = "".join(traceback.format_exception(exc))
     finally:

@@ -12,6 +12,7 @@ import pytest
 from tests.core.helpers import append_resp, elect, make_raft
 from tests.sim import SimCluster
 from zraft.core import (
+    AppendRequest,
     ChangeKind,
     ChangeRefused,
     Entry,
@@ -258,3 +259,97 @@ def test_entries_carry_the_context_for_the_driver() -> None:
         Membership(frozenset({"n1", "n2"}), frozenset({"n3"})),
         b"endpoints",
     )
+
+
+def test_two_uncommitted_removals_cannot_let_a_lone_leader_commit() -> None:
+    """One change at a time: otherwise a cut-off leader could shrink the voters to itself.
+
+    n1 leads {n1, n2, n3} and is cut off. It removes n2 ({n1, n3}: not committable
+    alone). If it could also remove n3, {n1} would be a majority of itself and n1 would
+    commit on its own while n2 and n3 elect a leader and commit something else. The
+    scenario runs either way; the simulator's state machine safety check decides.
+    """
+    sim = SimCluster(["n1", "n2", "n3"], 9, pre_vote=False, check_quorum=False)
+    sim.campaign("n1")
+    sim.stabilize()
+    sim.isolate("n1")
+    assert sim.change_membership(MembershipChange(REMOVE, "n2")) is not None
+    try:
+        sim.raft("n1").propose_membership(MembershipChange(REMOVE, "n3"))
+        sim._process("n1")
+    except ChangeRefused as exc:
+        assert exc.code == "in_progress"
+    sim.propose("n1", b"lone-write")
+    sim.tick(5)
+    sim.campaign("n2")
+    sim.stabilize()
+    sim.propose("n2", b"majority-write")
+    sim.stabilize()
+    for node in ("n1", "n2", "n3"):
+        assert sim.raft(node).commit_index >= 0
+    assert all(e.data != b"lone-write" for e in sim.committed), "n1 committed alone"
+
+
+def test_a_change_before_the_leaders_first_commit_cannot_lose_a_committed_entry() -> None:
+    """The single-server bug (raft-dev, 2015) as a script; the fix is the term-commit rule.
+
+    Voters {n1..n4}, learner n5. n1 (term 1) promotes n5, reaching only n5. n2 wins term
+    2 with n3, n4. If n2 could remove n4 before its own no-op commits, it would commit
+    that change with n3 alone, n4 would hold no term-2 entry, and n1 (back, in term 3)
+    could win with n4 and n5 under ITS membership {n1..n5} and overwrite n2's committed
+    entries. With the rule, n2 must first commit its no-op on a majority of {n1..n4},
+    which includes n4, so n4 refuses n1's vote. The simulator checks safety throughout.
+    """
+    sim = SimCluster(
+        ["n1", "n2", "n3", "n4", "n5"],
+        10,
+        voters=["n1", "n2", "n3", "n4"],
+        pre_vote=False,
+        check_quorum=False,
+    )
+    sim.campaign("n1")
+    sim.stabilize()
+    sim.change_membership(MembershipChange(ADD, "n5"))
+    sim.stabilize()
+    sim.partition({"n1", "n5"}, {"n2", "n3", "n4"})
+    sim.change_membership(MembershipChange(PROMOTE, "n5"))  # n1 and n5 only
+    sim.stabilize()
+    assert "n5" in sim.raft("n1").membership.voters
+    sim.crash("n1")
+    sim.partition({"n1", "n5"}, {"n2", "n3", "n4"})
+    # n4 votes for n2 but never gets an append of term 2.
+    sim.add_filter(lambda m: m.src == "n2" and m.dst == "n4" and isinstance(m, AppendRequest))
+    sim.campaign("n2")  # votes from n3 and n4 (the vote requests are not filtered)
+    sim.stabilize()
+    assert sim.leader() == "n2" and sim.raft("n2").term == 2
+    removed = None
+    try:
+        removed = sim.raft("n2").propose_membership(MembershipChange(REMOVE, "n4"))
+        sim._process("n2")
+    except ChangeRefused as exc:
+        assert exc.code == "not_ready"
+    sim.stabilize()
+    if removed is None:
+        # The rule held: let n4 take the no-op, then the change may go ahead.
+        sim.clear_filters()
+        n2 = sim.raft("n2")
+        sim.run_until(lambda: n2.log.term_at(n2.commit_index) == 2, 50, "n2's no-op commits")
+        assert sim.raft("n4").log.last_term == 2
+        assert sim.change_membership(MembershipChange(REMOVE, "n4")) is not None
+        sim.partition({"n1", "n5"}, {"n2", "n3"}, {"n4"})
+        sim.stabilize()
+    # n1 comes back with n4 and n5 and tries to win term 3 under its own membership.
+    sim.clear_filters()
+    sim.restart("n1")
+    sim.partition({"n1", "n4", "n5"}, {"n2", "n3"})
+    sim.campaign("n1")  # term 2: n4 already voted for n2
+    sim.stabilize()
+    sim.campaign("n1")  # term 3
+    sim.stabilize()
+    for i in range(3):
+        sim.propose("n1", b"n1-%d" % i)
+        sim.propose("n2", b"n2-%d" % i)
+        sim.stabilize()
+    sim.heal()
+    sim.tick(100)  # every node applies what it can; the simulator checks as they do
+    assert sim.raft("n1").role is not Role.LEADER or sim.raft("n1").term < 3

@@ -11,6 +11,14 @@ The child prints one JSON line (its verdict and figures) and exits 0 only if eve
 safety and liveness check of the scenario passed. It is killed by PID after a hard
 timeout; `--kill-child` and the PID namespace take every node process with it.
 
+`test_netns_nemesis` runs the `nemesis` scenario (`tests/netns_nemesis.py`) for ~25 s:
+five clients record a history while every iptables fault (partition, isolated leader,
+bridge cut, packet loss) and every process fault (kill -9, SIGSTOP, of random nodes and
+of the leader) is injected; the history must be linearizable with no lost acknowledged
+write. A longer run by hand (the same child, same checks)::
+
+    bin/zraft-netns-nemesis --duration 300 --seed 7
+
 Skipped, with the reason, where `unshare`, `ip` (iproute2) or `iptables` is missing or
 the namespaces cannot be made (no privileges); never run against the real network.
 """
@@ -30,10 +38,14 @@ from typing import Any
 import pytest
 
 from tests import netns
+from tests.netns_nemesis import NETNS_FAULT_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 HARD_TIMEOUT_S = 90.0  # one scenario, lab setup to teardown (~5-12 s measured)
 SCENARIOS = ("majority", "isolated", "bridge", "loss")
+NEMESIS_SEED = 20261126
+NEMESIS_DURATION_S = 25.0  # the run goes on until every kind was injected once (~27 s)
+NEMESIS_HARD_TIMEOUT_S = 240.0  # <= 3x the duration, plus heal, final reads and the check
 
 
 def _result_line(stdout: str) -> dict[str, Any] | None:
@@ -46,9 +58,15 @@ def _result_line(stdout: str) -> dict[str, Any] | None:
     return None
 
 
-def _run_child(scenario: str, directory: Path) -> tuple[int, str, str]:
-    """Run one scenario under unshare; kill it by PID if it outlives HARD_TIMEOUT_S."""
+def _run_child(
+    scenario: str,
+    directory: Path,
+    extra: list[str] | None = None,
+    hard_timeout: float = HARD_TIMEOUT_S,
+) -> tuple[int, str, str]:
+    """Run one scenario under unshare; kill it by PID if it outlives `hard_timeout`."""
     argv = [sys.executable, "-m", "tests.netns_child", scenario, "--dir", str(directory)]
+    argv += extra or []
     proc = subprocess.Popen(
         netns.unshare_command(argv),
         cwd=ROOT,
@@ -59,31 +77,31 @@ def _run_child(scenario: str, directory: Path) -> tuple[int, str, str]:
         start_new_session=True,
     )
     try:
-        out, err = proc.communicate(timeout=HARD_TIMEOUT_S)
+        out, err = proc.communicate(timeout=hard_timeout)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)  # --kill-child: the lab and its nodes go too
         out, err = proc.communicate(timeout=10)
         pytest.fail(
-            f"scenario {scenario} did not finish within {HARD_TIMEOUT_S:g}s; killed\n"
+            f"scenario {scenario} did not finish within {hard_timeout:g}s; killed\n"
             f"stdout:\n{out[-4000:]}\nstderr:\n{err[-4000:]}"
         )
     return proc.returncode, out, err
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_netns_scenario(
-    scenario: str, tmp_path: Path, record_property: Callable[[str, object], None]
-) -> None:
-    """The scenario keeps election safety and makes progress within its bounded waits
-    (see `tests/netns_child.py` for what each one checks)."""
+def _skip_without_tools() -> None:
     missing = netns.missing_tools()
     if missing:
         pytest.skip(
             f"network-namespace tests need {', '.join(missing)} on PATH "
             "(Debian packages util-linux, iproute2, iptables)"
         )
-    code, out, err = _run_child(scenario, tmp_path / "lab")
+
+
+def _verdict(
+    code: int, out: str, err: str, record_property: Callable[[str, object], None]
+) -> dict[str, Any]:
+    """The child's JSON line; skips (with the reason) when the lab could not be built."""
     result = _result_line(out)
     if result is None:
         if code != 0 and err.lstrip().startswith("unshare:"):
@@ -92,7 +110,53 @@ def test_netns_scenario(
     record_property("netns_result", json.dumps(result["details"]))
     if result["unavailable"]:
         pytest.skip(f"the namespace lab cannot be built here: {result['unavailable']}")
+    return result
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_netns_scenario(
+    scenario: str, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    """The scenario keeps election safety and makes progress within its bounded waits
+    (see `tests/netns_child.py` for what each one checks)."""
+    _skip_without_tools()
+    code, out, err = _run_child(scenario, tmp_path / "lab")
+    result = _verdict(code, out, err, record_property)
     assert code == 0 and result["ok"], (
         f"scenario {scenario} failed (exit {code}):\n{result['error']}\n"
         f"details: {json.dumps(result['details'])}\nstderr:\n{err[-4000:]}"
     )
+
+
+def test_netns_nemesis(tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
+    """Real firewall faults and kills/pauses under load leave a linearizable history.
+
+    Every fault kind is injected at least once (the run goes on until one shuffled round
+    of all eight is done) and the leader-targeted ones found the leader; most operations
+    succeed; the loss rules really dropped packets; every key is read back; no anomaly, no
+    lost acknowledged write, at most one leader per term in every node's log.
+    """
+    _skip_without_tools()
+    extra = ["--seed", str(NEMESIS_SEED), "--duration", f"{NEMESIS_DURATION_S:g}"]
+    code, out, err = _run_child(
+        "nemesis", tmp_path / "lab", extra, hard_timeout=NEMESIS_HARD_TIMEOUT_S
+    )
+    result = _verdict(code, out, err, record_property)
+    details = result["details"]
+    shown = f"{json.dumps(details, indent=1)}\nerror: {result['error']}\nstderr:\n{err[-6000:]}"
+    assert details, f"no details (exit {code})\n{shown}"
+    assert details["anomalies"] == [], shown
+    assert details["lost_writes"] == [], shown
+    assert details["safety"] is None, shown
+    assert details["errors"] == [], shown
+    assert code == 0 and result["ok"], shown
+    assert set(details["faults"]) == set(NETNS_FAULT_KINDS), shown
+    leader_faults = [line for line in details["fault_log"] if "no leader found" not in line]
+    for kind in ("isolate-leader", "kill-leader", "pause-leader"):
+        assert any(line.startswith(f"{kind} ") for line in leader_faults), (
+            f"no {kind} fault found a leader to hit\n{shown}"
+        )
+    dropped = [line for line in details["fault_log"] if line.startswith("loss ")]
+    assert all(", 0 packets dropped" not in line for line in dropped), shown
+    assert details["ok_ops"] > 300, shown
+    assert len(details["final"]) == 5, shown
