@@ -22,6 +22,15 @@ store in `applied_writes`.
 A `snapshot` request is answered like a real node's: `{"index", "size_bytes"}` of a new
 snapshot at the current index, or with `size_bytes` null when nothing was written since
 the last one (`snapshot_size` sets the size reported).
+
+Membership ops are answered like a real cluster's, from a shared member table (`members`:
+id -> `FakeMember`; the nodes start as voters): `members` from any node (`match_index`
+only in the leader's answer), `add_member` (a learner; with `learner` false the fake
+promotes it right after answering, as a leader does once the learner caught up),
+`promote_member`, `remove_member` (each answered with the `members` shape and a new
+`config_index`, or `bad_request` for an unknown/duplicate id or the last voter) and
+`transfer_leader` (`transferred_to`; the fake's leader changes at once). Set `conflict`
+to answer the next N changes with `conflict`.
 """
 
 from __future__ import annotations
@@ -47,6 +56,15 @@ class FakeNode:
     sock: zmq.Socket[bytes]
     role: str = "follower"
     extra_status: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class FakeMember:
+    """One row of the fake member table."""
+
+    role: str  # "voter" or "learner"
+    peer: str
+    client: str
 
 
 class FakeCluster:
@@ -81,6 +99,12 @@ class FakeCluster:
         self.delay = 0.0
         self.silent: set[str] = set()
         self.snapshot_size = 4321
+        self.members: dict[str, FakeMember] = {
+            node.id: FakeMember("voter", f"tcp://127.0.0.1:{9000 + i}", node.endpoint)
+            for i, node in enumerate(self.nodes, start=1)
+        }
+        self.config_index = 0
+        self.conflict = 0
         self._snapshot_index: dict[str, int] = {}  # node id -> index of its newest snapshot
         self._held: list[tuple[float, zmq.Socket[bytes], list[bytes]]] = []
         self._stop = threading.Event()
@@ -192,7 +216,79 @@ class FakeCluster:
             self._snapshot_index[node.id] = self.index
             snapshot = {"index": self.index, "size_bytes": self.snapshot_size if fresh else None}
             return wire.encode_reply(ok=True, leader=self.leader, extra={"snapshot": snapshot})
+        if request.op == "members":
+            return self._members_reply(node)
+        if request.kind == "admin":
+            return self._change(node, request)
         return wire.encode_reply(ok=False, error="bad_request", message="not supported here")
+
+    def _members_reply(self, node: FakeNode) -> bytes:
+        leading = node.id == self.leader
+        rows = [
+            {
+                "id": member_id,
+                "role": member.role,
+                "peer": member.peer,
+                "client": member.client,
+                "match_index": self.index if leading else None,
+            }
+            for member_id, member in sorted(
+                self.members.items(), key=lambda kv: kv[1].role != "voter"
+            )
+        ]
+        return wire.encode_reply(
+            ok=True,
+            leader=self.leader,
+            extra={"members": rows, "config_index": self.config_index},
+        )
+
+    def _change(self, node: FakeNode, request: wire.Request) -> bytes:
+        """A membership or leadership op, checked and applied like a leader would."""
+        member_id = request.id
+
+        def refuse(code: str, message: str) -> bytes:
+            return wire.encode_reply(ok=False, error=code, message=message, leader=self.leader)
+
+        if request.op == "transfer_leader":
+            target = member_id or next(i for i, m in self.members.items() if i != self.leader)
+            if target not in self.members or self.members[target].role != "voter":
+                return refuse("bad_request", f"{target} is not a voter")
+            self.leader = target
+            for fake_node in self.nodes:
+                fake_node.role = "leader" if fake_node.id == target else "follower"
+            extra = {"transferred_to": target}
+            return wire.encode_reply(ok=True, leader=target, extra=extra)
+        if self.conflict > 0:
+            self.conflict -= 1
+            return refuse("conflict", "another membership change is not committed yet")
+        assert member_id is not None
+        existing = self.members.get(member_id)
+        promote_later = False
+        if request.op == "add_member":
+            if existing is not None:
+                return refuse("bad_request", f"{member_id} is already a {existing.role}")
+            assert request.peer is not None and request.client_endpoint is not None
+            self.members[member_id] = FakeMember("learner", request.peer, request.client_endpoint)
+            promote_later = not request.learner
+        elif existing is None:
+            return refuse("bad_request", f"{member_id} is not a member")
+        elif request.op == "promote_member":
+            if existing.role == "voter":
+                return refuse("bad_request", f"{member_id} is already a voter")
+            existing.role = "voter"
+        else:
+            voters = [i for i, m in self.members.items() if m.role == "voter"]
+            if voters == [member_id]:
+                return refuse("bad_request", f"{member_id} is the last voter")
+            del self.members[member_id]
+        self.index += 1
+        self.config_index = self.index
+        reply = self._members_reply(self.node(self.leader) if self.leader else node)
+        if promote_later:  # the leader's own promotion, once the learner caught up
+            self.index += 1
+            self.config_index = self.index
+            self.members[member_id].role = "voter"
+        return reply
 
     def _status(self, node: FakeNode) -> dict[str, Any]:
         return {

@@ -12,6 +12,15 @@ time, holds it, and undoes it:
   inside the nodes while TCP stays up; client traffic is untouched, so clients keep talking
   to the cut-off side. (Network-namespace partitions, PLATFORM.md §1, are not used.)
 - `loss`: every node drops 10-30% of its outgoing peer messages for a while (same hook).
+- `membership`: remove a random voter other than the leader (it keeps running, and
+  answers clients `unavailable` "not a member"), hold, then add it back with
+  `add_member` (`learner` false: the leader promotes it once its log caught up; it keeps
+  its old data dir, which Raft allows) and wait, bounded, until it is a voter again. A
+  leader change in between loses the automatic promotion, so after `PROMOTION_WAIT_S` it
+  is promoted explicitly (noted in the fault). A change is re-sent only after the
+  leader's member list shows it was not made (never blindly after a lost reply).
+- `transfer-leader`: ask the leader to hand leadership to a random other voter (half of
+  the time naming none: the most up-to-date one); the answer is noted when not ok.
 
 Kinds are drawn in rounds: each round is a seeded shuffle of every enabled kind, so a run
 of a few rounds has hit every kind. Which nodes are hit, for how long and how long the gaps
@@ -32,7 +41,9 @@ seq, attempts, nodes, per-attempt errors), `faults.jsonl`, and `cluster/` (confi
 each node's JSON event log).
 
 Only the nemesis thread uses the `ProcessCluster` while the workload runs (its REQ helper is
-not thread-safe); the workload has its own ZeroMQ context and sockets.
+not thread-safe); the workload has its own ZeroMQ context and sockets. `heal` (after the
+thread stopped) also makes every node a voter again; a membership change that cannot be
+completed within its bounds is a `Nemesis.problems` entry, which fails the run.
 """
 
 from __future__ import annotations
@@ -53,11 +64,25 @@ from tests.procs import NoReply, ProcessCluster
 from zraft.testing import linearizability
 from zraft.testing.history import Op, to_jsonl
 
-FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition", "loss")
+FAULT_KINDS = (
+    "kill", "kill-leader", "pause", "pause-leader", "partition", "loss", "membership",
+    "transfer-leader",
+)  # fmt: skip
 """Every fault the nemesis knows, in the order a summary lists them."""
 
 PROCESS_FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader")
 """The faults made with signals only (no partition hook)."""
+
+CHANGE_FAULT_KINDS = ("membership", "transfer-leader")
+"""The faults made through the cluster's own admin ops (membership, leadership)."""
+
+CHANGE_TIMEOUT_S = 20.0
+"""How long one membership change may take, retries included, before it counts as stuck."""
+
+PROMOTION_WAIT_S = 8.0
+"""How long a re-added node may stay a learner before it is promoted explicitly."""
+
+_CHANGE_RETRY_CODES = frozenset({"unavailable", "not_leader", "conflict", "timeout"})
 
 SNAPSHOT_OPTIONS: dict[str, int] = {
     "snapshot_entries": 100,
@@ -113,6 +138,7 @@ class Nemesis:
             timeout, so the rest of the cluster elects a new leader meanwhile (and some
             pauses outlast a client's attempt timeout).
         partition_s: how long a partition lasts.
+        removed_s: how long a removed voter stays out before it is added back.
     """
 
     def __init__(
@@ -126,6 +152,7 @@ class Nemesis:
         down_s: tuple[float, float] = (0.3, 2.0),
         pause_s: tuple[float, float] | None = None,
         partition_s: tuple[float, float] = (1.0, 3.0),
+        removed_s: tuple[float, float] = (0.5, 2.0),
     ) -> None:
         self.kinds = list(kinds)
         unknown = set(self.kinds) - set(FAULT_KINDS)
@@ -139,13 +166,17 @@ class Nemesis:
         self._down_s = down_s
         self._pause_s = pause_s or (1.5 * election_max_s, 4.0 * election_max_s)
         self._partition_s = partition_s
+        self._removed_s = removed_s
+        self._request_s = cluster.request_timeout_ms / 1000 + 1.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._paused: set[str] = set()
         self._killed: set[str] = set()
         self._partitioned = False
+        self._removed: set[str] = set()  # voters removed and not yet voters again
         self.faults: list[Fault] = []
         self.error: str | None = None
+        self.problems: list[str] = []  # membership changes that could not be completed
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -179,6 +210,11 @@ class Nemesis:
         if down:
             self._cluster.start_all(down)
         self._killed.clear()
+        for node_id in sorted(self._removed):
+            # Final reads and convergence expect the initial membership back.
+            problem = self._add_back(node_id)
+            if problem is not None:
+                self.problems.append(f"heal: {problem}")
 
     def counts(self) -> dict[str, int]:
         """kind -> how many faults of that kind were injected."""
@@ -207,6 +243,10 @@ class Nemesis:
             self._pause(kind)
         elif kind == "partition":
             self._partition()
+        elif kind == "membership":
+            self._remove_and_add_back()
+        elif kind == "transfer-leader":
+            self._transfer_leader()
         else:
             self._lose_packets()
 
@@ -220,10 +260,14 @@ class Nemesis:
             return self._rng.choice(candidates), "no leader found; hit a random node"
         return self._rng.choice(candidates), None
 
-    def _find_leader(self) -> str | None:
-        """The node reporting itself leader with the highest term, polled for a while."""
+    def _find_leader(self, *, while_stopping: bool = False) -> str | None:
+        """The node reporting itself leader with the highest term, polled for a while.
+
+        A stop request ends the search at once, unless `while_stopping` (a membership
+        change that must be completed even then, to leave every node a voter).
+        """
         deadline = time.monotonic() + LEADER_SEARCH_S
-        while not self._stop.is_set() and time.monotonic() < deadline:
+        while (while_stopping or not self._stop.is_set()) and time.monotonic() < deadline:
             best: tuple[int, str] | None = None
             for node_id in self._cluster.running():
                 try:
@@ -234,7 +278,7 @@ class Nemesis:
                     best = (status["term"], node_id)
             if best is not None:
                 return best[1]
-            self._stop.wait(0.05)
+            time.sleep(0.05)
         return None
 
     def _hold(self, span: tuple[float, float]) -> None:
@@ -296,6 +340,117 @@ class Nemesis:
         self._hold(self._partition_s)
         self._cluster.heal()
         self._partitioned = False
+        fault.end_ns = self._now()
+
+    # --- membership and leadership (through the cluster's admin ops) ----------------------
+
+    def _remove_and_add_back(self) -> None:
+        """Remove a non-leader voter (still running), hold, add it back, wait till voter."""
+        leader = self._find_leader()
+        view = self._members(leader) if leader is not None else None
+        if leader is None or view is None:
+            note = "no leader found; nothing changed"
+            self.faults.append(Fault("membership", [], self._now(), self._now(), note))
+            return
+        voters = sorted(n for n, role in view.items() if role == "voter" and n != leader)
+        node_id = self._rng.choice(voters)
+        fault = Fault("membership", [node_id], self._now())
+        self.faults.append(fault)
+        self._removed.add(node_id)
+        problem = self._change("remove_member", lambda v: node_id not in v, id=node_id)
+        if problem is not None:
+            self.problems.append(problem)
+            fault.note = problem
+        fault.start_ns = self._now()
+        self._hold(self._removed_s)
+        problem = self._add_back(node_id, fault)
+        if problem is not None:
+            self.problems.append(problem)
+            fault.note = problem
+        fault.end_ns = self._now()
+
+    def _add_back(self, node_id: str, fault: Fault | None = None) -> str | None:
+        """Make `node_id` a voter again (add, then wait for its promotion); None or why not."""
+        fields = self._cluster.member_fields(node_id)
+        problem = self._change("add_member", lambda v: node_id in v, id=node_id, **fields)
+        if problem is not None:
+            return problem
+        deadline = time.monotonic() + PROMOTION_WAIT_S
+        while time.monotonic() < deadline:
+            leader = self._find_leader(while_stopping=True)
+            view = self._members(leader) if leader is not None else None
+            if view is not None and view.get(node_id) == "voter":
+                self._removed.discard(node_id)
+                return None
+            time.sleep(0.1)  # the leader promotes it once its log has caught up
+        if fault is not None:
+            fault.note = f"not promoted within {PROMOTION_WAIT_S:g}s; promoted explicitly"
+        problem = self._change("promote_member", lambda v: v.get(node_id) == "voter", id=node_id)
+        if problem is None:
+            self._removed.discard(node_id)
+        return problem
+
+    def _change(self, op: str, done: Callable[[dict[str, str]], bool], **fields: Any) -> str | None:
+        """Send a membership op until the leader's member list satisfies `done`.
+
+        The list is read before every (re)send, so a change whose reply was lost, or
+        answered `timeout`, is not sent again once it took effect; `unavailable`,
+        `not_leader` and `conflict` (nothing done) are retried. Returns None when done,
+        else what went wrong (after `CHANGE_TIMEOUT_S`, or at once on another error).
+        """
+        deadline = time.monotonic() + CHANGE_TIMEOUT_S
+        last: object = None
+        while time.monotonic() < deadline:
+            leader = self._find_leader(while_stopping=True)
+            view = self._members(leader) if leader is not None else None
+            if view is not None and done(view):
+                return None
+            target = leader or self._rng.choice(sorted(self._cluster.running()))
+            try:
+                reply = self._cluster.request(target, op, timeout=self._request_s, **fields)
+            except NoReply:
+                last = f"no reply from {target}"
+                continue  # outcome unknown: look at the member list before resending
+            if not reply["ok"]:
+                error = reply["error"]
+                last = f"{target}: {error['code']}: {error['message']}"
+                if error["code"] not in _CHANGE_RETRY_CODES:
+                    return f"{op} {fields} refused: {last}"
+                time.sleep(0.1)  # e.g. the previous change is still committing
+        return f"{op} {fields} not done within {CHANGE_TIMEOUT_S:g}s (last: {last})"
+
+    def _members(self, node_id: str) -> dict[str, str] | None:
+        """id -> role in `node_id`'s member list, or None if it does not answer."""
+        try:
+            reply = self._cluster.request(node_id, "members", timeout=1.0)
+        except NoReply:
+            return None
+        return {row["id"]: row["role"] for row in reply["members"]} if reply["ok"] else None
+
+    def _transfer_leader(self) -> None:
+        """Ask the leader to hand over to a random other voter (or its own choice)."""
+        leader = self._find_leader()
+        view = self._members(leader) if leader is not None else None
+        if leader is None or view is None:
+            note = "no leader found; nothing asked"
+            self.faults.append(Fault("transfer-leader", [], self._now(), self._now(), note))
+            return
+        voters = sorted(n for n, role in view.items() if role == "voter" and n != leader)
+        target = self._rng.choice(voters) if self._rng.random() < 0.5 else None
+        fault = Fault("transfer-leader", [leader] + ([target] if target else []), self._now())
+        self.faults.append(fault)
+        fields = {} if target is None else {"id": target}
+        try:
+            reply = self._cluster.request(
+                leader, "transfer_leader", timeout=self._request_s, **fields
+            )
+        except NoReply:
+            fault.note = "no reply"
+        else:
+            if reply["ok"]:
+                fault.nodes = [leader, reply["transferred_to"]]
+            else:
+                fault.note = f"{reply['error']['code']}: {reply['error']['message']}"
         fault.end_ns = self._now()
 
 
@@ -567,6 +722,7 @@ def _drive(
         nemesis.heal()
     if nemesis.error is not None:
         report.errors.append(f"nemesis failed:\n{nemesis.error}")
+    report.errors.extend(f"stuck membership change: {p}" for p in nemesis.problems)
     say("healed; waiting for a leader and reading every key")
     try:
         cluster.wait_leader(timeout=30)

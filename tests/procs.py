@@ -392,6 +392,23 @@ class ProcessCluster:
         self.peer_endpoints[node_id] = peer
         return fields
 
+    def member_fields(self, node_id: str) -> dict[str, str]:
+        """The `add_member` fields for `node_id` (a node of the file or an `add_joiner`):
+        `peer`, `client_endpoint`, and with CURVE `public_key`."""
+        fields = {
+            "peer": self.peer_endpoints[node_id],
+            "client_endpoint": self.client_endpoints[node_id],
+        }
+        if self.curve is not None:
+            if node_id in self._joiners:
+                key = security.read_public_key(self.keys_dir / f"{node_id}.pub")
+            else:
+                ref = self.config.node(node_id).public_key
+                assert ref is not None
+                key = security.resolve(ref)
+            fields["public_key"] = key.decode()
+        return fields
+
     def start(self, node_id: str, *, wait: bool = True) -> None:
         """Start `node_id` (again) on its data dir; with `wait`, until it logs `node_started`.
 

@@ -24,6 +24,7 @@ import pytest
 import zmq
 
 from tests.fakeserver import FakeCluster, silent_endpoint
+from tests.procs import free_ports
 from zraft.bench import BenchSpec, percentile, run_bench
 from zraft.client import Client, ClientTimeout, Reply, probe_status
 
@@ -669,3 +670,128 @@ def test_a_node_that_goes_away_is_left_at_once_not_after_the_attempt_timeout(
     finally:
         client.close()
         context.term()
+
+
+# --- membership and leadership (issue 6) --------------------------------------------------
+
+
+def test_membership_changes_through_any_node(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake(3)
+    with Client(cluster.endpoints[2], timeout=2) as client:
+        added = client.add_member("n4", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2", learner=True)
+        assert added.ok and added.member("n4") == {
+            "id": "n4",
+            "role": "learner",
+            "peer": "tcp://127.0.0.1:1",
+            "client": "tcp://127.0.0.1:2",
+            "match_index": 1,
+        }
+        assert added.config_index == 1
+        promoted = client.promote("n4")
+        assert promoted.ok and (promoted.member("n4") or {})["role"] == "voter"
+        assert client.remove("n4").ok and client.members().member("n4") is None
+        auto = client.add_member("n5", "tcp://127.0.0.1:3", "tcp://127.0.0.1:4")
+        assert (auto.member("n5") or {})["role"] == "learner"  # promoted after the answer
+        moved = client.transfer_leader("n2")
+        assert (moved.ok, moved.raw["transferred_to"], moved.leader) == (True, "n2", "n2")
+        with pytest.raises(ValueError, match="bad endpoint"):
+            client.add_member("n6", "localhost:1", "tcp://127.0.0.1:5")
+    sent = [(req.op, req.learner) for _, req in cluster.requests if req.op == "add_member"]
+    assert sent == [("add_member", True), ("add_member", False)]  # n6 never left the client
+
+
+def test_members_asks_the_leader_for_match_indexes(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake(3, leader="n1")
+    with Client(cluster.endpoints[1], timeout=2) as client:
+        reply = client.members()
+        assert reply.endpoint == cluster.endpoints[0] and reply.leader == "n1"
+        assert all(type(row["match_index"]) is int for row in reply.members or [])
+        local = client.members(match_from_leader=False)
+        assert local.endpoint == cluster.endpoints[1]
+        assert all(row["match_index"] is None for row in local.members or [])
+    assert [node for node, req in cluster.requests] == ["n2", "n1", "n2"]
+
+
+def test_a_membership_change_is_not_resent_after_a_lost_reply(
+    fake: Callable[..., FakeCluster],
+) -> None:
+    cluster = fake(2)
+    cluster.drop_replies = 1  # the change is made, but its answer is lost
+    with Client(cluster.endpoints, timeout=0.5) as client:
+        with pytest.raises(ClientTimeout, match="outcome is unknown"):
+            client.add_member("n3", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
+        # Asking again by hand shows why a blind retry would mislead:
+        again = client.add_member("n3", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
+        assert again.error_code == "bad_request" and "n3 is already a" in str(again.error_message)
+    assert [req.op for _, req in cluster.requests] == ["add_member", "add_member"]
+
+
+def test_a_membership_change_is_retried_when_nothing_happened(
+    fake: Callable[..., FakeCluster],
+) -> None:
+    cluster = fake(2)
+    cluster.unavailable = 3  # e.g. "the learner is still catching up"
+    dead = free_ports(1)[0]  # nothing listens there: the request is never sent
+    endpoints = [f"tcp://127.0.0.1:{dead}", *cluster.endpoints]
+    with Client(endpoints, timeout=5) as client:
+        reply = client.remove("n2")
+        assert reply.ok and reply.member("n2") is None
+        cluster.conflict = 1  # "one change at a time": returned, not retried
+        refused = client.promote("n1")
+    assert (refused.ok, refused.error_code) == (False, "conflict")
+    assert [req.op for _, req in cluster.requests].count("remove_member") == 4
+
+
+def test_cli_membership_commands(cli: CliRunner, config: tuple[FakeCluster, str]) -> None:
+    cluster, path = config
+    table = cli("--config", path, "members")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["node", "role", "match", "peer", "client"]
+    assert lines[1].split()[:4] == ["*", "n1", "voter", "0"]
+    assert lines[2].split()[:3] == ["n2", "voter", "0"]
+    assert lines[-1] == "leader n1, config index 0"
+    steps = [
+        (["add-learner", "n3", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2"], 0,
+         "OK: n3 added as a learner (config index 1)\n"),
+        (["add-learner", "n3", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2"], 1, ""),
+        (["add-learner", "n9", "nowhere", "tcp://127.0.0.1:2"], 2, ""),
+        (["promote", "n3"], 0, "OK: n3 is a voter (config index 2)\n"),
+        (["remove", "n3"], 0, "OK: n3 removed (config index 3)\n"),
+        (["add-member", "n4", "tcp://127.0.0.1:3", "tcp://127.0.0.1:4"], 0,
+         "OK: n4 added as a learner; the leader promotes it once caught up (config index 4)\n"),
+        (["transfer-leader", "n2"], 0, "OK: n2 is the leader\n"),
+        (["remove", "n7"], 1, ""),
+        (["promote"], 2, ""),
+    ]  # fmt: skip
+    for args, code, out in steps:
+        result = cli("--config", path, *args)
+        assert (result.returncode, result.stdout) == (code, out), (args, result)
+    assert cluster.members["n4"].role == "voter" and cluster.leader == "n2"
+    as_json = json.loads(cli("--json", "--config", path, "members").stdout)
+    assert as_json["leader"] == "n2" and [m["id"] for m in as_json["members"]] == ["n1", "n2", "n4"]
+    cluster.conflict = 1
+    conflict = cli("--config", path, "remove", "n4")
+    assert conflict.returncode == 1 and "error: conflict" in conflict.stderr
+    cluster.drop_replies = 1
+    lost = cli("--config", path, "--timeout", "0.5", "remove", "n4")
+    assert lost.returncode == 3
+    assert "outcome is unknown" in lost.stderr and "check `members`" in lost.stderr
+
+
+def test_cli_membership_in_the_repl(cli: CliRunner, config: tuple[FakeCluster, str]) -> None:
+    _, path = config
+    script = (
+        "add-learner n3 tcp://127.0.0.1:1 tcp://127.0.0.1:2\npromote n3\nremove n3\n"
+        "transfer-leader\nhelp add-member\nhelp\n"
+    )
+    result = cli("--config", path, stdin=script)
+    lines = result.stdout.splitlines()
+    assert lines[:4] == [
+        "OK: n3 added as a learner (config index 1)",
+        "OK: n3 is a voter (config index 2)",
+        "OK: n3 removed (config index 3)",
+        "OK: n2 is the leader",
+    ]
+    assert lines[4].startswith("usage: add-member [-h] [--public-key KEY] ID PEER CLIENT")
+    assert any(line.startswith("transfer-leader [ID]") for line in lines)

@@ -19,9 +19,20 @@ Rules it keeps:
   `client` (a random id per `Client`, unless given) and `seq`, a per-client number that
   grows by one per write. A retry of the same write reuses its `seq`, and the server's
   session table (`zraft.kv`) applies a `(client, seq)` pair at most once and answers a
-  duplicate with the first answer. Reads (`get`) and local ops (`status`) are retried
-  freely. Admin ops (membership, leadership, snapshot) are not idempotent under retry and
-  get one attempt: a lost reply raises `ClientTimeout` with an "outcome unknown" message.
+  duplicate with the first answer. Reads (`get`) and local ops (`status`, `members`) are
+  retried freely.
+- **Admin ops are never re-sent after an ambiguous outcome.** Membership and leadership
+  changes (`add_member`, `promote`, `remove`, `transfer_leader`) carry no session, and a
+  change that was made answers a repeat with an error (`bad_request` "already a learner"),
+  so a blind retry would turn a success into a confusing failure. They are retried only
+  when nothing can have happened: an `unavailable` or `not_leader` answer (the node says
+  it did not act: no leader, not a member, a learner still catching up, a change that lost
+  its log slot) or an attempt that never sent the request (the node was already known to
+  be down, or refused the connection). Each attempt waits for the rest of the deadline
+  (the node answers `timeout` itself when its own request timeout passes first); a reply
+  lost after sending raises `ClientTimeout` saying that the outcome is unknown, and a
+  `timeout` answer is returned as is. Either way the caller should look (`members`) before
+  trying again. `conflict` (another change is not committed yet) is returned, not retried.
 - **Node-addressed ops go to that node only.** `snapshot(node)` is about the node named:
   one attempt there, never a failover to another node, whatever the answer.
 - **Bounded waits.** Every call returns or raises within `timeout` seconds (plus the time
@@ -56,6 +67,10 @@ MIN_ATTEMPT_TIMEOUT_S = 0.5
 
 RETRYABLE_ERRORS = frozenset({"unavailable", "not_leader"})
 """Error codes that mean "not done here, try elsewhere"; retried until the deadline."""
+
+_UNSENT = "not sent: "
+"""Prefix of an attempt outcome where the request never left this client (so even a
+non-idempotent op may be tried elsewhere)."""
 
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 0.5
@@ -198,6 +213,29 @@ class Reply:
         status = self.raw.get("status")
         return status if isinstance(status, dict) else None
 
+    @property
+    def members(self) -> list[dict[str, Any]] | None:
+        """The member rows of a `members` reply (or of a membership change's answer).
+
+        Each row is a map with `id`, `role` (`voter` or `learner`), `peer`, `client` and
+        `match_index` (an int when the answering node is the leader, else None). None if
+        the reply has no (well-formed) member list.
+        """
+        rows = self.raw.get("members")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            return None
+        return rows
+
+    @property
+    def config_index(self) -> int | None:
+        """The log index of the membership the answering node uses, if the reply has it."""
+        index = self.raw.get("config_index")
+        return index if type(index) is int else None
+
+    def member(self, node_id: str) -> dict[str, Any] | None:
+        """The row of `node_id` in `members`, or None if it is not a member."""
+        return next((row for row in self.members or () if row.get("id") == node_id), None)
+
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
@@ -285,6 +323,7 @@ class Client:
         self._down: set[str] = set()  # endpoints whose connection is known to be lost
         self._refused: dict[str, str] = {}  # endpoint -> why its handshake failed
         self._curve = curve
+        self._connected: set[str] = set()  # endpoints whose current socket ever connected
         self._current = 0  # index into _endpoints: where the next request goes first
         self._closed = False
 
@@ -395,6 +434,111 @@ class Client:
         """
         return self.request("status")
 
+    # --- membership and leadership (issue 6) -------------------------------------------
+
+    def members(self, *, match_from_leader: bool = True) -> Reply:
+        """The cluster's members as one node sees them (`reply.members`, `reply.leader`).
+
+        Any node answers from its own state, so the answer is fast but may lag a change
+        that was just made. Only the leader knows how far each member's log matches
+        (`match_index`); with `match_from_leader`, when the answering node names another
+        node as leader, the leader is asked too (one attempt, at the client endpoint the
+        member list gives it) and its answer is returned if it still leads. If that fails,
+        the first answer is returned (with `match_index` None).
+
+        Raises:
+            ClientTimeout: no node answered within the deadline.
+        """
+        reply = self.request("members")
+        row = reply.member(reply.leader) if reply.ok and reply.leader else None
+        if not match_from_leader or row is None or row.get("match_index") is not None:
+            return reply
+        endpoint = row.get("client")
+        if not isinstance(endpoint, str) or not _ENDPOINT_RE.fullmatch(endpoint):
+            return reply
+        raw = self._attempt(endpoint, wire.encode_request("members"), self._attempt_timeout)
+        if isinstance(raw, str):
+            return reply
+        from_leader = Reply.from_map(raw, endpoint)
+        return from_leader if from_leader.ok and from_leader.leader == reply.leader else reply
+
+    def add_member(
+        self,
+        node_id: str,
+        peer: str,
+        client_endpoint: str,
+        *,
+        learner: bool = False,
+        public_key: str | None = None,
+    ) -> Reply:
+        """Add `node_id` to the cluster as a learner (it receives the log but does not vote).
+
+        The reply (the `members` shape) comes once the change is applied on the leader.
+        The node must already be running (started with `zraft-node --join`).
+
+        Args:
+            node_id: the new member's id.
+            peer: its peer endpoint (`tcp://HOST:PORT`), where the members send to it.
+            client_endpoint: its client endpoint, for clients and forwards.
+            learner: True to keep it a learner (promote it later with `promote`); False to
+                let the leader promote it to voter by itself once its log has caught up.
+            public_key: its Z85 public key; required when the cluster runs CURVE (the
+                members admit and reach it by that key).
+
+        Returns:
+            The reply; `ok` False with `bad_request` when the id is already a member or an
+            endpoint is invalid, `conflict` while another change is uncommitted,
+            `timeout` when the outcome is unknown.
+
+        Raises:
+            ValueError: a malformed endpoint (checked here, before anything is sent).
+            ClientTimeout: the reply was lost: the outcome is unknown (not retried; see
+                the module doc).
+        """
+        check_endpoint(peer)
+        check_endpoint(client_endpoint)
+        fields: dict[str, Any] = {"id": node_id, "peer": peer, "client_endpoint": client_endpoint}
+        if learner:
+            fields["learner"] = True
+        if public_key is not None:
+            fields["public_key"] = public_key
+        return self.request("add_member", **fields)
+
+    def promote(self, node_id: str) -> Reply:
+        """Make the learner `node_id` a voter. Answered once the change is applied.
+
+        A learner whose log is still behind is refused with `unavailable`, which this
+        client retries until the deadline (nothing was changed).
+
+        Raises:
+            ClientTimeout: the reply was lost: the outcome is unknown (see `add_member`).
+        """
+        return self.request("promote_member", id=node_id)
+
+    def remove(self, node_id: str) -> Reply:
+        """Remove `node_id` (voter or learner) from the cluster; it may be the leader.
+
+        Answered once the change is applied. The removed node keeps running (stop it
+        yourself) and answers everything but `status` and `members` with `unavailable`.
+
+        Raises:
+            ClientTimeout: the reply was lost: the outcome is unknown (see `add_member`).
+        """
+        return self.request("remove_member", id=node_id)
+
+    def transfer_leader(self, node_id: str | None = None) -> Reply:
+        """Hand leadership to the voter `node_id` (default: the most up-to-date voter).
+
+        Answered once the target leads: `reply.raw["transferred_to"]` names it.
+
+        Raises:
+            ClientTimeout: the reply was lost: the outcome is unknown (see `add_member`).
+        """
+        fields = {} if node_id is None else {"id": node_id}
+        return self.request("transfer_leader", **fields)
+
+    # --- node-addressed ops ---------------------------------------------------------------
+
     def snapshot(self, node: str | None = None) -> Reply:
         """Ask one node to take a snapshot now; the reply comes once the file is durable.
 
@@ -496,30 +640,36 @@ class Client:
                     return last_error
                 raise self._timeout_error(op, attempts)
             endpoint = self._endpoints[self._current]
-            raw = self._attempt(endpoint, frame, min(remaining, self._attempt_timeout))
+            # An op that may not be re-sent gets the whole rest of the deadline: moving
+            # on after a partial wait would leave its outcome unknown needlessly.
+            wait = min(remaining, self._attempt_timeout) if retry_lost else remaining
+            raw = self._attempt(endpoint, frame, wait)
             if isinstance(raw, str):  # no usable reply: the outcome text
                 attempts.append((endpoint, raw))
                 if raw.startswith(_REFUSED):
                     refused[endpoint] = raw.removeprefix(_REFUSED)
                     if refused.keys() >= set(self._endpoints):
                         raise self._auth_error(op, refused)
-                if not retry_lost:
+                if not retry_lost and not raw.startswith(_UNSENT):
                     raise ClientTimeout(
                         f"{op}: {endpoint}: {raw}; the outcome is unknown (not retried)",
                         self._timeout,
                         attempts,
                     )
                 self._advance()
-                continue
-            reply = Reply.from_map(raw, endpoint)
-            if reply.error_code not in RETRYABLE_ERRORS:
-                self._prefer_leader(reply.leader)
-                return reply
-            attempts.append((endpoint, f"{reply.error_code}: {reply.error_message}"))
-            last_error = reply
-            error_streak += 1
-            if not self._prefer_leader(reply.leader, exclude=endpoint):
-                self._advance()
+                if retry_lost:
+                    continue  # the attempt itself waited; no back-off needed
+                error_streak += 1  # never sent (refused at once): pace it like an error
+            else:
+                reply = Reply.from_map(raw, endpoint)
+                if reply.error_code not in RETRYABLE_ERRORS:
+                    self._prefer_leader(reply.leader)
+                    return reply
+                attempts.append((endpoint, f"{reply.error_code}: {reply.error_message}"))
+                last_error = reply
+                error_streak += 1
+                if not self._prefer_leader(reply.leader, exclude=endpoint):
+                    self._advance()
             if error_streak >= len(self._endpoints):
                 # Every node said "not here": wait a little (a poll, not a sleep) so an
                 # election can finish instead of spinning on fast error replies.
@@ -541,13 +691,13 @@ class Client:
         if endpoint in self._refused:
             return _REFUSED + self._refused[endpoint]
         if endpoint in self._down and not self._down.issuperset(self._endpoints):
-            return "not connected"  # it went away and has not come back; try another
+            return _UNSENT + "not connected"  # it went away and has not come back
         ok = False
         try:
             try:
                 sock.send(frame, zmq.NOBLOCK)
             except zmq.Again:
-                return "cannot send (queue full)"
+                return _UNSENT + "cannot send (queue full)"
             poller = zmq.Poller()
             poller.register(sock, zmq.POLLIN)
             poller.register(monitor, zmq.POLLIN)
@@ -563,6 +713,9 @@ class Client:
                     self._read_monitor(endpoint)
                     if endpoint in self._refused:
                         return _REFUSED + self._refused[endpoint]
+                    if endpoint in self._down and endpoint not in self._connected:
+                        # This socket never connected: the request is still queued here.
+                        return _UNSENT + "connection refused"
                     if endpoint in self._down:
                         return "connection lost"
             buf = sock.recv(zmq.NOBLOCK)
@@ -643,6 +796,7 @@ class Client:
                 self._down.add(endpoint)  # lost, or refused (nothing listens there)
             elif event == zmq.EVENT_CONNECTED:
                 self._down.discard(endpoint)
+                self._connected.add(endpoint)
 
     @staticmethod
     def _close_pair(sock: zmq.Socket[bytes], monitor: zmq.Socket[bytes]) -> None:
@@ -656,6 +810,7 @@ class Client:
             self._close_pair(sock, self._monitors.pop(endpoint))
             self._down.discard(endpoint)  # a new socket starts with a new connection
             self._refused.pop(endpoint, None)
+            self._connected.discard(endpoint)
 
     def close(self) -> None:
         """Close every socket (and the context, if the client made it). Idempotent."""

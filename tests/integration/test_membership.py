@@ -6,6 +6,7 @@
 - A removed node that keeps running stops campaigning.
 - A second change while one is still uncommitted is refused (`conflict`).
 - transfer_leader moves leadership to the named voter.
+- `zraft-client` runs each membership command against real nodes.
 
 Every acknowledged write is read back at the end, election safety is checked over all
 logs, and the longest stretch without an acknowledged write is reported (and bounded).
@@ -14,8 +15,12 @@ logs, and the longest stretch without an acknowledged write is reported (and bou
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -25,6 +30,7 @@ from tests.procs import ClusterFactory, ProcessCluster
 from zraft import wire
 from zraft.client import Client, ClientError
 
+CLIENT_BIN = Path(__file__).resolve().parents[2] / "bin" / "zraft-client"
 CHANGE_RETRY_ERRORS = frozenset({"unavailable", "timeout", "not_leader", "conflict"})
 SOME_KEY = zmq.curve_keypair()[0].decode()  # a well-formed key nobody holds
 
@@ -138,8 +144,10 @@ def test_grow_to_five_then_shrink_to_three_removing_the_leader(
         change(cluster, "remove_member", id=follower)
         change(cluster, "remove_member", id=old_leader)
         logscan.wait_for(
-            lambda: (leader := cluster.wait_leader()) not in (old_leader, follower)
-            and set(members(cluster, leader)) == set(cluster.ids) - {old_leader, follower},
+            lambda: (
+                (leader := cluster.wait_leader()) not in (old_leader, follower)
+                and set(members(cluster, leader)) == set(cluster.ids) - {old_leader, follower}
+            ),
             timeout=30,
             describe=cluster.describe,
         )
@@ -197,8 +205,10 @@ def test_replace_a_dead_host_with_a_new_id(make_cluster: ClusterFactory) -> None
     check_writes(cluster, writer, cluster.wait_leader())
     # The new node holds everything too (read locally on it).
     logscan.wait_for(
-        lambda: cluster.status("n6")["applied_index"]
-        >= cluster.status(cluster.wait_leader())["commit_index"],
+        lambda: (
+            cluster.status("n6")["applied_index"]
+            >= cluster.status(cluster.wait_leader())["commit_index"]
+        ),
         timeout=20,
         describe=cluster.describe,
     )
@@ -289,3 +299,59 @@ def test_transfer_leader_moves_leadership(make_cluster: ClusterFactory) -> None:
     bad = cluster.request(target, "transfer_leader", id="nope", timeout=5)
     assert not bad["ok"] and bad["error"]["code"] == "bad_request"
     cluster.assert_safety()
+
+
+def test_zraft_client_membership_commands(make_cluster: ClusterFactory) -> None:
+    """`zraft-client members / add-learner / promote / remove / transfer-leader` end to end."""
+    cluster = make_cluster(3)
+    cluster.start_all()
+    cluster.wait_leader()
+    fields = cluster.add_joiner("n4")
+    peer, client = fields["peer"], fields["client_endpoint"]
+    key = ["--public-key", fields["public_key"]] if "public_key" in fields else []
+    cluster.start("n4")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, str(CLIENT_BIN), "--config", str(cluster.config_path), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+    table = run("members")
+    assert table.returncode == 0, table
+    print(table.stdout)
+    rows = [line.split() for line in table.stdout.splitlines()[1:-1]]
+    leader = cluster.wait_leader()
+    marked = [row[1:] for row in rows if row[0] == "*"]
+    assert len(marked) == 1 and marked[0][:2] == [leader, "voter"], table.stdout
+    assert marked[0][3:] == cluster_endpoints(cluster, leader), table.stdout
+    assert all(row[-3].isdigit() for row in rows), "match indexes come from the leader"
+
+    added = run("add-learner", "n4", peer, client, *key)
+    assert added.returncode == 0 and added.stdout.startswith("OK: n4 added as a learner"), added
+    assert run("add-learner", "n4", peer, client, *key).returncode == 1  # already a learner
+    promoted = run("promote", "n4")
+    assert (promoted.returncode, promoted.stdout.split()[:5]) == (
+        0,
+        ["OK:", "n4", "is", "a", "voter"],
+    ), promoted
+    listed = json.loads(run("--json", "members").stdout)
+    assert {m["id"]: m["role"] for m in listed["members"]} == {
+        "n1": "voter",
+        "n2": "voter",
+        "n3": "voter",
+        "n4": "voter",
+    }
+    print(run("members").stdout)
+    removed = run("remove", "n4")
+    assert (removed.returncode, removed.stdout.split()[:3]) == (0, ["OK:", "n4", "removed"])
+    target = next(n for n in ("n1", "n2", "n3") if n != cluster.wait_leader())
+    moved = run("transfer-leader", target)
+    assert (moved.returncode, moved.stdout) == (0, f"OK: {target} is the leader\n"), moved
+    assert cluster.wait_leader() == target
+    unknown = run("remove", "n9")
+    assert unknown.returncode == 1 and "error: bad_request" in unknown.stderr
+    cluster.assert_safety()
+
+
+def cluster_endpoints(cluster: ProcessCluster, node_id: str) -> list[str]:
+    """The peer and client endpoints of `node_id`, as the members table shows them."""
+    return [cluster.peer_endpoints[node_id], cluster.client_endpoints[node_id]]

@@ -21,7 +21,8 @@ SEED = 20261125
 
 
 def test_faults_leave_a_linearizable_history(tmp_path: Path) -> None:
-    """Kills, leader kills, pauses, leader pauses and partitions under load: no anomaly.
+    """Kills, pauses (of any node and of the leader), partitions, packet loss, membership
+    changes (a voter removed and added back) and leadership transfers under load: no anomaly.
 
     The cluster snapshots every 200 entries (`SNAPSHOT_OPTIONS`), so the faults also hit
     snapshot writes, compactions and InstallSnapshot transfers.

@@ -18,6 +18,10 @@ The contract scripts and tests rely on (DESIGN.md §5):
 - Options go before CMD. A value that starts with `-` needs `--` before it.
 - **Node-addressed commands** (`snapshot`) go to one node, named by id (`snapshot n2`,
   with `--config`) or by `--endpoint`; they are never retried on another node.
+- **Membership commands** (`members`, `add-learner`, `add-member`, `promote`, `remove`,
+  `transfer-leader`) go to any node, which forwards changes to the leader. A change is
+  never re-sent after its outcome became unknown (a lost reply, or a `timeout` answer):
+  the error says so and exits 3; look with `members` before trying again.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from zraft import security
 from zraft.bench import BENCH_OPS, BenchProgress, BenchSpec, run_bench
 from zraft.cli import render
 from zraft.cli.repl import run_repl
@@ -49,7 +54,8 @@ from zraft.security import ENV_CLIENT_KEY, ClientCurve, SecurityError, client_cu
 EXIT_OK = 0
 """The command succeeded."""
 EXIT_FAILED = 1
-"""The cluster refused: cas_failed, key not found (get), bad_request, too_large, internal."""
+"""The cluster refused: cas_failed, key not found (get), bad_request, too_large, internal,
+conflict (another membership change is not committed yet)."""
 EXIT_USAGE = 2
 """Bad command line, unknown command, unreadable config, malformed endpoint."""
 EXIT_UNAVAILABLE = 3
@@ -76,6 +82,14 @@ cas KEY OLD NEW               set KEY to NEW if its value is OLD
 cas --absent KEY NEW          set KEY to NEW if KEY does not exist
 status [--verbose]            a table of every node of the config (or of --endpoint)
 snapshot [NODE]               take a snapshot now on NODE (or the --endpoint node)
+members                       a table of the members: role, endpoints, match index
+add-learner ID PEER CLIENT [--public-key KEY]
+                              add node ID (started with --join) as a learner
+add-member ID PEER CLIENT [--public-key KEY]
+                              add node ID as a learner; the leader promotes it when caught up
+promote ID                    make the learner ID a voter
+remove ID                     remove ID (voter or learner; the leader too) from the cluster
+transfer-leader [ID]          hand leadership to ID (default: the most up-to-date voter)
 bench [OPTIONS]               load generator; see `help bench`
 help [CMD]                    this list, or one command's usage
 quit | exit                   leave the REPL (so does end of input)"""
@@ -89,9 +103,10 @@ Without CMD: a REPL (history in $ZRAFT_HISTORY or ~/.zraft_history).
 
 exit codes:
   0  success
-  1  the cluster refused: cas_failed, key not found (get), bad_request, too_large, ...
+  1  the cluster refused: cas_failed, key not found (get), bad_request, conflict, ...
   2  usage error: bad arguments, unknown command, unreadable config, bad endpoint
   3  unavailable: no reply within --timeout, or unavailable/timeout/not_leader
+     (for a membership change: its outcome may be unknown; check `members`)
   4  auth_failed: every node refused the client's key or security handshake
 
 A secured cluster (security = "curve") needs the client's secret key file: --key FILE,
@@ -256,9 +271,62 @@ def command_parsers() -> dict[str, argparse.ArgumentParser]:
     bench.add_argument("--serializable", action="store_true", help="serializable gets")
     bench.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 
+    members = make(
+        "members",
+        "Show the cluster's members: id, role (voter or learner), peer and client endpoints, "
+        "and how far each one's log matches the leader's (known only to the leader, which "
+        "is asked when another node answered). * marks the leader.",
+    )
+
+    def change(name: str, description: str) -> _Parser:
+        return make(name, f"{description} {_CHANGE_NOTE}")
+
+    add_learner = change(
+        "add-learner",
+        "Add node ID, already running (zraft-node --join), as a learner: it receives the "
+        "log but does not vote until promoted.",
+    )
+    add_member = change(
+        "add-member",
+        "Add node ID, already running (zraft-node --join), as a learner that the leader "
+        "promotes to voter by itself once its log has caught up.",
+    )
+    for parser in (add_learner, add_member):
+        parser.add_argument("id", metavar="ID", help="the new member's node id")
+        parser.add_argument("peer", metavar="PEER", help="its peer endpoint, tcp://HOST:PORT")
+        parser.add_argument("client", metavar="CLIENT", help="its client endpoint")
+        parser.add_argument(
+            "--public-key",
+            metavar="KEY",
+            help="its public key: Z85 text or a .pub file (required with CURVE, the default)",
+        )
+    promote = change("promote", "Make the learner ID a voter (waits while it catches up).")
+    promote.add_argument("id", metavar="ID")
+    remove = change(
+        "remove",
+        "Remove ID from the cluster (a voter, a learner, or the leader itself). The node "
+        "keeps running until you stop it.",
+    )
+    remove.add_argument("id", metavar="ID")
+    transfer = change(
+        "transfer-leader",
+        "Hand leadership to the voter ID (default: the most up-to-date voter); answers "
+        "once ID leads.",
+    )
+    transfer.add_argument("id", nargs="?", metavar="ID")
+
     helper = make("help", "List the commands, or show one command's usage.")
     helper.add_argument("topic", nargs="?", metavar="CMD")
-    return {p.prog: p for p in (put, get, delete, cas, status, snapshot, bench, helper)}
+    parsers = (put, get, delete, cas, status, snapshot, bench, members, add_learner, add_member)
+    parsers += (promote, remove, transfer, helper)
+    return {p.prog: p for p in parsers}
+
+
+_CHANGE_NOTE = (
+    "Any node accepts it and forwards it to the leader; one change at a time (conflict, "
+    "exit 1, while another is uncommitted). It is never re-sent once its outcome is "
+    "unknown (exit 3): check `members` before trying again."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +407,12 @@ class Session:
             "status": self._status,
             "snapshot": self._snapshot,
             "bench": self._bench,
+            "members": self._members,
+            "add-learner": self._add_learner,
+            "add-member": self._add_member,
+            "promote": self._promote,
+            "remove": self._remove,
+            "transfer-leader": self._transfer_leader,
             "help": self._help,
         }
 
@@ -384,7 +458,8 @@ class Session:
             if self._json:
                 self.out_json(render.timeout_map(exc))
             else:
-                self.fail(f"error: client_timeout: {exc}")
+                hint = "; check `members` before retrying" if name in _CHANGE_COMMANDS else ""
+                self.fail(f"error: client_timeout: {exc}{hint}")
             return EXIT_UNAVAILABLE
         except ClientAuthError as exc:
             self.auth_failed(str(exc))
@@ -499,6 +574,68 @@ class Session:
             self.fail(render.error_line(reply))
         return _exit_code(reply)
 
+    # --- membership -----------------------------------------------------------------------
+
+    def _members(self, args: argparse.Namespace) -> int:
+        reply = self.client().members()
+        if self._json:
+            self.out_json(reply.raw)
+        elif reply.ok:
+            for line in render.members_table(reply):
+                self.out(line)
+        else:
+            self.fail(render.error_line(reply))
+        return _exit_code(reply)
+
+    def _add_learner(self, args: argparse.Namespace) -> int:
+        return self._add(args, learner=True)
+
+    def _add_member(self, args: argparse.Namespace) -> int:
+        return self._add(args, learner=False)
+
+    def _add(self, args: argparse.Namespace, *, learner: bool) -> int:
+        try:
+            reply = self.client().add_member(
+                args.id,
+                args.peer,
+                args.client,
+                learner=learner,
+                public_key=_public_key_arg(args.public_key),
+            )
+        except ValueError as exc:  # a malformed endpoint, refused before sending
+            raise UsageError(f"error: {exc}") from None
+        then = "" if learner else "; the leader promotes it once caught up"
+        return self._show_change(reply, f"{args.id} added as a {{role}}{then}", args.id)
+
+    def _promote(self, args: argparse.Namespace) -> int:
+        return self._show_change(
+            self.client().promote(args.id), f"{args.id} is a {{role}}", args.id
+        )
+
+    def _remove(self, args: argparse.Namespace) -> int:
+        return self._show_change(self.client().remove(args.id), f"{args.id} removed", None)
+
+    def _transfer_leader(self, args: argparse.Namespace) -> int:
+        reply = self.client().transfer_leader(args.id)
+        target = reply.raw.get("transferred_to")
+        return self._show_change(reply, f"{render.text_cell(target)} is the leader", None)
+
+    def _show_change(self, reply: Reply, summary: str, member: str | None) -> int:
+        """Print a change's outcome: `OK: <summary> (config index N)` or the error."""
+        if self._json:
+            self.out_json(reply.raw)
+        elif reply.ok:
+            row = reply.member(member) if member is not None else None
+            # replace, not format: a member id may hold braces.
+            line = summary.replace("{role}", str((row or {}).get("role", "member")))
+            if reply.config_index is not None and "members" in reply.raw:
+                line += f" (config index {reply.config_index})"
+            self.out(f"OK: {line}")
+        else:
+            hint = _CHANGE_HINT if reply.error_code == "timeout" else ""
+            self.fail(render.error_line(reply) + hint)
+        return _exit_code(reply)
+
     def _bench(self, args: argparse.Namespace) -> int:
         spec = BenchSpec(
             clients=args.clients,
@@ -544,6 +681,24 @@ class Session:
             return EXIT_USAGE
         self.out(parser.format_help().rstrip())
         return EXIT_OK
+
+
+_CHANGE_COMMANDS = frozenset({"add-learner", "add-member", "promote", "remove", "transfer-leader"})
+_CHANGE_HINT = " (the change may or may not have been made: check `members` before retrying)"
+
+
+def _public_key_arg(value: str | None) -> str | None:
+    """A `--public-key` argument: Z85 text as is, or the key read from a `.pub` file.
+
+    Raises:
+        UsageError: neither a key nor a readable key file.
+    """
+    if value is None or security.is_public_key(value):
+        return value
+    try:
+        return security.read_public_key(Path(value)).decode()
+    except SecurityError as exc:
+        raise UsageError(f"error: --public-key: {exc}") from None
 
 
 def _exit_code(reply: Reply) -> int:

@@ -128,6 +128,41 @@ def snapshot_line(reply: Reply) -> str:
     return f"snapshot at index {_cell(snapshot.get('index'))} ({detail})"
 
 
+MEMBERS_HEADER = ("", "node", "role", "match", "peer", "client")
+"""The columns of the members table: the leader mark (`*`), then one per field."""
+
+
+def members_table(reply: Reply) -> list[str]:
+    """The members table (voters first, as the node lists them) and a footer line.
+
+    `match` is how far the member's log matches the leader's; only the leader knows it,
+    so it shows `-` when the answer came from another node.
+    """
+    rows = [list(MEMBERS_HEADER)]
+    for member in reply.members or []:
+        mark = "*" if reply.leader is not None and member.get("id") == reply.leader else ""
+        fields = [member.get(name) for name in ("id", "role", "match_index", "peer", "client")]
+        rows.append([mark, *(_cell(value) for value in fields)])
+    footer = f"leader {_cell(reply.leader)}, config index {_cell(reply.config_index)}"
+    answered_by = reply.endpoint or "?"
+    if not any(row[3] != "-" for row in rows[1:]):
+        footer += f" (match indexes unknown: answered by {answered_by}, not the leader)"
+    return [*_aligned(rows), footer]
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def text_cell(value: Any) -> str:
+    """`value` as a table cell: `-` for None, bytes as text, lists comma-separated."""
+    return _cell(value)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"

@@ -6,7 +6,10 @@ one-shot commands use, so both modes accept exactly the same commands and argume
 Rules it keeps:
 
 - **On a terminal**: a `zraft> ` prompt, readline history (in `$ZRAFT_HISTORY`, else
-  `~/.zraft_history`, 1000 lines) and tab-completion of command names.
+  `~/.zraft_history`, 1000 lines) and tab-completion of command names (dashed names such
+  as `add-learner` included: only whitespace separates words for completion).
+- Command names may contain `-`: the first word of a line is the command, with `-` read
+  as `_` to find its `do_` method (cmd.Cmd alone would stop the name at the dash).
 - **On a pipe**: no prompt, no readline (importing it there may print terminal escapes),
   plain line reading; so the output is exactly the commands' result lines.
 - An empty line does nothing (cmd.Cmd's default would repeat the last command); `quit`,
@@ -100,6 +103,30 @@ class Repl(cmd.Cmd):
         """snapshot [NODE]: take a snapshot now on one node."""
         return self._run("snapshot", arg)
 
+    def do_members(self, arg: str) -> bool:
+        """members: the members, their roles, endpoints and match indexes."""
+        return self._run("members", arg)
+
+    def do_add_learner(self, arg: str) -> bool:
+        """add-learner ID PEER CLIENT: add a node as a learner."""
+        return self._run("add-learner", arg)
+
+    def do_add_member(self, arg: str) -> bool:
+        """add-member ID PEER CLIENT: add a node; the leader promotes it once caught up."""
+        return self._run("add-member", arg)
+
+    def do_promote(self, arg: str) -> bool:
+        """promote ID: make a learner a voter."""
+        return self._run("promote", arg)
+
+    def do_remove(self, arg: str) -> bool:
+        """remove ID: remove a member."""
+        return self._run("remove", arg)
+
+    def do_transfer_leader(self, arg: str) -> bool:
+        """transfer-leader [ID]: hand leadership to another voter."""
+        return self._run("transfer-leader", arg)
+
     def do_bench(self, arg: str) -> bool:
         """bench [OPTIONS]: the load generator."""
         return self._run("bench", arg)
@@ -121,6 +148,24 @@ class Repl(cmd.Cmd):
         if self._interactive:
             self.stdout.write("\n")  # end the prompt's line after Ctrl-D
         return True
+
+    def preloop(self) -> None:
+        """On a terminal, complete whole words: readline's default splits at `-`."""
+        if self._interactive:
+            with contextlib.suppress(ImportError):
+                import readline  # only on a terminal (see the module doc)
+
+                readline.set_completer_delims(" \t\n")
+
+    def parseline(self, line: str) -> tuple[str | None, str | None, str]:
+        """Split a line into (command, argument, line); `add-learner` -> `add_learner`."""
+        line = line.strip()
+        if line.startswith("?"):
+            line = f"help {line[1:]}"
+        if not line:
+            return None, None, line
+        name, *rest = line.split(maxsplit=1)
+        return name.replace("-", "_"), rest[0] if rest else "", line
 
     def emptyline(self) -> bool:
         """Do nothing."""
