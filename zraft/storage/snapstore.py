@@ -34,6 +34,7 @@ from typing import Any
 from zraft.core.types import SnapshotMeta
 from zraft.storage.base import CorruptSnapshotError, StorageError
 from zraft.storage.fsio import make_dir, sync_data, sync_dir, write_all
+from zraft.storage.naming import pair_name, parse_pair_name
 from zraft.storage.snapfile import (
     LoadedSnapshot,
     SnapshotInfo,
@@ -50,13 +51,12 @@ DEFAULT_RECEIVE_SYNC_BYTES = 4 << 20
 
 def snapshot_name(index: int, term: int) -> str:
     """File name of the snapshot at `index`/`term`; sorting names sorts by index."""
-    return f"{_PREFIX}{index:016x}-{term:016x}{_SUFFIX}"
+    return pair_name(_PREFIX, index, term, _SUFFIX)
 
 
 def parse_snapshot_name(name: str) -> tuple[int, int] | None:
     """(index, term) from a final snapshot file name, or None if it is not one."""
-    if not (name.startswith(_PREFIX) and name.endswith(_SUFFIX)):
-        return None
+    return parse_pair_name(name, _PREFIX, _SUFFIX)
     parts = name[len(_PREFIX) : -len(_SUFFIX)].split("-")
     if len(parts) != 2 or any(len(part) != 16 for part in parts):
         return None

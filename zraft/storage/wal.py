@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from zraft.core.types import Entry, EntryKind, HardState
+from zraft.storage.naming import pair_name, parse_pair_name
 
 FRAME_SEGMENT_HEADER = 1
 FRAME_SAVE = 2
@@ -113,13 +114,12 @@ class SegmentHeader:
 
 def segment_name(seq: int, base_index: int) -> str:
     """File name of segment `seq`; sorting names sorts by `seq`."""
-    return f"{_NAME_PREFIX}{seq:016x}-{base_index:016x}{_NAME_SUFFIX}"
+    return pair_name(_NAME_PREFIX, seq, base_index, _NAME_SUFFIX)
 
 
 def parse_segment_name(name: str) -> tuple[int, int] | None:
     """(seq, base_index) from a segment file name, or None if it is not one."""
-    if not (name.startswith(_NAME_PREFIX) and name.endswith(_NAME_SUFFIX)):
-        return None
+    return parse_pair_name(name, _NAME_PREFIX, _NAME_SUFFIX)
     parts = name[len(_NAME_PREFIX) : -len(_NAME_SUFFIX)].split("-")
     if len(parts) != 2 or any(len(part) != 16 for part in parts):
         return None
