@@ -57,13 +57,6 @@ def snapshot_name(index: int, term: int) -> str:
 def parse_snapshot_name(name: str) -> tuple[int, int] | None:
     """(index, term) from a final snapshot file name, or None if it is not one."""
     return parse_pair_name(name, _PREFIX, _SUFFIX)
-    parts = name[len(_PREFIX) : -len(_SUFFIX)].split("-")
-    if len(parts) != 2 or any(len(part) != 16 for part in parts):
-        return None
-    try:
-        return int(parts[0], 16), int(parts[1], 16)
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,13 +120,6 @@ def segment_name(seq: int, base_index: int) -> str:
 def parse_segment_name(name: str) -> tuple[int, int] | None:
     """(seq, base_index) from a segment file name, or None if it is not one."""
     return parse_pair_name(name, _NAME_PREFIX, _NAME_SUFFIX)
-    parts = name[len(_NAME_PREFIX) : -len(_NAME_SUFFIX)].split("-")
-    if len(parts) != 2 or any(len(part) != 16 for part in parts):
-        return None
-    try:
-        return int(parts[0], 16), int(parts[1], 16)
-    except ValueError:
-        return None
 
 
 def _crc(offset: int, frame_type: int, payload: bytes | memoryview) -> int:
