@@ -154,3 +154,51 @@ def test_leader_emerges_and_put_get_work(
         assert status["leader"] == leader and status["id"] == node_id, status
     assert cluster.nodes[reader].kv.get(b"greeting") == b"hello"
     assert logscan.count(cluster.events(), "leader_elected") == 1
+
+
+def test_a_refused_add_member_leaves_no_endpoints_behind(cluster: InProcessCluster) -> None:
+    """An `add_member` refused with `conflict` (another change is still uncommitted)
+    must not keep the endpoints and key it brought: otherwise the leader's directory
+    would carry them in its next CONFIG entry and every node would admit that key."""
+    leader = cluster.run_until(
+        lambda: next((i for i, n in cluster.nodes.items() if n.is_leader()), None),
+        "a leader",
+    )
+    cluster.run_until(lambda: cluster.nodes[leader].raft.commit_index >= 1, "the leader's no-op")
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    curve = client_curve_for(cluster.cluster)
+    endpoint = next(n.client for n in cluster.cluster.nodes if n.id == leader)
+    if curve is not None:
+        curve.apply(sock, endpoint)
+    sock.connect(endpoint)
+    try:
+        for member, port in (("n7", 1), ("n8", 3)):
+            # Both arrive in one loop turn: the second finds the first uncommitted.
+            public, _ = zmq.curve_keypair()
+            sock.send_multipart(
+                [
+                    b"",
+                    wire.encode_request(
+                        "add_member",
+                        id=member,
+                        peer=f"tcp://127.0.0.1:{port}",
+                        client_endpoint=f"tcp://127.0.0.1:{port + 1}",
+                        public_key=public.decode(),
+                        learner=True,
+                    ),
+                ]
+            )
+        replies = []
+        for _ in range(2):
+            cluster.run_until(lambda: sock.poll(0, zmq.POLLIN), "a reply to add_member")
+            replies.append(wire.decode_reply(sock.recv_multipart()[-1]))
+    finally:
+        context.destroy(linger=0)
+    codes = sorted(str(r["error"]["code"]) if r["error"] else "ok" for r in replies)
+    assert codes == ["conflict", "ok"], replies
+    # Internals: the directory is not visible on the wire except inside CONFIG entries.
+    for node_id, node in cluster.nodes.items():
+        cluster.run_until(lambda n=node: "n7" in n.raft.membership.members, "n7 appended")
+        assert "n8" not in node._endpoints, f"{node_id} kept the refused member's endpoints"

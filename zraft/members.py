@@ -11,9 +11,10 @@ cluster runs without CURVE), and a snapshot's header carries it too. So a node r
 from its log or a snapshot, or one that joined later, knows how to reach every member
 the file never mentioned.
 
-The directory only grows or updates: an id once seen keeps its last endpoints, even
-after the member is removed (a removed member may be added back; a dealer to it is
-harmless). Whom to send to is the core's decision, not the directory's.
+The directory only grows or updates once a change is appended: an id once seen keeps
+its last endpoints, even after the member is removed (a removed member may be added
+back; a dealer to it is harmless). A change the leader refuses leaves nothing behind
+(`restore`). Whom to send to is the core's decision, not the directory's.
 """
 
 from __future__ import annotations
@@ -63,6 +64,17 @@ class Endpoints:
     def set(self, node_id: NodeId, peer: str, client: str, public_key: str = "") -> None:
         """Record (or update) one member's endpoints and key."""
         self._by_id[node_id] = (peer, client, public_key)
+
+    def entry(self, node_id: NodeId) -> Entry | None:
+        """What is recorded for `node_id`, if anything (to `restore` it later)."""
+        return self._by_id.get(node_id)
+
+    def restore(self, node_id: NodeId, entry: Entry | None) -> None:
+        """Put back what `entry` returned: undo a `set` whose change was refused."""
+        if entry is None:
+            self._by_id.pop(node_id, None)
+        else:
+            self._by_id[node_id] = entry
 
     def merge(self, other: Mapping[NodeId, Entry]) -> bool:
         """Take every entry of `other`; returns whether anything changed."""

@@ -573,20 +573,25 @@ class Node:
         if isinstance(change, str):
             self._reply_error(pending.reply_to, "bad_request", change)
             return True
+        previous = self._endpoints.entry(change.node_id)
         if change.kind is ChangeKind.ADD_LEARNER:
             # Reachable before the entry is even replicated: the leader must send it.
             assert request.peer is not None and request.client_endpoint is not None
             key = request.public_key or ""
             self._endpoints.set(change.node_id, request.peer, request.client_endpoint, key)
-            self._sync_peers()
         try:
             term, index = self._raft.propose_membership(change, self._endpoints.encode())
-        except ProposalDropped:
-            return False  # a leadership transfer is under way; retry after it
-        except ChangeRefused as exc:
+        except (ProposalDropped, ChangeRefused) as exc:
+            # Nothing was appended: forget the endpoints (and key) the request brought,
+            # so a refused add never spreads in a later CONFIG entry.
+            self._endpoints.restore(change.node_id, previous)
+            if isinstance(exc, ProposalDropped):
+                return False  # a leadership transfer is under way; retry after it
             code = {"invalid": "bad_request", "in_progress": "conflict"}.get(exc.code)
             self._reply_error(pending.reply_to, code or "unavailable", str(exc))
             return True
+        if change.kind is ChangeKind.ADD_LEARNER:
+            self._sync_peers()
         self._await_apply(pending, term, index)
         return True
 
