@@ -20,6 +20,8 @@ import msgpack
 import pytest
 
 from zraft.core.types import Membership, SnapshotMeta
+from zraft.kv import SnapshotView
+from zraft.snapshots import SnapshotMaker
 from zraft.storage import (
     CorruptSnapshotError,
     LoadedSnapshot,
@@ -525,3 +527,28 @@ def test_receiver_abort_removes_the_temp_file(tmp_path: Path, small_file: bytes)
         assert list(tmp_path.iterdir()) == []
         with pytest.raises(StorageError, match="aborted"):
             store.install(receiver)
+
+
+# --- when to snapshot (zraft.snapshots.SnapshotMaker) ---------------------------------
+
+
+def test_snapshot_is_due_by_entries_or_by_command_bytes(tmp_path: Path) -> None:
+    """`snapshot_entries` and `snapshot_bytes` each trigger a snapshot on their own; the
+    byte count starts afresh with every snapshot taken or installed, and nothing is due
+    while one is being written."""
+    maker = SnapshotMaker(SnapshotStore(tmp_path), every_entries=100, every_bytes=1000)
+    assert not maker.is_due(applied_index=99, snapshot_index=0)
+    assert maker.is_due(applied_index=100, snapshot_index=0)
+    maker.note_applied(600)
+    assert not maker.is_due(applied_index=10, snapshot_index=0)
+    maker.note_applied(400)
+    assert maker.is_due(applied_index=10, snapshot_index=0)  # 1000 bytes, 10 entries
+    assert not maker.is_due(applied_index=10, snapshot_index=10)  # nothing new applied
+    maker.start(meta(10), SnapshotView(applied_index=10, data={b"k": b"v"}, sessions=[]))
+    maker.note_applied(5000)
+    assert not maker.is_due(applied_index=500, snapshot_index=0)  # one is being written
+    while maker.step() is None:
+        pass
+    assert maker.is_due(applied_index=20, snapshot_index=10)  # the 5000 bytes since
+    maker.note_installed()
+    assert not maker.is_due(applied_index=20, snapshot_index=10)

@@ -1044,7 +1044,7 @@ class Node:
         if received is None or received.request.meta != rd.snapshot:
             # The core only installs what this node handed it: anything else is a bug.
             raise RuntimeError(f"the core installs {rd.snapshot}, which this node does not hold")
-        self._maker.abort()  # our own older snapshot in progress is moot now
+        self._maker.note_installed()  # our own older snapshot in progress is moot now
         self._snapshots.install(received.receiver)
 
     def _adopt_snapshot_state(self, received: Received) -> None:

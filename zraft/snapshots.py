@@ -161,3 +161,9 @@ class SnapshotMaker:
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
+
+    def note_installed(self) -> None:
+        """A snapshot from the leader replaces ours: drop any in progress, and count
+        `snapshot_bytes` afresh from it (its commands are in the installed state)."""
+        self.abort()
+        self._bytes_since = 0
