@@ -509,6 +509,12 @@ def big_history() -> list[Op]:
     return _simulate(seed=2024, count=2000, processes=8, keys=["a", "b", "c"])
 
 
+# Search steps allowed for the 2000-op histories: 25 per operation. They need 1-6 (2,443
+# and 10,422 configurations explored when this was written); an exponential search would
+# need far more.
+SEARCH_BUDGET = 50_000
+
+
 def test_a_large_valid_history_passes_quickly(large_history: list[Op]) -> None:
     """2000 ops by 8 clients, real overlaps and indeterminate ops: ok, and fast."""
     overlapping = sum(
@@ -519,25 +525,25 @@ def test_a_large_valid_history_passes_quickly(large_history: list[Op]) -> None:
     assert overlapping > 1000
     assert sum(o.outcome is Outcome.INFO for o in large_history) >= 20
     started = time.monotonic()
-    result = check(large_history)
+    # The bound is on search steps, not seconds (the machine's speed must not decide):
+    # memoization keeps this near linear; ok=None would mean the budget ran out.
+    result = check(large_history, max_steps=SEARCH_BUDGET)
     elapsed = time.monotonic() - started
     print(f"valid history of {len(large_history)} ops: {elapsed:.3f} s, {result.explored} configs")
     assert result.ok is True, result.describe()
-    assert elapsed < 20.0  # a liveness bound, not a benchmark
 
 
 def test_one_corrupted_read_in_a_large_history_is_flagged(large_history: list[Op]) -> None:
     """The same history with one stale read: flagged, on the right key, with that read."""
     corrupted, read = _corrupt_one_read(large_history)
     started = time.monotonic()
-    result = check(corrupted)
+    result = check(corrupted, max_steps=SEARCH_BUDGET)
     elapsed = time.monotonic() - started
     print(f"corrupted history: {elapsed:.3f} s, window of {len(result.window)}")
-    assert result.ok is False
+    assert result.ok is False, result.describe()  # decided within the budget
     assert result.key == read.key
     assert read.id in {o.id for o in result.window}, result.describe()
     assert len(result.window) <= 12, result.describe()
-    assert elapsed < 20.0
 
 
 def _fails(ops: list[Op], start: int, end: int) -> bool:
