@@ -62,6 +62,7 @@ class _Outgoing:
     last_progress: float
     next_to_send: int = 0
     acked: int = 0
+    rewound_to: int = -1  # the offset of the last go-back (-1: none yet)
     delivered_at: float | None = None  # the last chunk was acknowledged
 
     @property
@@ -135,9 +136,16 @@ class SnapshotSender:
         if not 0 <= ack.next_offset <= transfer.total:
             return None  # nonsense offset: ignore it; a stall ends the transfer
         transfer.last_progress = now
-        transfer.acked = ack.next_offset
-        # Go-back-N: send from whatever the follower asks for next.
-        transfer.next_to_send = ack.next_offset
+        if ack.next_offset > transfer.acked:
+            # The window slides; the chunks after it are still in flight: not again.
+            transfer.acked = ack.next_offset
+            transfer.next_to_send = max(transfer.next_to_send, ack.next_offset)
+        elif ack.next_offset != transfer.rewound_to:
+            # Go-back-N: the follower still wants an offset we sent, so a chunk was lost
+            # (or it started over): send again from there. Once per offset: the rest of the
+            # window it discarded is answered with the same offset, and so are the resent
+            # duplicates; rewinding for each would resend the window again and again.
+            transfer.acked = transfer.next_to_send = transfer.rewound_to = ack.next_offset
         if ack.next_offset == transfer.total:
             transfer.delivered_at = now
             os.close(transfer.fd)
