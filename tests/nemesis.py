@@ -31,7 +31,7 @@ of a seed inject the same kinds in the same order but not necessarily on the sam
 cluster, run `tests.workload.Workload` and the nemesis together for a duration, heal
 everything, read every key, check the history with `zraft.testing.linearizability.check`,
 look for lost acknowledged writes and for election safety in the logs, and report. The
-cluster snapshots often (`SNAPSHOT_OPTIONS`: every 100 entries, 10 kept behind, 64 KiB WAL
+cluster snapshots often (`SNAPSHOT_OPTIONS`: every 100 entries, 10 kept behind, 16 KiB WAL
 segments), so kills and pauses hit snapshot writes and compactions, and a node that was
 down or cut off comes back through InstallSnapshot; the report counts those events. Every
 process it starts is stopped by PID in a `finally` (paused ones are resumed first). It
@@ -87,7 +87,7 @@ _CHANGE_RETRY_CODES = frozenset({"unavailable", "not_leader", "conflict", "timeo
 SNAPSHOT_OPTIONS: dict[str, int] = {
     "snapshot_entries": 100,
     "snapshot_trailing": 10,
-    "wal_segment_bytes": 64 << 10,
+    "wal_segment_bytes": 16 << 10,
 }
 """The `[cluster]` keys of a nemesis run: snapshots every few hundred operations, and a log
 tail short enough that a node back from a fault usually needs InstallSnapshot."""

@@ -593,7 +593,7 @@ def test_torn_last_record_is_repaired_and_nothing_acknowledged_is_lost(
     `log_tail_repaired` with exactly the dropped bytes and the log's last index after the
     cut, rejoins (follows the same leader in the same term, no disruption), never serves
     a wrong value; every write the cluster acknowledged stays readable. (Whether it then
-    catches up is the xfail test below.)"""
+    catches up is `test_follower_that_lost_its_acknowledged_last_entry_catches_up`.)"""
     rng = random.Random(seed)
     cluster = lab.cluster(3)
     cluster.start_all()
