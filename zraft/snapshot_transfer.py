@@ -6,8 +6,10 @@ This module moves the bytes, in the node's one loop, without ever blocking it:
 - `SnapshotSender` (leader): one transfer per follower. `pump` sends chunks of
   `chunk_bytes` read with `pread` while fewer than `window` are unacknowledged, so one
   call costs a bounded few chunks and heartbeats to every follower keep their pace. Each
-  `SnapshotAck` names the next offset the follower wants: the sender continues from there
-  (go-back-N, so a lost chunk costs one window). A refusal, or no ack for `stall_timeout_s`,
+  `SnapshotAck` names the next offset the follower wants: an ack past the window slides
+  it; one for an offset already sent means a chunk was lost, and the sender goes back to
+  it once (go-back-N, so a lost chunk costs one window; the same chunk lost twice stalls
+  the transfer, which then fails and is retried whole). A refusal, or no ack for `stall_timeout_s`,
   ends the transfer as failed; the node then calls `Raft.snapshot_failed`, and the core
   decides whether to try again. After the last chunk is acknowledged the sender keeps a
   watchdog for `stall_timeout_s`: if the core has still not heard the follower's
