@@ -423,6 +423,8 @@ class ProcessCluster:
         err = (self.directory / f"{node_id}.stderr").open("ab")
         command = [sys.executable, str(NODE_SCRIPT), "--config", str(self.config_path)]
         command += ["--id", node_id, "--test-fault-file", str(self.fault_path(node_id))]
+        if os.environ.get("ZRAFT_TEST_LOG_LEVEL"):  # e.g. debug, to see every request
+            command += ["--log-level", os.environ["ZRAFT_TEST_LOG_LEVEL"]]
         if node_id in self._joiners:
             peer, client, key_file = self._joiners[node_id]
             data_dir = self.directory / "data" / node_id

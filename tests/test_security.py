@@ -20,6 +20,7 @@ from zraft.security import ClientKey, Keypair, SecurityError
 from zraft.transport import (
     CLIENT_ZAP_DOMAIN,
     PEER_ZAP_DOMAIN,
+    REDIAL_FIRST_S,
     CurveKeys,
     TransportError,
     ZmqTransport,
@@ -174,8 +175,9 @@ def test_a_secret_key_that_does_not_match_the_config_is_refused(tmp_path: Path) 
 def test_a_key_listed_twice_is_refused(tmp_path: Path) -> None:
     path = write_cluster_config(tmp_path, 2)
     n1 = security.read_public_key(tmp_path / "keys" / "n1.pub").decode()
-    text = path.read_text().replace('role = "read"', f'role = "read"\n\n[[client_key]]\n'
-                                    f'public_key = "{n1}"\nrole = "admin"', 1)
+    text = path.read_text().replace(
+        'role = "read"', f'role = "read"\n\n[[client_key]]\npublic_key = "{n1}"\nrole = "admin"', 1
+    )
     path.write_text(text)
     with pytest.raises(SecurityError, match="listed for both node n1 and client key"):
         security.node_keys(config.load(path), "n2")
@@ -219,8 +221,9 @@ def test_keygen_command_writes_what_a_config_names(
     (conf / "local.toml").write_text(local)
     assert keygen_cli.main(["--config", str(conf / "local.toml")]) == 0
     written = sorted(p.name for p in (tmp_path / "keys").iterdir())
-    assert written == sorted(f"{n}.{ext}" for n in ("n1", "n2", "n3", "client")
-                             for ext in ("pub", "key"))
+    assert written == sorted(
+        f"{n}.{ext}" for n in ("n1", "n2", "n3", "client") for ext in ("pub", "key")
+    )
     assert keygen_cli.main(["--config", str(conf / "local.toml")]) == 0  # nothing missing
     assert capsys.readouterr().out.count("wrote") == 4
     cluster = config.load(conf / "local.toml")
@@ -266,8 +269,10 @@ def test_a_secured_transport_names_senders_by_their_key(
     ) as transport:
         assert transport.secured and transport.zap_socket is not None
         handler = ZapHandler(
-            transport.zap_socket, {PEER_ZAP_DOMAIN: "peer", CLIENT_ZAP_DOMAIN: "client"},
-            peers, clients,
+            transport.zap_socket,
+            {PEER_ZAP_DOMAIN: "peer", CLIENT_ZAP_DOMAIN: "client"},
+            peers,
+            clients,
         )
         poller = zmq.Poller()
         transport.register(poller)
@@ -317,3 +322,60 @@ def test_two_secured_transports_cannot_share_a_context(
             ZmqTransport("n2", _endpoint(), _endpoint(), {}, curve=curve, context=ctx)
     finally:
         first.close()
+
+
+def test_a_refused_peer_link_is_dialed_again_once_the_peer_admits_us() -> None:
+    """libzmq never retries a handshake the peer's ZAP handler refused. n2 does not admit
+    n1's key at first (as a member that has not yet applied the change adding n1): n1's
+    link to n2 fails, and n1 dials again only after `REDIAL_FIRST_S` of its clock; once n2
+    admits the key, the redialed link delivers n1's frames, named by its key."""
+    n1, n2 = (Keypair(*zmq.curve_keypair()) for _ in range(2))
+    n1_ep, n2_ep = _endpoint(), _endpoint()
+    domains = {PEER_ZAP_DOMAIN: "peer", CLIENT_ZAP_DOMAIN: "client"}
+    with (
+        ZmqTransport(
+            "n1",
+            n1_ep,
+            _endpoint(),
+            {"n2": n2_ep},
+            curve=CurveKeys(n1.public, n1.secret, {"n2": n2.public}),
+        ) as sender,
+        ZmqTransport(
+            "n2",
+            n2_ep,
+            _endpoint(),
+            {},
+            curve=CurveKeys(n2.public, n2.secret, {}),
+        ) as receiver,
+    ):
+        assert receiver.zap_socket is not None
+        handler = ZapHandler(receiver.zap_socket, domains, {}, {})  # admits nobody yet
+        receiver.accept_from(["n1"])
+        now = 100.0  # the sender's clock, in the test's hands
+        records: list[AuthRecord] = []
+        frames: list[tuple[bytes, bytes]] = []
+        redialed: list[str] = []
+
+        def turn() -> None:
+            """One loop turn of both nodes (real time passes for the handshakes)."""
+            sender.send("n2", b"hello")
+            if handler.socket.poll(20, zmq.POLLIN):
+                records.extend(handler.handle())
+            frames.extend(receiver.recv_peers())
+            redialed.extend(sender.redial_refused(now))
+
+        deadline = time.monotonic() + WAIT_S
+        while not records and time.monotonic() < deadline:
+            turn()
+        assert [r.admitted for r in records] == [False], records
+        handler.admit_peers({zmq.utils.z85.decode(n1.public): "n1"})
+        for _ in range(10):  # the clock stands still: no redial yet, nothing delivered
+            turn()
+        assert (redialed, frames) == ([], [])
+        now += REDIAL_FIRST_S
+        deadline = time.monotonic() + WAIT_S
+        while not frames and time.monotonic() < deadline:
+            turn()
+        assert redialed == ["n2"]
+        assert frames and set(frames) == {(b"n1", b"hello")}, records
+        assert [r.admitted for r in records] == [False, True]

@@ -396,6 +396,7 @@ class Node:
         else:
             self._next_tick += self._tick_s
         self._expire_requests(now)
+        self._transport.redial_refused(now)
         if self._transfers_waiting:
             self._settle_transfers(now)
         if self._faults is not None:

@@ -76,6 +76,7 @@ from enum import StrEnum
 from types import TracebackType
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 DEFAULT_PEER_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """Largest peer frame accepted (MAXMSGSIZE of the peer ROUTER): appends and snapshot chunks."""
@@ -97,6 +98,19 @@ CLIENT_ZAP_DOMAIN = b"zraft-client"
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 """Where libzmq sends ZAP requests (RFC 27)."""
+
+REDIAL_FIRST_S = 0.2
+"""Delay before a DEALER whose handshake was refused is dialed again (see `redial_refused`)."""
+
+REDIAL_MAX_S = 5.0
+"""Ceiling of that delay, which doubles while the peer keeps refusing."""
+
+_DEALER_MONITOR_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 
 _DEALER_INBOUND_MAX_BYTES = 4096  # nothing legit arrives on a DEALER; keep junk bounded
 _DEALER_RCVHWM = 16
@@ -263,6 +277,10 @@ class ZmqTransport:
         # Peer id -> server key; grows when membership changes add peers (update_peers).
         self._server_keys: dict[str, bytes] = dict(curve.peer_server_keys) if curve else {}
         self._zap: zmq.Socket[bytes] | None = None
+        # CURVE only: a monitor per DEALER, and when to dial again a peer that refused us.
+        self._monitors: dict[str, zmq.Socket[bytes]] = {}
+        self._redial_at: dict[str, float] = {}
+        self._redial_backoff: dict[str, float] = {}
         if curve is not None:
             missing = set(peers) - set(curve.peer_server_keys)
             if missing:
@@ -370,6 +388,10 @@ class ZmqTransport:
         if heartbeat_ivl_ms > 0:
             sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ivl_ms)
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, heartbeat_timeout_ms)
+        if self._curve is not None:
+            monitor = sock.get_monitor_socket(_DEALER_MONITOR_EVENTS)
+            self._sockets.append(monitor)
+            self._monitors[peer_id] = monitor
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -377,6 +399,19 @@ class ZmqTransport:
                 f"cannot connect to {endpoint}: {exc.strerror}", endpoint, exc.errno
             ) from exc
         return sock
+
+    def _close_dealer(self, peer_id: str) -> None:
+        """Close the DEALER to `peer_id` and its monitor (if there are any)."""
+        old = self._dealers.pop(peer_id, None)
+        monitor = self._monitors.pop(peer_id, None)
+        if old is not None:
+            if monitor is not None:
+                old.disable_monitor()
+            self._sockets.remove(old)
+            old.close(linger=0)
+        if monitor is not None:
+            self._sockets.remove(monitor)
+            monitor.close(linger=0)
 
     # --- poller ---------------------------------------------------------------
 
@@ -485,13 +520,43 @@ class ZmqTransport:
             if key is not None:
                 self._server_keys[pid] = key
             self._peer_ids[_routing_id(pid)] = pid
-            old = self._dealers.pop(pid, None)
-            if old is not None:
-                self._sockets.remove(old)
-                old.close(linger=0)
+            self._close_dealer(pid)
+            self._redial_at.pop(pid, None)
             self._dealers[pid] = self._connect_dealer(endpoint, pid, **self._dealer_options)
             self._endpoints[pid] = endpoint
             self._dropped_by_peer.setdefault(pid, 0)
+
+    def redial_refused(self, now: float) -> list[str]:
+        """Dial again the peers whose CURVE handshake failed; returns those redialed now.
+
+        libzmq never retries a handshake the other side refused (PLATFORM.md §4a), so
+        without this a refusal would cut the link for good, even after the peer comes to
+        admit our key: a node added to the cluster is refused by a member that has not
+        yet caught up with the change (or by a joining node that has not yet learned of
+        us), and that member then never hears our answers. A refused peer is dialed
+        again `REDIAL_FIRST_S` later, the delay doubling up to `REDIAL_MAX_S` while it
+        keeps refusing, and reset by a handshake that succeeds. Cheap: call it once a tick.
+
+        Args:
+            now: monotonic seconds (the transport keeps no clock of its own).
+        """
+        for pid, monitor in self._monitors.items():
+            while monitor.poll(0, zmq.POLLIN):
+                event = recv_monitor_message(monitor)["event"]
+                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._redial_backoff.pop(pid, None)
+                elif pid not in self._redial_at:  # refused: by ZAP, or a key mismatch
+                    delay = self._redial_backoff.get(pid, REDIAL_FIRST_S)
+                    self._redial_at[pid] = now + delay
+                    self._redial_backoff[pid] = min(2 * delay, REDIAL_MAX_S)
+        due = sorted(pid for pid, at in self._redial_at.items() if at <= now)
+        for pid in due:
+            del self._redial_at[pid]
+            self._close_dealer(pid)
+            self._dealers[pid] = self._connect_dealer(
+                self._endpoints[pid], pid, **self._dealer_options
+            )
+        return due
 
     def send_many(self, frames: Iterable[tuple[str, bytes]]) -> int:
         """Send `(peer_id, frame)` pairs in order; return how many were dropped.
