@@ -122,7 +122,7 @@ FIELDS: dict[str, frozenset[str] | None] = {
     NodeEvent.LOG_COMPACTED: frozenset({"index", "term", "size_bytes", "first_index"}),
     NodeEvent.MEMBER_ADDED: frozenset({"member", "index", "role"}),
     NodeEvent.MEMBER_REMOVED: frozenset({"member", "index"}),
-    NodeEvent.BAD_FRAME: frozenset({"source", "sender", "reason"}),
+    NodeEvent.BAD_FRAME: frozenset({"source", "sender", "reason", "suppressed"}),
     NodeEvent.LOOP_STALLED: frozenset({"lag_ms"}),
     NodeEvent.FATAL_ERROR: frozenset({"kind", "exception"}),
     NodeEvent.AUTH_DENIED: frozenset(

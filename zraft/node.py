@@ -77,6 +77,7 @@ from zraft.zap import AuthRecord, EventLimiter, ZapHandler
 DRAIN_BUDGET = 256  # frames per socket per turn: big batches, bounded tick latency
 STALL_THRESHOLD_TICKS = 5  # a tick this late (in tick lengths) is logged as loop_stalled
 DROP_REPORT_INTERVAL_S = 1.0  # at most one peer_send_dropped event per second
+BAD_FRAME_EVENTS_PER_S = 50  # per source; the rest are counted in the next one's `suppressed`
 MAX_SNAPSHOT_TRANSFER_BYTES = 64 << 30  # a follower refuses a bigger incoming snapshot
 
 
@@ -128,6 +129,7 @@ class Node:
         self._endpoints.set(node_id, me.peer, me.client, own_key)
         self._cluster = cluster
         self._clock = clock
+        self._bad_frame_limiters: dict[str, EventLimiter] = {}  # per `source` of bad_frame
         self._tick_s = cluster.tick_ms / 1000
         self._request_timeout_s = cluster.request_timeout_ms / 1000
         log_path = log_path or cluster.log_dir / f"{node_id}.jsonl"
@@ -501,8 +503,22 @@ class Node:
                 self._reply_error(ReplyTo(envelope=bad.envelope), "bad_request", str(bad.reason))
 
     def _bad_frame(self, source: str, sender: str, reason: str) -> None:
+        # Rate-limited per source: a member or admitted client gone mad (or a flood of
+        # garbage) must not fill the disk; what is held back is counted in `suppressed`.
+        limiter = self._bad_frame_limiters.get(source)
+        if limiter is None:
+            limiter = EventLimiter(self._clock, limit=BAD_FRAME_EVENTS_PER_S)
+            self._bad_frame_limiters[source] = limiter
+        suppressed = limiter.admit()
+        if suppressed is None:
+            return
         diagnostics.emit_node(
-            self._log, NodeEvent.BAD_FRAME, source=source, sender=sender, reason=reason
+            self._log,
+            NodeEvent.BAD_FRAME,
+            source=source,
+            sender=sender,
+            reason=reason,
+            suppressed=suppressed,
         )
 
     # === serving requests ======================================================================

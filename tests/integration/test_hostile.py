@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +24,7 @@ import zmq
 from tests import logscan
 from tests.procs import ClusterFactory, ProcessCluster
 from zraft import wire
+from zraft.client import Client, ClientError
 from zraft.core.messages import AppendRequest, VoteRequest, VoteResponse
 from zraft.security import Keypair
 
@@ -345,3 +348,130 @@ def test_impersonating_a_peer_does_not_cut_its_link(
     status = cluster.status(leader)
     assert status["role"] == "leader", f"{status}\n{cluster.describe()}"
     assert len(cluster.leader_elected()) == 1, cluster.describe()
+
+
+GARBAGE_FRAMES = 30_000  # sent in all, over the six endpoints; the leader dies in the middle
+FLOOD_BATCH = 25  # frames per socket between two 10 ms polls: ~2,500 a second per socket
+
+
+class Flood(threading.Thread):
+    """Garbage into one node's client or peer endpoint until stopped: random bytes,
+    truncated and wrong-shaped msgpack, from a DEALER holding a key the node admits (an
+    admitted client's, or another member's), so all of it reaches the node's decoder."""
+
+    def __init__(self, sock: zmq.Socket[bytes], client: bool, seed: int) -> None:
+        super().__init__(daemon=True)
+        self._sock = sock
+        self._client = client
+        self._rng = random.Random(seed)
+        self._halt = threading.Event()
+        self.sent = 0
+
+    def _frame(self) -> bytes:
+        roll = self._rng.random()
+        if roll < 0.5:
+            return self._rng.randbytes(self._rng.randint(1, 300))
+        if roll < 0.8:
+            good = wire.encode_request("put", key="k", value="v" * self._rng.randint(1, 50))
+            return good[: self._rng.randint(1, len(good) - 1)]
+        return self._rng.choice(wrong_shapes())
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            for _ in range(FLOOD_BATCH):
+                frames = [b"", self._frame()] if self._client else [self._frame()]
+                try:
+                    self._sock.send_multipart(frames, zmq.NOBLOCK)
+                    self.sent += 1
+                except zmq.Again:
+                    break  # the node is down (killed): nothing to send to
+            while self._sock.poll(10, zmq.POLLIN):  # answers to the client garbage
+                self._sock.recv_multipart()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=10)
+        assert not self.is_alive(), "the flood did not stop"
+
+
+def test_a_garbage_flood_during_writes_and_a_leader_kill(
+    make_cluster: ClusterFactory, raw_context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    """Every node's client and peer endpoints take up to ~2,500 garbage frames a second
+    each (30,000 in all) while a client writes; in the middle the leader is killed
+    (-9) and restarted. The cluster elects a new leader and keeps acknowledging writes
+    throughout, every acknowledged write is readable afterwards, no node exits, and
+    `bad_frame` stays within its rate limit, counting what it held back in `suppressed`."""
+    cluster = make_cluster(3)
+    cluster.start_all()
+    leader = cluster.wait_leader()
+    old_term = cluster.status(leader)["term"]
+    floods = []
+    for seed, node_id in enumerate(cluster.ids):
+        client_sock = raw_context.socket(zmq.DEALER)
+        client_sock.setsockopt(zmq.LINGER, 0)
+        if cluster.curve is not None:
+            cluster.curve.apply(client_sock, cluster.client_endpoints[node_id])
+        client_sock.connect(cluster.client_endpoints[node_id])
+        member = next(n for n in cluster.ids if n != node_id)
+        peer_sock = cluster.peer_dealer(raw_context, node_id, member)
+        floods += [Flood(client_sock, True, 2 * seed), Flood(peer_sock, False, 2 * seed + 1)]
+    acked: dict[str, tuple[float, str]] = {}
+    halt = threading.Event()
+
+    def write() -> None:
+        endpoints = [cluster.client_endpoints[n] for n in cluster.ids]
+        with Client(endpoints, timeout=20.0, curve=cluster.curve) as client:
+            i = 0
+            while not halt.is_set():
+                key, value = f"w-{i}", f"value-{i}"
+                with contextlib.suppress(ClientError):  # an unknown outcome: not acked
+                    if client.put(key, value).ok:
+                        acked[key] = (time.monotonic(), value)
+                i += 1
+
+    writer = threading.Thread(target=write, daemon=True)
+    started = time.monotonic()
+    for thread in (*floods, writer):
+        thread.start()
+    def sent() -> int:
+        return sum(flood.sent for flood in floods)
+
+    try:
+        # The kill comes once the flood and the writes are both well under way ...
+        logscan.wait_for(
+            lambda: sent() >= GARBAGE_FRAMES // 3 and len(acked) >= 50,
+            timeout=30,
+            describe=cluster.describe,
+        )
+        killed_at = time.monotonic()
+        cluster.kill(leader)
+        new_leader = cluster.wait_leader(min_term=old_term, timeout=20)
+        cluster.start(leader)
+        # ... and the flood goes on until writes were acknowledged again, and all of it sent.
+        logscan.wait_for(
+            lambda: (
+                sum(1 for at, _ in acked.values() if at > killed_at) >= 50
+                and sent() >= GARBAGE_FRAMES
+            ),
+            timeout=60,
+            describe=cluster.describe,
+        )
+    finally:
+        halt.set()
+        for flood in floods:
+            flood.stop()
+        writer.join(timeout=30)
+    elapsed = time.monotonic() - started
+    assert all(cluster.is_running(n) for n in cluster.ids), cluster.describe()
+    assert cluster.status(new_leader)["term"] > old_term
+    for key, (_, value) in acked.items():
+        reply = cluster.request_until_ok(cluster.wait_leader(), "get", key=key)
+        assert reply["value"] == value.encode(), (key, reply)
+    for node_id in cluster.ids:
+        for source in ("client", "peer"):
+            events = logscan.select(cluster.node_events(node_id), "bad_frame", source=source)
+            assert 0 < len(events) <= 50 * (elapsed + 2), (node_id, source, len(events))
+            assert sum(e["suppressed"] for e in events) > 0, (node_id, source)
+    cluster.assert_safety()
+    print(f"flood: {sent()} garbage frames in {elapsed:.1f} s, {len(acked)} writes acked")
