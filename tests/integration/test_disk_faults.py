@@ -348,6 +348,46 @@ def test_follower_fsync_failure_stops_it_before_it_acknowledges(lab: DiskLab, sh
     cluster.assert_safety()
 
 
+def test_a_vote_that_cannot_be_made_durable_is_never_cast(lab: DiskLab, shim: Path) -> None:
+    """§5.1 (Figure 2): a vote is persisted before it is sent. With the leader killed and
+    follower F's fdatasync failing, the election needs F's vote, which F must write
+    (term and voted_for) first: F stops with `fatal_error` instead, and the other
+    follower C cannot win: it keeps campaigning (each new campaign means the last one
+    found no majority) and no leader exists until the old leader comes back."""
+    cluster = lab.cluster(3)
+    faults = arm_all_with_shim(cluster, shim)
+    cluster.start_all()
+    leader = cluster.wait_leader()
+    voter, candidate = (n for n in cluster.ids if n != leader)
+    acked = put_all(cluster, leader, {f"k{i}": f"v{i}".encode() for i in range(5)})
+    wait_caught_up(cluster, voter, acked)
+    wait_caught_up(cluster, candidate, acked)
+    term = cluster.status(leader)["term"]
+    faults[voter].arm("fsync")  # idle: its next fsync is the one a term change needs
+    cluster.kill(leader)
+    assert cluster.wait_exit(voter) == 1, cluster.describe()
+    assert last_fatal(cluster, voter)["kind"] == "StorageError"
+
+    def campaigns() -> int:
+        return logscan.count(cluster.node_events(candidate), "election_started")
+
+    after_exit = campaigns()
+    logscan.wait_for(  # two more (pre-)campaigns: each one it starts means the last failed
+        lambda: campaigns() >= after_exit + 2
+        or any(e["term"] > term for e in cluster.leader_elected()),
+        timeout=30,
+        describe=cluster.describe,
+    )
+    assert [e for e in cluster.leader_elected() if e["term"] > term] == [], cluster.describe()
+    assert cluster.status(candidate)["role"] != "leader"
+    faults[voter].heal()
+    cluster.start(leader)
+    cluster.start(voter)
+    new_leader = cluster.wait_leader(min_term=term)
+    assert_readable(cluster, new_leader, acked)
+    cluster.assert_safety()
+
+
 def test_leader_fsync_failure_fails_over_without_losing_acknowledged_writes(
     lab: DiskLab, shim: Path
 ) -> None:
