@@ -472,6 +472,7 @@ def test_a_garbage_flood_during_writes_and_a_leader_kill(
         for source in ("client", "peer"):
             events = logscan.select(cluster.node_events(node_id), "bad_frame", source=source)
             assert 0 < len(events) <= 50 * (elapsed + 2), (node_id, source, len(events))
-            assert sum(e["suppressed"] for e in events) > 0, (node_id, source)
+            if node_id != leader:  # (a count held back when the kill came is lost with it)
+                assert sum(e["suppressed"] for e in events) > 0, (node_id, source)
     cluster.assert_safety()
     print(f"flood: {sent()} garbage frames in {elapsed:.1f} s, {len(acked)} writes acked")
