@@ -129,13 +129,18 @@ def test_lost_write_is_flagged_by_final_reads_and_checker(make_cluster: ClusterF
     records = load.records
     assert lost_writes(records, final) == []
 
-    key, value = next((k, v) for k, v in final.items() if v is not None)
-    writes = [op for op in records if not op.final and op.key == key and op.outcome == OK]
-    source = next(op for op in writes if op.value == value)
-    older = next(
-        op
-        for op in writes
-        if op.kind in ("put", "cas") and (op.complete_ns or 0) < source.invoke_ns
+    # Only acknowledged puts and cas: a get records the value it read, and one that read
+    # the final value may complete before the write that made it does.
+    acked = [
+        op for op in records if not op.final and op.outcome == OK and op.kind in ("put", "cas")
+    ]
+    key, source, older = next(
+        (key, source, older)
+        for key, value in final.items()
+        for source in acked
+        if source.key == key and source.value == value
+        for older in acked
+        if older.key == key and (older.complete_ns or 0) < source.invoke_ns
     )
     doctored_final = {**final, key: older.value}
     lost = lost_writes(records, doctored_final)
