@@ -56,6 +56,9 @@ CURVE (`curve=CurveKeys(...)`, zraft's default; see zraft/security.py and zraft/
   (`PEER_ZAP_DOMAIN`, `CLIENT_ZAP_DOMAIN`), so the handler knows which one is asked.
   A plaintext or ZMTP/1.0 peer fails the handshake and nothing it sends is delivered.
 - Each DEALER is a CURVE client of its peer's public key, presenting this node's key.
+  libzmq never retries a handshake the peer refused, so a monitor on each DEALER reports
+  refusals and `redial_refused` (called once a tick) dials that peer again after a
+  backoff: a member refuses a node it has not yet learned was added.
 - The sender of a peer frame is the ZAP `User-Id` of its connection (the member id the
   handler bound to the key), not the routing id. So the DEALERs set no routing id and the
   peer ROUTER no `ROUTER_HANDOVER`: every connection gets a fresh libzmq id, nobody can
