@@ -44,7 +44,7 @@ from typing import Any
 import zmq
 
 import zraft
-from zraft import config, wire
+from zraft import config, security, wire
 
 NODE_IDS = ("n1", "n2", "n3")
 MIN_PORT = 20000
@@ -81,8 +81,12 @@ def free_ports(count: int, minimum: int = MIN_PORT) -> list[int]:
 
 
 def write_config(directory: Path, **cluster_options: int) -> Path:
-    """Write `directory/cluster.toml` for three nodes; return its path."""
+    """Write `directory/cluster.toml` for three nodes secured as by default (CURVE, with
+    fresh keys in `directory/keys` and an admin client key `bench`); return its path."""
     ports = free_ports(2 * len(NODE_IDS))
+    keys = directory / "keys"
+    for name in (*NODE_IDS, "bench"):
+        security.keygen(keys / name)
     lines = [
         "[cluster]",
         'name = "bench-snapshot"',
@@ -100,10 +104,27 @@ def write_config(directory: Path, **cluster_options: int) -> Path:
             f'peer = "tcp://127.0.0.1:{ports[2 * i]}"',
             f'client = "tcp://127.0.0.1:{ports[2 * i + 1]}"',
             f'data_dir = "{directory / "data" / node_id}"',
+            f'public_key_file = "{keys / node_id}.pub"',
+            f'secret_key_file = "{keys / node_id}.key"',
         ]
+    lines += ["", "[[client_key]]", 'name = "bench"', f'public_key_file = "{keys}/bench.pub"']
+    lines += ['role = "admin"', "", "[client]", f'secret_key_file = "{keys}/bench.key"']
     path = directory / "cluster.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def connect(
+    context: zmq.Context[Any], kind: int, endpoint: str, curve: security.ClientCurve | None
+) -> zmq.Socket[bytes]:
+    """A socket of `kind` (linger 0) connected to a node's client endpoint, with CURVE
+    when the cluster is secured."""
+    sock = context.socket(kind)
+    sock.linger = 0
+    if curve is not None:
+        curve.apply(sock, endpoint)
+    sock.connect(endpoint)
+    return sock
 
 
 class Cluster:
@@ -117,7 +138,9 @@ class Cluster:
     def __init__(self, directory: Path, **cluster_options: int) -> None:
         self.directory = directory
         self.config_path = write_config(directory, **cluster_options)
-        self.client = {node.id: node.client for node in config.load(self.config_path).nodes}
+        loaded = config.load(self.config_path)
+        self.client = {node.id: node.client for node in loaded.nodes}
+        self.curve = security.client_curve(loaded)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._all: list[subprocess.Popen[bytes]] = []
         self._context: zmq.Context[Any] = zmq.Context()
@@ -164,10 +187,8 @@ class Cluster:
 
     def request(self, node_id: str, op: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
         """One request to `node_id` on a fresh REQ socket; {} when there is no reply."""
-        sock = self._context.socket(zmq.REQ)
-        sock.linger = 0
+        sock = connect(self._context, zmq.REQ, self.client[node_id], self.curve)
         try:
-            sock.connect(self.client[node_id])
             sock.send(wire.encode_request(op, **fields))
             if not sock.poll(int(timeout * 1000)):
                 return {}
@@ -243,16 +264,21 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 # --- load ---------------------------------------------------------------------------------
 
 
-def load_keys(endpoint: str, count: int, value: bytes, *, window: int = 256) -> float:
+def load_keys(
+    endpoint: str,
+    count: int,
+    value: bytes,
+    curve: security.ClientCurve | None,
+    *,
+    window: int = 256,
+) -> float:
     """Put keys `k-000000`.. pipelined (`window` in flight); return the seconds it took.
 
     Raises:
         RuntimeError: a put failed or no reply came for 30 s.
     """
     context: zmq.Context[Any] = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.connect(endpoint)
+    sock = connect(context, zmq.DEALER, endpoint, curve)
     started = time.monotonic()
     try:
         sent = acked = 0
@@ -283,6 +309,7 @@ class Writer:
     endpoint: str
     rate: float
     value: bytes
+    curve: security.ClientCurve | None
     context: zmq.Context[Any] = field(default_factory=zmq.Context)
     latencies: dict[str, list[float]] = field(default_factory=dict)
     errors: int = 0
@@ -291,9 +318,7 @@ class Writer:
     _next_send: float = 0.0
 
     def __post_init__(self) -> None:
-        self.sock = self.context.socket(zmq.DEALER)
-        self.sock.linger = 0
-        self.sock.connect(self.endpoint)
+        self.sock = connect(self.context, zmq.DEALER, self.endpoint, self.curve)
 
     def run(self, phase: str, until: Callable[[], bool], *, check_every: float = 0.05) -> None:
         """Keep writing, attributing latencies to `phase`, until `until()` holds."""
@@ -379,10 +404,7 @@ def phase_snapshot(cluster: Cluster, leader: str, writer: Writer) -> dict[str, A
     """Phase 2: a snapshot of the leader under a steady write load."""
     mark = cluster.mark()
     writer.run("before", _for(2.0))
-    context = writer.context
-    req = context.socket(zmq.REQ)
-    req.linger = 0
-    req.connect(cluster.client[leader])
+    req = connect(writer.context, zmq.REQ, cluster.client[leader], cluster.curve)
     req.send(wire.encode_request("snapshot"))
     asked = time.monotonic()
     replies: list[dict[str, Any]] = []
@@ -427,7 +449,7 @@ def phase_install(
     follower = next(n for n in NODE_IDS if n != leader)
     cluster.kill(follower)
     shutil.rmtree(cluster.directory / "data" / follower)
-    load_keys(cluster.client[leader], extra_keys, value)
+    load_keys(cluster.client[leader], extra_keys, value, cluster.curve)
     snap = cluster.request(leader, "snapshot", timeout=60).get("snapshot") or {}
     status = cluster.status(leader)
     mark = cluster.mark()
@@ -498,7 +520,7 @@ def run(args: argparse.Namespace, directory: Path, say: Callable[[str], None]) -
             cluster.start(node_id)
         leader = cluster.wait_leader()
         say(f"cluster up in {directory}, leader {leader}; loading {args.keys} keys")
-        load_s = load_keys(cluster.client[leader], args.keys, value)
+        load_s = load_keys(cluster.client[leader], args.keys, value, cluster.curve)
         commit = cluster.status(leader)["commit_index"]
         wait_until(
             lambda: all(cluster.status(n).get("applied_index", 0) >= commit for n in NODE_IDS),
@@ -506,7 +528,7 @@ def run(args: argparse.Namespace, directory: Path, say: Callable[[str], None]) -
             "followers did not apply the load",
         )
         say(f"loaded in {load_s:.1f} s; snapshot of the leader under {args.rate:g} puts/s")
-        writer = Writer(cluster.client[leader], args.rate, value)
+        writer = Writer(cluster.client[leader], args.rate, value, cluster.curve)
         figures: dict[str, Any] = {
             "keys": args.keys,
             "value_size": args.value_size,
