@@ -33,7 +33,11 @@ from zraft.storage import (
 )
 from zraft.storage.snapstore import snapshot_name
 
-MEMBERS = Membership(voters=frozenset({"n1", "n2", "n3"}), learners=frozenset({"n4"}))
+MEMBERS = Membership(
+    voters=frozenset({"n1", "n2", "n3"}),
+    learners=frozenset({"n4", "n5"}),
+    promotable=frozenset({"n5"}),
+)
 HEADER = {"applied_index": 7, "sessions": [["c1", 3, [True, 7, None]]], 9: "int key"}
 
 

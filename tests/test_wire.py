@@ -92,7 +92,11 @@ MESSAGES: list[Message] = [
         meta=SnapshotMeta(
             index=3,
             term=1,
-            membership=Membership(voters=frozenset({"n1"}), learners=frozenset({"n2", "n3"})),
+            membership=Membership(
+                voters=frozenset({"n1"}),
+                learners=frozenset({"n2", "n3"}),
+                promotable=frozenset({"n3"}),
+            ),
         ),
     ),
     SnapshotResponse(src="n2", dst="n1", term=7, index=40),

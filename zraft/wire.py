@@ -9,7 +9,8 @@ Formats (all msgpack, packed with ``use_bin_type=True`` so bytes stay bytes):
 - **Peer frames**: an array ``[WIRE_VERSION, TAG, *fields]``. For a `Message`, TAG is the
   class's position in `zraft.core.messages.MESSAGE_TYPES` and the fields follow the
   dataclass field order. An `Entry` is ``[term, index, kind, data]``, a `SnapshotMeta`
-  ``[index, term, [voters, learners]]`` (id lists sorted). Two more frames, with tags
+  ``[index, term, [voters, learners, promotable]]`` (id lists sorted; a
+  two-list membership, without `promotable`, is read too). Two more frames, with tags
   outside the message range, carry a client request a follower forwards to the leader and
   the leader's answer: ``[V, TAG_FORWARD, src, request_id, request_map]`` and
   ``[V, TAG_FORWARD_REPLY, src, request_id, reply_bytes]``. A snapshot travels as
@@ -256,14 +257,15 @@ def _id_set(value: Any, label: str) -> frozenset[str]:
 
 def _snapshot_meta(value: Any, label: str) -> SnapshotMeta:
     if type(value) is not list or len(value) != 3:
-        raise DecodeError(f"{label}: expected [index, term, [voters, learners]]")
+        raise DecodeError(f"{label}: expected [index, term, [voters, learners, promotable]]")
     index, term, membership = value
-    if type(membership) is not list or len(membership) != 2:
-        raise DecodeError(f"{label}: membership must be [voters, learners]")
+    if type(membership) is not list or len(membership) not in (2, 3):
+        raise DecodeError(f"{label}: membership must be [voters, learners, promotable]")
     voters = _id_set(membership[0], f"{label}.voters")
     learners = _id_set(membership[1], f"{label}.learners")
+    promotable = _id_set(membership[2], f"{label}.promotable") if len(membership) == 3 else None
     try:
-        members = Membership(voters=voters, learners=learners)
+        members = Membership(voters, learners, promotable or frozenset())
     except ValueError as exc:
         raise DecodeError(f"{label}: {exc}") from exc
     return SnapshotMeta(
@@ -277,7 +279,8 @@ def _encode_entries(entries: tuple[Entry, ...]) -> list[list[Any]]:
 
 def _encode_meta(meta: SnapshotMeta) -> list[Any]:
     members = meta.membership
-    return [meta.index, meta.term, [sorted(members.voters), sorted(members.learners)]]
+    lists = [sorted(members.voters), sorted(members.learners), sorted(members.promotable)]
+    return [meta.index, meta.term, lists]
 
 
 # --- peer messages ----------------------------------------------------------------------

@@ -33,7 +33,11 @@ THREE = Membership(frozenset({"n1", "n2", "n3"}))
 # --- the data ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "membership",
-    [THREE, Membership(frozenset({"a"}), frozenset({"b.c", "d-e_f"}))],
+    [
+        THREE,
+        Membership(frozenset({"a"}), frozenset({"b.c", "d-e_f"})),
+        Membership(frozenset({"a"}), frozenset({"b", "c"}), frozenset({"c"})),
+    ],
 )
 def test_config_entries_round_trip(membership: Membership) -> None:
     data = encode_config(membership, b"\x00ctx\n")
@@ -51,6 +55,9 @@ def test_config_entries_round_trip(membership: Membership) -> None:
         b"zraft-config/1 - -\n",
         b"zraft-config/1 n\xff -\n",
         b"zraft-config/2 n1 -\n",
+        b"zraft-config/1 n1 n2++\n",
+        b"zraft-config/1 n1+ -\n",
+        b"zraft-config/1 n1 +\n",
     ],
 )
 def test_malformed_config_entries_are_refused(data: bytes) -> None:
@@ -83,6 +90,10 @@ def test_the_last_voter_cannot_be_removed() -> None:
 def test_changes_move_one_server() -> None:
     with_learner = apply_change(THREE, MembershipChange(ADD, "n4"))
     assert with_learner == Membership(THREE.voters, frozenset({"n4"}))
+    to_vote = apply_change(THREE, MembershipChange(ADD, "n4", promote_when_caught_up=True))
+    assert to_vote.promotable == {"n4"}
+    assert not apply_change(to_vote, MembershipChange(PROMOTE, "n4")).promotable
+    assert not apply_change(to_vote, MembershipChange(REMOVE, "n4")).promotable
     promoted = apply_change(with_learner, MembershipChange(PROMOTE, "n4"))
     assert promoted.voters == THREE.voters | {"n4"} and not promoted.learners
     assert apply_change(promoted, MembershipChange(REMOVE, "n1")).voters == {"n2", "n3", "n4"}
@@ -190,6 +201,28 @@ def test_a_learner_added_to_vote_is_promoted_by_the_leader_once_caught_up() -> N
     sim.change_membership(MembershipChange(ADD, "n4", promote_when_caught_up=True))
     sim.run_until(lambda: "n4" in sim.raft("n1").membership.voters, 100, "n4 promoted")
     sim.run_until(lambda: "n4" in sim.raft("n4").membership.voters, 100, "n4 knows it")
+
+
+def test_a_learner_added_to_vote_is_promoted_by_a_later_leader() -> None:
+    """The intent to promote is part of the membership: when the leader that accepted
+    the learner dies before the learner caught up, the next leader promotes it."""
+    sim = SimCluster(["n1", "n2", "n3", "n4"], 8, voters=["n1", "n2", "n3"])
+    sim.campaign("n1")
+    sim.stabilize()
+    for i in range(150):  # more than max_promotion_lag (100) for n4 to catch up on
+        sim.propose("n1", b"x%d" % i)
+    sim.stabilize()
+    sim.isolate("n4")  # it cannot catch up while n1 leads
+    sim.change_membership(MembershipChange(ADD, "n4", promote_when_caught_up=True))
+    sim.stabilize()
+    assert sim.raft("n2").membership.learners == sim.raft("n2").membership.promotable == {"n4"}
+    sim.crash("n1")
+    sim.heal()
+    sim.run_until(lambda: sim.leader() in ("n2", "n3"), 500, "a new leader")
+    leader = sim.leader()
+    assert leader is not None
+    sim.run_until(lambda: "n4" in sim.raft(leader).membership.voters, 500, "n4 promoted")
+    assert not sim.raft(leader).membership.promotable
 
 
 def test_a_removed_follower_learns_it_and_stops_campaigning() -> None:

@@ -9,6 +9,9 @@ The format of a CONFIG entry's data (ASCII header, then the driver's opaque byte
 
     zraft-config/1 <voters, comma separated> <learners, comma separated or ->\n<context>
 
+A learner written with a trailing ``+`` (``n4+``) is to be promoted once caught up
+(`Membership.promotable`); ``+`` cannot appear in an id.
+
 The context is the driver's business (zraft puts every member's endpoints there, so a
 node can reach a member the static configuration file never named). Node ids are limited
 to ASCII letters, digits and ``_ . -`` (a letter or digit first) so the header needs no
@@ -77,24 +80,28 @@ def apply_change(current: Membership, change: MembershipChange) -> Membership:
         if node in current.members:
             role = "voter" if node in voters else "learner"
             raise ValueError(f"{node} is already a {role}")
-        return Membership(voters, learners | {node})
+        promotable = current.promotable | {node} if change.promote_when_caught_up else None
+        return Membership(voters, learners | {node}, promotable or current.promotable)
     if change.kind is ChangeKind.PROMOTE:
         if node in voters:
             raise ValueError(f"{node} is already a voter")
         if node not in learners:
             raise ValueError(f"{node} is not a member; add it as a learner first")
-        return Membership(voters | {node}, learners - {node})
+        return Membership(voters | {node}, learners - {node}, current.promotable - {node})
     if node not in current.members:
         raise ValueError(f"{node} is not a member")
     if voters == {node}:
         raise ValueError(f"{node} is the last voter; a cluster needs one")
-    return Membership(voters - {node}, learners - {node})
+    return Membership(voters - {node}, learners - {node}, current.promotable - {node})
 
 
 def encode_config(membership: Membership, context: bytes = b"") -> bytes:
     """The data of a CONFIG entry holding `membership` and the driver's `context`."""
     voters = ",".join(sorted(membership.voters))
-    learners = ",".join(sorted(membership.learners)) or "-"
+    learners = ",".join(
+        f"{i}+" if i in membership.promotable else i for i in sorted(membership.learners)
+    )
+    learners = learners or "-"
     return _MAGIC + f"{voters} {learners}\n".encode("ascii") + context
 
 
@@ -117,8 +124,13 @@ def decode_config(data: bytes) -> tuple[Membership, bytes]:
     if len(parts) != 2:
         raise ValueError("config entry header needs voters and learners")
     voters = _id_set(parts[0])
-    learners = frozenset() if parts[1] == "-" else _id_set(parts[1])
-    return Membership(voters, learners), data[end + 1 :]
+    marked = [] if parts[1] == "-" else parts[1].split(",")
+    learners = _id_set(",".join(i.removesuffix("+") for i in marked)) if marked else frozenset()
+    promotable = frozenset(i.removesuffix("+") for i in marked if i.endswith("+"))
+    try:
+        return Membership(voters, learners, promotable), data[end + 1 :]
+    except ValueError as exc:  # e.g. one id both voter and learner
+        raise ValueError(f"bad membership in config entry: {exc}") from None
 
 
 def _id_set(text: str) -> frozenset[NodeId]:

@@ -158,7 +158,6 @@ class Raft:
         # the bootstrap or snapshot one, then one per CONFIG entry in the log.
         self._memberships: list[tuple[int, Membership]] = [(snapshot_index, self.membership)]
         self._config_context = b""  # the driver's context of the newest CONFIG entry
-        self._auto_promote: set[NodeId] = set()  # leader: learners to promote when caught up
         # Leader: removed members still sent appends until they acknowledge a round (seq)
         # sent after their removal committed, or a timeout: peer -> (seq, index, ticks).
         self._departing: dict[NodeId, tuple[int, int, int]] = {}
@@ -288,10 +287,6 @@ class Raft:
                 f"promoted within {self.config.max_promotion_lag} (retry when caught up)",
                 code="not_ready",
             )
-        if change.kind is ChangeKind.ADD_LEARNER and change.promote_when_caught_up:
-            self._auto_promote.add(change.node_id)
-        else:
-            self._auto_promote.discard(change.node_id)
         return self._append_config(new, context)
 
     def transfer_leadership(self, target: NodeId) -> None:
@@ -812,7 +807,6 @@ class Raft:
         self._broadcast_pending = False
         self._progress = {}
         self._transfer_target = None
-        self._auto_promote = set()
         self._departing = {}
 
     def _change_role(self, new_role: Role) -> None:
@@ -940,7 +934,7 @@ class Raft:
         if pr.state is ProgressState.SNAPSHOT and pr.match_index >= pr.pending_snapshot:
             pr.become_replicate()  # it caught up another way (or the answer to it was lost)
         pr.inflights.free_to(msg.index)
-        if msg.src in self._auto_promote:
+        if msg.src in self.membership.promotable:
             self._maybe_auto_promote()
         departing = self._departing.get(msg.src)
         if departing is not None:
@@ -1148,16 +1142,14 @@ class Raft:
         self._become_follower(self.term, None, reason="message")
 
     def _maybe_auto_promote(self) -> None:
-        """Leader: promote a learner added with `promote_when_caught_up` once it is."""
-        for learner in sorted(self._auto_promote):
-            if learner not in self.membership.learners:
-                self._auto_promote.discard(learner)
-            elif self._caught_up(learner) and self._transfer_target is None:
+        """Leader: promote a learner added with `promote_when_caught_up` once it is. The
+        intent is in the membership (`promotable`), so any later leader carries it out."""
+        for learner in sorted(self.membership.promotable):
+            if self._caught_up(learner) and self._transfer_target is None:
                 try:
                     self._check_change_allowed()
                 except ChangeRefused:
-                    return  # another change first; tried again on the next commit
-                self._auto_promote.discard(learner)
+                    return  # another change first; tried again on the next ack or commit
                 promoted = apply_change(
                     self.membership, MembershipChange(ChangeKind.PROMOTE, learner)
                 )

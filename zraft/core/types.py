@@ -62,11 +62,17 @@ class HardState:
 class Membership:
     """The cluster's members as data, so membership changes (issue 6) can replace it.
 
-    Invariant: `voters` and `learners` are disjoint and `voters` is not empty.
+    `promotable` are the learners added to vote (`add_member` without `learner`): the
+    leader, whichever node it is by then, promotes each once its log has caught up. It is
+    part of the membership, so the intent survives leader changes.
+
+    Invariant: `voters` and `learners` are disjoint, `voters` is not empty, and
+    `promotable` is a subset of `learners`.
     """
 
     voters: frozenset[NodeId]
     learners: frozenset[NodeId] = frozenset()
+    promotable: frozenset[NodeId] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.voters:
@@ -74,6 +80,10 @@ class Membership:
         if self.voters & self.learners:
             raise ValueError(
                 f"ids are both voter and learner: {sorted(self.voters & self.learners)}"
+            )
+        if not self.promotable <= self.learners:
+            raise ValueError(
+                f"ids to promote are not learners: {sorted(self.promotable - self.learners)}"
             )
 
     @property

@@ -9,7 +9,8 @@ Format (integers little-endian)::
 
     preamble   8s "ZRAFTSNP", u16 version (1), u32 header length
     header     msgpack map {"index": int, "term": int, "voters": [str], "learners": [str],
-                            "header": <caller's dict>, "pairs": int}
+                            "promotable": [str], "header": <caller's dict>, "pairs": int}
+               ("promotable", the learners to promote once caught up, may be absent)
     records    repeated: u32 length, msgpack array [key0, value0, key1, value1, ...]
                (1 to RECORD_PAIRS pairs, about RECORD_BYTES at most unless one pair is
                larger; keys and values are msgpack bin)
@@ -338,6 +339,7 @@ def encode_preamble(meta: SnapshotMeta, header: Mapping[Any, Any], pair_count: i
         "term": meta.term,
         "voters": sorted(meta.membership.voters),
         "learners": sorted(meta.membership.learners),
+        "promotable": sorted(meta.membership.promotable),
         "header": dict(header),
         "pairs": pair_count,
     }
@@ -440,14 +442,15 @@ def _decode_header(path: Path, raw: memoryview) -> tuple[SnapshotMeta, dict[Any,
     # strict_map_key=False: the caller's dict may use int keys; a key msgpack cannot hash
     # raises TypeError, which is caught as damage like every other decoding error.
     fields = _unpack(path, raw, "header", strict_map_key=False)
-    if not isinstance(fields, dict) or set(fields) != _HEADER_KEYS:
+    if not isinstance(fields, dict) or set(fields) - {"promotable"} != _HEADER_KEYS:
         raise CorruptSnapshotError(str(path), "the header is not the expected map")
     index, term, pair_count = fields["index"], fields["term"], fields["pairs"]
     for name, value in (("index", index), ("term", term), ("pairs", pair_count)):
         if type(value) is not int or value < 0:
             raise CorruptSnapshotError(str(path), f"header field {name!r} is not an int >= 0")
     voters, learners = fields["voters"], fields["learners"]
-    for name, ids in (("voters", voters), ("learners", learners)):
+    promotable = fields.get("promotable", [])
+    for name, ids in (("voters", voters), ("learners", learners), ("promotable", promotable)):
         if not isinstance(ids, list) or not all(type(i) is str and i for i in ids):
             raise CorruptSnapshotError(str(path), f"header field {name!r} is not a list of ids")
         if len(set(ids)) != len(ids):
@@ -455,7 +458,7 @@ def _decode_header(path: Path, raw: memoryview) -> tuple[SnapshotMeta, dict[Any,
     if not isinstance(fields["header"], dict):
         raise CorruptSnapshotError(str(path), "the caller's header is not a map")
     try:
-        membership = Membership(voters=frozenset(voters), learners=frozenset(learners))
+        membership = Membership(frozenset(voters), frozenset(learners), frozenset(promotable))
     except ValueError as exc:
         raise CorruptSnapshotError(str(path), f"bad membership: {exc}") from None
     meta = SnapshotMeta(index=index, term=term, membership=membership)
