@@ -21,26 +21,13 @@ import pytest
 import zmq
 
 from tests import logscan
+from tests.fakeclock import FakeClock
 from tests.procs import client_curve_for, write_cluster_config
 from zraft import config, wire
 from zraft.config import ClusterConfig
 from zraft.node import Node
 
 MAX_ROUNDS = 3000  # 30 s of fake time at 10 ms a round: far beyond any election here
-
-
-class FakeClock:
-    """A monotonic clock that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward by `seconds`."""
-        self.now += seconds
 
 
 class InProcessCluster:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakeclock import FakeClock
 from zraft.core import SnapshotRequest
 from zraft.core.types import Membership, SnapshotMeta
 from zraft.snapshot_transfer import Received, SnapshotInbox, SnapshotSender, TransferOutcome
@@ -48,19 +49,6 @@ class Source:
     path: Path
     data: bytes
     pairs: dict[bytes, bytes]
-
-
-class FakeClock:
-    """Monotonic seconds that move only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Channel:
