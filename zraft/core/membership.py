@@ -80,8 +80,8 @@ def apply_change(current: Membership, change: MembershipChange) -> Membership:
         if node in current.members:
             role = "voter" if node in voters else "learner"
             raise ValueError(f"{node} is already a {role}")
-        promotable = current.promotable | {node} if change.promote_when_caught_up else None
-        return Membership(voters, learners | {node}, promotable or current.promotable)
+        promotable = current.promotable | ({node} if change.promote_when_caught_up else set())
+        return Membership(voters, learners | {node}, promotable)
     if change.kind is ChangeKind.PROMOTE:
         if node in voters:
             raise ValueError(f"{node} is already a voter")
