@@ -18,7 +18,13 @@ import pytest
 from tests.fakeclock import FakeClock
 from zraft.core import SnapshotRequest
 from zraft.core.types import Membership, SnapshotMeta
-from zraft.snapshot_transfer import Received, SnapshotInbox, SnapshotSender, TransferOutcome
+from zraft.snapshot_transfer import (
+    RESEND_AFTER_S,
+    Received,
+    SnapshotInbox,
+    SnapshotSender,
+    TransferOutcome,
+)
 from zraft.storage import SnapshotStore
 from zraft.wire import (
     SnapshotAck,
@@ -316,6 +322,36 @@ def test_a_lost_chunk_is_sent_again_from_the_acked_offset(
     assert all(offset > lost for offset in offsets[first_pass:rewind])
     assert rewind - first_pass <= WINDOW - 1
     assert offsets[rewind:] == list(range(lost, len(source.data), CHUNK))
+
+
+def test_a_chunk_lost_twice_is_sent_again_after_a_quiet_second(
+    source: Source, follower: SnapshotStore
+) -> None:
+    """The go-back happens once per offset; if the resent chunk is lost too, the channel
+    falls quiet, and after `RESEND_AFTER_S` without an ack the sender sends the window
+    again, well before the stall timeout would fail the transfer."""
+    clock, channel = FakeClock(), Channel()
+    sender = make_sender(channel, clock)
+    sender.start(request(source), source.path)
+    inbox = SnapshotInbox("n2", follower, max_bytes=1 << 20)
+    lost = 2 * CHUNK
+    dropped: list[int] = []
+
+    def lose_twice(chunk: SnapshotChunk) -> SnapshotChunk | None:
+        if chunk.offset == lost and len(dropped) < 2:
+            dropped.append(chunk.offset)
+            return None
+        return chunk
+
+    first = shuttle(sender, inbox, channel, fault=lose_twice)
+    assert dropped == [lost, lost] and first.outcome is None  # quiet: nothing more to send
+    clock.advance(RESEND_AFTER_S / 2)
+    assert sender.pump() == ([], []) and not channel.queue  # not yet
+    clock.advance(RESEND_AFTER_S)
+    run = shuttle(sender, inbox, channel, fault=lose_twice)
+    assert run.outcome is not None and run.outcome.delivered
+    assert run.received is not None
+    assert run.received.receiver.temp_path.read_bytes() == source.data
 
 
 def test_duplicate_and_out_of_order_chunks_do_not_corrupt_the_result(

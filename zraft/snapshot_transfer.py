@@ -8,8 +8,9 @@ This module moves the bytes, in the node's one loop, without ever blocking it:
   call costs a bounded few chunks and heartbeats to every follower keep their pace. Each
   `SnapshotAck` names the next offset the follower wants: an ack past the window slides
   it; one for an offset already sent means a chunk was lost, and the sender goes back to
-  it once (go-back-N, so a lost chunk costs one window; the same chunk lost twice stalls
-  the transfer, which then fails and is retried whole). A refusal, or no ack for `stall_timeout_s`,
+  it once (go-back-N, so a lost chunk costs one window); with no ack at all for
+  `RESEND_AFTER_S` the unacknowledged window is sent again. A refusal, or no progress for
+  `stall_timeout_s`,
   ends the transfer as failed; the node then calls `Raft.snapshot_failed`, and the core
   decides whether to try again. After the last chunk is acknowledged the sender keeps a
   watchdog for `stall_timeout_s`: if the core has still not heard the follower's
@@ -41,6 +42,7 @@ from zraft.wire import SnapshotAck, SnapshotChunk, encode_snapshot_chunk
 DEFAULT_CHUNK_BYTES = 1 << 20
 DEFAULT_WINDOW = 4
 DEFAULT_STALL_TIMEOUT_S = 10.0
+RESEND_AFTER_S = 1.0  # no ack for this long: send the unacknowledged window again
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,7 @@ class _Outgoing:
     next_to_send: int = 0
     acked: int = 0
     rewound_to: int = -1  # the offset of the last go-back (-1: none yet)
+    resent_at: float = float("-inf")  # when the window was last sent again for lack of acks
     delivered_at: float | None = None  # the last chunk was acknowledged
 
     @property
@@ -174,6 +177,11 @@ class SnapshotSender:
                     overdue.append(peer)
                 continue
             if transfer.delivered_at is None:
+                quiet_since = max(transfer.last_progress, transfer.resent_at)
+                if transfer.next_to_send > transfer.acked and now - quiet_since > RESEND_AFTER_S:
+                    # A chunk lost after the one go-back (or a lost last ack): send again.
+                    transfer.next_to_send = transfer.acked
+                    transfer.resent_at = now
                 self._send_window(transfer)
         return ended, overdue
 
