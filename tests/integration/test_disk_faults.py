@@ -304,19 +304,30 @@ def big_value(i: int) -> bytes:
 # --- 1. failing fsync ----------------------------------------------------------------------
 
 
+def started_with_data(
+    lab: DiskLab, shim: Path, count: int
+) -> tuple[DiskCluster, dict[str, FailIO], str, str, str, dict[str, bytes]]:
+    """Three nodes with the shim loaded (no fault armed yet), `count` writes acknowledged
+    and held by both followers: (cluster, faults, leader, follower, other, acked)."""
+    cluster = lab.cluster(3)
+    faults = arm_all_with_shim(cluster, shim)
+    cluster.start_all()
+    leader = cluster.wait_leader()
+    first, second = (n for n in cluster.ids if n != leader)
+    acked = put_all(cluster, leader, {f"k{i}": f"v{i}".encode() for i in range(count)})
+    wait_caught_up(cluster, first, acked)
+    wait_caught_up(cluster, second, acked)
+    return cluster, faults, leader, first, second, acked
+
+
 def test_follower_fsync_failure_stops_it_before_it_acknowledges(lab: DiskLab, shim: Path) -> None:
     """A follower whose WAL fdatasync fails (EIO) exits 1 with `fatal_error` (StorageError)
     and never acknowledges the entry it could not make durable: with the other follower
     paused, the leader needs that follower's ack, and the write is NOT acknowledged.
     The remaining majority keeps serving; restarted on the same data dir with the fault
     healed, the follower catches up, and every acknowledged write is readable."""
-    cluster = lab.cluster(3)
-    faults = arm_all_with_shim(cluster, shim)
-    cluster.start_all()
-    leader = cluster.wait_leader()
-    victim, other = (n for n in cluster.ids if n != leader)
-    acked = put_all(cluster, leader, {f"k{i}": f"v{i}".encode() for i in range(10)})
-    wait_caught_up(cluster, victim, acked)  # the victim holds the data it will rejoin with
+    # The victim holds the data it will rejoin with.
+    cluster, faults, leader, victim, other, acked = started_with_data(lab, shim, 10)
 
     cluster.pause(other)  # from now on only the victim's ack can commit anything
     faults[victim].arm("fsync")
@@ -354,14 +365,7 @@ def test_a_vote_that_cannot_be_made_durable_is_never_cast(lab: DiskLab, shim: Pa
     (term and voted_for) first: F stops with `fatal_error` instead, and the other
     follower C cannot win: it keeps campaigning (each new campaign means the last one
     found no majority) and no leader exists until the old leader comes back."""
-    cluster = lab.cluster(3)
-    faults = arm_all_with_shim(cluster, shim)
-    cluster.start_all()
-    leader = cluster.wait_leader()
-    voter, candidate = (n for n in cluster.ids if n != leader)
-    acked = put_all(cluster, leader, {f"k{i}": f"v{i}".encode() for i in range(5)})
-    wait_caught_up(cluster, voter, acked)
-    wait_caught_up(cluster, candidate, acked)
+    cluster, faults, leader, voter, candidate, acked = started_with_data(lab, shim, 5)
     term = cluster.status(leader)["term"]
     faults[voter].arm("fsync")  # idle: its next fsync is the one a term change needs
     cluster.kill(leader)
@@ -373,8 +377,9 @@ def test_a_vote_that_cannot_be_made_durable_is_never_cast(lab: DiskLab, shim: Pa
 
     after_exit = campaigns()
     logscan.wait_for(  # two more (pre-)campaigns: each one it starts means the last failed
-        lambda: campaigns() >= after_exit + 2
-        or any(e["term"] > term for e in cluster.leader_elected()),
+        lambda: (
+            campaigns() >= after_exit + 2 or any(e["term"] > term for e in cluster.leader_elected())
+        ),
         timeout=30,
         describe=cluster.describe,
     )

@@ -285,8 +285,7 @@ def test_peer_endpoint_survives_hostile_input(
         forged = VoteResponse(follower_a, leader, 0, True, False)
         rogue.send(wire.encode_message(forged), zmq.NOBLOCK)
     logscan.wait_for(
-        lambda: logscan.count(cluster.node_events(leader), "auth_denied", source="peer")
-        > denied,
+        lambda: logscan.count(cluster.node_events(leader), "auth_denied", source="peer") > denied,
         timeout=5,
         describe=cluster.describe,
     )
@@ -324,8 +323,7 @@ def test_impersonating_a_peer_does_not_cut_its_link(
     with contextlib.suppress(zmq.Again):  # refused at once: no pipe left to send on
         rogue.send(b"\xc1 garbage", zmq.NOBLOCK)
     logscan.wait_for(
-        lambda: logscan.count(cluster.node_events(leader), "auth_denied", source="peer")
-        > denied,
+        lambda: logscan.count(cluster.node_events(leader), "auth_denied", source="peer") > denied,
         timeout=5,
         describe=cluster.describe,
     )
@@ -365,6 +363,7 @@ class Flood(threading.Thread):
         self._client = client
         self._rng = random.Random(seed)
         self._halt = threading.Event()
+        self._wrong_shapes = wrong_shapes()
         self.sent = 0
 
     def _frame(self) -> bytes:
@@ -374,7 +373,7 @@ class Flood(threading.Thread):
         if roll < 0.8:
             good = wire.encode_request("put", key="k", value="v" * self._rng.randint(1, 50))
             return good[: self._rng.randint(1, len(good) - 1)]
-        return self._rng.choice(wrong_shapes())
+        return self._rng.choice(self._wrong_shapes)
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -434,6 +433,7 @@ def test_a_garbage_flood_during_writes_and_a_leader_kill(
     started = time.monotonic()
     for thread in (*floods, writer):
         thread.start()
+
     def sent() -> int:
         return sum(flood.sent for flood in floods)
 

@@ -45,7 +45,7 @@ class Writer(threading.Thread):
         self._client = Client(endpoints, timeout=20.0, curve=cluster.curve)
         self._halt = threading.Event()
         self.acked: dict[str, str] = {}
-        self.ack_wall_times: list[float] = []
+        self.ack_times: list[tuple[float, float]] = []  # (monotonic, wall) per ack
         self.failures: list[str] = []
 
     def run(self) -> None:
@@ -60,7 +60,8 @@ class Writer(threading.Thread):
                     continue  # a retry with a new seq; the old one may or may not apply
                 if reply.ok:
                     self.acked[key] = value
-                    self.ack_wall_times.append(time.time())  # to match log timestamps
+                    # Monotonic for the gaps; wall time only to find the matching log lines.
+                    self.ack_times.append((time.monotonic(), time.time()))
                 i += 1
         finally:
             self._client.close()
@@ -70,14 +71,20 @@ class Writer(threading.Thread):
         self.join(timeout=30)
         assert not self.is_alive(), "the writer did not stop"
 
+    def _longest_pair(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        pairs = list(itertools.pairwise(self.ack_times)) or [((0.0, 0.0), (0.0, 0.0))]
+        return max(pairs, key=lambda p: p[1][0] - p[0][0])
+
     def longest_gap(self) -> float:
-        """The longest time between two acknowledgements, in seconds."""
-        return self.gap_window()[1] - self.gap_window()[0]
+        """The longest time between two acknowledgements, in seconds (monotonic)."""
+        before, after = self._longest_pair()
+        return after[0] - before[0]
 
     def gap_window(self) -> tuple[float, float]:
-        """When the longest time without an acknowledgement began and ended (wall clock)."""
-        pairs = list(itertools.pairwise(self.ack_wall_times)) or [(0.0, 0.0)]
-        return max(pairs, key=lambda p: p[1] - p[0])
+        """When the longest time without an acknowledgement began and ended (wall clock,
+        to compare with log timestamps)."""
+        before, after = self._longest_pair()
+        return before[1], after[1]
 
 
 def events_during(cluster: ProcessCluster, window: tuple[float, float]) -> str:
