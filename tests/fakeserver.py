@@ -44,7 +44,7 @@ from typing import Any
 import zmq
 
 from zraft import wire
-from zraft.kv import KVStore
+from zraft.state.kv import KVStore
 
 
 @dataclass(slots=True)

@@ -68,7 +68,7 @@ from tests.procs import (
     security_lines,
 )
 from zraft import config, wire
-from zraft.security import ClientCurve
+from zraft.net.security import ClientCurve
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_SCRIPT = ROOT / "bin" / "zraft-node"

@@ -13,7 +13,7 @@ event logs through `tests.logscan`:
 
 Every wait is bounded (`logscan.wait_for` or a poll with a deadline) and a failed wait
 says what was last seen (`describe()`: the last events of each node and its stderr tail).
-The client REQ helper depends only on `zraft.wire` (and `zraft.security` for its keys),
+The client REQ helper depends only on `zraft.wire` (and `zraft.net.security` for its keys),
 never on the zraft client library.
 
 Security is on, as in production: each cluster gets fresh CURVE keys in
@@ -41,7 +41,8 @@ from typing import Any
 import zmq
 
 from tests import logscan
-from zraft import config, security, wire
+from zraft import config, wire
+from zraft.net import security
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_SCRIPT = ROOT / "bin" / "zraft-node"
@@ -445,7 +446,7 @@ class ProcessCluster:
         if wait:
             self.wait_started([node_id], {node_id: before})
 
-    # --- partitions (zraft.faults: the in-node hook, for machines without namespaces) -------
+    # --- partitions (zraft.net.faults: the in-node hook, for machines without namespaces) -------
 
     def fault_path(self, node_id: str) -> Path:
         """The control file `node_id` watches (`--test-fault-file`)."""

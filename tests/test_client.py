@@ -25,7 +25,7 @@ import zmq
 
 from tests.fakeserver import FakeCluster, silent_endpoint
 from tests.procs import free_ports
-from zraft.bench import BenchSpec, percentile, run_bench
+from zraft.bench.load import BenchSpec, percentile, run_bench
 from zraft.client import Client, ClientTimeout, Reply, probe_status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -629,7 +629,7 @@ def test_cli_repl_on_a_terminal(
 
 def test_bench_gives_up_when_no_node_answers(silent: Callable[[], str]) -> None:
     """A bench against nodes that never answer ends after ~2 timeouts, not one per request."""
-    from zraft.bench import BenchSpec, run_bench
+    from zraft.bench.load import BenchSpec, run_bench
 
     started = time.monotonic()
     result = run_bench([silent()], BenchSpec(clients=2, requests=1000, timeout=0.2))

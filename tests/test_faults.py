@@ -1,11 +1,11 @@
-"""The test-only fault control file (`zraft.faults.FaultFile`)."""
+"""The test-only fault control file (`zraft.net.faults.FaultFile`)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from zraft.faults import CHECK_EVERY_TICKS, FaultFile, FaultSetting
+from zraft.net.faults import CHECK_EVERY_TICKS, FaultFile, FaultSetting
 
 PEERS = frozenset({"n2", "n3"})
 

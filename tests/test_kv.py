@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zraft.kv import (
+from zraft.state.kv import (
     BAD_REQUEST,
     CAS_FAILED,
     Cas,

@@ -1,4 +1,4 @@
-"""Keys, key files, the ZAP policy, roles and rate limits (`zraft.security`, `zraft.zap`),
+"""Keys, key files, the ZAP policy, roles and rate limits (`zraft.net.security`, `zraft.net.zap`),
 and a secured transport over real 127.0.0.1 sockets."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import pytest
 import zmq
 
 from tests.procs import write_cluster_config
-from zraft import config, security
+from zraft import config
 from zraft.cli import keygen as keygen_cli
-from zraft.security import ClientKey, Keypair, SecurityError
-from zraft.transport import (
+from zraft.net import security
+from zraft.net.security import ClientKey, Keypair, SecurityError
+from zraft.net.transport import (
     CLIENT_ZAP_DOMAIN,
     PEER_ZAP_DOMAIN,
     REDIAL_FIRST_S,
@@ -25,7 +26,7 @@ from zraft.transport import (
     TransportError,
     ZmqTransport,
 )
-from zraft.zap import AuthRecord, EventLimiter, ZapHandler, decide
+from zraft.net.zap import AuthRecord, EventLimiter, ZapHandler, decide
 
 WAIT_S = 5.0
 

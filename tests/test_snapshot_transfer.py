@@ -18,7 +18,7 @@ import pytest
 from tests.fakeclock import FakeClock
 from zraft.core import SnapshotRequest
 from zraft.core.types import Membership, SnapshotMeta
-from zraft.snapshot_transfer import (
+from zraft.node.snapshot_transfer import (
     RESEND_AFTER_S,
     Received,
     SnapshotInbox,

@@ -20,8 +20,8 @@ import msgpack
 import pytest
 
 from zraft.core.types import Membership, SnapshotMeta
-from zraft.kv import SnapshotView
-from zraft.snapshots import SnapshotMaker
+from zraft.node.snapshot_maker import SnapshotMaker
+from zraft.state.kv import SnapshotView
 from zraft.storage import (
     CorruptSnapshotError,
     LoadedSnapshot,
@@ -533,7 +533,7 @@ def test_receiver_abort_removes_the_temp_file(tmp_path: Path, small_file: bytes)
             store.install(receiver)
 
 
-# --- when to snapshot (zraft.snapshots.SnapshotMaker) ---------------------------------
+# --- when to snapshot (zraft.node.snapshot_maker.SnapshotMaker) ---------------------------------
 
 
 def test_snapshot_is_due_by_entries_or_by_command_bytes(tmp_path: Path) -> None:

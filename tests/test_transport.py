@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import zmq
 
-from zraft.transport import BadInputReason, TransportError, ZmqTransport
+from zraft.net.transport import BadInputReason, TransportError, ZmqTransport
 
 WAIT_S = 3.0  # upper bound for anything that should happen within milliseconds
 

@@ -26,7 +26,7 @@ from zraft.core.messages import (
     VoteResponse,
 )
 from zraft.core.types import Entry, EntryKind, Membership, SnapshotMeta
-from zraft.kv import Cas, Command, Delete, Put, Result
+from zraft.state.kv import Cas, Command, Delete, Put, Result
 from zraft.wire import (
     MAX_ENTRIES,
     TAG_FORWARD,

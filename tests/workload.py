@@ -59,7 +59,7 @@ from typing import Any
 import zmq
 
 from zraft import wire
-from zraft.security import ClientCurve
+from zraft.net.security import ClientCurve
 from zraft.testing.history import HistoryRecorder, Op, Outcome
 
 OK = "ok"

@@ -19,7 +19,7 @@ Optional `[cluster]` keys and their defaults: see `_CLUSTER_DEFAULTS` (`tick_ms`
 `snapshot_trailing`, `wal_segment_bytes`, `security`). Every integer is > 0, except
 `snapshot_trailing`, which may be 0.
 
-Security (`zraft.security` reads the key files; this module only checks the schema):
+Security (`zraft.net.security` reads the key files; this module only checks the schema):
 
 ```toml
 [cluster]
@@ -90,7 +90,7 @@ _NODE_KEY_OPTIONS = ("public_key", "public_key_file", "secret_key_file", "extra_
 SECURITY_MODES = ("curve", "none")
 """Values of `[cluster] security`: CURVE on every socket (default), or plaintext."""
 CLIENT_ROLES = ("read", "write", "admin")
-"""Roles a `[[client_key]]` may have (`zraft.security.role_allows` says what each may do)."""
+"""Roles a `[[client_key]]` may have (`zraft.net.security.role_allows` says what each may do)."""
 Z85_KEY_RE = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
 """A 32-byte CURVE key in Z85 text: exactly 40 characters of the Z85 alphabet."""
 
@@ -124,7 +124,7 @@ class KeyRef:
     """Where a public key comes from: inline Z85 `text`, or a `.pub` `file` (absolute).
 
     `where` is the config key that named it (`node[1].public_key_file`), for messages.
-    `zraft.security.resolve` reads it.
+    `zraft.net.security.resolve` reads it.
     """
 
     text: str = ""

@@ -53,7 +53,7 @@ from zraft.core.messages import (
     VoteResponse,
 )
 from zraft.core.types import Entry, EntryKind, Membership, SnapshotMeta
-from zraft.kv import Cas, Command, Delete, Put, Result
+from zraft.state.kv import Cas, Command, Delete, Put, Result
 
 WIRE_VERSION = 1
 """First element of every peer frame; a node refuses frames of another version."""

@@ -1,4 +1,4 @@
-"""`python -m zraft.bench_snapshot` runs end to end on a small state (a smoke test).
+"""`python -m zraft.bench.snapshot` runs end to end on a small state (a smoke test).
 
 The benchmark's figures are for people to read (README "Snapshots"); this only checks
 that it still drives a secured cluster through all three phases and reports what it saw:
@@ -17,7 +17,7 @@ from tests.procs import ROOT
 
 
 def test_bench_snapshot_runs_its_three_phases() -> None:
-    command = [sys.executable, "-m", "zraft.bench_snapshot", "--keys", "1000"]
+    command = [sys.executable, "-m", "zraft.bench.snapshot", "--keys", "1000"]
     command += ["--extra-keys", "200", "--json"]
     proc = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -26,7 +26,7 @@ from tests.procs import ClusterFactory, ProcessCluster
 from zraft import wire
 from zraft.client import Client, ClientError
 from zraft.core.messages import AppendRequest, VoteRequest, VoteResponse
-from zraft.security import Keypair
+from zraft.net.security import Keypair
 
 MAX_KEY = 64
 MAX_VALUE = 1024

@@ -33,10 +33,11 @@ import zmq
 
 from tests import logscan
 from tests.procs import NODE_SCRIPT, ROOT, ClusterFactory, ProcessCluster, free_ports
-from zraft import security, wire
+from zraft import wire
 from zraft.client import Client, ClientAuthError
 from zraft.core.messages import AppendRequest, VoteRequest
-from zraft.security import Keypair
+from zraft.net import security
+from zraft.net.security import Keypair
 
 CLIENT_SCRIPT = ROOT / "bin" / "zraft-client"
 ROGUE_RUN_S = 4.0  # how long the rogues run beside the cluster: several election timeouts

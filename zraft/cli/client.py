@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from zraft import security
-from zraft.bench import BENCH_OPS, BenchProgress, BenchSpec, run_bench
+from zraft.bench.load import BENCH_OPS, BenchProgress, BenchSpec, run_bench
 from zraft.cli import render
 from zraft.cli.repl import run_repl
 from zraft.client import (
@@ -49,7 +48,8 @@ from zraft.client import (
     probe_status,
 )
 from zraft.config import ConfigError, load
-from zraft.security import ENV_CLIENT_KEY, ClientCurve, SecurityError, client_curve
+from zraft.net import security
+from zraft.net.security import ENV_CLIENT_KEY, ClientCurve, SecurityError, client_curve
 
 EXIT_OK = 0
 """The command succeeded."""

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from zraft.config import ConfigError, KeyRef, load
-from zraft.security import SecurityError, keygen
+from zraft.net.security import SecurityError, keygen
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,10 +13,10 @@ from pathlib import Path
 from zraft import __version__
 from zraft.cli import keygen
 from zraft.config import ClusterConfig, ConfigError, NodeConfig, is_endpoint, load
+from zraft.net.security import SecurityError
+from zraft.net.transport import TransportError
 from zraft.node import Node
-from zraft.security import SecurityError
 from zraft.storage import StorageError
-from zraft.transport import TransportError
 
 CHILD_STOP_TIMEOUT_S = 5.0
 

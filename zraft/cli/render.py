@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from zraft.bench import BenchResult
+from zraft.bench.load import BenchResult
 from zraft.client import ClientTimeout, Reply, StatusProbe
 
 STATUS_HEADER = (

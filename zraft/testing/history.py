@@ -50,7 +50,7 @@ class Outcome(StrEnum):
 
 
 CAS_FAILED = "cas_failed"
-"""The error code of a cas that compared and lost (the same string as `zraft.kv`)."""
+"""The error code of a cas that compared and lost (the same string as `zraft.state.kv`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Snapshot benchmark: snapshot time, loop pauses and InstallSnapshot on a local cluster.
 
-    python -m zraft.bench_snapshot [--keys 100000] [--value-size 256] [--rate 200] ...
+    python -m zraft.bench.snapshot [--keys 100000] [--value-size 256] [--rate 200] ...
 
 Starts three `zraft-node` processes on 127.0.0.1 (free ports >= 20000) in a temporary
 directory, with automatic snapshots out of the way (`snapshot_entries` 1,000,000), and:
@@ -44,7 +44,8 @@ from typing import Any
 import zmq
 
 import zraft
-from zraft import config, security, wire
+from zraft import config, wire
+from zraft.net import security
 
 NODE_IDS = ("n1", "n2", "n3")
 MIN_PORT = 20000
@@ -589,7 +590,7 @@ def describe(figures: dict[str, Any]) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m zraft.bench_snapshot",
+        prog="python -m zraft.bench.snapshot",
         description="Measure snapshot time, loop pauses and InstallSnapshot on a local "
         "3-node cluster (started and stopped by this script).",
     )

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zraft.core import SnapshotMeta
-from zraft.kv import SnapshotView
+from zraft.state.kv import SnapshotView
 from zraft.storage.snapfile import SnapshotInfo, SnapshotWriter
 from zraft.storage.snapstore import SnapshotStore
 

@@ -9,8 +9,8 @@ Every loop turn (`run_once`):
    propose, read, forward or answer), each up to a budget of frames;
 3. fire at most one tick if it is due (after a stall: one tick, re-anchor, `loop_stalled`);
 4. move snapshots along: send the next window of chunks to followers that need one, and
-   on a tick, write the next slice of our own snapshot (`zraft.snapshots`,
-   `zraft.snapshot_transfer`);
+   on a tick, write the next slice of our own snapshot (`zraft.node.snapshot_maker`,
+   `zraft.node.snapshot_transfer`);
 5. handle one `Ready`: persist with ONE fsync, then send, then apply and answer clients,
    then `advance`. Every request that arrived this turn rides in the same append and the
    same fsync (group commit). A Ready that installs a snapshot received from the leader
@@ -37,7 +37,7 @@ from typing import Any
 
 import zmq
 
-from zraft import __version__, diagnostics, security, wire
+from zraft import __version__, diagnostics, wire
 from zraft.config import ClusterConfig, ConfigError, NodeConfig, is_endpoint
 from zraft.core import (
     ChangeKind,
@@ -57,22 +57,23 @@ from zraft.core import (
 )
 from zraft.core.membership import decode_config
 from zraft.diagnostics import NodeEvent
-from zraft.faults import FaultFile
-from zraft.kv import KVStore, Result, SnapshotView
-from zraft.members import Endpoints, decode_endpoints, endpoints_from_plain
-from zraft.requests import Bucket, Pending, PendingRequests, ReplyTo
-from zraft.snapshot_transfer import Received, SnapshotInbox, SnapshotSender, TransferOutcome
-from zraft.snapshots import SnapshotMaker, SnapshotStats
-from zraft.storage import FileStorage, LogStorage
-from zraft.storage.snapfile import LoadedSnapshot
-from zraft.storage.snapstore import SnapshotStore
-from zraft.transport import (
+from zraft.net import security
+from zraft.net.faults import FaultFile
+from zraft.net.transport import (
     CLIENT_ZAP_DOMAIN,
     PEER_ZAP_DOMAIN,
     CurveKeys,
     ZmqTransport,
 )
-from zraft.zap import AuthRecord, EventLimiter, ZapHandler
+from zraft.net.zap import AuthRecord, EventLimiter, ZapHandler
+from zraft.node.members import Endpoints, decode_endpoints, endpoints_from_plain
+from zraft.node.pending import Bucket, Pending, PendingRequests, ReplyTo
+from zraft.node.snapshot_maker import SnapshotMaker, SnapshotStats
+from zraft.node.snapshot_transfer import Received, SnapshotInbox, SnapshotSender, TransferOutcome
+from zraft.state.kv import KVStore, Result, SnapshotView
+from zraft.storage import FileStorage, LogStorage
+from zraft.storage.snapfile import LoadedSnapshot
+from zraft.storage.snapstore import SnapshotStore
 
 DRAIN_BUDGET = 256  # frames per socket per turn: big batches, bounded tick latency
 STALL_THRESHOLD_TICKS = 5  # a tick this late (in tick lengths) is logged as loop_stalled
@@ -93,7 +94,7 @@ class Node:
         rng: the source of election timeout randomness (injected for tests).
         storage: a storage to use instead of a `FileStorage` in the node's data dir.
         strict_events: raise on an event outside the vocabulary (tests).
-        fault_file: TESTS ONLY: a control file naming peers to cut off (`zraft.faults`).
+        fault_file: TESTS ONLY: a control file naming peers to cut off (`zraft.net.faults`).
         join: start as a node outside the initial membership (`--join`): with an empty
             data dir it never campaigns, and waits for a leader to add it.
         me: this node's endpoints and data dir when the file does not name it (`--join`).
@@ -227,7 +228,7 @@ class Node:
         self._last_role = self._raft.role
         self._last_leader = self._raft.leader_id
         self._faults = FaultFile(fault_file, self._peer_ids) if fault_file else None
-        self._loss = 0.0  # tests only: share of peer sends dropped (zraft.faults)
+        self._loss = 0.0  # tests only: share of peer sends dropped (zraft.net.faults)
         self._loss_rng = random.Random()
 
     def _restore_state(self, cluster: ClusterConfig) -> RestoredState:
@@ -761,7 +762,7 @@ class Node:
                 self._start_transfer(msg)  # streamed in chunks, not sent as one message
                 continue
             if self._loss and self._loss_rng.random() < self._loss:
-                continue  # tests only: injected packet loss (zraft.faults)
+                continue  # tests only: injected packet loss (zraft.net.faults)
             if not self._transport.has_peer(msg.dst):
                 dropped += 1  # a member whose endpoints we have not learned (yet)
                 continue

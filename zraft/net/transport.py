@@ -50,7 +50,7 @@ Socket options, and why (measurements are in PLATFORM.md §4, libzmq 4.3.5):
 CURVE (`curve=CurveKeys(...)`, zraft's default; see zraft/security.py and zraft/zap.py):
 
 - Before any other socket, a ZAP ROUTER is bound at `inproc://zeromq.zap.01` in this
-  transport's context (the node polls it and answers with `zraft.zap`). Without a ZAP
+  transport's context (the node polls it and answers with `zraft.net.zap`). Without a ZAP
   handler a CURVE server admits ANY client key (PLATFORM.md §4a).
 - Both ROUTERs are CURVE servers with this node's secret key and their own ZAP domain
   (`PEER_ZAP_DOMAIN`, `CLIENT_ZAP_DOMAIN`), so the handler knows which one is asked.
@@ -430,7 +430,7 @@ class ZmqTransport:
 
     @property
     def zap_socket(self) -> zmq.Socket[bytes] | None:
-        """The ZAP ROUTER (answer it with `zraft.zap.ZapHandler`), None without CURVE."""
+        """The ZAP ROUTER (answer it with `zraft.net.zap.ZapHandler`), None without CURVE."""
         return self._zap
 
     @property

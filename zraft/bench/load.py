@@ -33,7 +33,7 @@ from typing import Any
 import zmq
 
 from zraft import wire
-from zraft.security import ClientCurve
+from zraft.net.security import ClientCurve
 
 BENCH_OPS = ("put", "get")
 """Operations `run_bench` can drive."""

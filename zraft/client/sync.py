@@ -18,7 +18,7 @@ Rules it keeps:
 - **Writes are retried only inside a session.** Every `put`, `delete` and `cas` carries
   `client` (a random id per `Client`, unless given) and `seq`, a per-client number that
   grows by one per write. A retry of the same write reuses its `seq`, and the server's
-  session table (`zraft.kv`) applies a `(client, seq)` pair at most once and answers a
+  session table (`zraft.state.kv`) applies a `(client, seq)` pair at most once and answers a
   duplicate with the first answer. Reads (`get`) and local ops (`status`, `members`) are
   retried freely.
 - **Admin ops are never re-sent after an ambiguous outcome.** Membership and leadership
@@ -55,8 +55,9 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from zraft import config as _config
-from zraft import security, wire
-from zraft.security import ClientCurve
+from zraft import wire
+from zraft.net import security
+from zraft.net.security import ClientCurve
 
 DEFAULT_TIMEOUT_S = 6.0
 """Default overall deadline of a request: a little above the server's default request
@@ -272,7 +273,7 @@ class Client:
         context: a zmq.Context to use; by default the client makes one and terminates it
             in `close`.
         curve: the client's keys and the nodes' server keys for a CURVE cluster
-            (`zraft.security.client_curve`); None speaks plaintext.
+            (`zraft.net.security.client_curve`); None speaks plaintext.
 
     Raises:
         ValueError: no endpoints, a malformed endpoint, or a timeout <= 0.

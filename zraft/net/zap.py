@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from zraft.security import ClientKey, fingerprint
+from zraft.net.security import ClientKey, fingerprint
 
 _ZAP_VERSION = b"1.0"
 _CURVE = b"CURVE"
