@@ -45,6 +45,8 @@ import zmq
 
 from zraft import wire
 from zraft.state.kv import KVStore
+from zraft.state.machine import KVMachine, result_fields
+from zraft.wire.ops import Route
 
 
 @dataclass(slots=True)
@@ -122,7 +124,9 @@ class FakeCluster:
 
     def writes(self) -> list[tuple[str, int | None, str | None]]:
         """`(op, seq, client)` of every write request received, in order."""
-        return [(req.op, req.seq, req.client) for _, req in self.requests if req.kind == "write"]
+        return [
+            (req.op, req.seq, req.client) for _, req in self.requests if req.spec.route is Route.LOG
+        ]
 
     def close(self) -> None:
         """Stop the thread (bounded wait) and close every socket."""
@@ -205,12 +209,12 @@ class FakeCluster:
             return wire.encode_reply(
                 ok=True, value=value, found=value is not None, leader=self.leader
             )
-        if request.kind == "write":
+        if request.spec.route is Route.LOG:
             self.index += 1
-            result = self.kv.apply(self.index, request.to_command())
+            result = self.kv.apply(self.index, KVMachine.command_of(request))
             if result.index == self.index and result.error is None:
                 self.applied_writes += 1  # not a duplicate answered from the session
-            return wire.encode_result_reply(result, leader=self.leader)
+            return wire.encode_reply(leader=self.leader, **result_fields(result))
         if request.op == "snapshot":
             fresh = self._snapshot_index.get(node.id, 0) < self.index
             self._snapshot_index[node.id] = self.index
@@ -218,7 +222,7 @@ class FakeCluster:
             return wire.encode_reply(ok=True, leader=self.leader, extra={"snapshot": snapshot})
         if request.op == "members":
             return self._members_reply(node)
-        if request.kind == "admin":
+        if request.spec.route is Route.LEADER:
             return self._change(node, request)
         return wire.encode_reply(ok=False, error="bad_request", message="not supported here")
 
@@ -244,7 +248,7 @@ class FakeCluster:
 
     def _change(self, node: FakeNode, request: wire.Request) -> bytes:
         """A membership or leadership op, checked and applied like a leader would."""
-        member_id = request.id
+        member_id = request.get("id")
 
         def refuse(code: str, message: str) -> bytes:
             return wire.encode_reply(ok=False, error=code, message=message, leader=self.leader)
@@ -267,9 +271,11 @@ class FakeCluster:
         if request.op == "add_member":
             if existing is not None:
                 return refuse("bad_request", f"{member_id} is already a {existing.role}")
-            assert request.peer is not None and request.client_endpoint is not None
-            self.members[member_id] = FakeMember("learner", request.peer, request.client_endpoint)
-            promote_later = not request.learner
+            assert request.get("peer") is not None and request.get("client_endpoint") is not None
+            self.members[member_id] = FakeMember(
+                "learner", request.get("peer"), request.get("client_endpoint")
+            )
+            promote_later = not request.get("learner", False)
         elif existing is None:
             return refuse("bad_request", f"{member_id} is not a member")
         elif request.op == "promote_member":

@@ -188,4 +188,4 @@ def test_a_refused_add_member_leaves_no_endpoints_behind(cluster: InProcessClust
     # Internals: the directory is not visible on the wire except inside CONFIG entries.
     for node_id, node in cluster.nodes.items():
         cluster.run_until(lambda n=node: "n7" in n.raft.membership.members, "n7 appended")
-        assert "n8" not in node._endpoints, f"{node_id} kept the refused member's endpoints"
+        assert "n8" not in node._admin.endpoints, f"{node_id} kept the refused member's endpoints"

@@ -27,6 +27,7 @@ from zraft.net.transport import (
     ZmqTransport,
 )
 from zraft.net.zap import AuthRecord, EventLimiter, ZapHandler, decide
+from zraft.wire import ops
 
 WAIT_S = 5.0
 
@@ -99,12 +100,28 @@ def test_fingerprints_are_short_and_agree_for_text_and_raw_keys() -> None:
     ],
 )
 def test_roles(role: str, allowed: set[str]) -> None:
-    for kind in ("read", "local", "write", "admin"):
-        assert security.role_allows(role, kind) == (kind in allowed), (role, kind)
+    """The role matrix: `read` keys read and look, `write` keys also write, `admin` keys
+    also change the cluster and take snapshots (each op's `role` in the op table)."""
+    kinds = {
+        "get": "read",
+        "status": "local",
+        "members": "local",
+        "put": "write",
+        "delete": "write",
+        "cas": "write",
+        "add_member": "admin",
+        "promote_member": "admin",
+        "remove_member": "admin",
+        "transfer_leader": "admin",
+        "snapshot": "admin",
+    }
+    assert set(kinds) == set(ops.OPS)
+    for op, kind in kinds.items():
+        assert ops.role_allows(role, ops.OPS[op]) == (kind in allowed), (role, op)
 
 
 def test_required_role_names_the_weakest_role() -> None:
-    assert [security.required_role(k) for k in ("read", "local", "write", "admin")] == [
+    assert [ops.OPS[op].role for op in ("get", "status", "put", "add_member")] == [
         "read",
         "read",
         "write",

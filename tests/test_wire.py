@@ -27,6 +27,7 @@ from zraft.core.messages import (
 )
 from zraft.core.types import Entry, EntryKind, Membership, SnapshotMeta
 from zraft.state.kv import Cas, Command, Delete, Put, Result
+from zraft.state.machine import KVMachine, result_fields
 from zraft.wire import (
     MAX_ENTRIES,
     TAG_FORWARD,
@@ -49,10 +50,10 @@ from zraft.wire import (
     encode_message,
     encode_reply,
     encode_request,
-    encode_result_reply,
     encode_snapshot_ack,
     encode_snapshot_chunk,
 )
+from zraft.wire.ops import Retry, Route
 
 PEERS = frozenset({"n1", "n2", "n3"})
 
@@ -117,18 +118,18 @@ COMMANDS = [
 ]
 
 REQUESTS = [
-    Request(op="put", key=b"k", value=b"v"),
-    Request(op="put", key=b"k", value=b"", client="c1", seq=3),
-    Request(op="get", key=b"k"),
-    Request(op="get", key=b"k", consistency="serializable"),
-    Request(op="delete", key=b"\xffk"),
-    Request(op="cas", key=b"k", expected=None, has_expected=True, value=b"v"),
-    Request(op="cas", key=b"k", expected=b"a", has_expected=True, value=b"b", client="c", seq=0),
-    Request(op="status"),
-    Request(op="add_member", id="n4", peer="tcp://h:7104", client_endpoint="tcp://h:7204"),
-    Request(op="add_member", id="n5", peer="tcp://h:7105", learner=True),
-    Request(op="transfer_leader", id="n2"),
-    Request(op="snapshot"),
+    Request.of("put", key=b"k", value=b"v"),
+    Request.of("put", key=b"k", value=b"", client="c1", seq=3),
+    Request.of("get", key=b"k"),
+    Request.of("get", key=b"k", consistency="serializable"),
+    Request.of("delete", key=b"\xffk"),
+    Request.of("cas", key=b"k", expected=None, value=b"v"),
+    Request.of("cas", key=b"k", expected=b"a", value=b"b", client="c", seq=0),
+    Request.of("status"),
+    Request.of("add_member", id="n4", peer="tcp://h:7104", client_endpoint="tcp://h:7204"),
+    Request.of("add_member", id="n5", peer="tcp://h:7105", learner=True),
+    Request.of("transfer_leader", id="n2"),
+    Request.of("snapshot"),
 ]
 
 
@@ -420,33 +421,31 @@ def test_invalid_commands(buf: bytes) -> None:
 # --- client requests --------------------------------------------------------------------
 
 VALID_REQUESTS = [
-    ({"op": "put", "key": "k", "value": "v"}, Request(op="put", key=b"k", value=b"v")),
-    ({"op": "put", "key": b"\x00", "value": b""}, Request(op="put", key=b"\x00", value=b"")),
-    ({"op": "get", "key": "k"}, Request(op="get", key=b"k")),
+    ({"op": "put", "key": "k", "value": "v"}, Request.of("put", key=b"k", value=b"v")),
+    ({"op": "put", "key": b"\x00", "value": b""}, Request.of("put", key=b"\x00", value=b"")),
+    ({"op": "get", "key": "k"}, Request.of("get", key=b"k")),
     (
         {"op": "get", "key": "k", "consistency": "serializable"},
-        Request(op="get", key=b"k", consistency="serializable"),
+        Request.of("get", key=b"k", consistency="serializable"),
     ),
-    ({"op": "del", "key": "k"}, Request(op="delete", key=b"k")),
-    ({"op": "delete", "key": "ключ"}, Request(op="delete", key="ключ".encode())),
+    ({"op": "del", "key": "k"}, Request.of("delete", key=b"k")),
+    ({"op": "delete", "key": "ключ"}, Request.of("delete", key="ключ".encode())),
     (
         {"op": "cas", "key": "k", "expected": None, "value": "v"},
-        Request(op="cas", key=b"k", expected=None, has_expected=True, value=b"v"),
+        Request.of("cas", key=b"k", expected=None, value=b"v"),
     ),
     (
         {"op": "cas", "key": "k", "expected": "a", "value": b"b", "client": "c", "seq": 4},
-        Request(
-            op="cas", key=b"k", expected=b"a", has_expected=True, value=b"b", client="c", seq=4
-        ),
+        Request.of("cas", key=b"k", expected=b"a", value=b"b", client="c", seq=4),
     ),
-    ({"op": "status"}, Request(op="status")),
-    ({"op": "status", "client": "c", "seq": 1}, Request(op="status", client="c", seq=1)),
+    ({"op": "status"}, Request.of("status")),
+    ({"op": "status", "client": "c", "seq": 1}, Request.of("status", client="c", seq=1)),
     (
         {"op": "add_member", "id": "n4", "peer": "tcp://h:1", "learner": True},
-        Request(op="add_member", id="n4", peer="tcp://h:1", learner=True),
+        Request.of("add_member", id="n4", peer="tcp://h:1", learner=True),
     ),
-    ({"op": "remove_member", "id": "n4"}, Request(op="remove_member", id="n4")),
-    ({"op": "members"}, Request(op="members")),
+    ({"op": "remove_member", "id": "n4"}, Request.of("remove_member", id="n4")),
+    ({"op": "members"}, Request.of("members")),
 ]
 
 
@@ -457,15 +456,19 @@ def test_valid_requests(fields: dict[str, Any], want: Request) -> None:
     assert decode_request(encode_request(op, **fields)) == want
 
 
-def test_request_kind_and_command() -> None:
-    assert [r.kind for r in REQUESTS[:8]] == ["write"] * 2 + ["read"] * 2 + ["write"] * 3 + [
-        "local"
+def test_request_policies_and_command() -> None:
+    """What `kind` used to say is three attributes of the op; the command is the machine's."""
+    policies = [(r.spec.role, r.spec.route, r.spec.retry) for r in REQUESTS[:8]]
+    write = ("write", Route.LOG, Retry.SESSION)
+    read = ("read", Route.READ, Retry.ALWAYS)
+    assert policies == [write] * 2 + [read] * 2 + [write] * 3 + [
+        ("read", Route.LOCAL, Retry.ALWAYS)
     ]
-    assert REQUESTS[1].to_command() == Command(Put(b"k", b""), "c1", 3)
-    assert REQUESTS[4].to_command() == Command(Delete(b"\xffk"))
-    assert REQUESTS[6].to_command() == Command(Cas(b"k", b"a", b"b"), "c", 0)
+    assert KVMachine.command_of(REQUESTS[1]) == Command(Put(b"k", b""), "c1", 3)
+    assert KVMachine.command_of(REQUESTS[4]) == Command(Delete(b"\xffk"))
+    assert KVMachine.command_of(REQUESTS[6]) == Command(Cas(b"k", b"a", b"b"), "c", 0)
     with pytest.raises(ValueError):
-        REQUESTS[2].to_command()
+        KVMachine.command_of(REQUESTS[2])
 
 
 INVALID_REQUESTS = [
@@ -593,7 +596,7 @@ def test_error_reply_and_status_extra() -> None:
     ],
 )
 def test_result_reply(result: Result, want: dict[str, Any]) -> None:
-    assert decode_reply(encode_result_reply(result, leader="n1")) == want
+    assert decode_reply(encode_reply(leader="n1", **result_fields(result))) == want
 
 
 @pytest.mark.parametrize(

@@ -274,15 +274,11 @@ class _Parser:
 
     def parse(self, data: dict[str, Any]) -> ClusterConfig:
         """Turn the whole document into a `ClusterConfig`."""
-        self.check_keys(
-            data, "", required=("cluster",), optional=("node", "client_key", "client")
-        )
+        self.check_keys(data, "", required=("cluster",), optional=("node", "client_key", "client"))
         cluster = data["cluster"]
         if not isinstance(cluster, dict):
             raise self.fail("cluster", f"expected a table [cluster], got {_describe(cluster)}")
-        self.check_keys(
-            cluster, "cluster.", _CLUSTER_REQUIRED, (*_CLUSTER_DEFAULTS, "security")
-        )
+        self.check_keys(cluster, "cluster.", _CLUSTER_REQUIRED, (*_CLUSTER_DEFAULTS, "security"))
         values = {**_CLUSTER_DEFAULTS, **cluster}
         security = self.choice(cluster, "cluster.security", SECURITY_MODES, "curve")
 

@@ -58,6 +58,7 @@ from zraft import config as _config
 from zraft import wire
 from zraft.net import security
 from zraft.net.security import ClientCurve
+from zraft.wire import ops
 
 DEFAULT_TIMEOUT_S = 6.0
 """Default overall deadline of a request: a little above the server's default request
@@ -67,6 +68,7 @@ MIN_ATTEMPT_TIMEOUT_S = 0.5
 """Lower bound of the default per-attempt timeout with several endpoints."""
 
 RETRYABLE_ERRORS = frozenset({"unavailable", "not_leader"})
+_RETRY_LOST = frozenset({ops.Retry.ALWAYS, ops.Retry.SESSION})  # re-sent after a lost reply
 """Error codes that mean "not done here, try elsewhere"; retried until the deadline."""
 
 _UNSENT = "not sent: "
@@ -110,7 +112,6 @@ _HANDSHAKE_EVENTS = {
 }
 """Monitor events that end a connection for good (libzmq does not retry), and what they
 mean for a zraft client."""
-
 
 
 def _final(event: int, curve: bool) -> bool:
@@ -596,7 +597,7 @@ class Client:
         Writes get the session fields `client` and `seq` unless the caller passes them.
 
         Args:
-            op: an op of `wire.KNOWN_OPS` (or an alias such as `del`).
+            op: an op of `wire.ops.OPS` (or an alias such as `del`).
             fields: the request's fields (DESIGN.md §2); str keys and values are sent as
                 str and stored UTF-8 encoded.
 
@@ -613,18 +614,18 @@ class Client:
         """
         if self._closed:
             raise ClientError("the client is closed")
-        op = wire.OP_ALIASES.get(op, op)
-        spec = wire.KNOWN_OPS.get(op)
+        spec = ops.lookup(op)
         if spec is None:
-            raise ValueError(f"unknown op {op!r}; known ops: {', '.join(sorted(wire.KNOWN_OPS))}")
-        if spec.kind == "write" and "client" not in fields and "seq" not in fields:
+            raise ValueError(f"unknown op {op!r}; known ops: {', '.join(sorted(ops.OPS))}")
+        op = spec.name
+        if spec.has_session and "client" not in fields and "seq" not in fields:
             # A new write takes the next seq; its retries below reuse the same frame.
             fields = {**fields, "client": self._client_id, "seq": self._next_seq}
             frame = wire.encode_request(op, **fields)
             self._next_seq += 1
         else:
             frame = wire.encode_request(op, **fields)
-        return self._exchange(frame, op=op, retry_lost=spec.kind != "admin")
+        return self._exchange(frame, op=op, retry_lost=spec.retry in _RETRY_LOST)
 
     def _exchange(self, frame: bytes, *, op: str, retry_lost: bool) -> Reply:
         """Send `frame` to one endpoint after another until a usable reply or the deadline."""

@@ -258,9 +258,7 @@ class Raft:
         if self.role is not Role.LEADER and self._is_promotable():
             self._start_election(transfer=False)
 
-    def propose_membership(
-        self, change: MembershipChange, context: bytes = b""
-    ) -> tuple[int, int]:
+    def propose_membership(self, change: MembershipChange, context: bytes = b"") -> tuple[int, int]:
         """Append a CONFIG entry making one single-server change; returns its (term, index).
 
         `context` is stored in the entry for the driver (zraft: every member's endpoints).

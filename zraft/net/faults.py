@@ -11,14 +11,23 @@ both are optional, and an empty or missing file heals. Only the command-line fla
 this; nothing received on the wire can.
 A malformed file is reported once per change and otherwise ignored (the last good setting
 stays), so a test's half-written file cannot stop a node.
+
+`FaultyTransport` wraps the node's transport with these hooks, so the node itself holds
+no fault code: it re-reads the file on `on_tick`, blocks peers in the transport below,
+and drops the `loss` share of the Raft messages the node sends.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from zraft.net.base import BadInput, ClientRequest, Readiness, Transport
 
 CHECK_EVERY_TICKS = 5
 
@@ -71,3 +80,96 @@ class FaultFile:
         if unknown:
             return f"fault file {self._path} names unknown peers {sorted(unknown)}"
         return FaultSetting(block, float(loss))
+
+
+class FaultyTransport:
+    """A `Transport` with the control file's faults (TESTS ONLY; see the module doc).
+
+    Args:
+        inner: the transport to wrap.
+        path: the control file.
+        peers: the peer ids the file may name.
+        report: called with the text of an unreadable file (logged as `bad_frame`).
+    """
+
+    def __init__(
+        self,
+        inner: Transport,
+        path: Path,
+        peers: frozenset[str],
+        report: Callable[[str], None],
+    ) -> None:
+        self._inner = inner
+        self._file = FaultFile(path, peers)
+        self._report = report
+        self._loss = 0.0
+        self._rng = random.Random()
+        self.node_id = inner.node_id
+
+    @property
+    def zap_socket(self) -> Any:
+        """The inner transport's ZAP socket."""
+        return self._inner.zap_socket
+
+    def on_tick(self, now: float) -> None:
+        """The inner upkeep, then the control file (every few ticks)."""
+        self._inner.on_tick(now)
+        change = self._file.poll()
+        if isinstance(change, str):
+            self._report(change)
+        elif change is not None:
+            self._inner.set_blocked_peers(change.block)
+            self._loss = change.loss
+
+    def send_message(self, peer_id: str, frame: bytes) -> bool:
+        """Send a Raft message, or drop it as the file's `loss` says (a drop is silent,
+        like a lost packet: Raft retries)."""
+        if self._loss and self._rng.random() < self._loss:
+            return True
+        return self._inner.send(peer_id, frame)
+
+    def poll(self, timeout_ms: int) -> Readiness:
+        """See `Transport.poll`."""
+        return self._inner.poll(timeout_ms)
+
+    def recv_peers(self, budget: int) -> list[tuple[bytes, bytes]]:
+        """See `Transport.recv_peers`."""
+        return self._inner.recv_peers(budget)
+
+    def recv_client_requests(self, budget: int) -> list[ClientRequest]:
+        """See `Transport.recv_client_requests`."""
+        return self._inner.recv_client_requests(budget)
+
+    def take_bad_inputs(self) -> list[BadInput]:
+        """See `Transport.take_bad_inputs`."""
+        return self._inner.take_bad_inputs()
+
+    def send(self, peer_id: str, frame: bytes) -> bool:
+        """See `Transport.send`."""
+        return self._inner.send(peer_id, frame)
+
+    def has_peer(self, peer_id: str) -> bool:
+        """See `Transport.has_peer`."""
+        return self._inner.has_peer(peer_id)
+
+    def reply(self, envelope: Sequence[bytes], body: bytes) -> bool:
+        """See `Transport.reply`."""
+        return self._inner.reply(envelope, body)
+
+    def accept_from(self, peer_ids: Iterable[str]) -> None:
+        """See `Transport.accept_from`."""
+        self._inner.accept_from(peer_ids)
+
+    def update_peers(
+        self, peers: Mapping[str, str], server_keys: Mapping[str, bytes] | None = None
+    ) -> None:
+        """See `Transport.update_peers`."""
+        self._inner.update_peers(peers, server_keys)
+
+    def set_blocked_peers(self, peer_ids: Iterable[str]) -> None:
+        """See `Transport.set_blocked_peers`."""
+        self._inner.set_blocked_peers(peer_ids)
+
+    def close(self) -> None:
+        """See `Transport.close`."""
+        self._inner.close()

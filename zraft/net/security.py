@@ -11,9 +11,8 @@ authentication). This module holds everything about keys that is not socket glue
   read (the ssh rule), a missing file, or one that is not a single Z85 key, each with a
   message naming the file and what to do. Secrets never appear in messages, reprs or
   logs; only `fingerprint(public_key)` does.
-- **Roles.** A client key has a role: `read` (get, status), `write` (plus put, delete,
-  cas) or `admin` (plus membership, snapshot and leadership ops). `role_allows` is the one
-  place that maps an op's kind (`zraft.wire.OpSpec.kind`) to the roles allowed to run it.
+- **Roles.** A client key has a role (`read`, `write` or `admin`), read from the config
+  here; which role an op needs is declared with the op (`zraft.wire.ops`).
 - **Resolution.** `node_keys(cluster, node_id)` and `client_keys(cluster, ...)` turn the
   key references of a `ClusterConfig` (inline Z85 text or `.pub` files) into the raw
   material the node's sockets and ZAP handler, or a client, need.
@@ -36,16 +35,6 @@ from zraft.config import ClusterConfig, KeyRef, NodeConfig
 
 Z85_KEY_RE = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
 """A 32-byte CURVE key in Z85 text: exactly 40 characters of the Z85 alphabet."""
-
-ROLES = ("read", "write", "admin")
-"""Client roles, each allowed everything the previous one is."""
-
-_ROLE_KINDS: Mapping[str, frozenset[str]] = {
-    # `local` ops (status, members) only describe the cluster: any key may ask.
-    "read": frozenset({"read", "local"}),
-    "write": frozenset({"read", "local", "write"}),
-    "admin": frozenset({"read", "local", "write", "admin"}),
-}
 
 ENV_CLIENT_KEY = "ZRAFT_CLIENT_KEY"
 """Environment variable naming the client's secret key file (below `--key`, above the config)."""
@@ -94,19 +83,6 @@ def fingerprint(public_key: bytes | str) -> str:
 def is_z85_key(text: str) -> bool:
     """Whether `text` is a 40-character Z85 key."""
     return bool(Z85_KEY_RE.fullmatch(text))
-
-
-def role_allows(role: str, kind: str) -> bool:
-    """Whether a client with `role` may run an op of `kind` (`read`, `local`, `write`, `admin`).
-
-    An unknown role allows nothing (fail closed).
-    """
-    return kind in _ROLE_KINDS.get(role, frozenset())
-
-
-def required_role(kind: str) -> str:
-    """The weakest role allowed to run an op of `kind` (for the `forbidden` message)."""
-    return next((role for role in ROLES if kind in _ROLE_KINDS[role]), "admin")
 
 
 # --- key files ------------------------------------------------------------------------
@@ -374,7 +350,7 @@ def client_curve(cluster: ClusterConfig, key_file: Path | str | None = None) -> 
     path = client_key_file(cluster, key_file)
     if path is None:
         raise SecurityError(
-            f"{cluster.path}: the cluster requires a client key (security = \"curve\"); give "
+            f'{cluster.path}: the cluster requires a client key (security = "curve"); give '
             f"--key FILE, set {ENV_CLIENT_KEY}=FILE, or set [client] secret_key_file"
         )
     own = read_secret_key(path)

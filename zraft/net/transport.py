@@ -75,11 +75,19 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from enum import StrEnum
 from types import TracebackType
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
+
+from zraft.net.base import (
+    BadInput,
+    BadInputReason,
+    ClientRequest,
+    Readiness,
+    TransportCounters,
+    TransportError,
+)
 
 DEFAULT_PEER_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """Largest peer frame accepted (MAXMSGSIZE of the peer ROUTER): appends and snapshot chunks."""
@@ -120,61 +128,6 @@ _DEALER_RCVHWM = 16
 _MAX_BAD_KEPT = 64  # BadInput records kept between two `take_bad_inputs` calls
 
 
-class TransportError(Exception):
-    """An endpoint could not be bound or connected (a local, configuration-level error).
-
-    Attributes:
-        endpoint: the endpoint that failed, e.g. `tcp://127.0.0.1:7101`.
-        errno: the libzmq errno (`errno.EADDRINUSE` for a port in use), or None.
-    """
-
-    def __init__(self, message: str, endpoint: str, errno: int | None) -> None:
-        super().__init__(message)
-        self.endpoint = endpoint
-        self.errno = errno
-
-
-class BadInputReason(StrEnum):
-    """Why a received message was dropped as malformed (the `reason` of `bad_frame`)."""
-
-    FRAME_COUNT = "frame_count"  # peer: not exactly [routing_id, frame]; client: not one body
-    EMPTY_FRAME = "empty_frame"  # peer: a zero-length frame (no message encodes to b"")
-    UNKNOWN_SENDER = "unknown_sender"  # peer: routing id is not a configured peer
-    NO_DELIMITER = "no_delimiter"  # client: no empty frame ends the envelope
-
-
-@dataclass(frozen=True, slots=True)
-class BadInput:
-    """One malformed message that was dropped instead of delivered.
-
-    `sender` is the routing id the ROUTER reported: the peer's own id for peers, a
-    libzmq-generated id (5 bytes starting with NUL) for anonymous clients. `envelope` is
-    set only for a client message whose envelope was well formed but whose body was not;
-    the node may `reply()` an error to it so a REQ client does not wait forever.
-    """
-
-    source: str  # "peer" or "client"
-    sender: bytes
-    reason: BadInputReason
-    envelope: tuple[bytes, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TransportCounters:
-    """Running totals since the transport was created; diff two snapshots for rates."""
-
-    peer_frames_sent: int = 0
-    peer_frames_received: int = 0
-    peer_send_dropped: int = 0  # zmq.Again: peer not connected, or its queue is full
-    peer_blocked_dropped: int = 0  # fault hook, both directions
-    peer_bad_input: int = 0
-    client_requests_received: int = 0
-    client_bad_input: int = 0
-    client_replies_sent: int = 0
-    client_replies_dropped: int = 0
-    send_dropped_by_peer: dict[str, int] = field(default_factory=dict)
-
-
 @dataclass(frozen=True, slots=True)
 class CurveKeys:
     """The CURVE material of a transport (Z85 bytes, as pyzmq's socket options take them).
@@ -188,16 +141,6 @@ class CurveKeys:
     public: bytes
     secret: bytes = field(repr=False)
     peer_server_keys: Mapping[str, bytes] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ClientRequest:
-    """One well-formed client request: its envelope (pass it to `reply`), its body, and the
-    `User-Id` the ZAP handler gave its connection (the key's role), None without CURVE."""
-
-    envelope: list[bytes]
-    body: bytes
-    user: str | None
 
 
 _COUNTER_NAMES = tuple(
@@ -280,6 +223,7 @@ class ZmqTransport:
         # Peer id -> server key; grows when membership changes add peers (update_peers).
         self._server_keys: dict[str, bytes] = dict(curve.peer_server_keys) if curve else {}
         self._zap: zmq.Socket[bytes] | None = None
+        self._poller: zmq.Poller | None = None
         # CURVE only: a monitor per DEALER, and when to dial again a peer that refused us.
         self._monitors: dict[str, zmq.Socket[bytes]] = {}
         self._redial_at: dict[str, float] = {}
@@ -445,6 +389,21 @@ class ZmqTransport:
         if self._zap is not None:
             poller.register(self._zap, zmq.POLLIN)
 
+    def poll(self, timeout_ms: int) -> Readiness:
+        """Wait up to `timeout_ms` on both ROUTERs (and the ZAP socket): the node's one
+        poller, owned here so the loop never touches a socket."""
+        if self._poller is None:
+            self._poller = zmq.Poller()
+            self.register(self._poller)
+        events = dict(self._poller.poll(timeout_ms))
+        peers, clients = self.readable(events)
+        zap = self._zap is not None and bool(events.get(self._zap, 0) & zmq.POLLIN)
+        return Readiness(peers=peers, clients=clients, zap=zap)
+
+    def on_tick(self, now: float) -> None:
+        """Once a tick: dial again the peers that refused our handshake."""
+        self.redial_refused(now)
+
     def readable(self, events: Mapping[zmq.Socket[bytes], int]) -> tuple[bool, bool]:
         """Return `(peers_ready, clients_ready)` from `dict(poller.poll(timeout))`.
 
@@ -484,6 +443,8 @@ class ZmqTransport:
             return False
         self._counts["peer_frames_sent"] += 1
         return True
+
+    send_message = send  # a Raft message is just a frame here (faults.FaultyTransport drops some)
 
     def has_peer(self, peer_id: str) -> bool:
         """Whether `peer_id` has a connection (membership changes add peers)."""

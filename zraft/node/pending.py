@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from zraft.wire import Request
+from zraft.wire.client import Request
 
 Bucket = Literal["writes", "reads", "forwarded", "parked"]
 

@@ -37,7 +37,7 @@ from zraft.core import SnapshotMeta, SnapshotRequest
 from zraft.storage.base import CorruptSnapshotError
 from zraft.storage.snapfile import LoadedSnapshot
 from zraft.storage.snapstore import SnapshotReceiver, SnapshotStore
-from zraft.wire import SnapshotAck, SnapshotChunk, encode_snapshot_chunk
+from zraft.wire.peer import SnapshotAck, SnapshotChunk, encode_snapshot_chunk
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 DEFAULT_WINDOW = 4

@@ -1,0 +1,357 @@
+"""Serving client requests: from a decoded request to its one reply.
+
+`RequestServer` takes every request a node receives (from a client, or forwarded by a
+follower), checks the caller's role against the op's declaration, and dispatches on the
+op's route (`zraft.wire.ops.Route`):
+
+- `LOCAL` and `NODE` ops go to the handler the node registered for them;
+- `LOG` ops become a state machine command proposed to the Raft core (a follower forwards
+  the request to its leader instead), answered when the entry is applied;
+- `READ` ops wait for a ReadIndex point, then for the state machine to reach it (a
+  `serializable` read is served at once);
+- `LEADER` ops go to their handler on the leader, and are forwarded everywhere else.
+
+While a request is in flight it waits in `PendingRequests` (written, read, forwarded, or
+parked while no leader is known); every one is answered by its deadline at the latest.
+This module never touches sockets directly: it replies through a `ReplySink`, so it can
+be driven without sockets (`zraft.net.inmem`). It must not decide what an op means: the
+op table says how to route it, its handler or the state machine what it does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from zraft.core import Entry, NotLeader, ProposalDropped, Raft, ReadState, Role
+from zraft.net.transport import BadInput, ClientRequest
+from zraft.node.pending import Bucket, Pending, PendingRequests, ReplyTo
+from zraft.node.reports import Reporter
+from zraft.state.machine import ReplyFields, StateMachine
+from zraft.wire.client import Request, decode_reply, decode_request, encode_reply
+from zraft.wire.codec import DecodeError, TooLarge
+from zraft.wire.ops import OPS, Limits, Route, role_allows
+from zraft.wire.peer import ForwardReply, encode_forward, encode_forward_reply
+
+Handler = Callable[[Pending], bool]
+"""Serves one request of a `LOCAL`, `NODE` or `LEADER` op. Returns False when it cannot
+start yet (no leader, a transfer under way): the request is parked and tried again."""
+
+HANDLED_ROUTES = frozenset({Route.LOCAL, Route.NODE, Route.LEADER})
+"""Routes whose ops need a registered `Handler` (the others are the state machine's)."""
+
+
+class ReplySink(Protocol):
+    """Where replies go: a client envelope on the client socket, or a peer (forwards)."""
+
+    def reply(self, envelope: tuple[bytes, ...], body: bytes) -> bool:
+        """Send `body` to the client behind `envelope`."""
+        ...
+
+    def send(self, peer_id: str, frame: bytes) -> bool:
+        """Send one peer frame."""
+        ...
+
+
+def missing_handlers(handlers: Mapping[str, Handler], machine: StateMachine) -> list[str]:
+    """Every declared op that nothing would serve: no handler for its route, or a
+    command or read the state machine does not know. Empty when all is well."""
+    missing = []
+    for name, spec in OPS.items():
+        if spec.route in HANDLED_ROUTES:
+            served = name in handlers
+        elif spec.route is Route.LOG:
+            served = name in machine.commands
+        elif spec.route is Route.READ:
+            served = name in machine.reads
+        else:  # LONG_POLL: no dispatcher yet
+            served = False
+        if not served:
+            missing.append(f"{name} ({spec.route})")
+    return missing
+
+
+class RequestServer:
+    """Every client request a node is working on, from arrival to reply.
+
+    Args:
+        node_id: this node's id (the `leader` of the replies it gives as leader).
+        raft: the core: proposals, read indexes, leader and membership.
+        machine: the state machine: write commands and reads.
+        sink: where replies and forwards go.
+        limits: request size limits.
+        request_timeout_s: every request is answered within this.
+        clock: a monotonic clock in seconds.
+        reporter: for `bad_frame`.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        raft: Raft,
+        machine: StateMachine,
+        sink: ReplySink,
+        *,
+        limits: Limits,
+        request_timeout_s: float,
+        clock: Callable[[], float],
+        reporter: Reporter,
+    ) -> None:
+        self._id = node_id
+        self._raft = raft
+        self._machine = machine
+        self._sink = sink
+        self._limits = limits
+        self._timeout_s = request_timeout_s
+        self._clock = clock
+        self._reporter = reporter
+        self._handlers: dict[str, Handler] = {}
+        self.pending = PendingRequests()
+        self._next_id = 1  # read contexts, forward ids and park ids; never reused
+
+    def register(self, handlers: Mapping[str, Handler]) -> None:
+        """Take the node's handlers; every declared op must then be served.
+
+        Raises:
+            RuntimeError: an op would be served by nothing (the node must not start).
+        """
+        self._handlers.update(handlers)
+        missing = missing_handlers(self._handlers, self._machine)
+        if missing:
+            raise RuntimeError(f"no handler for the declared ops: {', '.join(missing)}")
+
+    def take_id(self) -> int:
+        """A fresh id for a read context, a forward or a parked request."""
+        self._next_id += 1
+        return self._next_id
+
+    # --- input ------------------------------------------------------------------------
+
+    def accept(self, incoming: Iterable[ClientRequest]) -> None:
+        """Decode, check and serve requests read from the client socket."""
+        for request in incoming:
+            envelope, role = request.envelope, request.user
+            reply_to = ReplyTo(envelope=tuple(envelope))
+            try:
+                decoded = decode_request(
+                    request.body, max_key=self._limits.max_key, max_value=self._limits.max_value
+                )
+            except TooLarge as exc:
+                self.reply_error(reply_to, "too_large", exc.reason)
+                continue
+            except DecodeError as exc:
+                sender = envelope[0].hex() if envelope else ""
+                self._reporter.bad_frame("client", sender, exc.reason)
+                self.reply_error(reply_to, "bad_request", exc.reason)
+                continue
+            spec = decoded.spec
+            if role is not None and not role_allows(role, spec):
+                # The role comes from the ZAP handler (the key), never from the request.
+                # Forwarded requests skip this: the node that took them checked it.
+                self.reply_error(
+                    reply_to,
+                    "forbidden",
+                    f"op {decoded.op!r} needs a {spec.role!r} key; this client's key has "
+                    f"role {role!r}",
+                )
+                continue
+            self.serve(decoded, reply_to)
+
+    def refuse_bad_inputs(self, bad_inputs: Iterable[BadInput]) -> None:
+        """Report malformed messages the transport dropped; answer a client that waits."""
+        for bad in bad_inputs:
+            sender = (
+                bad.sender.decode("utf-8", "replace") if bad.source == "peer" else bad.sender.hex()
+            )
+            self._reporter.bad_frame(bad.source, sender, str(bad.reason))
+            if bad.envelope is not None:
+                self.reply_error(ReplyTo(envelope=bad.envelope), "bad_request", str(bad.reason))
+
+    # --- dispatch ---------------------------------------------------------------------
+
+    def serve(self, request: Request, reply_to: ReplyTo) -> None:
+        """Answer, propose, read, forward or park one decoded request."""
+        route = request.spec.route
+        if route is not Route.LOCAL and self._id not in self._raft.membership.members:
+            # Removed (or not added yet): no leader will tell us anything; send the client
+            # elsewhere at once instead of parking its request until the timeout.
+            message = f"{self._id} is not a member of the cluster; ask another node"
+            self.reply_error(reply_to, "unavailable", message)
+            return
+        pending = Pending(request, reply_to, self._clock() + self._timeout_s)
+        if not self._dispatch(pending):
+            self.pending.add("parked", self.take_id(), pending)
+
+    def _dispatch(self, pending: Pending) -> bool:
+        """Start work on a request; False if it must wait for a leader (parked)."""
+        request = pending.request
+        route = request.spec.route
+        if route is Route.LOG:
+            return self._propose(pending)
+        if route is Route.READ:
+            return self._read(pending)
+        if route is Route.LEADER and self._raft.role is not Role.LEADER:
+            return self.forward(pending, self._raft.leader_id)
+        return self._handlers[request.op](pending)
+
+    def _propose(self, pending: Pending) -> bool:
+        try:
+            term, index = self._raft.propose(self._machine.command(pending.request))
+        except NotLeader as exc:
+            return self.forward(pending, exc.leader_hint)
+        except ProposalDropped:
+            return False  # a leadership transfer is under way; retry after it
+        self.await_apply(pending, term, index)
+        return True
+
+    def await_apply(self, pending: Pending, term: int, index: int) -> None:
+        """Answer `pending` when the entry it proposed at (term, index) is applied."""
+        pending.term = term
+        displaced = self.pending.writes.get(index)
+        if displaced is not None:
+            # A write proposed here in an earlier term is gone from OUR log, but a copy on
+            # another node may still be committed by a later leader (Figure 8): its
+            # outcome is unknown, not "not applied". Its session makes a retry safe.
+            self.reply_error(
+                displaced.reply_to,
+                "timeout",
+                "leadership changed; the write may or may not be applied (retry it)",
+            )
+        self.pending.add("writes", index, pending)
+
+    def _read(self, pending: Pending) -> bool:
+        if pending.request.get("consistency") == "serializable":
+            self._answer_read(pending)  # served locally; may be stale by design
+            return True
+        context = self.take_id()
+        try:
+            self._raft.read_index(context)  # a follower asks its leader (thesis §6.4)
+        except NotLeader:
+            return False
+        self.pending.add("reads", context, pending)
+        return True
+
+    def forward(self, pending: Pending, leader: str | None) -> bool:
+        """Send a request to the leader; False if there is none to send to right now."""
+        if pending.reply_to.is_forwarded:
+            # Never forward twice (no loops): the follower relays this to its client,
+            # whose retry finds the new leader.
+            self.reply_error(pending.reply_to, "not_leader", "this node is no longer the leader")
+            return True
+        if leader is None or leader == self._id:
+            return False
+        forward_id = self.take_id()
+        if not self._sink.send(leader, encode_forward(self._id, forward_id, pending.request)):
+            return False  # not sent at all (no connection): safe to try again
+        self.pending.add("forwarded", forward_id, pending)
+        return True
+
+    def relay(self, item: ForwardReply) -> None:
+        """The leader answered a request we forwarded: pass its reply on unchanged."""
+        pending = self.pending.forwarded.pop(item.request_id, None)
+        if pending is None:
+            return  # already timed out
+        try:
+            decode_reply(item.reply)
+        except DecodeError as exc:
+            self._reporter.bad_frame("peer", item.src, f"forward reply: {exc.reason}")
+            self.reply_error(pending.reply_to, "internal", "the leader sent a malformed reply")
+            return
+        self.send_reply(pending.reply_to, item.reply)
+
+    def retry_parked(self) -> None:
+        """Dispatch parked requests again (a leader is known now)."""
+        for park_id, pending in self.pending.take_parked():
+            if self._raft.leader_id is None or not self._dispatch(pending):
+                self.pending.repark(park_id, pending)
+
+    @property
+    def has_parked(self) -> bool:
+        """Whether any request waits for a leader."""
+        return bool(self.pending.parked)
+
+    # --- completion -------------------------------------------------------------------
+
+    def awaits(self, index: int) -> bool:
+        """Whether a request waits for the entry at `index` to be applied."""
+        return index in self.pending.writes
+
+    def complete_write(self, entry: Entry, fields: ReplyFields | None) -> None:
+        """The entry at `entry.index` was applied with these reply fields (None: it had
+        no command, or its reply is the handler's): answer whoever proposed it."""
+        pending = self.pending.writes.pop(entry.index, None)
+        if pending is None:
+            return
+        if pending.term != entry.term or fields is None:
+            self.reply_error(
+                pending.reply_to,
+                "unavailable",
+                "leadership changed before the write committed; it was not applied",
+            )
+            return
+        self.reply(pending, {"leader": self._id, **fields})
+
+    def release_reads(self, read_states: Iterable[ReadState]) -> None:
+        """Take the ReadIndex points the core released, and answer every read whose
+        point the state machine has reached."""
+        for read_state in read_states:
+            if read_state.index is None:
+                pending = self.pending.reads.pop(read_state.context, None)
+                if pending is not None:  # leadership changed: ask again (reads are safe)
+                    self.pending.add("parked", self.take_id(), pending)
+            else:
+                self.pending.wait_for_apply(read_state.context, read_state.index)
+        for pending in self.pending.reads_ready(self._machine.applied_index):
+            self._answer_read(pending)
+
+    def _answer_read(self, pending: Pending) -> None:
+        self.reply(pending, self._machine.read(pending.request))
+
+    def expire(self, now: float) -> None:
+        """Answer every request whose deadline has passed."""
+        for bucket, pending in self.pending.expire(now):
+            self._answer_expired(bucket, pending)
+
+    def _answer_expired(self, bucket: Bucket, pending: Pending) -> None:
+        if bucket == "parked":
+            self.reply_error(
+                pending.reply_to, "unavailable", "no leader within the request timeout"
+            )
+        else:
+            what = "the write may or may not be applied" if bucket != "reads" else "read"
+            self.reply_error(pending.reply_to, "timeout", f"request timed out; {what}")
+
+    def release_writes_after_removal(self) -> None:
+        """A leader that removed itself will not hear how its last writes end: tell their
+        clients now (their sessions make a retry elsewhere safe) rather than at the timeout."""
+        for index in sorted(self.pending.writes):
+            pending = self.pending.writes.pop(index)
+            self.reply_error(
+                pending.reply_to,
+                "timeout",
+                "this node left the cluster; the write may or may not be applied (retry it)",
+            )
+
+    # --- replies ----------------------------------------------------------------------
+
+    def reply(self, pending: Pending, fields: Mapping[str, Any]) -> None:
+        """Answer `pending` with reply fields (`leader` defaults to the known leader)."""
+        body = encode_reply(op=pending.request.op, **{"leader": self._raft.leader_id, **fields})
+        self.send_reply(pending.reply_to, body)
+
+    def reply_error(self, reply_to: ReplyTo, code: str, message: str) -> None:
+        """Answer with error `code`."""
+        body = encode_reply(ok=False, error=code, message=message, leader=self._raft.leader_id)
+        self.send_reply(reply_to, body)
+
+    def send_reply(self, reply_to: ReplyTo, body: bytes) -> None:
+        """Send an encoded reply to a client, or back to the follower that forwarded it."""
+        if reply_to.envelope is not None:
+            self._sink.reply(reply_to.envelope, body)
+        elif reply_to.peer is not None:
+            self._sink.send(
+                reply_to.peer, encode_forward_reply(self._id, reply_to.request_id, body)
+            )
+
+    def __len__(self) -> int:
+        return len(self.pending)
