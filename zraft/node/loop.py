@@ -256,7 +256,13 @@ class Node:
                 "log_bytes": self._snapshots.wal_bytes(),
             },
         )
-        self._server.register({**self._admin.handlers(), **self._snapshots.handlers()})
+        try:
+            self._server.register({**self._admin.handlers(), **self._snapshots.handlers()})
+        except RuntimeError:
+            self._transport.close()  # a node that cannot serve its ops must not start
+            self._storage.close()
+            diagnostics.close(self._log)
+            raise
         self._next_tick = clock() + self._tick_s
         self._stopping = False
         self._stop_reason = "signal"

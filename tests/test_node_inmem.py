@@ -1,0 +1,212 @@
+"""Request serving without sockets: three real `Node`s over `zraft.net.inmem` (layer 5).
+
+Every node reads one fake clock and talks through an `InmemNetwork`, so forwarding,
+parking, read indexes, expiry and leadership-transfer waits run deterministically: each
+round advances time by one tick and turns every node's loop once. A "client" is a frame
+handed to a node's client queue; its replies come back through the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import logscan
+from tests.fakeclock import FakeClock
+from tests.procs import write_cluster_config
+from zraft import config, wire
+from zraft.config import ClusterConfig
+from zraft.net.inmem import InmemNetwork
+from zraft.node import Node
+from zraft.storage import MemoryStorage
+from zraft.wire import ops
+
+MAX_ROUNDS = 3000  # 30 s of fake time at 10 ms a round
+
+
+class InmemCluster:
+    """Nodes on one in-memory network and one fake clock, driven round-robin."""
+
+    def __init__(self, cluster: ClusterConfig, log_dir: Path, stack: contextlib.ExitStack) -> None:
+        self.cluster = cluster
+        self.clock = FakeClock()
+        self.log_dir = log_dir
+        self.network = InmemNetwork()
+        self.nodes: dict[str, Node] = {}
+        for seed, node_cfg in enumerate(cluster.nodes):
+            node = Node(
+                cluster,
+                node_cfg.id,
+                log_path=log_dir / f"{node_cfg.id}.jsonl",
+                clock=self.clock,
+                rng=random.Random(seed),
+                storage=MemoryStorage(),
+                strict_events=True,
+                transport=self.network.transport,
+            )
+            stack.callback(node.close)
+            node.announce_start()
+            self.nodes[node_cfg.id] = node
+
+    def round(self) -> None:
+        """One tick of fake time; every node's loop turns once."""
+        self.clock.advance(self.cluster.tick_ms / 1000)
+        for node in self.nodes.values():
+            node.run_once(0)
+
+    def run_until(self, condition: Callable[[], Any], what: str) -> Any:
+        """Run rounds until `condition()` is truthy; fail after MAX_ROUNDS."""
+        for _ in range(MAX_ROUNDS):
+            result = condition()
+            if result:
+                return result
+            self.round()
+        raise AssertionError(f"{what}: not reached\n{logscan.describe_logs(self.log_dir)()}")
+
+    def leader(self) -> str:
+        """Wait for a leader that every node agrees on; return its id."""
+
+        def agreed() -> str | None:
+            leaders = {node.raft.leader_id for node in self.nodes.values()}
+            leader = leaders.pop() if len(leaders) == 1 else None
+            if leader is None or not self.nodes[leader].is_leader():
+                return None
+            return leader if self.nodes[leader].raft.commit_index >= 1 else None
+
+        result: str = self.run_until(agreed, "one agreed leader")
+        return result
+
+    def follower(self) -> str:
+        """Some node that is not the leader."""
+        leader = self.leader()
+        return next(i for i in self.nodes if i != leader)
+
+    def send(self, node_id: str, op: str, *, role: str | None = None, **fields: Any) -> bytes:
+        """A client sends one request to `node_id`; returns the client's id."""
+        return self.network.request(node_id, wire.encode_request(op, **fields), role=role)
+
+    def reply(self, client: bytes, what: str = "a reply") -> dict[str, Any]:
+        """Run until `client` has a reply; return it decoded."""
+        body: bytes = self.run_until(lambda: self.network.take_reply(client), what)
+        return wire.decode_reply(body)
+
+    def ask(self, node_id: str, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one request and wait for its reply."""
+        return self.reply(self.send(node_id, op, **fields), f"{op} at {node_id}")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[InmemCluster]:
+    """Three in-memory nodes (security off: there are no sockets to secure)."""
+    path = write_cluster_config(tmp_path, 3, request_timeout_ms=2000, security_mode="none")
+    with contextlib.ExitStack() as stack:
+        yield InmemCluster(config.load(path), tmp_path / "logs", stack)
+
+
+def test_a_follower_forwards_writes_and_reads_at_the_leaders_index(cluster: InmemCluster) -> None:
+    follower = cluster.follower()
+    put = cluster.ask(follower, "put", key="k", value="v", client="c", seq=1)
+    assert put["ok"] and put["leader"] == cluster.leader() and put["index"] > 1
+    got = cluster.ask(follower, "get", key="k")
+    assert (got["ok"], got["found"], got["value"]) == (True, True, b"v")
+    again = cluster.ask(follower, "put", key="k", value="other", client="c", seq=1)
+    assert again["index"] == put["index"], "a retried session write is answered, not re-applied"
+    assert cluster.ask(follower, "get", key="k")["value"] == b"v"
+
+
+def test_a_request_without_a_leader_is_parked_then_served(cluster: InmemCluster) -> None:
+    """Sent before any election: parked, then answered once a leader is known."""
+    client = cluster.send("n1", "put", key="early", value="x")
+    reply = cluster.reply(client, "the parked put")
+    assert reply["ok"], reply
+    assert cluster.ask("n2", "get", key="early")["value"] == b"x"
+
+
+def test_a_parked_request_expires_unavailable(cluster: InmemCluster) -> None:
+    """A node cut off from everyone never learns of a leader: its request gets
+    `unavailable` at the request timeout, not before and not never."""
+    leader = cluster.leader()
+    lonely = next(i for i in cluster.nodes if i != leader)
+    for other in cluster.nodes:
+        if other != lonely:
+            cluster.network.cut(lonely, other)
+    # Wait until the lonely node no longer believes in a leader (its election timeout).
+    cluster.run_until(lambda: cluster.nodes[lonely].raft.leader_id is None, "leader forgotten")
+    sent_at = cluster.clock()
+    reply = cluster.reply(cluster.send(lonely, "get", key="k"), "the expiry")
+    waited = cluster.clock() - sent_at
+    assert reply["error"]["code"] == "unavailable", reply
+    assert 2.0 <= waited <= 2.2, f"answered after {waited:.2f} s of a 2 s request timeout"
+    cluster.network.heal()
+
+
+def test_forbidden_for_a_weaker_role(cluster: InmemCluster) -> None:
+    """The key's role (from the connection, here the network) is checked against the op's."""
+    leader = cluster.leader()
+    reply = cluster.reply(cluster.send(leader, "put", role="read", key="k", value="v"))
+    assert reply["error"]["code"] == "forbidden"
+    assert "needs a 'write' key" in reply["error"]["message"]
+    assert cluster.reply(cluster.send(leader, "get", role="read", key="k"))["ok"]
+    assert cluster.reply(cluster.send(leader, "status", role="read"))["ok"]
+
+
+def test_transfer_leader_waits_until_the_target_leads(cluster: InmemCluster) -> None:
+    leader = cluster.leader()
+    target = next(i for i in cluster.nodes if i != leader)
+    via = next(i for i in cluster.nodes if i not in (leader, target))
+    reply = cluster.ask(via, "transfer_leader", id=target)  # forwarded to the leader
+    assert (reply["ok"], reply["transferred_to"], reply["leader"]) == (True, target, target)
+    assert cluster.nodes[target].is_leader()
+
+
+def test_transfer_to_an_unreachable_target_times_out(cluster: InmemCluster) -> None:
+    leader = cluster.leader()
+    target = next(i for i in cluster.nodes if i != leader)
+    cluster.network.cut(leader, target)
+    reply = cluster.ask(leader, "transfer_leader", id=target)
+    assert reply["error"]["code"] == "timeout", reply
+    assert target in reply["error"]["message"]
+
+
+def test_membership_and_status_ops(cluster: InmemCluster) -> None:
+    leader = cluster.leader()
+    follower = cluster.follower()
+    status = cluster.ask(follower, "status")["status"]
+    assert (status["id"], status["role"], status["leader"]) == (follower, "follower", leader)
+    members = cluster.ask(follower, "members")
+    assert sorted(row["id"] for row in members["members"]) == sorted(cluster.nodes)
+    removed = cluster.ask(follower, "remove_member", id=follower)
+    assert removed["ok"] and follower not in [row["id"] for row in removed["members"]]
+    cluster.run_until(
+        lambda: follower not in cluster.nodes[follower].raft.membership.members, "removal known"
+    )
+    refused = cluster.ask(follower, "get", key="k")
+    assert refused["error"]["code"] == "unavailable" and "not a member" in refused["error"]["message"]
+    assert cluster.ask(follower, "status")["ok"], "status is local: a removed node still answers"
+
+
+def test_every_declared_op_needs_a_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An op declared without a handler (or a state machine command) stops the node from
+    starting, naming the op: the table and the handlers cannot drift apart silently."""
+    orphan = ops.OpSpec(
+        "frobnicate", "nothing serves this", "read", ops.Route.LOCAL, ops.Retry.ALWAYS
+    )
+    monkeypatch.setitem(ops.OPS, "frobnicate", orphan)  # type: ignore[index]
+    path = write_cluster_config(tmp_path, 1, security_mode="none")
+    cluster = config.load(path)
+    with pytest.raises(RuntimeError, match="frobnicate"):
+        Node(
+            cluster,
+            "n1",
+            log_path=tmp_path / "n1.jsonl",
+            clock=FakeClock(),
+            storage=MemoryStorage(),
+            transport=InmemNetwork().transport,
+        )
