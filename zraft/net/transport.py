@@ -78,7 +78,6 @@ from dataclasses import dataclass, field, fields
 from types import TracebackType
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from zraft.net.base import (
     BadInput,
@@ -88,6 +87,9 @@ from zraft.net.base import (
     TransportCounters,
     TransportError,
 )
+from zraft.net.dealers import REDIAL_FIRST_S as REDIAL_FIRST_S
+from zraft.net.dealers import REDIAL_MAX_S as REDIAL_MAX_S
+from zraft.net.dealers import DealerOptions, Dealers
 
 DEFAULT_PEER_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """Largest peer frame accepted (MAXMSGSIZE of the peer ROUTER): appends and snapshot chunks."""
@@ -110,21 +112,6 @@ CLIENT_ZAP_DOMAIN = b"zraft-client"
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 """Where libzmq sends ZAP requests (RFC 27)."""
 
-REDIAL_FIRST_S = 0.2
-"""Delay before a DEALER whose handshake was refused is dialed again (see `redial_refused`)."""
-
-REDIAL_MAX_S = 5.0
-"""Ceiling of that delay, which doubles while the peer keeps refusing."""
-
-_DEALER_MONITOR_EVENTS = (
-    zmq.EVENT_HANDSHAKE_SUCCEEDED
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-)
-
-_DEALER_INBOUND_MAX_BYTES = 4096  # nothing legit arrives on a DEALER; keep junk bounded
-_DEALER_RCVHWM = 16
 _MAX_BAD_KEPT = 64  # BadInput records kept between two `take_bad_inputs` calls
 
 
@@ -220,14 +207,8 @@ class ZmqTransport:
         self._dropped_by_peer: dict[str, int] = dict.fromkeys(peers, 0)
         self._bad: deque[BadInput] = deque(maxlen=_MAX_BAD_KEPT)
         self._curve = curve
-        # Peer id -> server key; grows when membership changes add peers (update_peers).
-        self._server_keys: dict[str, bytes] = dict(curve.peer_server_keys) if curve else {}
         self._zap: zmq.Socket[bytes] | None = None
         self._poller: zmq.Poller | None = None
-        # CURVE only: a monitor per DEALER, and when to dial again a peer that refused us.
-        self._monitors: dict[str, zmq.Socket[bytes]] = {}
-        self._redial_at: dict[str, float] = {}
-        self._redial_backoff: dict[str, float] = {}
         if curve is not None:
             missing = set(peers) - set(curve.peer_server_keys)
             if missing:
@@ -243,19 +224,22 @@ class ZmqTransport:
                 client_endpoint, client_max_message_bytes, None, CLIENT_ZAP_DOMAIN
             )
             self._client_in.setsockopt(zmq.ROUTER_MANDATORY, 0)
-            self._dealer_options = {
-                "sndhwm": sndhwm,
-                "reconnect_ivl_ms": reconnect_ivl_ms,
-                "reconnect_ivl_max_ms": reconnect_ivl_max_ms,
-                "heartbeat_ivl_ms": heartbeat_ivl_ms,
-                "heartbeat_timeout_ms": heartbeat_timeout_ms,
-                "connect_timeout_ms": connect_timeout_ms,
-            }
-            self._endpoints = dict(peers)
-            self._dealers = {
-                pid: self._connect_dealer(endpoint, pid, **self._dealer_options)
-                for pid, endpoint in peers.items()
-            }
+            self._dealers = Dealers(
+                self._rid,
+                curve,
+                self._new_socket,
+                self._sockets.append,
+                self._forget_socket,
+                DealerOptions(
+                    sndhwm=sndhwm,
+                    reconnect_ivl_ms=reconnect_ivl_ms,
+                    reconnect_ivl_max_ms=reconnect_ivl_max_ms,
+                    heartbeat_ivl_ms=heartbeat_ivl_ms,
+                    heartbeat_timeout_ms=heartbeat_timeout_ms,
+                    connect_timeout_ms=connect_timeout_ms,
+                ),
+            )
+            self._dealers.update(peers, None)
         except BaseException:
             self.close()
             raise
@@ -306,59 +290,10 @@ class ZmqTransport:
             ) from exc
         return sock
 
-    def _connect_dealer(
-        self,
-        endpoint: str,
-        peer_id: str,
-        *,
-        sndhwm: int,
-        reconnect_ivl_ms: int,
-        reconnect_ivl_max_ms: int,
-        heartbeat_ivl_ms: int,
-        heartbeat_timeout_ms: int,
-        connect_timeout_ms: int,
-    ) -> zmq.Socket[bytes]:
-        sock = self._new_socket(zmq.DEALER)
-        if self._curve is None:
-            sock.setsockopt(zmq.ROUTING_ID, self._rid)
-        else:
-            sock.setsockopt(zmq.CURVE_SERVERKEY, self._server_keys[peer_id])
-            sock.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public)
-            sock.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
-        sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.setsockopt(zmq.SNDHWM, sndhwm)
-        sock.setsockopt(zmq.RCVHWM, _DEALER_RCVHWM)
-        sock.setsockopt(zmq.MAXMSGSIZE, _DEALER_INBOUND_MAX_BYTES)
-        sock.setsockopt(zmq.RECONNECT_IVL, reconnect_ivl_ms)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, reconnect_ivl_max_ms)
-        sock.setsockopt(zmq.CONNECT_TIMEOUT, connect_timeout_ms)
-        if heartbeat_ivl_ms > 0:
-            sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ivl_ms)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, heartbeat_timeout_ms)
-        if self._curve is not None:
-            monitor = sock.get_monitor_socket(_DEALER_MONITOR_EVENTS)
-            self._sockets.append(monitor)
-            self._monitors[peer_id] = monitor
-        try:
-            sock.connect(endpoint)
-        except zmq.ZMQError as exc:
-            raise TransportError(
-                f"cannot connect to {endpoint}: {exc.strerror}", endpoint, exc.errno
-            ) from exc
-        return sock
-
-    def _close_dealer(self, peer_id: str) -> None:
-        """Close the DEALER to `peer_id` and its monitor (if there are any)."""
-        old = self._dealers.pop(peer_id, None)
-        monitor = self._monitors.pop(peer_id, None)
-        if old is not None:
-            if monitor is not None:
-                old.disable_monitor()
-            self._sockets.remove(old)
-            old.close(linger=0)
-        if monitor is not None:
-            self._sockets.remove(monitor)
-            monitor.close(linger=0)
+    def _forget_socket(self, sock: zmq.Socket[bytes]) -> None:
+        """Close a socket this transport made before the end (a DEALER being replaced)."""
+        self._sockets.remove(sock)
+        sock.close(linger=0)
 
     # --- poller ---------------------------------------------------------------
 
@@ -431,7 +366,7 @@ class ZmqTransport:
         Raises:
             KeyError: `peer_id` is not a configured peer (a local bug, not remote input).
         """
-        dealer = self._dealers[peer_id]
+        dealer = self._dealers.socket(peer_id)
         if peer_id in self._blocked:
             self._counts["peer_blocked_dropped"] += 1
             return False
@@ -448,7 +383,7 @@ class ZmqTransport:
 
     def has_peer(self, peer_id: str) -> bool:
         """Whether `peer_id` has a connection (membership changes add peers)."""
-        return peer_id in self._dealers
+        return peer_id in self._dealers.connected
 
     def accept_from(self, peer_ids: Iterable[str]) -> None:
         """Also take frames from these peers, even with no connection to them yet (a
@@ -473,54 +408,14 @@ class ZmqTransport:
         """
         if self.node_id in peers:
             raise ValueError(f"peers must not contain this node's own id {self.node_id!r}")
-        for pid, endpoint in peers.items():
-            key = None
-            if self._curve is not None:
-                key = (server_keys or {}).get(pid) or self._server_keys.get(pid)
-                if key is None:
-                    continue
-            if self._endpoints.get(pid) == endpoint and self._server_keys.get(pid) == key:
-                continue
-            if key is not None:
-                self._server_keys[pid] = key
+        for pid in self._dealers.update(peers, server_keys):
             self._peer_ids[_routing_id(pid)] = pid
-            self._close_dealer(pid)
-            self._redial_at.pop(pid, None)
-            self._dealers[pid] = self._connect_dealer(endpoint, pid, **self._dealer_options)
-            self._endpoints[pid] = endpoint
             self._dropped_by_peer.setdefault(pid, 0)
 
     def redial_refused(self, now: float) -> list[str]:
-        """Dial again the peers whose CURVE handshake failed; returns those redialed now.
-
-        libzmq never retries a handshake the other side refused (PLATFORM.md §4a), so
-        without this a refusal would cut the link for good, even after the peer comes to
-        admit our key: a node added to the cluster is refused by a member that has not
-        yet caught up with the change (or by a joining node that has not yet learned of
-        us), and that member then never hears our answers. A refused peer is dialed
-        again `REDIAL_FIRST_S` later, the delay doubling up to `REDIAL_MAX_S` while it
-        keeps refusing, and reset by a handshake that succeeds. Cheap: call it once a tick.
-
-        Args:
-            now: monotonic seconds (the transport keeps no clock of its own).
-        """
-        for pid, monitor in self._monitors.items():
-            while monitor.poll(0, zmq.POLLIN):
-                event = recv_monitor_message(monitor)["event"]
-                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    self._redial_backoff.pop(pid, None)
-                elif pid not in self._redial_at:  # refused: by ZAP, or a key mismatch
-                    delay = self._redial_backoff.get(pid, REDIAL_FIRST_S)
-                    self._redial_at[pid] = now + delay
-                    self._redial_backoff[pid] = min(2 * delay, REDIAL_MAX_S)
-        due = sorted(pid for pid, at in self._redial_at.items() if at <= now)
-        for pid in due:
-            del self._redial_at[pid]
-            self._close_dealer(pid)
-            self._dealers[pid] = self._connect_dealer(
-                self._endpoints[pid], pid, **self._dealer_options
-            )
-        return due
+        """Dial again the peers whose CURVE handshake failed; returns those redialed now
+        (see `zraft.net.dealers.Dealers.redial_refused`). Cheap: call it once a tick."""
+        return self._dealers.redial_refused(now)
 
     def send_many(self, frames: Iterable[tuple[str, bytes]]) -> int:
         """Send `(peer_id, frame)` pairs in order; return how many were dropped.
@@ -672,7 +567,7 @@ class ZmqTransport:
             KeyError: an id is not a configured peer.
         """
         blocked = frozenset(peer_ids)
-        unknown = blocked - self._dealers.keys()
+        unknown = blocked - self._dealers.connected
         if unknown:
             raise KeyError(f"unknown peers: {sorted(unknown)}")
         self._blocked = blocked
