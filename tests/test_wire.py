@@ -52,6 +52,7 @@ from zraft.wire import (
     encode_request,
     encode_snapshot_ack,
     encode_snapshot_chunk,
+    ops,
 )
 from zraft.wire.ops import Retry, Route
 
@@ -702,7 +703,8 @@ SCALARS: list[Any] = [
     b"k",
     b"\x00" * 300,
 ]
-REQUEST_FIELDS = ["key", "value", "expected", "client", "seq", "consistency", "id", "peer"]
+REQUEST_FIELDS = sorted(ops.FIELDS)  # every declared field: a new op's fields join the fuzz
+REQUEST_OPS = sorted([*ops.OPS, *ops.OP_ALIASES])  # every op and alias
 
 
 def random_value(rng: random.Random, depth: int = 0) -> Any:
@@ -761,7 +763,7 @@ def shaped_frame(rng: random.Random) -> bytes:
 def shaped_request(rng: random.Random) -> bytes:
     """A map with a real op and a random choice of real fields with random values."""
     fields = {name: random_value(rng) for name in rng.sample(REQUEST_FIELDS, rng.randint(0, 4))}
-    return pack({"op": rng.choice(["put", "get", "del", "cas", "status", "add_member"]), **fields})
+    return pack({"op": rng.choice(REQUEST_OPS), **fields})
 
 
 def shaped_command(rng: random.Random) -> bytes:

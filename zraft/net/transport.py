@@ -47,7 +47,7 @@ Socket options, and why (measurements are in PLATFORM.md §4, libzmq 4.3.5):
   client that has gone away is silently discarded by libzmq; with mandatory on it raises
   `EHOSTUNREACH` (measured), which is not worth handling for a client that left.
 
-CURVE (`curve=CurveKeys(...)`, zraft's default; see zraft/security.py and zraft/zap.py):
+CURVE (`curve=CurveKeys(...)`, zraft's default; see zraft/net/security.py and zraft/net/zap.py):
 
 - Before any other socket, a ZAP ROUTER is bound at `inproc://zeromq.zap.01` in this
   transport's context (the node polls it and answers with `zraft.net.zap`). Without a ZAP
@@ -87,6 +87,7 @@ from zraft.net.base import (
     TransportCounters,
     TransportError,
 )
+from zraft.net.clients import ClientRouter, recv_authenticated
 from zraft.net.dealers import REDIAL_FIRST_S as REDIAL_FIRST_S
 from zraft.net.dealers import REDIAL_MAX_S as REDIAL_MAX_S
 from zraft.net.dealers import DealerOptions, Dealers
@@ -224,6 +225,9 @@ class ZmqTransport:
                 client_endpoint, client_max_message_bytes, None, CLIENT_ZAP_DOMAIN
             )
             self._client_in.setsockopt(zmq.ROUTER_MANDATORY, 0)
+            self._clients = ClientRouter(
+                self._client_in, secured=curve is not None, counts=self._counts, bad=self._bad
+            )
             self._dealers = Dealers(
                 self._rid,
                 curve,
@@ -444,7 +448,7 @@ class ZmqTransport:
         out: list[tuple[bytes, bytes]] = []
         for _ in range(budget):
             try:
-                parts, sender = self._recv_authenticated(self._peer_in)
+                parts, sender = recv_authenticated(self._peer_in, secured=self._curve is not None)
             except zmq.Again:
                 break
             if len(parts) != 2:
@@ -460,21 +464,6 @@ class ZmqTransport:
                 out.append((sender, parts[1]))
         return out
 
-    def _recv_authenticated(self, sock: zmq.Socket[bytes]) -> tuple[list[bytes], bytes]:
-        """One message and who sent it: the ZAP User-Id with CURVE, else the routing id.
-
-        Raises:
-            zmq.Again: nothing to read.
-        """
-        if self._curve is None:
-            parts = sock.recv_multipart(zmq.NOBLOCK)
-            return parts, parts[0]
-        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-        # Every frame of a message carries its connection's metadata; the last one is
-        # always a delivered frame (the first is the ROUTER's routing id).
-        user = frames[-1].get("User-Id") or ""
-        return [frame.bytes for frame in frames], user.encode()
-
     def _bad_peer(self, sender: bytes, reason: BadInputReason) -> None:
         self._counts["peer_bad_input"] += 1
         self._bad.append(BadInput(source="peer", sender=sender, reason=reason))
@@ -482,63 +471,18 @@ class ZmqTransport:
     # --- clients --------------------------------------------------------------
 
     def recv_clients(self, budget: int = DEFAULT_RECV_BUDGET) -> list[tuple[list[bytes], bytes]]:
-        """Drain the client ROUTER: read up to `budget` requests, stopping at `zmq.Again`.
-
-        A request is `[identity, *hops, b"", body]`: what a REQ client sends, or a DEALER
-        client sending `[b"", body]`. The envelope is everything up to and including the
-        first empty frame; pass it unchanged to `reply()`.
-
-        Returns:
-            `(envelope, body)` per well-formed request, in arrival order. A message with
-            no empty frame, or not exactly one frame after it, is dropped and recorded as
-            `BadInput` (with its envelope when there is one, so the node can answer it).
-        """
+        """Drain the client ROUTER: `(envelope, body)` of up to `budget` well-formed
+        requests, in arrival order (see `zraft.net.clients` for what is well formed);
+        pass the envelope unchanged to `reply()`."""
         return [(r.envelope, r.body) for r in self.recv_client_requests(budget)]
 
     def recv_client_requests(self, budget: int = DEFAULT_RECV_BUDGET) -> list[ClientRequest]:
         """Like `recv_clients`, with each request's `User-Id` (its key's role under CURVE)."""
-        out: list[ClientRequest] = []
-        for _ in range(budget):
-            try:
-                parts, user = self._recv_authenticated(self._client_in)
-            except zmq.Again:
-                break
-            try:
-                split = parts.index(b"", 1) + 1
-            except ValueError:
-                self._bad_client(parts[0], BadInputReason.NO_DELIMITER, None)
-                continue
-            if len(parts) - split != 1:
-                self._bad_client(parts[0], BadInputReason.FRAME_COUNT, tuple(parts[:split]))
-                continue
-            self._counts["client_requests_received"] += 1
-            role = user.decode("utf-8", "replace") if self._curve is not None else None
-            out.append(ClientRequest(parts[:split], parts[split], role))
-        return out
-
-    def _bad_client(
-        self, sender: bytes, reason: BadInputReason, envelope: tuple[bytes, ...] | None
-    ) -> None:
-        self._counts["client_bad_input"] += 1
-        self._bad.append(BadInput(source="client", sender=sender, reason=reason, envelope=envelope))
+        return self._clients.recv(budget)
 
     def reply(self, envelope: Sequence[bytes], body: bytes) -> bool:
-        """Send `envelope + [body]` to a client without blocking.
-
-        A client that has disconnected is not an error: libzmq discards the reply
-        silently (`ROUTER_MANDATORY=0`), and this still returns True. So True means
-        "handed to libzmq", not "delivered".
-
-        Returns:
-            False only if libzmq refused the message (counted as a dropped reply).
-        """
-        try:
-            self._client_in.send_multipart([*envelope, body], zmq.NOBLOCK)
-        except zmq.Again:
-            self._counts["client_replies_dropped"] += 1
-            return False
-        self._counts["client_replies_sent"] += 1
-        return True
+        """Send `envelope + [body]` to a client without blocking (see `ClientRouter.reply`)."""
+        return self._clients.reply(envelope, body)
 
     # --- diagnostics and fault injection ------------------------------------------
 
