@@ -25,7 +25,7 @@ This module must not know how an op is served: only what it is.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -119,11 +119,13 @@ class OpSpec:
     optional: tuple[str, ...] = ()
     reply: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
+    fields: frozenset[str] = field(init=False)
+    """Every field a request of this op may carry (the session fields included)."""
 
-    @property
-    def fields(self) -> frozenset[str]:
-        """Every field a request of this op may carry (the session fields included)."""
-        return frozenset(self.required) | frozenset(self.optional) | SESSION_FIELDS
+    def __post_init__(self) -> None:
+        # Computed once: decoding a request checks its fields against this set.
+        every = frozenset(self.required) | frozenset(self.optional) | SESSION_FIELDS
+        object.__setattr__(self, "fields", every)
 
     @property
     def has_session(self) -> bool:
