@@ -9,15 +9,14 @@ handed to a node's client queue; its replies come back through the network.
 from __future__ import annotations
 
 import contextlib
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests import logscan
 from tests.fakeclock import FakeClock
+from tests.nodecluster import NodeCluster
 from tests.procs import write_cluster_config
 from zraft import config, wire
 from zraft.config import ClusterConfig
@@ -26,47 +25,21 @@ from zraft.node import Node
 from zraft.storage import MemoryStorage
 from zraft.wire import ops
 
-MAX_ROUNDS = 3000  # 30 s of fake time at 10 ms a round
 
-
-class InmemCluster:
-    """Nodes on one in-memory network and one fake clock, driven round-robin."""
+class InmemCluster(NodeCluster):
+    """Nodes on one in-memory network (and memory storage), driven round-robin."""
 
     def __init__(self, cluster: ClusterConfig, log_dir: Path, stack: contextlib.ExitStack) -> None:
-        self.cluster = cluster
-        self.clock = FakeClock()
-        self.log_dir = log_dir
         self.network = InmemNetwork()
-        self.nodes: dict[str, Node] = {}
-        for seed, node_cfg in enumerate(cluster.nodes):
-            node = Node(
-                cluster,
-                node_cfg.id,
-                log_path=log_dir / f"{node_cfg.id}.jsonl",
-                clock=self.clock,
-                rng=random.Random(seed),
-                storage=MemoryStorage(),
-                strict_events=True,
-                transport=self.network.transport,
-            )
-            stack.callback(node.close)
-            node.announce_start()
-            self.nodes[node_cfg.id] = node
-
-    def round(self) -> None:
-        """One tick of fake time; every node's loop turns once."""
-        self.clock.advance(self.cluster.tick_ms / 1000)
-        for node in self.nodes.values():
-            node.run_once(0)
-
-    def run_until(self, condition: Callable[[], Any], what: str) -> Any:
-        """Run rounds until `condition()` is truthy; fail after MAX_ROUNDS."""
-        for _ in range(MAX_ROUNDS):
-            result = condition()
-            if result:
-                return result
-            self.round()
-        raise AssertionError(f"{what}: not reached\n{logscan.describe_logs(self.log_dir)()}")
+        super().__init__(
+            cluster,
+            log_dir,
+            stack,
+            node_options=lambda node_id: {
+                "storage": MemoryStorage(),
+                "transport": self.network.transport,
+            },
+        )
 
     def leader(self) -> str:
         """Wait for a leader that every node agrees on; return its id."""
@@ -186,13 +159,13 @@ def test_membership_and_status_ops(cluster: InmemCluster) -> None:
         lambda: follower not in cluster.nodes[follower].raft.membership.members, "removal known"
     )
     refused = cluster.ask(follower, "get", key="k")
-    assert refused["error"]["code"] == "unavailable" and "not a member" in refused["error"]["message"]
+    assert (
+        refused["error"]["code"] == "unavailable" and "not a member" in refused["error"]["message"]
+    )
     assert cluster.ask(follower, "status")["ok"], "status is local: a removed node still answers"
 
 
-def test_every_declared_op_needs_a_handler(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_declared_op_needs_a_handler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An op declared without a handler (or a state machine command) stops the node from
     starting, naming the op: the table and the handlers cannot drift apart silently."""
     orphan = ops.OpSpec(

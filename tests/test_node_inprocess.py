@@ -11,8 +11,6 @@ timeout of 30-60 rounds. Nodes log to files in `tmp_path`, which the test counts
 from __future__ import annotations
 
 import contextlib
-import random
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,57 +19,17 @@ import pytest
 import zmq
 
 from tests import logscan
-from tests.fakeclock import FakeClock
+from tests.nodecluster import NodeCluster
 from tests.procs import client_curve_for, write_cluster_config
 from zraft import config, wire
 from zraft.config import ClusterConfig
-from zraft.node import Node
-
-MAX_ROUNDS = 3000  # 30 s of fake time at 10 ms a round: far beyond any election here
 
 
-class InProcessCluster:
-    """Nodes sharing one fake clock, driven round-robin by the test."""
+class InProcessCluster(NodeCluster):
+    """Nodes over real 127.0.0.1 sockets, with a millisecond a round for the I/O threads."""
 
     def __init__(self, cluster: ClusterConfig, log_dir: Path, stack: contextlib.ExitStack) -> None:
-        self.cluster = cluster
-        self.clock = FakeClock()
-        self.log_dir = log_dir
-        self.nodes: dict[str, Node] = {}
-        for seed, node_cfg in enumerate(cluster.nodes):
-            node = Node(
-                cluster,
-                node_cfg.id,
-                log_path=log_dir / f"{node_cfg.id}.jsonl",
-                clock=self.clock,
-                rng=random.Random(seed),
-                strict_events=True,  # an event outside the vocabulary fails the test
-            )
-            stack.callback(node.close)  # closed even if a later constructor fails
-            node.announce_start()
-            self.nodes[node_cfg.id] = node
-
-    def round(self) -> None:
-        """One tick of fake time, one loop turn per node, a millisecond for the I/O threads."""
-        self.clock.advance(self.cluster.tick_ms / 1000)
-        for node in self.nodes.values():
-            node.run_once(0)
-        time.sleep(0.001)
-
-    def run_until(self, condition: Callable[[], Any], what: str) -> Any:
-        """Run rounds until `condition()` is truthy; fail after MAX_ROUNDS rounds."""
-        for _ in range(MAX_ROUNDS):
-            result = condition()
-            if result:
-                return result
-            self.round()
-        raise AssertionError(
-            f"{what}: not reached in {MAX_ROUNDS} rounds\n{logscan.describe_logs(self.log_dir)()}"
-        )
-
-    def events(self) -> list[dict[str, Any]]:
-        """Every event the nodes logged so far."""
-        return logscan.read_events(self.log_dir)
+        super().__init__(cluster, log_dir, stack, io_pause_s=0.001)
 
 
 @pytest.fixture

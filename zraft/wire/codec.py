@@ -42,8 +42,20 @@ def reject_ext(code: int, data: bytes) -> NoReturn:
     raise DecodeError(f"msgpack extension types are not accepted (type {code})")
 
 
-def unpack(buf: bytes, max_bin: int, max_str: int, max_array: int, max_map: int) -> Any:
-    """msgpack.unpackb with explicit limits; every failure becomes DecodeError."""
+def unpack(
+    buf: bytes,
+    max_bin: int,
+    max_str: int,
+    max_array: int,
+    max_map: int,
+    *,
+    unique_keys: bool = False,
+) -> Any:
+    """msgpack.unpackb with explicit limits; every failure becomes DecodeError.
+
+    `unique_keys` refuses a map that repeats a key (msgpack would keep the last one
+    silently, PLATFORM.md §4b); client requests ask for it.
+    """
     if type(buf) is not bytes:
         raise DecodeError("a frame must be bytes")
     try:
@@ -56,11 +68,19 @@ def unpack(buf: bytes, max_bin: int, max_str: int, max_array: int, max_map: int)
             max_array_len=max_array,
             max_map_len=max_map,
             ext_hook=reject_ext,
+            object_pairs_hook=_unique_keys if unique_keys else None,
         )
     except DecodeError:
         raise
     except (msgpack.UnpackException, ValueError, TypeError, OverflowError) as exc:
         raise DecodeError(f"not valid msgpack: {exc}") from exc
+
+
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise DecodeError("duplicate keys in a map")
+    return out
 
 
 def packb(obj: Any) -> bytes:
