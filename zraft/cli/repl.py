@@ -2,6 +2,9 @@
 
 Each line is split with shell quoting rules (`shlex`) and handed to the same runner the
 one-shot commands use, so both modes accept exactly the same commands and arguments.
+The REPL declares no command of its own but the ways out (`LEAVE_WORDS`): its `do_`
+methods and its completion are made from the runner's command words, which come from
+the command table (`zraft.cli.commands`).
 
 Rules it keeps:
 
@@ -14,28 +17,37 @@ Rules it keeps:
   plain line reading; so the output is exactly the commands' result lines.
 - An empty line does nothing (cmd.Cmd's default would repeat the last command); `quit`,
   `exit` and end of input leave; Ctrl-C abandons the current line, not the session.
+
+It must not know any particular command, nor print results: the runner does both.
 """
 
 from __future__ import annotations
 
 import cmd
 import contextlib
+import functools
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 HISTORY_LENGTH = 1000
 """Lines of history kept."""
 
+LEAVE_WORDS = ("quit", "exit")
+"""What leaves the REPL (so does end of input); REPL words, not commands."""
+
+LEAVE_SUMMARY = "leave the REPL (so does end of input)"
+"""Their line in `help`."""
+
 
 class CommandRunner(Protocol):
-    """What the REPL needs from the one-shot side (`zraft.cli.client.Session`)."""
+    """What the REPL needs from the one-shot side (`zraft.cli.session.Session`)."""
 
     @property
-    def command_names(self) -> list[str]:
-        """Every command name, for completion."""
+    def command_words(self) -> Mapping[str, str]:
+        """Every command name and alias, mapped to the command's name."""
         ...
 
     def execute(self, argv: Sequence[str]) -> int:
@@ -47,11 +59,17 @@ class CommandRunner(Protocol):
         ...
 
 
+def method_name(word: str) -> str:
+    """The `do_` method that runs `word`: `add-learner` -> `do_add_learner`."""
+    return "do_" + word.replace("-", "_")
+
+
 class Repl(cmd.Cmd):
     """The interactive loop: one command per line.
 
     Args:
-        runner: runs the commands and prints their results.
+        runner: runs the commands and prints their results; each of its command words
+            gets a `do_` method here (see `method_name`), which hands the line over.
         interactive: stdin is a terminal (prompt, readline, completion).
         stdin, stdout: the streams to use.
     """
@@ -65,6 +83,18 @@ class Repl(cmd.Cmd):
         self.prompt = "zraft> " if interactive else ""
         self._runner = runner
         self._interactive = interactive
+        self._words = dict(runner.command_words)
+        # Instance attributes, not class ones: the commands are the runner's, and
+        # cmd.Cmd finds a command's method with getattr, which sees both.
+        for word, name in self._words.items():
+            setattr(self, method_name(word), functools.partial(self._run, name))
+        for word in LEAVE_WORDS:
+            setattr(self, method_name(word), self._leave)
+
+    @property
+    def words(self) -> list[str]:
+        """Every word that starts a line (commands, aliases, ways out), sorted."""
+        return sorted({*self._words, *LEAVE_WORDS})
 
     def _run(self, name: str, arg: str) -> bool:
         try:
@@ -75,72 +105,7 @@ class Repl(cmd.Cmd):
         self._runner.execute([name, *words])
         return False
 
-    def do_put(self, arg: str) -> bool:
-        """put KEY VALUE: set KEY to VALUE."""
-        return self._run("put", arg)
-
-    def do_get(self, arg: str) -> bool:
-        """get KEY [--serializable]: print the value of KEY."""
-        return self._run("get", arg)
-
-    def do_del(self, arg: str) -> bool:
-        """del KEY: delete KEY."""
-        return self._run("del", arg)
-
-    def do_delete(self, arg: str) -> bool:
-        """delete KEY: same as del."""
-        return self._run("del", arg)
-
-    def do_cas(self, arg: str) -> bool:
-        """cas KEY OLD NEW | cas --absent KEY NEW: compare-and-swap."""
-        return self._run("cas", arg)
-
-    def do_status(self, arg: str) -> bool:
-        """status [--verbose]: every node's role, term and indexes."""
-        return self._run("status", arg)
-
-    def do_snapshot(self, arg: str) -> bool:
-        """snapshot [NODE]: take a snapshot now on one node."""
-        return self._run("snapshot", arg)
-
-    def do_members(self, arg: str) -> bool:
-        """members: the members, their roles, endpoints and match indexes."""
-        return self._run("members", arg)
-
-    def do_add_learner(self, arg: str) -> bool:
-        """add-learner ID PEER CLIENT: add a node as a learner."""
-        return self._run("add-learner", arg)
-
-    def do_add_member(self, arg: str) -> bool:
-        """add-member ID PEER CLIENT: add a node; the leader promotes it once caught up."""
-        return self._run("add-member", arg)
-
-    def do_promote(self, arg: str) -> bool:
-        """promote ID: make a learner a voter."""
-        return self._run("promote", arg)
-
-    def do_remove(self, arg: str) -> bool:
-        """remove ID: remove a member."""
-        return self._run("remove", arg)
-
-    def do_transfer_leader(self, arg: str) -> bool:
-        """transfer-leader [ID]: hand leadership to another voter."""
-        return self._run("transfer-leader", arg)
-
-    def do_bench(self, arg: str) -> bool:
-        """bench [OPTIONS]: the load generator."""
-        return self._run("bench", arg)
-
-    def do_help(self, arg: str) -> bool:
-        """help [CMD]: list the commands, or show CMD's usage."""
-        return self._run("help", arg)
-
-    def do_quit(self, arg: str) -> bool:
-        """quit: leave the REPL."""
-        return True
-
-    def do_exit(self, arg: str) -> bool:
-        """exit: leave the REPL."""
+    def _leave(self, arg: str) -> bool:
         return True
 
     def do_EOF(self, arg: str) -> bool:  # noqa: N802 (the name cmd.Cmd dispatches EOF to)
@@ -178,8 +143,7 @@ class Repl(cmd.Cmd):
 
     def completenames(self, text: str, *ignored: Any) -> list[str]:
         """Complete command names (EOF excluded)."""
-        names = {*self._runner.command_names, "exit", "quit"}
-        return sorted(name for name in names if name.startswith(text))
+        return [word for word in self.words if word.startswith(text)]
 
 
 def run_repl(runner: CommandRunner, stdin: TextIO, stdout: TextIO) -> int:

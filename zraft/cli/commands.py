@@ -1,0 +1,410 @@
+"""The table of `zraft-client` commands: every command, declared once.
+
+Each `Command` says everything the rest of the CLI needs: its name and aliases, the line
+`help` prints (synopsis and summary), its arguments (a function that adds them to its
+argparse parser), its handler, the wire ops it sends (`zraft.wire.ops.OPS` names: the
+mapping from CLI names such as `add-learner` to op names such as `add_member` lives here
+and nowhere else), and whether it changes the membership (so a lost reply gets the
+"check `members`" hint and its help text the note on how changes are made).
+
+Everything else is generated from `COMMANDS`: `help` and the `--help` epilog
+(`COMMAND_SUMMARY`), the session's dispatch (`find_command`), the REPL's commands and
+its completion (`command_words`). `commands_for_op` lets a test check that every op of
+the client protocol is reachable from some command. Adding a command: write its
+handler (`zraft.cli.handlers`), its arguments below, and declare it in `COMMANDS`.
+
+This module must not run commands, print or talk to nodes: `help` is the one handler
+here, because it reads the table; the others live in `zraft.cli.handlers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from zraft.bench.load import BENCH_OPS
+from zraft.cli import handlers
+from zraft.cli.handlers import SNAPSHOT_TIMEOUT_S, CommandContext
+from zraft.cli.repl import LEAVE_SUMMARY, LEAVE_WORDS
+from zraft.cli.usage import EXIT_OK, EXIT_USAGE, CommandParser, int_at_least, positive_float
+from zraft.wire.ops import lookup as lookup_op
+
+Handler = Callable[[CommandContext, argparse.Namespace], int]
+"""Runs a parsed command and returns its exit code."""
+
+SUMMARY_COLUMN = 30
+"""Where the summaries start in `help`; a longer synopsis gets a line of its own."""
+
+CHANGE_NOTE = (
+    "Any node accepts it and forwards it to the leader; one change at a time (conflict, "
+    "exit 1, while another is uncommitted). It is never re-sent once its outcome is "
+    "unknown (exit 3): check `members` before trying again."
+)
+"""Ends the description (`help CMD`) of every command that changes the membership."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One `zraft-client` command.
+
+    Attributes:
+        name: what the user types (`add-learner`); also the prog of its parser.
+        synopsis: its shape in `help` (`add-learner ID PEER CLIENT [--public-key KEY]`).
+        summary: the one line `help` prints after the synopsis (aliases are appended).
+        description: the paragraph `help NAME` prints.
+        arguments: adds the command's arguments to its parser.
+        handler: runs it (`zraft.cli.handlers`); returns the exit code.
+        ops: the wire ops it sends (canonical `zraft.wire.ops.OPS` names); () for none.
+        aliases: other names for it (`delete` for `del`).
+        changes_membership: a membership change: never re-sent once its outcome is
+            unknown, so a lost reply tells the user to check `members`.
+        usage: the parser's usage line, when argparse's own would mislead (`cas`).
+        more_forms: further `(synopsis, summary)` lines for `help` (`cas --absent`).
+    """
+
+    name: str
+    synopsis: str
+    summary: str
+    description: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Handler
+    ops: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+    changes_membership: bool = False
+    usage: str | None = None
+    more_forms: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The name and the aliases."""
+        return (self.name, *self.aliases)
+
+    def build_parser(self) -> CommandParser:
+        """A fresh parser for the arguments; its help is what `help NAME` prints."""
+        description = self.description
+        if self.changes_membership:
+            description = f"{description} {CHANGE_NOTE}"
+        parser = CommandParser(prog=self.name, description=description, usage=self.usage)
+        self.arguments(parser)
+        return parser
+
+    def help_lines(self) -> list[str]:
+        """This command's lines in `help`: synopsis, then summary from `SUMMARY_COLUMN`."""
+        summary = self.summary
+        if self.aliases:
+            summary += f" (alias{'es' if len(self.aliases) > 1 else ''}: "
+            summary += f"{', '.join(self.aliases)})"
+        return [
+            line
+            for synopsis, text in ((self.synopsis, summary), *self.more_forms)
+            for line in _help_entry(synopsis, text)
+        ]
+
+
+def _help_entry(synopsis: str, summary: str) -> list[str]:
+    if len(synopsis) < SUMMARY_COLUMN:
+        return [synopsis.ljust(SUMMARY_COLUMN) + summary]
+    return [synopsis, " " * SUMMARY_COLUMN + summary]
+
+
+# --- arguments --------------------------------------------------------------------------
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _key_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("key", metavar="KEY")
+
+
+def _put_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("key", metavar="KEY")
+    parser.add_argument("value", metavar="VALUE")
+
+
+def _get_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("key", metavar="KEY")
+    parser.add_argument(
+        "--serializable",
+        action="store_true",
+        help="read the answering node's own state (no leader round trip; may be stale)",
+    )
+
+
+def _cas_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--absent", action="store_true", help="KEY must not exist (no OLD)")
+    parser.add_argument("key", metavar="KEY")
+    parser.add_argument("values", nargs="+", metavar="[OLD] NEW")
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", "-v", action="store_true", help="show every status field")
+
+
+def _snapshot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("node", nargs="?", metavar="NODE", help="node id (from --config)")
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    positive_int, size = int_at_least(1), int_at_least(0)
+    parser.add_argument("--clients", type=positive_int, default=8, help="clients (default 8)")
+    amount = parser.add_mutually_exclusive_group()
+    amount.add_argument("--requests", type=positive_int, help="per client (default 1000)")
+    amount.add_argument("--duration", type=positive_float, help="run for S seconds instead")
+    parser.add_argument("--value-size", type=size, default=256, help="bytes (default 256)")
+    parser.add_argument("--keys", type=positive_int, default=1000, help="distinct keys (1000)")
+    parser.add_argument("--op", choices=BENCH_OPS, default="put", help="default put")
+    parser.add_argument("--serializable", action="store_true", help="serializable gets")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="ID", help="the new member's node id")
+    parser.add_argument("peer", metavar="PEER", help="its peer endpoint, tcp://HOST:PORT")
+    parser.add_argument("client", metavar="CLIENT", help="its client endpoint")
+    parser.add_argument(
+        "--public-key",
+        metavar="KEY",
+        help="its public key: Z85 text or a .pub file (required with CURVE, the default)",
+    )
+
+
+def _id_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="ID")
+
+
+def _optional_id_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", nargs="?", metavar="ID")
+
+
+def _help_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("topic", nargs="?", metavar="CMD")
+
+
+# --- help -------------------------------------------------------------------------------
+
+
+def show_help(ctx: CommandContext, args: argparse.Namespace) -> int:
+    """`help [CMD]`: the summary of every command, or one command's usage."""
+    if args.topic is None:
+        for line in COMMAND_SUMMARY.splitlines():
+            ctx.out(line)
+        return EXIT_OK
+    command = find_command(args.topic)
+    if command is None:
+        ctx.fail(f"error: unknown command {args.topic!r}; try help")
+        return EXIT_USAGE
+    ctx.out(command.build_parser().format_help().rstrip())
+    return EXIT_OK
+
+
+# --- the table --------------------------------------------------------------------------
+
+
+def _declare(*commands: Command) -> Mapping[str, Command]:
+    """The table by name; a name or alias declared twice is a bug in this module."""
+    table: dict[str, Command] = {}
+    words: set[str] = set()
+    for command in commands:
+        if reused := words & set(command.words):
+            raise RuntimeError(f"command {command.name!r} reuses {sorted(reused)}")
+        words |= set(command.words)
+        table[command.name] = command
+    return table
+
+
+_ADD_SYNOPSIS = "ID PEER CLIENT [--public-key KEY]"
+
+COMMANDS: Mapping[str, Command] = _declare(
+    # --- the key-value store --------------------------------------------------------------
+    Command(
+        name="put",
+        synopsis="put KEY VALUE",
+        summary="set KEY to VALUE",
+        description="Set KEY to VALUE.",
+        arguments=_put_arguments,
+        handler=handlers.put,
+        ops=("put",),
+    ),
+    Command(
+        name="get",
+        synopsis="get KEY [--serializable]",
+        summary="print the value of KEY ((not found): exit 1)",
+        description="Print the value of KEY; a missing key prints (not found), exit 1.",
+        arguments=_get_arguments,
+        handler=handlers.get,
+        ops=("get",),
+    ),
+    Command(
+        name="del",
+        synopsis="del KEY",
+        summary="delete KEY",
+        description="Delete KEY (succeeds when KEY is absent).",
+        arguments=_key_arguments,
+        handler=handlers.delete,
+        ops=("delete",),
+        aliases=("delete",),
+    ),
+    Command(
+        name="cas",
+        synopsis="cas KEY OLD NEW",
+        summary="set KEY to NEW if its value is OLD",
+        description="Compare-and-swap: set KEY to NEW if its value is OLD, or with --absent "
+        "if KEY does not exist. On a mismatch it prints the current value and exits 1.",
+        arguments=_cas_arguments,
+        handler=handlers.cas,
+        ops=("cas",),
+        usage="cas KEY OLD NEW | cas --absent KEY NEW",
+        more_forms=(("cas --absent KEY NEW", "set KEY to NEW if KEY does not exist"),),
+    ),
+    # --- the cluster ----------------------------------------------------------------------
+    Command(
+        name="status",
+        synopsis="status [--verbose]",
+        summary="a table of every node of the config (or of --endpoint)",
+        description="Ask every node for its role, term, leader and log indexes.",
+        arguments=_status_arguments,
+        handler=handlers.status,
+        ops=("status",),
+    ),
+    Command(
+        name="snapshot",
+        synopsis="snapshot [NODE]",
+        summary="take a snapshot now on NODE (or the --endpoint node)",
+        description="Ask one node to write a snapshot of its state now and compact its log; "
+        "prints the snapshot's index and size once the file is durable. NODE is a node id "
+        "of the config; with --endpoint it may be left out. The request is never retried "
+        f"on another node. Waits up to {SNAPSHOT_TIMEOUT_S:g} s unless --timeout is given.",
+        arguments=_snapshot_arguments,
+        handler=handlers.snapshot,
+        ops=("snapshot",),
+    ),
+    # --- membership -----------------------------------------------------------------------
+    Command(
+        name="members",
+        synopsis="members",
+        summary="a table of the members: role, endpoints, match index",
+        description="Show the cluster's members: id, role (voter or learner), peer and "
+        "client endpoints, and how far each one's log matches the leader's (known only to "
+        "the leader, which is asked when another node answered). * marks the leader.",
+        arguments=_no_arguments,
+        handler=handlers.members,
+        ops=("members",),
+    ),
+    Command(
+        name="add-learner",
+        synopsis=f"add-learner {_ADD_SYNOPSIS}",
+        summary="add node ID (started with --join) as a learner",
+        description="Add node ID, already running (zraft-node --join), as a learner: it "
+        "receives the log but does not vote until promoted.",
+        arguments=_add_arguments,
+        handler=handlers.add_learner,
+        ops=("add_member",),
+        changes_membership=True,
+    ),
+    Command(
+        name="add-member",
+        synopsis=f"add-member {_ADD_SYNOPSIS}",
+        summary="add node ID as a learner; the leader promotes it when caught up",
+        description="Add node ID, already running (zraft-node --join), as a learner that "
+        "the leader promotes to voter by itself once its log has caught up.",
+        arguments=_add_arguments,
+        handler=handlers.add_member,
+        ops=("add_member",),
+        changes_membership=True,
+    ),
+    Command(
+        name="promote",
+        synopsis="promote ID",
+        summary="make the learner ID a voter",
+        description="Make the learner ID a voter (waits while it catches up).",
+        arguments=_id_arguments,
+        handler=handlers.promote,
+        ops=("promote_member",),
+        changes_membership=True,
+    ),
+    Command(
+        name="remove",
+        synopsis="remove ID",
+        summary="remove ID (voter or learner; the leader too) from the cluster",
+        description="Remove ID from the cluster (a voter, a learner, or the leader itself). "
+        "The node keeps running until you stop it.",
+        arguments=_id_arguments,
+        handler=handlers.remove,
+        ops=("remove_member",),
+        changes_membership=True,
+    ),
+    Command(
+        name="transfer-leader",
+        synopsis="transfer-leader [ID]",
+        summary="hand leadership to ID (default: the most up-to-date voter)",
+        description="Hand leadership to the voter ID (default: the most up-to-date voter); "
+        "answers once ID leads.",
+        arguments=_optional_id_arguments,
+        handler=handlers.transfer_leader,
+        ops=("transfer_leader",),
+        changes_membership=True,
+    ),
+    # --- tools ----------------------------------------------------------------------------
+    Command(
+        name="bench",
+        synopsis="bench [OPTIONS]",
+        summary="load generator; see `help bench`",
+        description="Drive concurrent clients (one request in flight each) and report "
+        "throughput and latency. Progress goes to stderr every second, the summary to stdout.",
+        arguments=_bench_arguments,
+        handler=handlers.bench,
+        ops=(),  # it drives clients of its own (put or get), outside the session
+    ),
+    Command(
+        name="help",
+        synopsis="help [CMD]",
+        summary="this list, or one command's usage",
+        description="List the commands, or show one command's usage.",
+        arguments=_help_arguments,
+        handler=show_help,
+        ops=(),
+    ),
+)
+"""Every command, by name, in the order `help` lists them."""
+
+
+def command_words(commands: Mapping[str, Command] = COMMANDS) -> dict[str, str]:
+    """Every name and alias a user may type, mapped to its command's name."""
+    return {word: command.name for command in commands.values() for word in command.words}
+
+
+def find_command(word: str) -> Command | None:
+    """The command `word` (a name or an alias) names, or None."""
+    name = command_words().get(word)
+    return None if name is None else COMMANDS[name]
+
+
+def commands_for_op(op: str) -> list[Command]:
+    """The commands that send the wire op `op` (a canonical name or an alias)."""
+    spec = lookup_op(op)
+    if spec is None:
+        return []
+    return [command for command in COMMANDS.values() if spec.name in command.ops]
+
+
+def summary_lines(commands: Mapping[str, Command] = COMMANDS) -> list[str]:
+    """What `help` prints: each command's lines, then the REPL's way out."""
+    lines = [line for command in commands.values() for line in command.help_lines()]
+    return [*lines, *_help_entry(" | ".join(LEAVE_WORDS), LEAVE_SUMMARY)]
+
+
+COMMAND_SUMMARY = "\n".join(summary_lines())
+"""One line per command (two for a long synopsis): `help` prints it, and so does `--help`."""
+
+COMMAND_ALIASES: Mapping[str, str] = {
+    alias: command.name for command in COMMANDS.values() for alias in command.aliases
+}
+"""Alternative command names, mapped to the command's name."""
+
+
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """One fresh parser per command, by name."""
+    return {name: command.build_parser() for name, command in COMMANDS.items()}

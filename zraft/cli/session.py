@@ -1,0 +1,139 @@
+"""A `zraft-client` session: runs command lines against one target and prints the results.
+
+It owns the plumbing every command shares: finding the command in the table
+(`zraft.cli.commands`), parsing its arguments, the session's client (made on first use,
+closed at the end), where output goes (stdout, or stderr for errors in one-shot mode),
+and turning usage errors, client-side timeouts and refused handshakes into lines and
+exit codes. It is the `CommandContext` the handlers run in, and the `CommandRunner` the
+REPL drives.
+
+It must not know any particular command: what a command does is its handler's
+(`zraft.cli.handlers`), which commands exist is the table's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from zraft.cli import render
+from zraft.cli.commands import command_words, find_command
+from zraft.cli.target import Target
+from zraft.cli.usage import EXIT_AUTH, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, HelpShown, UsageError
+from zraft.client import Client, ClientAuthError, ClientTimeout
+
+
+class Session:
+    """Runs commands against one target and prints their results.
+
+    Args:
+        target: the endpoints.
+        json_output: print JSON objects instead of text.
+        repl: REPL mode (errors on stdout, flushed per line) rather than one-shot.
+        stdout, stderr: where to print.
+    """
+
+    def __init__(
+        self, target: Target, *, json_output: bool, repl: bool, stdout: TextIO, stderr: TextIO
+    ) -> None:
+        self._target = target
+        self._json = json_output
+        self._repl = repl
+        self._stdout = stdout
+        self._stderr = stderr
+        self._client: Client | None = None
+
+    @property
+    def target(self) -> Target:
+        """The nodes and timeouts commands use."""
+        return self._target
+
+    @property
+    def json_output(self) -> bool:
+        """Whether results are printed as JSON objects."""
+        return self._json
+
+    @property
+    def command_words(self) -> dict[str, str]:
+        """Every command name and alias, mapped to the command's name (for the REPL)."""
+        return command_words()
+
+    @property
+    def command_names(self) -> list[str]:
+        """Every command name and alias, sorted."""
+        return sorted(self.command_words)
+
+    def out(self, line: str) -> None:
+        """Print a result line to stdout."""
+        print(line, file=self._stdout, flush=self._repl)
+
+    def fail(self, line: str) -> None:
+        """Print an error line: to stderr in one-shot mode, to stdout in the REPL."""
+        print(line, file=self._stdout if self._repl else self._stderr, flush=True)
+
+    def out_json(self, obj: Any) -> None:
+        """Print `obj` as one JSON line."""
+        self.out(json.dumps(render.jsonable(obj)))
+
+    def note(self, line: str) -> None:
+        """Print a progress line to stderr, so stdout holds only the results."""
+        print(line, file=self._stderr, flush=True)
+
+    def execute(self, argv: Sequence[str]) -> int:
+        """Run one command line (`["put", "k", "v"]`) and return its exit code."""
+        if not argv:
+            return EXIT_OK
+        command = find_command(argv[0])
+        if command is None:
+            self.fail(f"error: unknown command {argv[0]!r}; try help")
+            return EXIT_USAGE
+        try:
+            parser = command.build_parser()
+            # Intermixed, so options may sit between positionals (`cas k --absent v`);
+            # but argparse's intermixed mode mishandles `--`, which needs no mixing anyway.
+            rest = list(argv[1:])
+            parse = parser.parse_args if "--" in rest else parser.parse_intermixed_args
+            args = parse(rest)
+            return command.handler(self, args)
+        except HelpShown:
+            return EXIT_OK
+        except UsageError as exc:
+            self.fail(str(exc))
+            return EXIT_USAGE
+        except ClientTimeout as exc:
+            if self._json:
+                self.out_json(render.timeout_map(exc))
+            else:
+                # A change is never re-sent blindly: whether it happened is for `members`.
+                hint = "; check `members` before retrying" if command.changes_membership else ""
+                self.fail(f"error: client_timeout: {exc}{hint}")
+            return EXIT_UNAVAILABLE
+        except ClientAuthError as exc:
+            self.auth_failed(str(exc))
+            return EXIT_AUTH
+
+    def auth_failed(self, message: str) -> None:
+        """Report a refused security handshake (a reply-shaped object with --json)."""
+        if self._json:
+            self.out_json({"ok": False, "error": {"code": "auth_failed", "message": message}})
+        else:
+            self.fail(f"error: auth_failed: {message}")
+
+    def client(self) -> Client:
+        """The session's client, made on first use."""
+        if self._client is None:
+            target = self._target
+            self._client = Client(
+                target.endpoints,
+                timeout=target.timeout or target.request_timeout,
+                node_endpoints={i: ep for i, ep in target.nodes if i is not None},
+                curve=target.curve,
+            )
+        return self._client
+
+    def close(self) -> None:
+        """Close the client, if one was made."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,68 @@
+"""Where `zraft-client` sends its commands: the nodes named by --config or --endpoint.
+
+It owns resolving the global options (`--config`, `--key`, `--endpoint`, `--timeout`) into
+the endpoints, node ids, client keys and timeouts a session uses.
+
+It must not send a request or print: a bad option raises (`UsageError`, `ConfigError`,
+`SecurityError`) and the entry point (`zraft.cli.client.main`) reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from zraft.cli.usage import UsageError
+from zraft.client import DEFAULT_TIMEOUT_S, check_endpoint
+from zraft.config import load
+from zraft.net.security import ClientCurve, client_curve
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where commands go: `(node id or None, client endpoint)` pairs and the timeouts."""
+
+    nodes: tuple[tuple[str | None, str], ...]
+    timeout: float | None  # --timeout, or None for the defaults
+    request_timeout: float  # the default for requests
+    curve: ClientCurve | None = None  # the client's keys when the cluster runs CURVE
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The client endpoints, in config order."""
+        return [endpoint for _, endpoint in self.nodes]
+
+    @property
+    def node_ids(self) -> list[str | None]:
+        """The node ids (None where unknown), in config order."""
+        return [node_id for node_id, _ in self.nodes]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Target:
+        """Resolve --config and --endpoint (which, given both, narrows to one node).
+
+        Raises:
+            ConfigError: the config file is unreadable or invalid.
+            SecurityError: the cluster runs CURVE and the client key is missing or bad.
+            UsageError: neither option given, or a malformed endpoint.
+        """
+        if args.config is None and args.endpoint is None:
+            raise UsageError("zraft-client: give --config FILE or --endpoint tcp://HOST:PORT")
+        if args.key is not None and args.config is None:
+            raise UsageError("zraft-client: --key needs --config (it names the nodes' keys)")
+        request_timeout = DEFAULT_TIMEOUT_S
+        nodes: tuple[tuple[str | None, str], ...] = ()
+        curve = None
+        if args.config is not None:
+            cluster = load(args.config)
+            nodes = tuple((node.id, node.client) for node in cluster.nodes)
+            request_timeout = cluster.request_timeout_ms / 1000 + 1.0
+            curve = client_curve(cluster, args.key)
+        if args.endpoint is not None:
+            try:
+                check_endpoint(args.endpoint)
+            except ValueError as exc:
+                raise UsageError(f"zraft-client: --endpoint: {exc}") from None
+            known = {endpoint: node_id for node_id, endpoint in nodes}
+            nodes = ((known.get(args.endpoint), args.endpoint),)
+        return cls(nodes, args.timeout, request_timeout, curve)

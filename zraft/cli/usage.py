@@ -1,0 +1,96 @@
+"""The contract of `zraft-client` with its caller: exit codes, usage errors, strict parsers.
+
+It owns what an outcome means to a script (the `EXIT_*` codes, and which reply maps to
+which), the exception a bad command line raises, and the argparse parser every command
+uses, which raises instead of exiting so that the REPL survives a typo.
+
+It must not print, talk to a node, or know any command: the commands are declared in
+`zraft.cli.commands`, run by `zraft.cli.session`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import NoReturn
+
+from zraft.client import Reply
+
+EXIT_OK = 0
+"""The command succeeded."""
+EXIT_FAILED = 1
+"""The cluster refused: cas_failed, key not found (get), bad_request, too_large, internal,
+conflict (another membership change is not committed yet)."""
+EXIT_USAGE = 2
+"""Bad command line, unknown command, unreadable config, malformed endpoint."""
+EXIT_UNAVAILABLE = 3
+"""No reply in time, or the reply was `unavailable`, `timeout` or `not_leader`."""
+EXIT_AUTH = 4
+"""Every node refused the client's security handshake (unknown key, plaintext vs CURVE)."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C in one-shot mode."""
+
+_UNAVAILABLE_CODES = frozenset({"unavailable", "timeout", "not_leader"})
+
+
+class UsageError(Exception):
+    """A command line or REPL line that does not parse; the message says why."""
+
+
+class HelpShown(Exception):
+    """argparse has printed --help and wants to stop: not an error.
+
+    Args:
+        status: the exit status argparse asked for (0).
+    """
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of exiting, so the REPL survives typos."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise UsageError with the usage line and `message`."""
+        raise UsageError(f"{self.format_usage().strip()}\n{self.prog}: error: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        """Raise instead of calling sys.exit (after --help, for one)."""
+        if message:
+            raise UsageError(message.strip())
+        raise HelpShown(status)
+
+
+def exit_code(reply: Reply) -> int:
+    """The exit code a node's answer means: 0, 3 for unavailability, else 1."""
+    if reply.ok:
+        return EXIT_OK
+    return EXIT_UNAVAILABLE if reply.error_code in _UNAVAILABLE_CODES else EXIT_FAILED
+
+
+def positive_float(text: str) -> float:
+    """An argparse type accepting numbers > 0, with a clear message otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type accepting integers >= `minimum`, with a clear message otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
