@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from zraft import config
+from zraft.client import check_endpoint
 from zraft.config import ConfigError
 from zraft.core.types import Membership, RaftConfig
+from zraft.node import admin
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -351,9 +353,62 @@ def test_security_keys_are_parsed(root: Path) -> None:
 
 def test_security_none_needs_no_keys(root: Path) -> None:
     text = VALID.replace('name = "t"', 'name = "t"\nsecurity = "none"')
-    for line in (f'public_key = "{K1}"\n', 'public_key_file = "keys/n2.pub"\n',
-                 'secret_key_file = "keys/n1.key"\n', 'secret_key_file = "keys/n2.key"\n'):
+    for line in (
+        f'public_key = "{K1}"\n',
+        'public_key_file = "keys/n2.pub"\n',
+        'secret_key_file = "keys/n1.key"\n',
+        'secret_key_file = "keys/n2.key"\n',
+    ):
         text = text.replace(line, "")
     cfg = config.load(write(root, text))
     assert cfg.security == "none"
     assert cfg.nodes[0].public_key is None and cfg.nodes[0].secret_key_file is None
+
+
+# --- one endpoint rule for nodes and clients ---------------------------------------------
+
+ENDPOINTS = [
+    ("tcp://127.0.0.1:7201", True),
+    ("tcp://localhost:1", True),
+    ("tcp://node-1.example.com:65535", True),
+    ("tcp://my_host:7201", True),
+    ("tcp://[::1]:7201", True),
+    ("tcp://[fe80::1]:80", True),
+    ("tcp://10.0.0.4:07204", True),  # a leading zero is still port 7204
+    ("tcp://127.0.0.1:0", False),  # port out of range
+    ("tcp://127.0.0.1:65536", False),
+    ("tcp://127.0.0.1:123456", False),
+    ("tcp://127.0.0.1", False),  # no port
+    ("tcp://:7201", False),  # no host
+    ("tcp://*:7201", False),  # a wildcard: binds, but nobody can connect to it
+    ("tcp://hôst:7201", False),  # the client once let these through, and nodes refused them
+    ("tcp://a b:7201", False),
+    ("tcp://host%eth0:7201", False),
+    ("ipc:///tmp/n1", False),
+    ("tcp://127.0.0.1:7201 ", False),
+    ("localhost:7201", False),
+    ("http://example.com", False),
+    ("udp://127.0.0.1:7201", False),
+    ("tcp://[::1:7201", False),
+    ("", False),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "good"), ENDPOINTS)
+def test_config_and_client_agree_on_endpoints(endpoint: str, good: bool) -> None:
+    """`config.is_endpoint` (nodes, config files) and `zraft.client.check_endpoint` are one
+    rule: the client never sends `add_member` an endpoint that the node refuses."""
+    assert config.is_endpoint(endpoint) is good
+    assert admin.is_endpoint is config.is_endpoint  # what the node checks add_member with
+    if good:
+        assert check_endpoint(endpoint) == endpoint
+    else:
+        with pytest.raises(ValueError, match="bad endpoint"):
+            check_endpoint(endpoint)
+
+
+@pytest.mark.parametrize("value", [None, 7201, b"tcp://127.0.0.1:7201", ["tcp://h:1"]])
+def test_only_a_str_is_an_endpoint(value: object) -> None:
+    assert config.is_endpoint(value) is False
+    with pytest.raises(ValueError, match="bad endpoint"):
+        check_endpoint(value)  # type: ignore[arg-type]

@@ -42,6 +42,15 @@ How replies are classified (reasoning checked against `zraft/node.py`):
 - A `get` that never succeeds has no effect on the state: it is recorded with outcome
   `fail` and left out of the history given to the checker.
 
+What comes from the client library's policy (`zraft.client.policy`), so the workload and
+`zraft.client.Client` agree: each logical client's `Session` (its id and the seq of each
+write, reused by every attempt of it), its `Rotation` over the nodes (the next node after
+a failed attempt), replies read as `Reply`, and which error codes mean "not done here"
+(`RETRYABLE_ERRORS`). What stays its own, on purpose: the history classification above
+(finer than the client's "return or retry"), an attempt limit, no leader preference (the
+clients stay spread over the nodes), and a seeded random pause of 20-60 ms before each
+retry instead of the client's back-off, so a seed keeps giving the same schedule.
+
 Times are `time.monotonic_ns()` minus an origin shared with the nemesis (one process, one
 clock), so operations and faults line up.
 """
@@ -59,6 +68,8 @@ from typing import Any
 import zmq
 
 from zraft import wire
+from zraft.client.policy import RETRYABLE_ERRORS, Rotation, Session
+from zraft.client.reply import Reply
 from zraft.net.security import ClientCurve
 from zraft.testing.history import HistoryRecorder, Op, Outcome
 
@@ -146,9 +157,8 @@ class _Client:
     """A logical client: one REQ socket, one session, one operation at a time."""
 
     number: int
-    session: str
-    node_index: int
-    seq: int = 0
+    session: Session
+    rotation: Rotation  # `current` is the node of the socket and of the next attempt
     socket: zmq.Socket[bytes] | None = None
     op: OpRecord | None = None
     frame: bytes = b""
@@ -224,9 +234,7 @@ class Workload:
         self._written: dict[str, list[str]] = {key: [] for key in self.keys}
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._poller = zmq.Poller()
-        self._clients = [
-            _Client(i, f"{session_prefix}-c{i}", i % len(self._node_ids)) for i in range(clients)
-        ]
+        self._clients = [self._new_client(i, f"{session_prefix}-c{i}", i) for i in range(clients)]
         self._closed = False
 
     # --- public -------------------------------------------------------------------------
@@ -262,7 +270,8 @@ class Workload:
             key -> value for every key whose read succeeded.
         """
         number = len(self._clients) + 1000
-        reader = _Client(number, f"final-{number}", 0, script=[("get", key) for key in self.keys])
+        reader = self._new_client(number, f"final-{number}", 0)
+        reader.script = [("get", key) for key in self.keys]
         reader.wake_ns = self.now_ns()
         saved = self._op_timeout_ns, self._max_attempts
         self._op_timeout_ns, self._max_attempts = int(timeout_s * 1e9), 0
@@ -285,6 +294,11 @@ class Workload:
         for client in self._clients:
             self._drop_socket(client)
         self._context.destroy(linger=0)
+
+    def _new_client(self, number: int, session_id: str, start: int) -> _Client:
+        """Logical client `number`, first at node `start` (modulo the nodes)."""
+        rotation = Rotation([self._endpoints[node_id] for node_id in self._node_ids], start=start)
+        return _Client(number, Session(session_id), rotation)
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -321,7 +335,7 @@ class Workload:
         key = self._rng.choice(self.keys)
         if self._rng.random() < 0.2:  # keep clients spread over all nodes
             self._drop_socket(client)
-            client.node_index = self._rng.randrange(len(self._node_ids))
+            client.rotation.move_to(self._rng.randrange(len(self._node_ids)))
         return self._new_op(client, kind, key)
 
     def _scripted_op(self, client: _Client) -> OpRecord | None:
@@ -337,11 +351,13 @@ class Workload:
         self.records.append(op)
         fields: dict[str, Any] = {"key": key}
         if kind in WRITE_KINDS:
-            client.seq += 1
-            op.session, op.seq = client.session, client.seq
-            fields.update(client=client.session, seq=client.seq)
+            # One seq per operation: every attempt re-sends this frame, so the session
+            # applies it at most once.
+            session = client.session.take()
+            op.session, op.seq = session["client"], session["seq"]
+            fields.update(session)
         if kind in ("put", "cas"):
-            op.value = f"{client.session}:{client.seq}"  # unique: a read names its write
+            op.value = f"{op.session}:{op.seq}"  # unique: a read names its write
             fields["value"] = op.value
         if kind == "cas":
             op.expected = self._pick_expected(key)
@@ -372,7 +388,7 @@ class Workload:
         if client.socket is None:
             sock = self._context.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
-            endpoint = self._endpoints[self._node_ids[client.node_index]]
+            endpoint = client.rotation.current
             if self._curve is not None:
                 self._curve.apply(sock, endpoint)
             sock.connect(endpoint)
@@ -391,7 +407,7 @@ class Workload:
         sock = self._socket(client)
         sock.send(client.frame)
         client.op.attempts += 1
-        client.op.nodes.append(self._node_ids[client.node_index])
+        client.op.nodes.append(self._node_ids[client.rotation.position])
         client.waiting = True
         client.attempt_deadline = self.now_ns() + self._attempt_timeout_ns
 
@@ -401,25 +417,36 @@ class Workload:
         try:
             if len(frames) != 1:
                 raise wire.DecodeError("a reply is one frame")
-            reply = wire.decode_reply(frames[0])
+            reply = Reply.from_map(wire.decode_reply(frames[0]))
         except wire.DecodeError:
             self._attempt_failed(client, "malformed_reply", maybe=True, drop_socket=True)
             return
-        if reply["ok"]:
+        if reply.ok:
             if op.kind == "get":
-                op.value = _text(reply.get("value"))
+                op.value = _text(reply.raw.get("value"))
             self._complete(client, OK, None)
             return
-        code = reply["error"]["code"]
+        code = reply.error_code if reply.error_code is not None else "unknown"
         if code in DEFINITE_FAIL_CODES:
             if code == "cas_failed":
-                op.current = _text(reply.get("value"))
+                op.current = _text(reply.raw.get("value"))
                 self._last_seen[op.key] = op.current
             self._complete(client, FAIL, code)
-        elif code in NOT_PROPOSED_CODES or (code == "unavailable" and self._trust_unavailable):
-            self._attempt_failed(client, code, maybe=False, drop_socket=False)
         else:
-            self._attempt_failed(client, code, maybe=True, drop_socket=False)
+            maybe = not self._proves_not_applied(code)
+            self._attempt_failed(client, code, maybe=maybe, drop_socket=False)
+
+    def _proves_not_applied(self, code: str) -> bool:
+        """Whether an error answer proves that this attempt did not take effect.
+
+        The client policy retries every `RETRYABLE_ERRORS` code elsewhere ("not done
+        here"), which a session makes safe. The checker needs more: `unavailable` may hide
+        a write that a later leader still commits (see the module doc), so it counts as
+        not applied only with `trust_unavailable`.
+        """
+        if code not in RETRYABLE_ERRORS:
+            return False
+        return code in NOT_PROPOSED_CODES or self._trust_unavailable
 
     def _attempt_failed(
         self, client: _Client, code: str, *, maybe: bool, drop_socket: bool
@@ -439,7 +466,9 @@ class Workload:
             return
         # Another node may have a leader; moving on also spreads load after a fault.
         self._drop_socket(client)
-        client.node_index = (client.node_index + 1) % len(self._node_ids)
+        client.rotation.advance()
+        # A seeded random pause, not the client's back-off: the draw keeps a seed's
+        # schedule (and so its history) what it always was.
         client.wake_ns = now + self._rng.randrange(20_000_000, 60_000_000)
 
     def _complete(self, client: _Client, outcome: str, code: str | None) -> None:

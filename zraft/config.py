@@ -66,7 +66,9 @@ from zraft.core.types import Membership, NodeId, RaftConfig
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # tcp://HOST:PORT where HOST is a name, an IPv4 address or a bracketed IPv6 address. A
-# wildcard host ("*") is refused: peers and clients connect to these same endpoints.
+# wildcard host ("*") is refused: peers and clients connect to these same endpoints. This
+# is zraft's one endpoint rule: the client library (`zraft.client.check_endpoint`) uses it
+# too, so a client never sends an endpoint that a node would then refuse.
 _ENDPOINT_RE = re.compile(
     r"tcp://(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})"
 )
@@ -95,10 +97,14 @@ Z85_KEY_RE = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
 """A 32-byte CURVE key in Z85 text: exactly 40 characters of the Z85 alphabet."""
 
 
-def is_endpoint(value: str) -> bool:
-    """Whether `value` is a `tcp://HOST:PORT` endpoint this file format would accept."""
-    match = _ENDPOINT_RE.fullmatch(value)
-    return bool(match) and 1 <= int(match["port"]) <= 65535
+def is_endpoint(value: object) -> bool:
+    """Whether `value` is a `tcp://HOST:PORT` endpoint (1 <= PORT <= 65535) zraft accepts.
+
+    The one rule for every endpoint: config files, `--join` flags, `add_member` requests
+    (checked by the node) and the client library's endpoints. Anything but a str is not one.
+    """
+    match = _ENDPOINT_RE.fullmatch(value) if isinstance(value, str) else None
+    return match is not None and 1 <= int(match["port"]) <= 65535
 
 
 class ConfigError(ValueError):

@@ -12,6 +12,11 @@ Rules it keeps:
   exercised). A request without a reply within `timeout` counts as a `timeout` error; its
   socket is closed and replaced by one to the next endpoint (Lazy Pirate with failover),
   and the client goes on with its next seq.
+- **The client library's policy** (`zraft.client.policy`) supplies what a client decides:
+  each simulated client's `Session` (its id and seqs) and `Rotation` (its endpoint, and
+  the next one after a timeout), and replies are read as `Reply`. A request is never
+  retried (each one is measured once, whatever its answer), so the policy's `Exchange`,
+  its back-off and leader preference are not used: they would change what is measured.
 - **Keys** cycle over `keys` distinct keys (`bench-0` ... ) by a global counter: no
   randomness, so a run is reproducible. `value_size` bytes of filler per put.
 - **`get` runs prefill first**: one put per key, not measured, so reads find values.
@@ -33,6 +38,8 @@ from typing import Any
 import zmq
 
 from zraft import wire
+from zraft.client.policy import Rotation, Session
+from zraft.client.reply import Reply
 from zraft.net.security import ClientCurve
 
 BENCH_OPS = ("put", "get")
@@ -140,12 +147,11 @@ class BenchProgress:
 
 @dataclass(slots=True)
 class _Slot:
-    """One simulated client: its socket, session and in-flight request."""
+    """One simulated client: its socket, endpoints, session and in-flight request."""
 
     sock: zmq.Socket[bytes]
-    endpoint: str
-    session: str
-    seq: int = 0
+    rotation: Rotation  # `current` is where `sock` is connected
+    session: Session
     left: int | None = None  # requests still to send (None: until the duration ends)
     sent_at: float = 0.0
     busy: bool = False
@@ -181,8 +187,9 @@ class _Engine:
         self._poller = zmq.Poller()
         self._slots: dict[zmq.Socket[bytes], _Slot] = {}
         for i in range(spec.clients):
-            endpoint = endpoints[i % len(endpoints)]
-            slot = _Slot(self._new_socket(endpoint), endpoint, f"bench-{run_id}-{i}")
+            rotation = Rotation(self._endpoints, start=i)  # spread round-robin
+            session = Session(f"bench-{run_id}-{i}")
+            slot = _Slot(self._new_socket(rotation.current), rotation, session)
             self._slots[slot.sock] = slot
         self._counter = 0  # picks the key of each request
         self.latencies: list[float] = []
@@ -207,10 +214,7 @@ class _Engine:
         key = self._keys[self._counter % len(self._keys)]
         self._counter += 1
         if op == "put":
-            slot.seq += 1
-            frame = wire.encode_request(
-                "put", key=key, value=self._value, client=slot.session, seq=slot.seq
-            )
+            frame = wire.encode_request("put", key=key, value=self._value, **slot.session.take())
         else:
             frame = wire.encode_request("get", key=key, consistency=self._spec.consistency)
         slot.sock.send(frame, zmq.NOBLOCK)
@@ -228,9 +232,7 @@ class _Engine:
         del self._slots[slot.sock]
         self._poller.unregister(slot.sock)
         slot.sock.close(linger=0)
-        position = self._endpoints.index(slot.endpoint)
-        slot.endpoint = self._endpoints[(position + 1) % len(self._endpoints)]
-        slot.sock = self._new_socket(slot.endpoint)
+        slot.sock = self._new_socket(slot.rotation.advance())
         self._slots[slot.sock] = slot
 
     def run(
@@ -285,15 +287,14 @@ class _Engine:
 
     def _record(self, buf: bytes, latency: float) -> None:
         try:
-            reply = wire.decode_reply(buf)
+            reply = Reply.from_map(wire.decode_reply(buf))
         except wire.DecodeError:
             self.errors["malformed_reply"] += 1
             return
-        if reply["ok"]:
+        if reply.ok:
             self.latencies.append(latency)
         else:
-            error = reply.get("error") or {}
-            self.errors[str(error.get("code", "unknown"))] += 1
+            self.errors[reply.error_code if reply.error_code is not None else "unknown"] += 1
 
     def _expire(self, now: float, op: str, issuing: bool) -> int:
         """Count requests older than the timeout as errors; returns how many slots went idle."""

@@ -45,6 +45,8 @@ import zmq
 
 import zraft
 from zraft import config, wire
+from zraft.client.policy import ClientPolicy, Finish, NoReply, Send
+from zraft.client.reply import Reply
 from zraft.net import security
 
 NODE_IDS = ("n1", "n2", "n3")
@@ -188,14 +190,7 @@ class Cluster:
 
     def request(self, node_id: str, op: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
         """One request to `node_id` on a fresh REQ socket; {} when there is no reply."""
-        sock = connect(self._context, zmq.REQ, self.client[node_id], self.curve)
-        try:
-            sock.send(wire.encode_request(op, **fields))
-            if not sock.poll(int(timeout * 1000)):
-                return {}
-            return wire.decode_reply(sock.recv())
-        finally:
-            sock.close(linger=0)
+        return request_once(self._context, self.client[node_id], self.curve, op, timeout, **fields)
 
     def status(self, node_id: str) -> dict[str, Any]:
         """The `status` map of `node_id` ({} when it does not answer within a second)."""
@@ -241,6 +236,43 @@ class Cluster:
     def events_since(self, mark: dict[str, int], name: str) -> list[dict[str, Any]]:
         """The `name` events logged after `mark`, from every node."""
         return [e for n in NODE_IDS for e in self.events(n)[mark[n] :] if e["event"] == name]
+
+
+def request_once(
+    context: zmq.Context[Any],
+    endpoint: str,
+    curve: security.ClientCurve | None,
+    op: str,
+    timeout: float = 5.0,
+    **fields: Any,
+) -> dict[str, Any]:
+    """One attempt of `op` at `endpoint` on a fresh REQ socket: the reply map, or {} when
+    none came within `timeout`.
+
+    The attempt is the client policy's node-addressed exchange (`ClientPolicy.begin_at`):
+    one node, one send, the whole timeout, never retried elsewhere, which is what a
+    measuring tool polling one node's status or asking it for a snapshot wants.
+
+    Raises:
+        DecodeError: the reply is malformed.
+    """
+    exchange = ClientPolicy(endpoint, timeout=timeout).begin_at(
+        endpoint, op, fields, time.monotonic()
+    )
+    step = exchange.next_step(time.monotonic())
+    if not isinstance(step, Send):  # a node-addressed exchange starts with its one attempt
+        raise RuntimeError(f"expected the attempt, got {step}")
+    sock = connect(context, zmq.REQ, step.endpoint, curve)
+    try:
+        sock.send(exchange.frame)
+        if sock.poll(int(step.wait_s * 1000)):
+            exchange.received(wire.decode_reply(sock.recv()))
+        else:
+            exchange.failed(NoReply.timed_out(step.wait_s))
+    finally:
+        sock.close(linger=0)
+    end = exchange.next_step(time.monotonic())
+    return dict(end.reply.raw) if isinstance(end, Finish) else {}
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -290,9 +322,9 @@ def load_keys(
                 sent += 1
             if not sock.poll(30_000):
                 raise RuntimeError(f"no reply for 30 s after {acked}/{count} puts")
-            reply = wire.decode_reply(sock.recv_multipart()[-1])
-            if not reply.get("ok"):
-                raise RuntimeError(f"a put failed: {reply}")
+            reply = Reply.from_map(wire.decode_reply(sock.recv_multipart()[-1]))
+            if not reply.ok:
+                raise RuntimeError(f"a put failed: {dict(reply.raw)}")
             acked += 1
         return time.monotonic() - started
     finally:
@@ -304,7 +336,10 @@ class Writer:
     """Puts at a fixed rate to one endpoint, open loop, with latencies by phase.
 
     Each put carries an 8-byte id as a routing hop (`[id, b"", body]`), which the node's
-    ROUTER hands back with the reply, so replies are matched whatever their order.
+    ROUTER hands back with the reply, so replies are matched whatever their order. A reply
+    is read as the client library reads it (`zraft.client.reply.Reply`): `ok` or an error.
+    Puts are never retried and carry no session (each key is written once, and a retry
+    would blur the latency being measured), so nothing else of the client policy applies.
     """
 
     endpoint: str
@@ -365,7 +400,7 @@ class Writer:
             sent = self._sent.pop(int.from_bytes(parts[0], "big"), None)
             if sent is None:
                 continue
-            if not wire.decode_reply(parts[-1]).get("ok"):
+            if not Reply.from_map(wire.decode_reply(parts[-1])).ok:
                 self.errors += 1
                 continue
             self.latencies[sent[1]].append((time.monotonic() - sent[0]) * 1000)

@@ -1,257 +1,72 @@
-"""The zraft client library: requests with a deadline, failover and safe retries.
+"""The zraft client library's ZeroMQ driver: `Client`, requests with a deadline, failover
+and safe retries.
 
 A `Client` talks to the nodes' client endpoints with the protocol of DESIGN.md §2 (one
 msgpack map per request, one per reply, over ZeroMQ REQ sockets). Any node accepts any
 request, so the client needs no leader discovery; it only has to survive lost replies and
-dead nodes. It does so in the "Lazy Pirate" way:
+dead nodes. Every decision (which endpoint next, how long to wait, whether an outcome is
+the answer, a retry or a failure, the session's seq) is made by the pure policy in
+`zraft.client.policy`; this module carries it out, in the "Lazy Pirate" way:
 
 - one REQ socket per endpoint, LINGER=0; after a send it polls for the reply until the
   attempt's deadline, never blocking without a timeout and never sleeping;
 - a REQ socket whose reply was lost is stuck (it may not send again), so on an attempt
   timeout the socket is closed and the next attempt goes to the next endpoint on a new one;
-- a reply whose error is `unavailable` or `not_leader` is retried on another endpoint
-  (the leader, when the reply names one this client knows), until the overall deadline;
-  every other reply, success or error, is returned as is.
+- a monitor per socket reports connects, disconnects and refused handshakes to the
+  policy (`zraft.client.monitor`), so a killed node is left at once, not after a timeout.
 
-Rules it keeps:
+Rules it keeps (the policy's module doc has the full table):
 
 - **Writes are retried only inside a session.** Every `put`, `delete` and `cas` carries
-  `client` (a random id per `Client`, unless given) and `seq`, a per-client number that
-  grows by one per write. A retry of the same write reuses its `seq`, and the server's
-  session table (`zraft.state.kv`) applies a `(client, seq)` pair at most once and answers a
-  duplicate with the first answer. Reads (`get`) and local ops (`status`, `members`) are
-  retried freely.
+  `client` (a random id per `Client`, unless given) and `seq`; a retry reuses its `seq`,
+  and the server's session table (`zraft.state.kv`) applies a `(client, seq)` pair at
+  most once. Reads (`get`) and local ops (`status`, `members`) are retried freely.
 - **Admin ops are never re-sent after an ambiguous outcome.** Membership and leadership
-  changes (`add_member`, `promote`, `remove`, `transfer_leader`) carry no session, and a
-  change that was made answers a repeat with an error (`bad_request` "already a learner"),
-  so a blind retry would turn a success into a confusing failure. They are retried only
-  when nothing can have happened: an `unavailable` or `not_leader` answer (the node says
-  it did not act: no leader, not a member, a learner still catching up, a change that lost
-  its log slot) or an attempt that never sent the request (the node was already known to
-  be down, or refused the connection). Each attempt waits for the rest of the deadline
-  (the node answers `timeout` itself when its own request timeout passes first); a reply
-  lost after sending raises `ClientTimeout` saying that the outcome is unknown, and a
-  `timeout` answer is returned as is. Either way the caller should look (`members`) before
-  trying again. `conflict` (another change is not committed yet) is returned, not retried.
+  changes carry no session, and a change that was made answers a repeat with an error
+  (`bad_request` "already a learner"). They are retried only when nothing can have
+  happened: an `unavailable` or `not_leader` answer, or an attempt that never sent the
+  request (the node was known to be down, or refused the connection). Each attempt waits
+  for the rest of the deadline; a reply lost after sending raises `ClientTimeout` saying
+  that the outcome is unknown, and a `timeout` answer is returned as is: either way the
+  caller should look (`members`) before trying again. `conflict` is returned, not retried.
 - **Node-addressed ops go to that node only.** `snapshot(node)` is about the node named:
   one attempt there, never a failover to another node, whatever the answer.
 - **Bounded waits.** Every call returns or raises within `timeout` seconds (plus the time
   of one socket close). Back-off between rounds of error replies is a poll with a timeout.
 - A `Client` is not thread-safe: use one per thread (ZeroMQ sockets are not either).
+
+This module must not decide anything itself: a rule about retries, endpoints or sessions
+belongs in the policy, where a second driver (an asyncio client) finds it too.
 """
 
 from __future__ import annotations
 
-import re
-import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from zraft import config as _config
 from zraft import wire
+from zraft.client.connections import Connections
+from zraft.client.policy import (
+    DEFAULT_TIMEOUT_S,
+    ClientPolicy,
+    Exchange,
+    Finish,
+    NoReply,
+    Pause,
+    Send,
+    check_endpoint,
+    leader_to_ask,
+    members_answer,
+)
+from zraft.client.reply import ClientError, Reply
 from zraft.net import security
 from zraft.net.security import ClientCurve
-from zraft.wire import ops
-
-DEFAULT_TIMEOUT_S = 6.0
-"""Default overall deadline of a request: a little above the server's default request
-timeout (5 s), so the server's own `unavailable`/`timeout` answer normally arrives first."""
-
-MIN_ATTEMPT_TIMEOUT_S = 0.5
-"""Lower bound of the default per-attempt timeout with several endpoints."""
-
-RETRYABLE_ERRORS = frozenset({"unavailable", "not_leader"})
-_RETRY_LOST = frozenset({ops.Retry.ALWAYS, ops.Retry.SESSION})  # re-sent after a lost reply
-"""Error codes that mean "not done here, try elsewhere"; retried until the deadline."""
-
-_UNSENT = "not sent: "
-"""Prefix of an attempt outcome where the request never left this client (so even a
-non-idempotent op may be tried elsewhere)."""
-
-_BACKOFF_FIRST_S = 0.05
-_BACKOFF_MAX_S = 0.5
-
-# zmq endpoint forms a client may connect to; checked early so a typo fails at once
-# instead of as a timeout.
-_ENDPOINT_RE = re.compile(r"tcp://[^\s:]+:[0-9]{1,5}|tcp://\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}|ipc://\S+")
-
-
-class ClientError(Exception):
-    """Base class of the errors this module raises (besides ValueError for misuse)."""
-
-
-class ClientAuthError(ClientError):
-    """Every node refused this client's security handshake: its key is not admitted, it
-    speaks plaintext to a CURVE node (or the reverse), or it holds a wrong server key.
-
-    libzmq never retries a refused handshake, so waiting longer cannot help; the client
-    raises this as soon as each endpoint has refused once instead of timing out.
-
-    Attributes:
-        refusals: `(endpoint, what happened)` per refusing endpoint.
-    """
-
-    def __init__(self, message: str, refusals: Sequence[tuple[str, str]]) -> None:
-        super().__init__(message)
-        self.refusals = tuple(refusals)
-
-
-_HANDSHAKE_EVENTS = {
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the node refused this client's key",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: (
-        "security handshake failed (plaintext client and CURVE node, or the reverse)"
-    ),
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "security handshake failed (wrong server key?)",
-}
-"""Monitor events that end a connection for good (libzmq does not retry), and what they
-mean for a zraft client."""
-
-
-def _final(event: int, curve: bool) -> bool:
-    """Whether a monitor event means the handshake is refused for good.
-
-    A plaintext client may see HANDSHAKE_FAILED_NO_DETAIL when a connection breaks
-    mid-handshake (seen under load); only with CURVE does it mean a key problem (a wrong
-    server key: the node cannot read our HELLO), so only then is it final.
-    """
-    if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-        return curve
-    return event in _HANDSHAKE_EVENTS
-
-
-_REFUSED = "refused: "  # prefix of an attempt outcome whose handshake failed
-
-_MONITOR_EVENTS = (
-    zmq.EVENT_CONNECTED
-    | zmq.EVENT_DISCONNECTED
-    | zmq.EVENT_CONNECT_RETRIED
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-)
-
-
-class ClientTimeout(ClientError, TimeoutError):
-    """No usable reply arrived within the deadline.
-
-    Attributes:
-        timeout: the deadline that expired, in seconds.
-        attempts: `(endpoint, outcome)` for every attempt, in order.
-    """
-
-    def __init__(self, message: str, timeout: float, attempts: Sequence[tuple[str, str]]) -> None:
-        super().__init__(message)
-        self.timeout = timeout
-        self.attempts = tuple(attempts)
-
-    @property
-    def endpoints(self) -> tuple[str, ...]:
-        """The distinct endpoints tried, in the order first tried."""
-        return tuple(dict.fromkeys(endpoint for endpoint, _ in self.attempts))
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One reply of a node (DESIGN.md §2), with typed access to its standard fields.
-
-    Attributes:
-        ok: whether the request succeeded.
-        value: the value of a `get`, or the current value after a failed `cas`.
-        found: for `get`, whether the key exists (None for other ops).
-        error_code: None, or one of `wire.ERROR_CODES` (a newer server may send others).
-        error_message: the server's text for the error, or None.
-        leader: the leader the answering node knows of, or None.
-        index: the log index at which a write was applied, or None.
-        raw: the whole reply map, including keys this class does not know (e.g. `status`).
-        endpoint: the endpoint that answered.
-    """
-
-    ok: bool
-    value: bytes | None = None
-    found: bool | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    leader: str | None = None
-    index: int | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    endpoint: str | None = None
-
-    @classmethod
-    def from_map(cls, raw: Mapping[str, Any], endpoint: str | None = None) -> Reply:
-        """Build a Reply from a decoded reply map (as `wire.decode_reply` returns it).
-
-        Fields of unexpected types are treated as absent rather than trusted.
-        """
-        error = raw.get("error")
-        code = message = None
-        if isinstance(error, Mapping):
-            code = _str_or_none(error.get("code"))
-            message = _str_or_none(error.get("message"))
-        value = raw.get("value")
-        found = raw.get("found")
-        index = raw.get("index")
-        return cls(
-            ok=raw.get("ok") is True,
-            value=value if isinstance(value, bytes) else None,
-            found=found if isinstance(found, bool) else None,
-            error_code=code,
-            error_message=message or code,
-            leader=_str_or_none(raw.get("leader")),
-            index=index if type(index) is int else None,
-            raw=raw,
-            endpoint=endpoint,
-        )
-
-    @property
-    def status(self) -> dict[str, Any] | None:
-        """The `status` map of a status reply, or None if the reply has none."""
-        status = self.raw.get("status")
-        return status if isinstance(status, dict) else None
-
-    @property
-    def members(self) -> list[dict[str, Any]] | None:
-        """The member rows of a `members` reply (or of a membership change's answer).
-
-        Each row is a map with `id`, `role` (`voter` or `learner`), `peer`, `client` and
-        `match_index` (an int when the answering node is the leader, else None). None if
-        the reply has no (well-formed) member list.
-        """
-        rows = self.raw.get("members")
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            return None
-        return rows
-
-    @property
-    def config_index(self) -> int | None:
-        """The log index of the membership the answering node uses, if the reply has it."""
-        index = self.raw.get("config_index")
-        return index if type(index) is int else None
-
-    def member(self, node_id: str) -> dict[str, Any] | None:
-        """The row of `node_id` in `members`, or None if it is not a member."""
-        return next((row for row in self.members or () if row.get("id") == node_id), None)
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def check_endpoint(endpoint: str) -> str:
-    """Return `endpoint` if it is a `tcp://HOST:PORT` (or `ipc://PATH`) endpoint.
-
-    Raises:
-        ValueError: it is not; the message names the endpoint and the expected form.
-    """
-    if not isinstance(endpoint, str) or not _ENDPOINT_RE.fullmatch(endpoint):
-        raise ValueError(f"bad endpoint {endpoint!r}: expected tcp://HOST:PORT")
-    return endpoint
 
 
 class Client:
@@ -292,41 +107,17 @@ class Client:
         context: zmq.Context[Any] | None = None,
         curve: ClientCurve | None = None,
     ) -> None:
-        if isinstance(endpoints, str):
-            endpoints = [endpoints]
-        self._endpoints: tuple[str, ...] = tuple(
-            dict.fromkeys(check_endpoint(e) for e in endpoints)
+        self._policy = ClientPolicy(
+            endpoints,
+            timeout=timeout,
+            attempt_timeout=attempt_timeout,
+            client_id=client_id,
+            first_seq=first_seq,
+            node_endpoints=node_endpoints,
         )
-        if not self._endpoints:
-            raise ValueError("a Client needs at least one endpoint")
-        if timeout <= 0 or (attempt_timeout is not None and attempt_timeout <= 0):
-            raise ValueError("timeouts must be > 0 seconds")
-        if client_id is not None and not 0 < len(client_id) <= wire.MAX_CLIENT_ID_LEN:
-            raise ValueError(f"client_id must have 1..{wire.MAX_CLIENT_ID_LEN} characters")
-        if first_seq < 0:
-            raise ValueError("first_seq must be >= 0")
-        self._timeout = timeout
-        if attempt_timeout is None:
-            n = len(self._endpoints)
-            attempt_timeout = timeout if n == 1 else max(timeout / n, MIN_ATTEMPT_TIMEOUT_S)
-        self._attempt_timeout = min(attempt_timeout, timeout)
-        self._client_id = client_id or f"c-{secrets.token_hex(8)}"
-        self._next_seq = first_seq
-        self._node_endpoints = {
-            node_id: ep for node_id, ep in (node_endpoints or {}).items() if ep in self._endpoints
-        }
         self._own_context = context is None
         self._context: zmq.Context[Any] = zmq.Context() if context is None else context
-        self._sockets: dict[str, zmq.Socket[bytes]] = {}
-        # A monitor per REQ socket reports connects and disconnects: a REQ socket never
-        # says that its node died, so without this a client would wait out a whole attempt
-        # timeout on a killed leader (seconds) instead of moving on at once.
-        self._monitors: dict[str, zmq.Socket[bytes]] = {}
-        self._down: set[str] = set()  # endpoints whose connection is known to be lost
-        self._refused: dict[str, str] = {}  # endpoint -> why its handshake failed
-        self._curve = curve
-        self._connected: set[str] = set()  # endpoints whose current socket ever connected
-        self._current = 0  # index into _endpoints: where the next request goes first
+        self._connections = Connections(self._context, curve, self._policy)
         self._closed = False
 
     @classmethod
@@ -368,22 +159,27 @@ class Client:
     @property
     def endpoints(self) -> tuple[str, ...]:
         """The endpoints this client may use, in preference order at construction."""
-        return self._endpoints
+        return self._policy.endpoints
 
     @property
     def client_id(self) -> str:
         """The session id carried by this client's writes."""
-        return self._client_id
+        return self._policy.session.client_id
 
     @property
     def next_seq(self) -> int:
         """The seq the next new write will carry."""
-        return self._next_seq
+        return self._policy.session.next_seq
 
     @property
     def timeout(self) -> float:
         """The overall deadline of one request, in seconds."""
-        return self._timeout
+        return self._policy.timeout
+
+    @property
+    def policy(self) -> ClientPolicy:
+        """The policy that makes this client's decisions (read it; do not drive it)."""
+        return self._policy
 
     # --- the kv operations ------------------------------------------------------------
 
@@ -452,17 +248,14 @@ class Client:
             ClientTimeout: no node answered within the deadline.
         """
         reply = self.request("members")
-        row = reply.member(reply.leader) if reply.ok and reply.leader else None
-        if not match_from_leader or row is None or row.get("match_index") is not None:
+        endpoint = leader_to_ask(reply) if match_from_leader else None
+        if endpoint is None:
             return reply
-        endpoint = row.get("client")
-        if not isinstance(endpoint, str) or not _ENDPOINT_RE.fullmatch(endpoint):
+        frame = wire.encode_request("members")
+        raw = self._connections.attempt(endpoint, frame, self._policy.attempt_timeout)
+        if isinstance(raw, NoReply):
             return reply
-        raw = self._attempt(endpoint, wire.encode_request("members"), self._attempt_timeout)
-        if isinstance(raw, str):
-            return reply
-        from_leader = Reply.from_map(raw, endpoint)
-        return from_leader if from_leader.ok and from_leader.leader == reply.leader else reply
+        return members_answer(reply, Reply.from_map(raw, endpoint))
 
     def add_member(
         self,
@@ -561,33 +354,10 @@ class Client:
                 may still finish the snapshot).
             ClientError: the client is closed.
         """
-        return self._request_at(self._endpoint_of(node), "snapshot")
-
-    def _endpoint_of(self, node: str | None) -> str:
-        """The endpoint a node-addressed request goes to (see `snapshot`)."""
-        if node is None:
-            if len(self._endpoints) != 1:
-                raise ValueError("name the node: this client has several endpoints")
-            return self._endpoints[0]
-        if node in self._node_endpoints:
-            return self._node_endpoints[node]
-        if node in self._endpoints:
-            return node
-        known = ", ".join(sorted(self._node_endpoints)) or "none"
-        raise ValueError(f"unknown node {node!r} (known ids: {known}; or give an endpoint)")
-
-    def _request_at(self, endpoint: str, op: str, **fields: Any) -> Reply:
-        """One attempt of `op` at `endpoint`, waiting up to the whole deadline; no failover."""
+        endpoint = self._policy.endpoint_of(node)
         if self._closed:
             raise ClientError("the client is closed")
-        raw = self._attempt(endpoint, wire.encode_request(op, **fields), self._timeout)
-        if isinstance(raw, str):
-            raise ClientTimeout(
-                f"{op}: {endpoint}: {raw}; the outcome is unknown (not retried)",
-                self._timeout,
-                [(endpoint, raw)],
-            )
-        return Reply.from_map(raw, endpoint)
+        return self._run(self._policy.begin_at(endpoint, "snapshot", {}, time.monotonic()))
 
     # --- the generic request ------------------------------------------------------------
 
@@ -610,217 +380,39 @@ class Client:
             ValueError: an unknown op or field.
             ClientTimeout: no reply within the deadline (or, for an admin op, its one
                 attempt got no reply: its outcome is unknown).
+            ClientAuthError: every endpoint refused this client's security handshake.
             ClientError: the client is closed.
         """
         if self._closed:
             raise ClientError("the client is closed")
-        spec = ops.lookup(op)
-        if spec is None:
-            raise ValueError(f"unknown op {op!r}; known ops: {', '.join(sorted(ops.OPS))}")
-        op = spec.name
-        if spec.has_session and "client" not in fields and "seq" not in fields:
-            # A new write takes the next seq; its retries below reuse the same frame.
-            fields = {**fields, "client": self._client_id, "seq": self._next_seq}
-            frame = wire.encode_request(op, **fields)
-            self._next_seq += 1
-        else:
-            frame = wire.encode_request(op, **fields)
-        return self._exchange(frame, op=op, retry_lost=spec.retry in _RETRY_LOST)
+        return self._run(self._policy.begin(op, fields, time.monotonic()))
 
-    def _exchange(self, frame: bytes, *, op: str, retry_lost: bool) -> Reply:
-        """Send `frame` to one endpoint after another until a usable reply or the deadline."""
-        deadline = time.monotonic() + self._timeout
-        attempts: list[tuple[str, str]] = []
-        last_error: Reply | None = None
-        error_streak = 0  # consecutive retryable error replies, for the back-off
-        refused: dict[str, str] = {}  # endpoints whose handshake failed during this request
-        backoff = _BACKOFF_FIRST_S
+    def _run(self, exchange: Exchange) -> Reply:
+        """Carry out `exchange`'s steps until it finishes: the driver's whole loop."""
+        last: str | None = None  # the endpoint of the latest attempt
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if last_error is not None:
-                    return last_error
-                raise self._timeout_error(op, attempts)
-            endpoint = self._endpoints[self._current]
-            # An op that may not be re-sent gets the whole rest of the deadline: moving
-            # on after a partial wait would leave its outcome unknown needlessly.
-            wait = min(remaining, self._attempt_timeout) if retry_lost else remaining
-            raw = self._attempt(endpoint, frame, wait)
-            if isinstance(raw, str):  # no usable reply: the outcome text
-                attempts.append((endpoint, raw))
-                if raw.startswith(_REFUSED):
-                    refused[endpoint] = raw.removeprefix(_REFUSED)
-                    if refused.keys() >= set(self._endpoints):
-                        raise self._auth_error(op, refused)
-                if not retry_lost and not raw.startswith(_UNSENT):
-                    raise ClientTimeout(
-                        f"{op}: {endpoint}: {raw}; the outcome is unknown (not retried)",
-                        self._timeout,
-                        attempts,
-                    )
-                self._advance()
-                if retry_lost:
-                    continue  # the attempt itself waited; no back-off needed
-                error_streak += 1  # never sent (refused at once): pace it like an error
+            step = exchange.next_step(time.monotonic())
+            if isinstance(step, Send):
+                last = step.endpoint
+                outcome = self._connections.attempt(step.endpoint, exchange.frame, step.wait_s)
+                if isinstance(outcome, NoReply):
+                    exchange.failed(outcome)
+                else:
+                    exchange.received(outcome)
+            elif isinstance(step, Pause):
+                if last is not None:  # a pause always follows an attempt
+                    self._connections.pause(last, step.wait_s)
+            elif isinstance(step, Finish):
+                return step.reply
             else:
-                reply = Reply.from_map(raw, endpoint)
-                if reply.error_code not in RETRYABLE_ERRORS:
-                    self._prefer_leader(reply.leader)
-                    return reply
-                attempts.append((endpoint, f"{reply.error_code}: {reply.error_message}"))
-                last_error = reply
-                error_streak += 1
-                if not self._prefer_leader(reply.leader, exclude=endpoint):
-                    self._advance()
-            if error_streak >= len(self._endpoints):
-                # Every node said "not here": wait a little (a poll, not a sleep) so an
-                # election can finish instead of spinning on fast error replies.
-                wait = min(backoff, deadline - time.monotonic())
-                if wait > 0:
-                    self._socket(endpoint).poll(int(wait * 1000), zmq.POLLIN)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-                error_streak = 0
-
-    def _attempt(self, endpoint: str, frame: bytes, wait_s: float) -> dict[str, Any] | str:
-        """One send and bounded wait on `endpoint`: the decoded reply, or why there is none.
-
-        On any failure the endpoint's socket is closed (a REQ socket whose reply is
-        missing cannot send again), so the next attempt there starts clean.
-        """
-        sock = self._socket(endpoint)
-        monitor = self._monitors[endpoint]
-        self._read_monitor(endpoint)
-        if endpoint in self._refused:
-            return _REFUSED + self._refused[endpoint]
-        if endpoint in self._down and not self._down.issuperset(self._endpoints):
-            return _UNSENT + "not connected"  # it went away and has not come back
-        ok = False
-        try:
-            try:
-                sock.send(frame, zmq.NOBLOCK)
-            except zmq.Again:
-                return _UNSENT + "cannot send (queue full)"
-            poller = zmq.Poller()
-            poller.register(sock, zmq.POLLIN)
-            poller.register(monitor, zmq.POLLIN)
-            deadline = time.monotonic() + wait_s
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return f"no reply within {wait_s:.1f} s"
-                ready = dict(poller.poll(max(1, int(remaining * 1000))))
-                if sock in ready:
-                    break
-                if monitor in ready:
-                    self._read_monitor(endpoint)
-                    if endpoint in self._refused:
-                        return _REFUSED + self._refused[endpoint]
-                    if endpoint in self._down and endpoint not in self._connected:
-                        # This socket never connected: the request is still queued here.
-                        return _UNSENT + "connection refused"
-                    if endpoint in self._down:
-                        return "connection lost"
-            buf = sock.recv(zmq.NOBLOCK)
-            try:
-                reply = wire.decode_reply(buf)
-            except wire.DecodeError as exc:
-                return f"malformed reply ({exc.reason})"
-            ok = True
-            return reply
-        finally:
-            # Also on KeyboardInterrupt: never leave a REQ socket waiting for a reply.
-            if not ok:
-                self._drop_socket(endpoint)
-
-    def _timeout_error(self, op: str, attempts: Sequence[tuple[str, str]]) -> ClientTimeout:
-        tried = "; ".join(f"{ep}: {outcome}" for ep, outcome in _last_per_endpoint(attempts))
-        return ClientTimeout(
-            f"{op}: no reply within {self._timeout:g} s from {', '.join(self._endpoints)}"
-            f" ({len(attempts)} attempts; last outcome per endpoint: {tried or 'none'})",
-            self._timeout,
-            attempts,
-        )
-
-    def _auth_error(self, op: str, refused: Mapping[str, str]) -> ClientAuthError:
-        refusals = [(ep, refused[ep]) for ep in self._endpoints]
-        detail = "; ".join(f"{ep}: {why}" for ep, why in refusals)
-        return ClientAuthError(
-            f"{op}: authentication failed at every node ({detail}); check the client key "
-            f"(--key, {security.ENV_CLIENT_KEY}, [client] secret_key_file), that the "
-            "cluster admits it ([[client_key]]), and that both sides use the same security",
-            refusals,
-        )
-
-    def _advance(self) -> None:
-        self._current = (self._current + 1) % len(self._endpoints)
-
-    def _prefer_leader(self, leader: str | None, exclude: str | None = None) -> bool:
-        """Send the next request to `leader`'s endpoint when known: it saves a forward hop.
-
-        Returns whether the preferred endpoint changed to it.
-        """
-        endpoint = self._node_endpoints.get(leader) if leader else None
-        if endpoint is None or endpoint == exclude:
-            return False
-        index = self._endpoints.index(endpoint)
-        changed = index != self._current
-        self._current = index
-        return changed
-
-    # --- sockets ------------------------------------------------------------------------
-
-    def _socket(self, endpoint: str) -> zmq.Socket[bytes]:
-        sock = self._sockets.get(endpoint)
-        if sock is None:
-            sock = self._context.socket(zmq.REQ)
-            sock.linger = 0
-            if self._curve is not None:
-                self._curve.apply(sock, endpoint)
-            self._monitors[endpoint] = sock.get_monitor_socket(_MONITOR_EVENTS)
-            try:
-                sock.connect(endpoint)
-            except zmq.ZMQError as exc:
-                self._close_pair(sock, self._monitors.pop(endpoint))
-                raise ValueError(f"cannot connect to {endpoint!r}: {exc}") from exc
-            self._sockets[endpoint] = sock
-        return sock
-
-    def _read_monitor(self, endpoint: str) -> None:
-        """Apply every pending connect/disconnect event of `endpoint` to `_down`."""
-        monitor = self._monitors[endpoint]
-        while monitor.poll(0, zmq.POLLIN):
-            event = recv_monitor_message(monitor)["event"]
-            if event in _HANDSHAKE_EVENTS and _final(event, self._curve is not None):
-                # Final: libzmq will not try this connection again. The socket is dropped
-                # after the attempt, so a later request (a fixed config) starts afresh.
-                self._refused[endpoint] = _HANDSHAKE_EVENTS[event]
-            elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CONNECT_RETRIED):
-                self._down.add(endpoint)  # lost, or refused (nothing listens there)
-            elif event == zmq.EVENT_CONNECTED:
-                self._down.discard(endpoint)
-                self._connected.add(endpoint)
-
-    @staticmethod
-    def _close_pair(sock: zmq.Socket[bytes], monitor: zmq.Socket[bytes]) -> None:
-        sock.disable_monitor()
-        monitor.close(linger=0)
-        sock.close(linger=0)
-
-    def _drop_socket(self, endpoint: str) -> None:
-        sock = self._sockets.pop(endpoint, None)
-        if sock is not None:
-            self._close_pair(sock, self._monitors.pop(endpoint))
-            self._down.discard(endpoint)  # a new socket starts with a new connection
-            self._refused.pop(endpoint, None)
-            self._connected.discard(endpoint)
+                raise step.error
 
     def close(self) -> None:
         """Close every socket (and the context, if the client made it). Idempotent."""
         if self._closed:
             return
         self._closed = True
-        for endpoint in list(self._sockets):
-            self._drop_socket(endpoint)
+        self._connections.close()
         if self._own_context:
             self._context.term()
 
@@ -834,107 +426,3 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _last_per_endpoint(attempts: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    last: dict[str, str] = {}
-    for endpoint, outcome in attempts:
-        last[endpoint] = outcome
-    return list(last.items())
-
-
-@dataclass(frozen=True, slots=True)
-class StatusProbe:
-    """The answer of one node to a status probe.
-
-    Attributes:
-        endpoint: the node's client endpoint.
-        reply: the reply, or None when the node did not answer in time.
-        problem: why there is no reply ("no reply within 1.0 s", "malformed reply ..."),
-            None when there is one.
-    """
-
-    endpoint: str
-    reply: Reply | None
-    problem: str | None = None
-
-    @property
-    def reachable(self) -> bool:
-        """Whether the node answered."""
-        return self.reply is not None
-
-
-def probe_status(
-    endpoints: Sequence[str],
-    *,
-    timeout: float = 1.0,
-    context: zmq.Context[Any] | None = None,
-    curve: ClientCurve | None = None,
-) -> list[StatusProbe]:
-    """Ask every endpoint for its `status` at once and wait at most `timeout` in all.
-
-    Unlike `Client.status`, which asks whichever node answers, this asks each node
-    individually and never retries: a node that does not answer in time is unreachable,
-    and one that refuses the security handshake says so at once (`problem` starts with
-    "refused: ").
-
-    Returns:
-        One probe per endpoint, in the order given.
-
-    Raises:
-        ValueError: a malformed endpoint.
-    """
-    for endpoint in endpoints:
-        check_endpoint(endpoint)
-    own = context is None
-    ctx: zmq.Context[Any] = zmq.Context() if context is None else context
-    frame = wire.encode_request("status")
-    sockets: dict[zmq.Socket[bytes], str] = {}
-    monitors: dict[zmq.Socket[bytes], zmq.Socket[bytes]] = {}  # monitor -> its socket
-    results: dict[str, StatusProbe] = {}
-    try:
-        poller = zmq.Poller()
-        for endpoint in dict.fromkeys(endpoints):
-            sock = ctx.socket(zmq.REQ)
-            sock.linger = 0
-            sockets[sock] = endpoint
-            if curve is not None:
-                curve.apply(sock, endpoint)
-            monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
-            monitors[monitor] = sock
-            sock.connect(endpoint)
-            sock.send(frame, zmq.NOBLOCK)
-            poller.register(sock, zmq.POLLIN)
-            poller.register(monitor, zmq.POLLIN)
-        deadline = time.monotonic() + timeout
-        while len(results) < len(sockets):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for ready, _ in poller.poll(max(1, int(remaining * 1000))):
-                if ready in monitors:
-                    event = recv_monitor_message(ready)["event"]
-                    endpoint = sockets[monitors[ready]]
-                    if _final(event, curve is not None) and endpoint not in results:
-                        problem = _REFUSED + _HANDSHAKE_EVENTS[event]
-                        results[endpoint] = StatusProbe(endpoint, None, problem)
-                        poller.unregister(monitors[ready])
-                    continue
-                endpoint = sockets[ready]
-                poller.unregister(ready)
-                try:
-                    reply = Reply.from_map(wire.decode_reply(ready.recv(zmq.NOBLOCK)), endpoint)
-                    results[endpoint] = StatusProbe(endpoint, reply)
-                except wire.DecodeError as exc:
-                    results[endpoint] = StatusProbe(endpoint, None, f"malformed reply ({exc})")
-    finally:
-        for sock in sockets:
-            sock.disable_monitor()
-        for monitor in monitors:
-            monitor.close(linger=0)
-        for sock in sockets:
-            sock.close(linger=0)
-        if own:
-            ctx.term()
-    missing = f"no reply within {timeout:g} s"
-    return [results.get(e) or StatusProbe(e, None, missing) for e in endpoints]

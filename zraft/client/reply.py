@@ -1,0 +1,209 @@
+"""What a client request returns or raises: `Reply`, the `ClientError` family, `StatusProbe`.
+
+These are plain values, shared by every driver (the ZeroMQ `Client` in `sync`, the status
+probe in `probe`, the benchmarks and test workloads) and by the pure policy in `policy`,
+which decides when one of them is the answer. Nothing here talks to a socket, reads a
+clock or decides anything about retries: this module must stay free of I/O and of zmq,
+so the policy (and any future driver, e.g. an asyncio one) can import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+AUTH_HINT = (
+    "check the client key (--key, ZRAFT_CLIENT_KEY, [client] secret_key_file), that the "
+    "cluster admits it ([[client_key]]), and that both sides use the same security"
+)
+"""Where a refused client should look; the tail of every `ClientAuthError` message.
+
+`ZRAFT_CLIENT_KEY` is `zraft.net.security.ENV_CLIENT_KEY`, spelled out here because that
+module imports zmq (a test keeps the two equal)."""
+
+
+class ClientError(Exception):
+    """Base class of the errors the client library raises (besides ValueError for misuse)."""
+
+
+class ClientAuthError(ClientError):
+    """Every node refused this client's security handshake: its key is not admitted, it
+    speaks plaintext to a CURVE node (or the reverse), or it holds a wrong server key.
+
+    libzmq never retries a refused handshake, so waiting longer cannot help; the client
+    raises this as soon as each endpoint has refused once instead of timing out.
+
+    Attributes:
+        refusals: `(endpoint, what happened)` per refusing endpoint.
+    """
+
+    def __init__(self, message: str, refusals: Sequence[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.refusals = tuple(refusals)
+
+
+class ClientTimeout(ClientError, TimeoutError):
+    """No usable reply arrived within the deadline.
+
+    Attributes:
+        timeout: the deadline that expired, in seconds.
+        attempts: `(endpoint, outcome)` for every attempt, in order.
+    """
+
+    def __init__(self, message: str, timeout: float, attempts: Sequence[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+        self.attempts = tuple(attempts)
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The distinct endpoints tried, in the order first tried."""
+        return tuple(dict.fromkeys(endpoint for endpoint, _ in self.attempts))
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One reply of a node (DESIGN.md §2), with typed access to its standard fields.
+
+    Attributes:
+        ok: whether the request succeeded.
+        value: the value of a `get`, or the current value after a failed `cas`.
+        found: for `get`, whether the key exists (None for other ops).
+        error_code: None, or one of `wire.ERROR_CODES` (a newer server may send others).
+        error_message: the server's text for the error, or None.
+        leader: the leader the answering node knows of, or None.
+        index: the log index at which a write was applied, or None.
+        raw: the whole reply map, including keys this class does not know (e.g. `status`).
+        endpoint: the endpoint that answered.
+    """
+
+    ok: bool
+    value: bytes | None = None
+    found: bool | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    leader: str | None = None
+    index: int | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    endpoint: str | None = None
+
+    @classmethod
+    def from_map(cls, raw: Mapping[str, Any], endpoint: str | None = None) -> Reply:
+        """Build a Reply from a decoded reply map (as `wire.decode_reply` returns it).
+
+        Fields of unexpected types are treated as absent rather than trusted.
+        """
+        error = raw.get("error")
+        code = message = None
+        if isinstance(error, Mapping):
+            code = _str_or_none(error.get("code"))
+            message = _str_or_none(error.get("message"))
+        value = raw.get("value")
+        found = raw.get("found")
+        index = raw.get("index")
+        return cls(
+            ok=raw.get("ok") is True,
+            value=value if isinstance(value, bytes) else None,
+            found=found if isinstance(found, bool) else None,
+            error_code=code,
+            error_message=message or code,
+            leader=_str_or_none(raw.get("leader")),
+            index=index if type(index) is int else None,
+            raw=raw,
+            endpoint=endpoint,
+        )
+
+    @property
+    def status(self) -> dict[str, Any] | None:
+        """The `status` map of a status reply, or None if the reply has none."""
+        status = self.raw.get("status")
+        return status if isinstance(status, dict) else None
+
+    @property
+    def members(self) -> list[dict[str, Any]] | None:
+        """The member rows of a `members` reply (or of a membership change's answer).
+
+        Each row is a map with `id`, `role` (`voter` or `learner`), `peer`, `client` and
+        `match_index` (an int when the answering node is the leader, else None). None if
+        the reply has no (well-formed) member list.
+        """
+        rows = self.raw.get("members")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            return None
+        return rows
+
+    @property
+    def config_index(self) -> int | None:
+        """The log index of the membership the answering node uses, if the reply has it."""
+        index = self.raw.get("config_index")
+        return index if type(index) is int else None
+
+    def member(self, node_id: str) -> dict[str, Any] | None:
+        """The row of `node_id` in `members`, or None if it is not a member."""
+        return next((row for row in self.members or () if row.get("id") == node_id), None)
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusProbe:
+    """The answer of one node to a status probe.
+
+    Attributes:
+        endpoint: the node's client endpoint.
+        reply: the reply, or None when the node did not answer in time.
+        problem: why there is no reply ("no reply within 1.0 s", "malformed reply ..."),
+            None when there is one.
+    """
+
+    endpoint: str
+    reply: Reply | None
+    problem: str | None = None
+
+    @property
+    def reachable(self) -> bool:
+        """Whether the node answered."""
+        return self.reply is not None
+
+
+# --- the errors' messages (one wording for every driver) -------------------------------
+
+
+def timeout_error(
+    op: str, timeout: float, endpoints: Sequence[str], attempts: Sequence[tuple[str, str]]
+) -> ClientTimeout:
+    """The `ClientTimeout` of a request whose deadline passed without a usable reply."""
+    tried = "; ".join(f"{ep}: {outcome}" for ep, outcome in _last_per_endpoint(attempts))
+    return ClientTimeout(
+        f"{op}: no reply within {timeout:g} s from {', '.join(endpoints)}"
+        f" ({len(attempts)} attempts; last outcome per endpoint: {tried or 'none'})",
+        timeout,
+        attempts,
+    )
+
+
+def unknown_outcome_error(
+    op: str, endpoint: str, outcome: str, timeout: float, attempts: Sequence[tuple[str, str]]
+) -> ClientTimeout:
+    """The `ClientTimeout` of a request that may not be re-sent and lost its reply."""
+    return ClientTimeout(
+        f"{op}: {endpoint}: {outcome}; the outcome is unknown (not retried)", timeout, attempts
+    )
+
+
+def auth_error(op: str, refusals: Sequence[tuple[str, str]]) -> ClientAuthError:
+    """The `ClientAuthError` once every endpoint refused the handshake (`refusals` in order)."""
+    detail = "; ".join(f"{ep}: {why}" for ep, why in refusals)
+    return ClientAuthError(
+        f"{op}: authentication failed at every node ({detail}); {AUTH_HINT}", refusals
+    )
+
+
+def _last_per_endpoint(attempts: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    last: dict[str, str] = {}
+    for endpoint, outcome in attempts:
+        last[endpoint] = outcome
+    return list(last.items())
