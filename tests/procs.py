@@ -1,9 +1,16 @@
 """Real `bin/zraft-node` processes for integration tests (a test helper, not a test file).
 
-`ProcessCluster` writes a cluster config into a test's temporary directory (ports from the
-OS, data dirs and logs inside the directory), starts and signals node processes by PID,
-talks to client endpoints through its own small REQ helper, and reads the nodes' JSON
-event logs through `tests.logscan`:
+`ProcessCluster` is the shared harness `zraft.testing.cluster.ProcessCluster` (the config
+with fresh keys and OS-chosen ports, processes started and signalled by PID, events,
+`status`, `wait_leader`), run from `bin/zraft-node`, plus what only tests need:
+
+- the partition hooks of `zraft.net.faults` (`--test-fault-file`: `partition`, `heal`,
+  `set_loss`) and nodes that join by `add_member` (`add_joiner`, `member_fields`);
+- a REQ helper of its own for requests and raw frames (`ReqClient`: it depends only on
+  `zraft.wire` and the admin key, never on the client library), `client_socket` as
+  another role and `peer_dealer` to speak to a node's peer endpoint as a peer would;
+- election-safety assertions, exact `leader_elected` counts, and `describe()` (the last
+  events of each node and its stderr tail) for failure messages.
 
     cluster = ProcessCluster(tmp_path, 3)
     cluster.start_all()
@@ -11,25 +18,17 @@ event logs through `tests.logscan`:
     reply = cluster.request("n2", "put", key="k", value="v")
     cluster.close()          # SIGCONT, SIGTERM, bounded wait, SIGKILL; sockets closed
 
-Every wait is bounded (`logscan.wait_for` or a poll with a deadline) and a failed wait
-says what was last seen (`describe()`: the last events of each node and its stderr tail).
-The client REQ helper depends only on `zraft.wire` (and `zraft.net.security` for its keys),
-never on the zraft client library.
-
-Security is on, as in production: each cluster gets fresh CURVE keys in
-`directory/keys/` (`n1.key`/`n1.pub` .. per node, and client keys `admin`, `writer`,
-`reader` with those roles), and the REQ helper uses the `admin` key. Pass
-`security="none"` for a plaintext cluster.
+Every wait is bounded and a failed wait says what was last seen. Security is on, as in
+production: each cluster gets fresh CURVE keys in `directory/keys/` (`n1.key`/`n1.pub` ..
+per node, and client keys `admin`, `writer`, `reader` with those roles), and the REQ
+helper uses the `admin` key. Pass `security="none"` for a plaintext cluster.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,154 +40,42 @@ from typing import Any
 import zmq
 
 from tests import logscan
-from zraft import config, wire
+from zraft import wire
 from zraft.net import security
+from zraft.testing import cluster as harness
+from zraft.testing.cluster import (  # re-exported: tests import them from here
+    START_TIMEOUT_S,
+    NoReply,
+    client_curve_for,
+    free_ports,
+    security_lines,
+    write_cluster_config,
+)
+
+__all__ = [
+    "NODE_SCRIPT",
+    "ROOT",
+    "START_TIMEOUT_S",
+    "TRANSIENT_ERRORS",
+    "ClusterFactory",
+    "NoReply",
+    "ProcessCluster",
+    "ReqClient",
+    "assert_election_safety",
+    "client_curve_for",
+    "describe_nodes",
+    "free_ports",
+    "leaders_by_term",
+    "own_terms",
+    "security_lines",
+    "write_cluster_config",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_SCRIPT = ROOT / "bin" / "zraft-node"
 
-START_TIMEOUT_S = 15.0  # a node process is up (node_started logged); imports on 1 core
-STOP_TIMEOUT_S = 5.0  # SIGTERM -> exit, before SIGKILL
 TRANSIENT_ERRORS = frozenset({"unavailable", "timeout", "not_leader"})
 """Error codes after which the same request may succeed later (no leader yet, a failover)."""
-
-
-class NoReply(AssertionError):
-    """A node did not answer a request within the client-side timeout."""
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ask the OS for `count` distinct free TCP ports on `host`.
-
-    All sockets are held open until every port is chosen, so the ports are distinct; they
-    are closed before returning (a small race with other processes remains, as always).
-    """
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def node_ids(n: int) -> list[str]:
-    """The ids of an n-node cluster: `n1` .. `nN`."""
-    return [f"n{i}" for i in range(1, n + 1)]
-
-
-CLIENT_ROLES = {"admin": "admin", "writer": "write", "reader": "read"}
-"""The client keys every secured test cluster admits: key name -> role."""
-
-
-def write_keys(keys_dir: Path, ids: Iterable[str]) -> dict[str, str]:
-    """Generate (once) a keypair per node id and per `CLIENT_ROLES` name in `keys_dir`.
-
-    Returns:
-        name -> its Z85 public key text.
-    """
-    public: dict[str, str] = {}
-    for name in (*ids, *CLIENT_ROLES):
-        prefix = keys_dir / name
-        if not (keys_dir / f"{name}.pub").exists():
-            security.keygen(prefix)
-        public[name] = security.read_public_key(keys_dir / f"{name}.pub").decode()
-    return public
-
-
-def security_lines(
-    keys_dir: Path, ids: list[str], mode: str
-) -> tuple[dict[str, list[str]], list[str]]:
-    """The config lines of a test cluster's security: per node, and after the nodes.
-
-    With `mode` "curve", keys are generated into `keys_dir` (inline public keys, secret
-    key files, the `CLIENT_ROLES` client keys, `[client]` using `admin`); with "none",
-    only `security = "none"` (in the tail: a `[cluster]` key would need the head).
-    """
-    if mode == "none":
-        return {node_id: [] for node_id in ids}, []
-    public = write_keys(keys_dir, ids)
-    per_node = {
-        node_id: [
-            f'public_key = "{public[node_id]}"',
-            f'secret_key_file = "{keys_dir / node_id}.key"',
-        ]
-        for node_id in ids
-    }
-    tail: list[str] = []
-    for name, role in CLIENT_ROLES.items():
-        tail += ["", "[[client_key]]", f'name = "{name}"', f'public_key = "{public[name]}"']
-        tail.append(f'role = "{role}"')
-    tail += ["", "[client]", f'secret_key_file = "{keys_dir / "admin.key"}"']
-    return per_node, tail
-
-
-def write_cluster_config(
-    directory: Path,
-    n: int,
-    *,
-    heartbeat_ms: int = 50,
-    election_timeout_ms: tuple[int, int] = (300, 600),
-    request_timeout_ms: int = 3000,
-    security_mode: str = "curve",
-    **cluster_options: int,
-) -> Path:
-    """Write `directory/cluster.toml` for n nodes on 127.0.0.1 with OS-chosen ports.
-
-    Data dirs are `directory/data/<id>`, logs `directory/logs/<id>.jsonl`, keys
-    `directory/keys/` (absolute paths).
-
-    Args:
-        security_mode: `curve` (keys generated, see `security_lines`) or `none`.
-        cluster_options: more integer `[cluster]` keys, e.g. `max_value_bytes=1024`.
-
-    Returns:
-        The path of the config file.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(2 * n)
-    low, high = election_timeout_ms
-    ids = node_ids(n)
-    per_node, tail = security_lines(directory / "keys", ids, security_mode)
-    lines = [
-        "[cluster]",
-        'name = "test"',
-        f"heartbeat_ms = {heartbeat_ms}",
-        f"election_timeout_ms = [{low}, {high}]",
-        f"request_timeout_ms = {request_timeout_ms}",
-        f'log_dir = "{directory / "logs"}"',
-        f'security = "{security_mode}"',
-        *(f"{key} = {value}" for key, value in cluster_options.items()),
-    ]
-    for i, node_id in enumerate(ids):
-        lines += [
-            "",
-            "[[node]]",
-            f'id = "{node_id}"',
-            f'peer = "tcp://127.0.0.1:{ports[2 * i]}"',
-            f'client = "tcp://127.0.0.1:{ports[2 * i + 1]}"',
-            f'data_dir = "{directory / "data" / node_id}"',
-            *per_node[node_id],
-        ]
-    path = directory / "cluster.toml"
-    path.write_text("\n".join([*lines, *tail]) + "\n")
-    return path
-
-
-def client_curve_for(
-    cluster: config.ClusterConfig, name: str = "admin"
-) -> security.ClientCurve | None:
-    """The `ClientCurve` of client key `name` (a `CLIENT_ROLES` key) of a secured test
-    cluster, or None for a plaintext one. The key file is explicit, so a
-    `ZRAFT_CLIENT_KEY` in the environment cannot change what tests use."""
-    if cluster.security == "none":
-        return None
-    keys_dir = next(iter(cluster.nodes)).secret_key_file
-    assert keys_dir is not None
-    return security.client_curve(cluster, keys_dir.parent / f"{name}.key")
 
 
 def leaders_by_term(events: Iterable[dict[str, Any]]) -> dict[int, list[str]]:
@@ -312,7 +199,7 @@ class ReqClient:
         self._context.destroy(linger=0)
 
 
-class ProcessCluster:
+class ProcessCluster(harness.ProcessCluster):
     """n real `bin/zraft-node` processes with their config, data and logs in `directory`.
 
     Args:
@@ -334,35 +221,37 @@ class ProcessCluster:
         security: str = "curve",
         **cluster_options: int,
     ) -> None:
-        self.directory = directory
-        self.ids = node_ids(n)
-        self.election_timeout_ms = election_timeout_ms
-        self.request_timeout_ms = request_timeout_ms
-        self.config_path = write_cluster_config(
+        super().__init__(
             directory,
             n,
+            security=security,
             heartbeat_ms=heartbeat_ms,
             election_timeout_ms=election_timeout_ms,
             request_timeout_ms=request_timeout_ms,
-            security_mode=security,
             **cluster_options,
         )
-        self.log_dir = directory / "logs"
-        self.keys_dir = directory / "keys"
-        self.config = config.load(self.config_path)
-        self.client_endpoints = {node.id: node.client for node in self.config.nodes}
-        self.peer_endpoints = {node.id: node.peer for node in self.config.nodes}
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._all_procs: list[subprocess.Popen[bytes]] = []  # every start, for cleanup
-        self._paused: set[str] = set()
         # Started with --join: peer and client endpoints, secret key file (CURVE only).
         self._joiners: dict[str, tuple[str, str, Path | None]] = {}
-        self.curve = client_curve_for(self.config)
-        """The `admin` client's CURVE setup (None for a plaintext cluster)."""
         self._client = ReqClient(self.curve)
-        self._closed = False
 
     # --- processes ------------------------------------------------------------------
+
+    def launcher(self) -> list[str]:
+        """The repository's `bin/zraft-node`: the script the tests are about."""
+        return [sys.executable, str(NODE_SCRIPT)]
+
+    def node_flags(self, node_id: str) -> list[str]:
+        """The fault file, `ZRAFT_TEST_LOG_LEVEL` if set, and a joiner's `--join` flags."""
+        flags = ["--test-fault-file", str(self.fault_path(node_id))]
+        if os.environ.get("ZRAFT_TEST_LOG_LEVEL"):  # e.g. debug, to see every request
+            flags += ["--log-level", os.environ["ZRAFT_TEST_LOG_LEVEL"]]
+        if node_id in self._joiners:
+            peer, client, key_file = self._joiners[node_id]
+            data_dir = self.directory / "data" / node_id
+            flags += ["--join", "--peer", peer, "--client", client, "--data-dir", str(data_dir)]
+            if key_file is not None:
+                flags += ["--secret-key-file", str(key_file)]
+        return flags
 
     def add_joiner(self, node_id: str) -> dict[str, str]:
         """Make up endpoints, a data dir and (with CURVE) a keypair for a node the config
@@ -410,42 +299,6 @@ class ProcessCluster:
             fields["public_key"] = key.decode()
         return fields
 
-    def start(self, node_id: str, *, wait: bool = True) -> None:
-        """Start `node_id` (again) on its data dir; with `wait`, until it logs `node_started`.
-
-        A node made with `add_joiner` runs with `--join` and its own endpoint flags.
-
-        Raises:
-            AssertionError: the node is already running, exits, or does not start in time.
-        """
-        assert not self.is_running(node_id), f"{node_id} is already running"
-        before = self._started_count(node_id)
-        out = (self.directory / f"{node_id}.stdout").open("ab")
-        err = (self.directory / f"{node_id}.stderr").open("ab")
-        command = [sys.executable, str(NODE_SCRIPT), "--config", str(self.config_path)]
-        command += ["--id", node_id, "--test-fault-file", str(self.fault_path(node_id))]
-        if os.environ.get("ZRAFT_TEST_LOG_LEVEL"):  # e.g. debug, to see every request
-            command += ["--log-level", os.environ["ZRAFT_TEST_LOG_LEVEL"]]
-        if node_id in self._joiners:
-            peer, client, key_file = self._joiners[node_id]
-            data_dir = self.directory / "data" / node_id
-            command += ["--join", "--peer", peer, "--client", client, "--data-dir", str(data_dir)]
-            if key_file is not None:
-                command += ["--secret-key-file", str(key_file)]
-        with out, err:
-            proc = subprocess.Popen(
-                command,
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                cwd=self.directory,
-                start_new_session=True,  # a terminal's Ctrl-C goes to pytest only
-            )
-        self._procs[node_id] = proc
-        self._all_procs.append(proc)
-        if wait:
-            self.wait_started([node_id], {node_id: before})
-
     # --- partitions (zraft.net.faults: the in-node hook, for machines without namespaces) -------
 
     def fault_path(self, node_id: str) -> Path:
@@ -479,93 +332,12 @@ class ProcessCluster:
         tmp.write_text(json.dumps({"block": block, "loss": loss}))
         tmp.replace(path)
 
-    def start_all(self, node_ids: Iterable[str] | None = None) -> None:
-        """Start the given nodes (default: all) and wait until each logs `node_started`."""
-        ids = list(self.ids if node_ids is None else node_ids)
-        before = {node_id: self._started_count(node_id) for node_id in ids}
-        for node_id in ids:
-            self.start(node_id, wait=False)
-        self.wait_started(ids, before)
-
-    def wait_started(self, ids: list[str], before: dict[str, int]) -> None:
-        """Wait until each node logged more `node_started` events than `before[id]`."""
-
-        def started() -> bool:
-            for node_id in ids:
-                proc = self._procs[node_id]
-                if proc.poll() is not None:
-                    raise AssertionError(
-                        f"{node_id} exited with code {proc.returncode}\n{self.describe()}"
-                    )
-            return all(self._started_count(node_id) > before[node_id] for node_id in ids)
-
-        logscan.wait_for(started, timeout=START_TIMEOUT_S, describe=self.describe)
-
-    def _started_count(self, node_id: str) -> int:
-        return logscan.count(self.node_events(node_id), "node_started")
-
-    def pid(self, node_id: str) -> int:
-        """The PID of the running process of `node_id`."""
-        return self._procs[node_id].pid
-
-    def is_running(self, node_id: str) -> bool:
-        """Whether `node_id` has a process that has not exited (paused counts as running)."""
-        proc = self._procs.get(node_id)
-        return proc is not None and proc.poll() is None
-
-    def running(self) -> list[str]:
-        """The ids of nodes whose process has not exited."""
-        return [node_id for node_id in self.ids if self.is_running(node_id)]
-
-    def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
-        """Send `sig` to the node's PID; for SIGKILL/SIGTERM, wait (bounded) until it exits."""
-        proc = self._procs[node_id]
-        if sig in (signal.SIGKILL, signal.SIGTERM) and node_id in self._paused:
-            # SIGCONT first: a stopped process would not act on SIGTERM until resumed.
-            self.resume(node_id)
-        os.kill(proc.pid, sig)
-        if sig in (signal.SIGKILL, signal.SIGTERM):
-            proc.wait(timeout=STOP_TIMEOUT_S)
-
-    def pause(self, node_id: str) -> None:
-        """SIGSTOP the node (resumed with `resume`, or in `close`)."""
-        os.kill(self.pid(node_id), signal.SIGSTOP)
-        self._paused.add(node_id)
-
-    def resume(self, node_id: str) -> None:
-        """SIGCONT a node paused with `pause`."""
-        os.kill(self.pid(node_id), signal.SIGCONT)
-        self._paused.discard(node_id)
-
-    def stop_all(self) -> None:
-        """SIGCONT paused nodes, SIGTERM every process, wait (bounded), then SIGKILL."""
-        for node_id in list(self._paused):
-            self._signal(self._procs[node_id], signal.SIGCONT)
-        self._paused.clear()
-        live = [proc for proc in self._all_procs if proc.poll() is None]
-        for proc in live:
-            self._signal(proc, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for proc in live:
-            try:
-                proc.wait(timeout=max(0.05, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self._signal(proc, signal.SIGKILL)
-                proc.wait(timeout=STOP_TIMEOUT_S)
-
-    @staticmethod
-    def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):  # exited since poll()
-                os.kill(proc.pid, sig)
-
     def close(self) -> None:
         """Stop every process this cluster ever started and close the client sockets."""
         if self._closed:
             return
-        self._closed = True
         try:
-            self.stop_all()
+            super().close()
         finally:
             self._client.close()
 
@@ -637,39 +409,6 @@ class ProcessCluster:
             f"(last: {last!r})\n{self.describe()}"
         )
 
-    def status(self, node_id: str, timeout: float = 2.0) -> dict[str, Any]:
-        """The `status` map of `node_id` (role, term, leader, commit_index, ...)."""
-        reply = self.request(node_id, "status", timeout=timeout)
-        assert reply["ok"], reply
-        status: dict[str, Any] = reply["status"]
-        return status
-
-    def wait_leader(
-        self, among: Iterable[str] | None = None, *, min_term: int = 0, timeout: float = 10.0
-    ) -> str:
-        """Wait until one of `among` (default: the running nodes) reports it leads.
-
-        Args:
-            min_term: the leader's term must be above this (a *new* leader after a fault).
-
-        Returns:
-            The leader's id.
-        """
-        candidates = list(self.running() if among is None else among)
-
-        def leader() -> str | None:
-            for node_id in candidates:
-                try:
-                    status = self.status(node_id, timeout=0.5)
-                except NoReply:
-                    continue
-                if status["role"] == "leader" and status["term"] > min_term:
-                    return node_id
-            return None
-
-        found: str = logscan.wait_for(leader, timeout=timeout, describe=self.describe)
-        return found
-
     def client_socket(
         self, context: zmq.Context[Any], node_id: str, key: str = "admin"
     ) -> zmq.Socket[bytes]:
@@ -705,9 +444,11 @@ class ProcessCluster:
         if routing_id is not None:
             sock.setsockopt(zmq.ROUTING_ID, routing_id.encode())
         if key is not None:
-            pair = security.read_secret_key(self.keys_dir / f"{key}.key") if isinstance(
-                key, str
-            ) else key
+            pair = (
+                security.read_secret_key(self.keys_dir / f"{key}.key")
+                if isinstance(key, str)
+                else key
+            )
             server = self.config.node(node_id).public_key
             assert server is not None
             sock.curve_serverkey = security.resolve(server)
@@ -717,18 +458,6 @@ class ProcessCluster:
         return sock
 
     # --- logs -----------------------------------------------------------------------
-
-    def log_path(self, node_id: str) -> Path:
-        """The JSONL event log of `node_id`."""
-        return self.log_dir / f"{node_id}.jsonl"
-
-    def events(self) -> list[dict[str, Any]]:
-        """Every event of every node's log, file by file."""
-        return logscan.read_events(self.log_dir)
-
-    def node_events(self, node_id: str) -> list[dict[str, Any]]:
-        """The events of one node's log, in write order."""
-        return logscan.read_events(self.log_path(node_id))
 
     def leader_elected(self) -> list[dict[str, Any]]:
         """Every `leader_elected` event, ordered by term."""

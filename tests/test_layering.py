@@ -90,8 +90,14 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "zraft.diagnostics",
     ),
     "zraft.client": ("zraft.wire", "zraft.net.security", "zraft.config"),
-    "zraft.bench": ("zraft.client", "zraft.wire", "zraft.net.security", "zraft.config"),
-    "zraft.testing": ("zraft.client", "zraft.wire"),
+    "zraft.bench": (
+        "zraft.client",
+        "zraft.wire",
+        "zraft.net.security",
+        "zraft.config",
+        "zraft.testing",
+    ),
+    "zraft.testing": ("zraft.client", "zraft.wire", "zraft.net.security", "zraft.config"),
     "zraft.cli": (
         "zraft.client",
         "zraft.bench",

@@ -2,8 +2,9 @@
 
     python -m zraft.bench.snapshot [--keys 100000] [--value-size 256] [--rate 200] ...
 
-Starts three `zraft-node` processes on 127.0.0.1 (free ports >= 20000) in a temporary
-directory, with automatic snapshots out of the way (`snapshot_entries` 1,000,000), and:
+Starts three `zraft-node` processes (`zraft.testing.cluster`: 127.0.0.1, free ports, fresh
+CURVE keys) in a temporary directory, with automatic snapshots out of the way
+(`snapshot_entries` 1,000,000), and:
 
 1. **load**: puts `--keys` distinct keys of `--value-size` bytes to the leader, pipelined;
 2. **snapshot under load**: while one client writes to the leader at `--rate` puts/s
@@ -28,11 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,78 +41,13 @@ from typing import Any
 
 import zmq
 
-import zraft
-from zraft import config, wire
+from zraft import wire
 from zraft.client.policy import ClientPolicy, Finish, NoReply, Send
 from zraft.client.reply import Reply
 from zraft.net import security
+from zraft.testing.cluster import ProcessCluster, wait_for
 
-NODE_IDS = ("n1", "n2", "n3")
-MIN_PORT = 20000
-START_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 5.0
-POLL_S = 0.02
-
-
-# --- the cluster --------------------------------------------------------------------------
-
-
-def free_ports(count: int, minimum: int = MIN_PORT) -> list[int]:
-    """`count` distinct free TCP ports on 127.0.0.1, each >= `minimum`.
-
-    Ports come from the OS (bind to port 0); one below `minimum` is skipped. All sockets
-    are held until the choice is made, so the ports are distinct.
-    """
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(sock)
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            if port >= minimum:
-                ports.append(port)
-            if len(held) > 100 * count:
-                raise RuntimeError(f"the OS offers no free ports >= {minimum}")
-        return ports
-    finally:
-        for sock in held:
-            sock.close()
-
-
-def write_config(directory: Path, **cluster_options: int) -> Path:
-    """Write `directory/cluster.toml` for three nodes secured as by default (CURVE, with
-    fresh keys in `directory/keys` and an admin client key `bench`); return its path."""
-    ports = free_ports(2 * len(NODE_IDS))
-    keys = directory / "keys"
-    for name in (*NODE_IDS, "bench"):
-        security.keygen(keys / name)
-    lines = [
-        "[cluster]",
-        'name = "bench-snapshot"',
-        "heartbeat_ms = 50",
-        "election_timeout_ms = [300, 600]",
-        "request_timeout_ms = 5000",
-        f'log_dir = "{directory / "logs"}"',
-        *(f"{key} = {value}" for key, value in cluster_options.items()),
-    ]
-    for i, node_id in enumerate(NODE_IDS):
-        lines += [
-            "",
-            "[[node]]",
-            f'id = "{node_id}"',
-            f'peer = "tcp://127.0.0.1:{ports[2 * i]}"',
-            f'client = "tcp://127.0.0.1:{ports[2 * i + 1]}"',
-            f'data_dir = "{directory / "data" / node_id}"',
-            f'public_key_file = "{keys / node_id}.pub"',
-            f'secret_key_file = "{keys / node_id}.key"',
-        ]
-    lines += ["", "[[client_key]]", 'name = "bench"', f'public_key_file = "{keys}/bench.pub"']
-    lines += ['role = "admin"', "", "[client]", f'secret_key_file = "{keys}/bench.key"']
-    path = directory / "cluster.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+START_TIMEOUT_S = 20.0  # a node is up (node_started), also one restoring a big snapshot
 
 
 def connect(
@@ -130,114 +63,6 @@ def connect(
     return sock
 
 
-class Cluster:
-    """Node processes of one config, started and stopped by PID.
-
-    Args:
-        directory: holds the config, `data/<id>`, `logs/<id>.jsonl` and each node's stderr.
-        cluster_options: integer `[cluster]` keys for the config.
-    """
-
-    def __init__(self, directory: Path, **cluster_options: int) -> None:
-        self.directory = directory
-        self.config_path = write_config(directory, **cluster_options)
-        loaded = config.load(self.config_path)
-        self.client = {node.id: node.client for node in loaded.nodes}
-        self.curve = security.client_curve(loaded)
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._all: list[subprocess.Popen[bytes]] = []
-        self._context: zmq.Context[Any] = zmq.Context()
-
-    def start(self, node_id: str) -> float:
-        """Start `node_id`; return the monotonic time of the spawn once it logs node_started."""
-        before = sum(1 for e in self.events(node_id) if e["event"] == "node_started")
-        # The package's own directory goes on the path: this runs from a checkout or not.
-        env = {**os.environ, "PYTHONPATH": str(Path(zraft.__file__).resolve().parent.parent)}
-        code = "import sys; from zraft.cli.node import main; sys.exit(main())"
-        command = [sys.executable, "-c", code, "--config", str(self.config_path), "--id", node_id]
-        err = (self.directory / f"{node_id}.stderr").open("ab")
-        with err:
-            spawned = time.monotonic()
-            # A new session: a Ctrl-C at the terminal reaches only this script, which then
-            # stops the nodes itself.
-            proc = subprocess.Popen(
-                command,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
-        self._procs[node_id] = proc
-        self._all.append(proc)
-        wait_until(
-            lambda: sum(1 for e in self.events(node_id) if e["event"] == "node_started") > before,
-            START_TIMEOUT_S,
-            f"{node_id} did not log node_started (exit code {proc.poll()})",
-        )
-        return spawned
-
-    def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
-        """Send `sig` to `node_id` and wait for it to exit (SIGKILL after a bounded wait)."""
-        proc = self._procs.pop(node_id)
-        _stop(proc, sig)
-
-    def close(self) -> None:
-        """Stop every process this cluster ever started, by PID; close the sockets."""
-        for proc in self._all:
-            _stop(proc, signal.SIGTERM)
-        self._context.destroy(linger=0)
-
-    def request(self, node_id: str, op: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
-        """One request to `node_id` on a fresh REQ socket; {} when there is no reply."""
-        return request_once(self._context, self.client[node_id], self.curve, op, timeout, **fields)
-
-    def status(self, node_id: str) -> dict[str, Any]:
-        """The `status` map of `node_id` ({} when it does not answer within a second)."""
-        status = self.request(node_id, "status", timeout=1.0).get("status")
-        return status if isinstance(status, dict) else {}
-
-    def wait_leader(self, timeout: float = 20.0) -> str:
-        """The node every running node names as leader (and which says it leads)."""
-        found: list[str] = []
-
-        def agreed() -> bool:
-            views = [self.status(n) for n in self._procs]
-            leaders = {v.get("leader") for v in views}
-            leader = leaders.pop() if len(leaders) == 1 else None
-            if leader is None or self.status(leader).get("role") != "leader":
-                return False
-            found.append(leader)
-            return True
-
-        wait_until(agreed, timeout, "no agreed leader")
-        return found[-1]
-
-    def events(self, node_id: str | None = None) -> list[dict[str, Any]]:
-        """Events of one node (or all nodes, node by node) from the JSON-lines logs."""
-        events: list[dict[str, Any]] = []
-        for name in [node_id] if node_id else NODE_IDS:
-            path = self.directory / "logs" / f"{name}.jsonl"
-            if not path.exists():
-                continue
-            for line in path.read_text().splitlines():
-                try:
-                    event = json.loads(line)
-                except ValueError:  # a line being written right now
-                    continue
-                if isinstance(event, dict):
-                    events.append(event)
-        return events
-
-    def mark(self) -> dict[str, int]:
-        """How many events each node has logged so far (see `events_since`)."""
-        return {n: len(self.events(n)) for n in NODE_IDS}
-
-    def events_since(self, mark: dict[str, int], name: str) -> list[dict[str, Any]]:
-        """The `name` events logged after `mark`, from every node."""
-        return [e for n in NODE_IDS for e in self.events(n)[mark[n] :] if e["event"] == name]
-
-
 def request_once(
     context: zmq.Context[Any],
     endpoint: str,
@@ -251,7 +76,7 @@ def request_once(
 
     The attempt is the client policy's node-addressed exchange (`ClientPolicy.begin_at`):
     one node, one send, the whole timeout, never retried elsewhere, which is what a
-    measuring tool polling one node's status or asking it for a snapshot wants.
+    measuring tool asking one node for a snapshot wants.
 
     Raises:
         DecodeError: the reply is malformed.
@@ -273,25 +98,6 @@ def request_once(
         sock.close(linger=0)
     end = exchange.next_step(time.monotonic())
     return dict(end.reply.raw) if isinstance(end, Finish) else {}
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `predicate` every 20 ms until it holds; raise TimeoutError(`what`) after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout:g} s")
-        time.sleep(POLL_S)  # a measuring tool's wait, not a node's loop
 
 
 # --- load ---------------------------------------------------------------------------------
@@ -428,7 +234,13 @@ def latency_summary(values: list[float]) -> dict[str, float | int]:
 SAVED_FIELDS = ("index", "size_bytes", "pairs", "copy_ms", "max_slice_ms", "total_ms")
 
 
-def _stalls(cluster: Cluster, mark: dict[str, int]) -> list[dict[str, Any]]:
+def _status(cluster: ProcessCluster, node_id: str) -> dict[str, Any]:
+    """The `status` map of `node_id`, {} when it does not answer within a second."""
+    reply = cluster.probe([node_id], timeout=1.0).get(node_id)
+    return (reply.status if reply is not None else None) or {}
+
+
+def _stalls(cluster: ProcessCluster, mark: dict[str, int]) -> list[dict[str, Any]]:
     return [_fields(e, "node", "lag_ms") for e in cluster.events_since(mark, "loop_stalled")]
 
 
@@ -436,11 +248,11 @@ def _fields(event: dict[str, Any], *names: str) -> dict[str, Any]:
     return {name: event.get(name) for name in names}
 
 
-def phase_snapshot(cluster: Cluster, leader: str, writer: Writer) -> dict[str, Any]:
+def phase_snapshot(cluster: ProcessCluster, leader: str, writer: Writer) -> dict[str, Any]:
     """Phase 2: a snapshot of the leader under a steady write load."""
     mark = cluster.mark()
     writer.run("before", _for(2.0))
-    req = connect(writer.context, zmq.REQ, cluster.client[leader], cluster.curve)
+    req = connect(writer.context, zmq.REQ, cluster.client_endpoints[leader], cluster.curve)
     req.send(wire.encode_request("snapshot"))
     asked = time.monotonic()
     replies: list[dict[str, Any]] = []
@@ -479,27 +291,28 @@ def _for(seconds: float) -> Callable[[], bool]:
 
 
 def phase_install(
-    cluster: Cluster, leader: str, writer: Writer, value: bytes, extra_keys: int
+    cluster: ProcessCluster, leader: str, writer: Writer, value: bytes, extra_keys: int
 ) -> dict[str, Any]:
     """Phase 3: a wiped follower comes back through InstallSnapshot."""
-    follower = next(n for n in NODE_IDS if n != leader)
+    follower = next(n for n in cluster.ids if n != leader)
     cluster.kill(follower)
     shutil.rmtree(cluster.directory / "data" / follower)
-    load_keys(cluster.client[leader], extra_keys, value, cluster.curve)
-    snap = cluster.request(leader, "snapshot", timeout=60).get("snapshot") or {}
-    status = cluster.status(leader)
+    endpoint = cluster.client_endpoints[leader]
+    load_keys(endpoint, extra_keys, value, cluster.curve)
+    asked = request_once(writer.context, endpoint, cluster.curve, "snapshot", timeout=60)
+    snap = asked.get("snapshot") or {}
+    status = _status(cluster, leader)
     mark = cluster.mark()
-    spawned = cluster.start(follower)
+    cluster.start(follower)
+    spawned = cluster.spawned_at[follower]
     started_s = time.monotonic() - spawned
     installed_at: list[float] = []
 
     def caught_up() -> bool:
         if not installed_at and cluster.events_since(mark, "snapshot_installed"):
             installed_at.append(time.monotonic() - spawned)
-        mine = cluster.status(follower)
-        return bool(installed_at) and mine.get("applied_index", 0) >= cluster.status(leader).get(
-            "commit_index", 1 << 62
-        )
+        mine = _status(cluster, follower).get("applied_index", 0)
+        return bool(installed_at) and mine >= _status(cluster, leader).get("commit_index", 1 << 62)
 
     writer.run("install", caught_up, check_every=0.05)
     caught_up_s = time.monotonic() - spawned
@@ -527,12 +340,12 @@ def phase_install(
     }
 
 
-def phase_restart(cluster: Cluster, follower: str) -> dict[str, Any]:
+def phase_restart(cluster: ProcessCluster, follower: str) -> dict[str, Any]:
     """Phase 4: the follower restarts from its (installed) snapshot."""
     cluster.kill(follower, signal.SIGTERM)
     mark = cluster.mark()
-    spawned = cluster.start(follower)
-    started_s = time.monotonic() - spawned
+    cluster.start(follower)
+    started_s = time.monotonic() - cluster.spawned_at[follower]
     loaded = cluster.events_since(mark, "snapshot_loaded")
     return {
         "node_started_s": round(started_s, 2),
@@ -543,8 +356,12 @@ def phase_restart(cluster: Cluster, follower: str) -> dict[str, Any]:
 def run(args: argparse.Namespace, directory: Path, say: Callable[[str], None]) -> dict[str, Any]:
     """The whole benchmark in `directory`; returns the figures."""
     value = b"x" * args.value_size
-    cluster = Cluster(
+    cluster = ProcessCluster(
         directory,
+        3,
+        name="bench-snapshot",
+        request_timeout_ms=5000,
+        start_timeout_s=START_TIMEOUT_S,
         snapshot_entries=1_000_000,
         snapshot_bytes=1 << 40,
         snapshot_trailing=args.trailing,
@@ -552,19 +369,19 @@ def run(args: argparse.Namespace, directory: Path, say: Callable[[str], None]) -
     )
     writer: Writer | None = None
     try:
-        for node_id in NODE_IDS:
-            cluster.start(node_id)
-        leader = cluster.wait_leader()
+        cluster.start_all()
+        leader = cluster.wait_leader(timeout=20, agreed=True)
         say(f"cluster up in {directory}, leader {leader}; loading {args.keys} keys")
-        load_s = load_keys(cluster.client[leader], args.keys, value, cluster.curve)
+        load_s = load_keys(cluster.client_endpoints[leader], args.keys, value, cluster.curve)
         commit = cluster.status(leader)["commit_index"]
-        wait_until(
-            lambda: all(cluster.status(n).get("applied_index", 0) >= commit for n in NODE_IDS),
+        wait_for(
+            lambda: all(_status(cluster, n).get("applied_index", 0) >= commit for n in cluster.ids),
             60,
-            "followers did not apply the load",
+            what="the followers applied the load",
+            describe=cluster.describe,
         )
         say(f"loaded in {load_s:.1f} s; snapshot of the leader under {args.rate:g} puts/s")
-        writer = Writer(cluster.client[leader], args.rate, value, cluster.curve)
+        writer = Writer(cluster.client_endpoints[leader], args.rate, value, cluster.curve)
         figures: dict[str, Any] = {
             "keys": args.keys,
             "value_size": args.value_size,
