@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tests import workload as wl
-from tests.nemesis import Checker, Fault, NemesisReport, anomalies_of, snapshot_counts
+from tests.faultplan import Fault
+from tests.nemesis import Checker, NemesisReport, anomalies_of, snapshot_counts
 from zraft.testing import linearizability
 from zraft.testing.history import to_jsonl
 

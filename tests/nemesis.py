@@ -22,10 +22,14 @@ time, holds it, and undoes it:
 - `transfer-leader`: ask the leader to hand leadership to a random other voter (half of
   the time naming none: the most up-to-date one); the answer is noted when not ok.
 
-Kinds are drawn in rounds: each round is a seeded shuffle of every enabled kind, so a run
-of a few rounds has hit every kind. Which nodes are hit, for how long and how long the gaps
-are come from the seed too; who leads at a given moment comes from the cluster, so two runs
-of a seed inject the same kinds in the same order but not necessarily on the same nodes.
+The lifecycle is `tests.faultplan.FaultPlan`'s, shared with `tests.netns_nemesis`: kinds
+are drawn in rounds, each a seeded shuffle of every enabled kind, so a run of a few rounds
+has hit every kind; each fault is recorded, made, held and undone there. `Nemesis` is the
+table of actions that make each kind here, and the heal. Which nodes are hit, for how long
+and how long the gaps are come from the seed too; who leads at a given moment comes from
+the cluster, so two runs of a seed inject the same kinds in the same order but not
+necessarily on the same nodes. The run stops after its duration (`run_nemesis` does not
+wait for a whole round).
 
 `run_nemesis` is a whole run, used by `bin/zraft-nemesis` and the integration test: start a
 cluster, run `tests.workload.Workload` and the nemesis together for a duration, heal
@@ -49,10 +53,7 @@ completed within its bounds is a `Nemesis.problems` entry, which fails the run.
 from __future__ import annotations
 
 import json
-import random
-import threading
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -60,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import workload as wl
+from tests.faultplan import Action, Fault, FaultPlan, Injection, count_faults
 from tests.procs import NoReply, ProcessCluster
 from zraft.testing import linearizability
 from zraft.testing.history import Op, to_jsonl
@@ -105,27 +107,11 @@ SNAPSHOT_EVENTS = (
 LEADER_SEARCH_S = 3.0  # how long to look for a leader before hitting a random node instead
 
 
-@dataclass(slots=True)
-class Fault:
-    """One injected fault.
-
-    Args:
-        kind: one of `FAULT_KINDS`.
-        nodes: the nodes it hit (for a partition: the cut-off minority).
-        start_ns, end_ns: when it was applied and undone (ns since the run's origin).
-        note: set when the plan could not be followed (e.g. no leader was found); for
-            `loss`, the drop probability.
-    """
-
-    kind: str
-    nodes: list[str]
-    start_ns: int
-    end_ns: int | None = None
-    note: str | None = None
-
-
 class Nemesis:
     """Injects seeded faults into a running `ProcessCluster` from a background thread.
+
+    The schedule, the thread and the fault records are `tests.faultplan.FaultPlan`'s; this
+    class is the table of actions that make each kind on a `ProcessCluster`, and the heal.
 
     Args:
         cluster: the running cluster; the nemesis is its only user while it runs.
@@ -154,36 +140,60 @@ class Nemesis:
         partition_s: tuple[float, float] = (1.0, 3.0),
         removed_s: tuple[float, float] = (0.5, 2.0),
     ) -> None:
-        self.kinds = list(kinds)
-        unknown = set(self.kinds) - set(FAULT_KINDS)
-        if unknown or not self.kinds:
-            raise ValueError(f"unknown or no fault kinds: {sorted(unknown)}; known: {FAULT_KINDS}")
+        actions: dict[str, Action] = {
+            "kill": self._kill,
+            "kill-leader": self._kill,
+            "pause": self._pause,
+            "pause-leader": self._pause,
+            "partition": self._partition,
+            "loss": self._lose_packets,
+            "membership": self._remove_and_add_back,
+            "transfer-leader": self._transfer_leader,
+        }
+        self._plan = FaultPlan(
+            actions,
+            self._heal,
+            kinds=kinds,
+            known=FAULT_KINDS,
+            seed=seed,
+            origin_ns=origin_ns,
+            gap_s=gap_s,
+            thread_name="nemesis",
+        )
         self._cluster = cluster
-        self._rng = random.Random(seed)
-        self._origin_ns = time.monotonic_ns() if origin_ns is None else origin_ns
+        self._rng = self._plan.rng  # the plan's: its draws and ours interleave in one order
         election_max_s = cluster.election_timeout_ms[1] / 1000
-        self._gap_s = gap_s
         self._down_s = down_s
         self._pause_s = pause_s or (1.5 * election_max_s, 4.0 * election_max_s)
         self._partition_s = partition_s
         self._removed_s = removed_s
         self._request_s = cluster.request_timeout_ms / 1000 + 1.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._paused: set[str] = set()
         self._killed: set[str] = set()
         self._partitioned = False
         self._removed: set[str] = set()  # voters removed and not yet voters again
-        self.faults: list[Fault] = []
-        self.error: str | None = None
         self.problems: list[str] = []  # membership changes that could not be completed
 
-    # --- lifecycle ----------------------------------------------------------------------
+    # --- lifecycle (the plan's) ---------------------------------------------------------
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds drawn from."""
+        return self._plan.kinds
+
+    @property
+    def faults(self) -> list[Fault]:
+        """Every fault injected so far, in order."""
+        return self._plan.faults
+
+    @property
+    def error(self) -> str | None:
+        """The nemesis thread's traceback, if it failed."""
+        return self._plan.error
 
     def start(self) -> None:
         """Start injecting faults in a background thread."""
-        self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
-        self._thread.start()
+        self._plan.start()
 
     def stop(self, timeout: float = 60.0) -> None:
         """Ask the thread to stop (the current fault is undone first) and wait for it.
@@ -191,14 +201,17 @@ class Nemesis:
         Raises:
             RuntimeError: the thread did not finish within `timeout`.
         """
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise RuntimeError(f"the nemesis thread did not stop within {timeout:g}s")
+        self._plan.stop(timeout)
 
     def heal(self) -> None:
         """Undo everything still in effect: resume, reconnect, restart. Safe to repeat."""
+        self._plan.heal()
+
+    def counts(self) -> dict[str, int]:
+        """kind -> how many faults of that kind were injected, in `FAULT_KINDS` order."""
+        return self._plan.counts()
+
+    def _heal(self) -> None:
         for node_id in sorted(self._paused):
             if self._cluster.is_running(node_id):
                 self._cluster.resume(node_id)
@@ -216,39 +229,7 @@ class Nemesis:
             if problem is not None:
                 self.problems.append(f"heal: {problem}")
 
-    def counts(self) -> dict[str, int]:
-        """kind -> how many faults of that kind were injected."""
-        return dict(Counter(fault.kind for fault in self.faults))
-
-    def _now(self) -> int:
-        return time.monotonic_ns() - self._origin_ns
-
-    def _run(self) -> None:
-        schedule: list[str] = []
-        try:
-            while not self._stop.wait(self._rng.uniform(*self._gap_s)):
-                if not schedule:
-                    schedule = list(self.kinds)
-                    self._rng.shuffle(schedule)
-                self._inject(schedule.pop())
-        except Exception:  # the thread's boundary: report, the runner heals and fails
-            self.error = traceback.format_exc()
-
-    # --- faults -------------------------------------------------------------------------
-
-    def _inject(self, kind: str) -> None:
-        if kind in ("kill", "kill-leader"):
-            self._kill(kind)
-        elif kind in ("pause", "pause-leader"):
-            self._pause(kind)
-        elif kind == "partition":
-            self._partition()
-        elif kind == "membership":
-            self._remove_and_add_back()
-        elif kind == "transfer-leader":
-            self._transfer_leader()
-        else:
-            self._lose_packets()
+    # --- choosing targets ---------------------------------------------------------------
 
     def _target(self, kind: str) -> tuple[str, str | None]:
         """The node to hit: the leader for `*-leader` kinds (if one is found), else random."""
@@ -266,50 +247,39 @@ class Nemesis:
         A stop request ends the search at once, unless `while_stopping` (a membership
         change that must be completed even then, to leave every node a voter).
         """
-        deadline = time.monotonic() + LEADER_SEARCH_S
-        while (while_stopping or not self._stop.is_set()) and time.monotonic() < deadline:
-            best: tuple[int, str] | None = None
-            for node_id in self._cluster.running():
-                try:
-                    status = self._cluster.status(node_id, timeout=0.3)
-                except NoReply:
-                    continue
-                if status["role"] == "leader" and (best is None or status["term"] > best[0]):
-                    best = (status["term"], node_id)
-            if best is not None:
-                return best[1]
-            time.sleep(0.05)
-        return None
+        return self._plan.find_leader(
+            self._cluster, search_s=LEADER_SEARCH_S, while_stopping=while_stopping
+        )
 
-    def _hold(self, span: tuple[float, float]) -> None:
-        """Keep a fault for a random time from `span`; a stop request cuts it short."""
-        self._stop.wait(self._rng.uniform(*span))
+    # --- faults: each plans one `Injection` (the plan records, holds and undoes it) -------
 
-    def _kill(self, kind: str) -> None:
+    def _kill(self, kind: str) -> Injection:
         node_id, note = self._target(kind)
-        fault = Fault(kind, [node_id], self._now(), note=note)
-        self.faults.append(fault)
-        self._killed.add(node_id)
-        self._cluster.kill(node_id)
-        fault.start_ns = self._now()
-        self._hold(self._down_s)
-        self._cluster.start(node_id)
-        self._killed.discard(node_id)
-        fault.end_ns = self._now()
 
-    def _pause(self, kind: str) -> None:
+        def kill(_fault: Fault) -> None:
+            self._killed.add(node_id)
+            self._cluster.kill(node_id)
+
+        def restart(_fault: Fault) -> None:
+            self._cluster.start(node_id)
+            self._killed.discard(node_id)
+
+        return Injection([node_id], note, kill, self._down_s, restart, restamp=True)
+
+    def _pause(self, kind: str) -> Injection:
         node_id, note = self._target(kind)
-        fault = Fault(kind, [node_id], self._now(), note=note)
-        self.faults.append(fault)
-        self._cluster.pause(node_id)
-        self._paused.add(node_id)
-        fault.start_ns = self._now()
-        self._hold(self._pause_s)
-        self._cluster.resume(node_id)
-        self._paused.discard(node_id)
-        fault.end_ns = self._now()
 
-    def _partition(self) -> None:
+        def pause(_fault: Fault) -> None:
+            self._cluster.pause(node_id)
+            self._paused.add(node_id)
+
+        def resume(_fault: Fault) -> None:
+            self._cluster.resume(node_id)
+            self._paused.discard(node_id)
+
+        return Injection([node_id], note, pause, self._pause_s, resume, restamp=True)
+
+    def _partition(self, kind: str) -> Injection:
         ids = sorted(self._cluster.ids)
         note = None
         if self._rng.random() < 0.5:
@@ -321,53 +291,53 @@ class Nemesis:
         if not minority:
             size = self._rng.randint(1, (len(ids) - 1) // 2)
             minority = sorted(self._rng.sample(ids, size))
-        fault = Fault("partition", minority, self._now(), note=note)
-        self.faults.append(fault)
-        self._partitioned = True
-        self._cluster.partition(set(minority))
-        self._hold(self._partition_s)
-        self._cluster.heal()
-        self._partitioned = False
-        fault.end_ns = self._now()
 
-    def _lose_packets(self) -> None:
+        def cut(_fault: Fault) -> None:
+            self._partitioned = True
+            self._cluster.partition(set(minority))
+
+        return Injection(minority, note, cut, self._partition_s, self._heal_network)
+
+    def _lose_packets(self, kind: str) -> Injection:
         """Every node drops 10-30% of its peer messages for a while (in-node hook)."""
         probability = self._rng.choice((0.1, 0.2, 0.3))
-        fault = Fault("loss", sorted(self._cluster.ids), self._now(), note=f"{probability:.0%}")
-        self.faults.append(fault)
-        self._partitioned = True
-        self._cluster.set_loss(probability)
-        self._hold(self._partition_s)
-        self._cluster.heal()
+
+        def lose(_fault: Fault) -> None:
+            self._partitioned = True
+            self._cluster.set_loss(probability)
+
+        nodes = sorted(self._cluster.ids)
+        return Injection(nodes, f"{probability:.0%}", lose, self._partition_s, self._heal_network)
+
+    def _heal_network(self, _fault: Fault) -> None:
+        self._cluster.heal()  # ends partitions and packet loss alike
         self._partitioned = False
-        fault.end_ns = self._now()
 
     # --- membership and leadership (through the cluster's admin ops) ----------------------
 
-    def _remove_and_add_back(self) -> None:
+    def _remove_and_add_back(self, kind: str) -> Injection:
         """Remove a non-leader voter (still running), hold, add it back, wait till voter."""
         leader = self._find_leader()
         view = self._members(leader) if leader is not None else None
         if leader is None or view is None:
-            note = "no leader found; nothing changed"
-            self.faults.append(Fault("membership", [], self._now(), self._now(), note))
-            return
+            return Injection([], "no leader found; nothing changed")
         voters = sorted(n for n, role in view.items() if role == "voter" and n != leader)
         node_id = self._rng.choice(voters)
-        fault = Fault("membership", [node_id], self._now())
-        self.faults.append(fault)
-        self._removed.add(node_id)
-        problem = self._change("remove_member", lambda v: node_id not in v, id=node_id)
-        if problem is not None:
-            self.problems.append(problem)
-            fault.note = problem
-        fault.start_ns = self._now()
-        self._hold(self._removed_s)
-        problem = self._add_back(node_id, fault)
-        if problem is not None:
-            self.problems.append(problem)
-            fault.note = problem
-        fault.end_ns = self._now()
+
+        def remove(fault: Fault) -> None:
+            self._removed.add(node_id)
+            problem = self._change("remove_member", lambda v: node_id not in v, id=node_id)
+            if problem is not None:
+                self.problems.append(problem)
+                fault.note = problem
+
+        def add_back(fault: Fault) -> None:
+            problem = self._add_back(node_id, fault)
+            if problem is not None:
+                self.problems.append(problem)
+                fault.note = problem
+
+        return Injection([node_id], None, remove, self._removed_s, add_back, restamp=True)
 
     def _add_back(self, node_id: str, fault: Fault | None = None) -> str | None:
         """Make `node_id` a voter again (add, then wait for its promotion); None or why not."""
@@ -427,31 +397,31 @@ class Nemesis:
             return None
         return {row["id"]: row["role"] for row in reply["members"]} if reply["ok"] else None
 
-    def _transfer_leader(self) -> None:
+    def _transfer_leader(self, kind: str) -> Injection:
         """Ask the leader to hand over to a random other voter (or its own choice)."""
         leader = self._find_leader()
         view = self._members(leader) if leader is not None else None
         if leader is None or view is None:
-            note = "no leader found; nothing asked"
-            self.faults.append(Fault("transfer-leader", [], self._now(), self._now(), note))
-            return
+            return Injection([], "no leader found; nothing asked")
         voters = sorted(n for n, role in view.items() if role == "voter" and n != leader)
         target = self._rng.choice(voters) if self._rng.random() < 0.5 else None
-        fault = Fault("transfer-leader", [leader] + ([target] if target else []), self._now())
-        self.faults.append(fault)
         fields = {} if target is None else {"id": target}
-        try:
-            reply = self._cluster.request(
-                leader, "transfer_leader", timeout=self._request_s, **fields
-            )
-        except NoReply:
-            fault.note = "no reply"
-        else:
-            if reply["ok"]:
-                fault.nodes = [leader, reply["transferred_to"]]
+
+        def transfer(fault: Fault) -> None:
+            try:
+                reply = self._cluster.request(
+                    leader, "transfer_leader", timeout=self._request_s, **fields
+                )
+            except NoReply:
+                fault.note = "no reply"
             else:
-                fault.note = f"{reply['error']['code']}: {reply['error']['message']}"
-        fault.end_ns = self._now()
+                if reply["ok"]:
+                    fault.nodes = [leader, reply["transferred_to"]]
+                else:
+                    fault.note = f"{reply['error']['code']}: {reply['error']['message']}"
+
+        # A one-shot change: nothing to hold, nothing to undo.
+        return Injection([leader] + ([target] if target else []), None, transfer)
 
 
 # --- a whole run --------------------------------------------------------------------------
@@ -525,11 +495,8 @@ class NemesisReport:
         for per in self.outcomes.values():
             total.update(per)
         lines.append(f"  {'total':7s} " + ", ".join(f"{o}={n}" for o, n in sorted(total.items())))
-        counts = self.fault_counts
-        lines.append(
-            "faults: "
-            + (", ".join(f"{k}={counts[k]}" for k in FAULT_KINDS if k in counts) or "none")
-        )
+        counts = count_faults(self.faults, FAULT_KINDS)
+        lines.append("faults: " + (", ".join(f"{k}={n}" for k, n in counts.items()) or "none"))
         for fault in self.faults:
             if fault.note:
                 lines.append(f"  note: {fault.kind} {fault.nodes}: {fault.note}")

@@ -16,10 +16,12 @@ nodes' TCP connections see real silence, retransmissions and resets:
 - `kill`, `kill-leader`: SIGKILL by PID, stay down a while, restart on the same data;
 - `pause`, `pause-leader`: SIGSTOP for 1.5x to 4x the maximum election timeout, SIGCONT.
 
-As in `tests.nemesis`, one fault is active at a time: it is applied, held for a time drawn
-from the seed, and undone; kinds come in rounds, each a seeded shuffle of every kind. A
-run lasts at least its duration and until `min_rounds` whole rounds were injected (so a
-short run has hit every kind), at most three times the duration.
+The lifecycle is `tests.faultplan.FaultPlan`'s, as in `tests.nemesis`: one fault is
+active at a time: it is recorded, applied, held for a time drawn from the seed, and undone;
+kinds come in rounds, each a seeded shuffle of every kind. `LabNemesis` is the table of
+actions that make each kind in the lab, and the heal. A run lasts at least its duration
+and until `min_rounds` whole rounds were injected (so a short run has hit every kind), at
+most three times the duration.
 
 `run_lab_nemesis` is the whole run, used by the `nemesis` scenario of `tests.netns_child`:
 start the nodes, run `tests.workload.Workload` against the lab's client endpoints while
@@ -34,26 +36,16 @@ thread-safe); the workload has its own ZeroMQ context and sockets.
 
 from __future__ import annotations
 
-import random
-import threading
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from tests import checkrun
 from tests import workload as wl
-from tests.nemesis import (
-    SNAPSHOT_OPTIONS,
-    Checker,
-    Fault,
-    NemesisReport,
-    describe_fault,
-    summary_json,
-)
+from tests.faultplan import Action, Fault, FaultPlan, Injection, count_faults
+from tests.nemesis import SNAPSHOT_OPTIONS, Checker, NemesisReport, describe_fault, summary_json
 from tests.netns import NetnsLab, check_lab_endpoint
-from tests.procs import NoReply
 
 IPTABLES_FAULT_KINDS = ("partition", "isolate-leader", "bridge", "loss")
 """The faults made with firewall rules."""
@@ -74,6 +66,9 @@ HEAL_TIMEOUT_S = 30.0  # one agreed leader, the final reads, convergence: each b
 
 class LabNemesis:
     """Injects seeded faults into a running `NetnsLab` from a background thread.
+
+    The schedule, the thread and the fault records are `tests.faultplan.FaultPlan`'s; this
+    class is the table of actions that make each kind in the lab, and the heal.
 
     Args:
         lab: the lab, nodes started; the nemesis is the only user of its request helper.
@@ -99,35 +94,57 @@ class LabNemesis:
         down_s: tuple[float, float] = (0.3, 2.0),
         pause_s: tuple[float, float] | None = None,
     ) -> None:
-        self.kinds = list(kinds)
-        unknown = set(self.kinds) - set(NETNS_FAULT_KINDS)
-        if unknown or not self.kinds:
-            raise ValueError(
-                f"unknown or no fault kinds {sorted(unknown)}; known: {NETNS_FAULT_KINDS}"
-            )
-        if "bridge" in self.kinds and len(lab.ids) < 3:
+        actions: dict[str, Action] = {
+            "partition": self._partition,
+            "isolate-leader": self._isolate_leader,
+            "bridge": self._bridge,
+            "loss": self._loss,
+            "kill": self._kill,
+            "kill-leader": self._kill,
+            "pause": self._pause,
+            "pause-leader": self._pause,
+        }
+        self._plan = FaultPlan(
+            actions,
+            self._heal,
+            kinds=kinds,
+            known=NETNS_FAULT_KINDS,
+            seed=seed,
+            origin_ns=origin_ns,
+            gap_s=gap_s,
+            thread_name="lab-nemesis",
+        )
+        if "bridge" in self._plan.kinds and len(lab.ids) < 3:
             raise ValueError("a bridge cut needs at least 3 nodes")
         self._lab = lab
-        self._rng = random.Random(seed)
-        self._origin_ns = time.monotonic_ns() if origin_ns is None else origin_ns
+        self._rng = self._plan.rng  # the plan's: its draws and ours interleave in one order
         election_max_s = lab.election_timeout_ms[1] / 1000
-        self._gap_s = gap_s
         self._hold_s = hold_s
         self._down_s = down_s
         self._pause_s = pause_s or (1.5 * election_max_s, 4.0 * election_max_s)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._paused: set[str] = set()
         self._ruled = False  # firewall rules may be in place
-        self.faults: list[Fault] = []
-        self.error: str | None = None
 
-    # --- lifecycle ----------------------------------------------------------------------
+    # --- lifecycle (the plan's) ---------------------------------------------------------
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds drawn from."""
+        return self._plan.kinds
+
+    @property
+    def faults(self) -> list[Fault]:
+        """Every fault injected so far, in order."""
+        return self._plan.faults
+
+    @property
+    def error(self) -> str | None:
+        """The nemesis thread's traceback, if it failed."""
+        return self._plan.error
 
     def start(self) -> None:
         """Start injecting faults in a background thread."""
-        self._thread = threading.Thread(target=self._run, name="lab-nemesis", daemon=True)
-        self._thread.start()
+        self._plan.start()
 
     def stop(self, timeout: float = 60.0) -> None:
         """Ask the thread to stop (the current fault is undone first) and wait for it.
@@ -135,14 +152,25 @@ class LabNemesis:
         Raises:
             RuntimeError: the thread did not finish within `timeout`.
         """
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise RuntimeError(f"the nemesis thread did not stop within {timeout:g}s")
+        self._plan.stop(timeout)
 
     def heal(self) -> None:
         """Undo everything still in effect: SIGCONT, flush rules, restart. Safe to repeat."""
+        self._plan.heal()
+
+    def rounds_done(self) -> int:
+        """How many whole rounds (every kind once) were injected and undone."""
+        return self._plan.rounds_done()
+
+    def is_finished(self, elapsed_s: float, duration_s: float, min_rounds: int) -> bool:
+        """Whether the run should stop (see `FaultPlan.is_finished`)."""
+        return self._plan.is_finished(elapsed_s, duration_s, min_rounds)
+
+    def counts(self) -> dict[str, int]:
+        """kind -> how many faults of that kind were injected, in `NETNS_FAULT_KINDS` order."""
+        return self._plan.counts()
+
+    def _heal(self) -> None:
         for node_id in sorted(self._paused):
             if self._lab.is_running(node_id):
                 self._lab.resume(node_id)
@@ -154,52 +182,11 @@ class LabNemesis:
             if not self._lab.is_running(node_id):
                 self._lab.start(node_id)
 
-    def rounds_done(self) -> int:
-        """How many whole rounds (every kind once) were injected and undone."""
-        done = sum(1 for fault in self.faults if fault.end_ns is not None)
-        return done // len(self.kinds)
-
-    def counts(self) -> dict[str, int]:
-        """kind -> how many faults of that kind were injected, in `NETNS_FAULT_KINDS` order."""
-        counts = Counter(fault.kind for fault in self.faults)
-        return {kind: counts[kind] for kind in NETNS_FAULT_KINDS if counts[kind]}
-
-    def _now(self) -> int:
-        return time.monotonic_ns() - self._origin_ns
-
-    def _run(self) -> None:
-        schedule: list[str] = []
-        try:
-            while not self._stop.wait(self._rng.uniform(*self._gap_s)):
-                if not schedule:
-                    schedule = list(self.kinds)
-                    self._rng.shuffle(schedule)
-                self._inject(schedule.pop())
-        except Exception:  # the thread's boundary: report; the runner heals and fails
-            self.error = traceback.format_exc()
-
-    def _hold(self, span: tuple[float, float]) -> None:
-        """Keep a fault for a random time from `span`; a stop request cuts it short."""
-        self._stop.wait(self._rng.uniform(*span))
+    # --- choosing targets ---------------------------------------------------------------
 
     def _find_leader(self) -> str | None:
-        """The running node reporting itself leader with the highest term, polled a while."""
-        deadline = time.monotonic() + LEADER_SEARCH_S
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            best: tuple[int, str] | None = None
-            for node_id in self._lab.running():
-                if node_id in self._paused:
-                    continue
-                try:
-                    status = self._lab.status(node_id, timeout=0.3)
-                except NoReply:
-                    continue
-                if status["role"] == "leader" and (best is None or status["term"] > best[0]):
-                    best = (status["term"], node_id)
-            if best is not None:
-                return best[1]
-            self._stop.wait(0.05)
-        return None
+        """The running, unpaused node reporting itself leader with the highest term."""
+        return self._plan.find_leader(self._lab, search_s=LEADER_SEARCH_S, skip=self._paused)
 
     def _leader_or_random(self) -> tuple[str, str | None]:
         leader = self._find_leader()
@@ -207,32 +194,22 @@ class LabNemesis:
             return leader, None
         return self._rng.choice(self._lab.running()), "no leader found; hit a random node"
 
-    # --- faults -------------------------------------------------------------------------
+    # --- faults: each plans one `Injection` (the plan records, holds and undoes it) -------
 
-    def _inject(self, kind: str) -> None:
-        inject: dict[str, Callable[[str], None]] = {
-            "partition": self._partition,
-            "isolate-leader": self._isolate_leader,
-            "bridge": self._bridge,
-            "loss": self._loss,
-            "kill": self._kill,
-            "kill-leader": self._kill,
-            "pause": self._pause,
-            "pause-leader": self._pause,
-        }
-        inject[kind](kind)
+    def _firewall(self, nodes: list[str], note: str | None, apply: Callable[[], None]) -> Injection:
+        """A fault made of firewall rules: apply them, hold them, flush them."""
 
-    def _firewall(self, fault: Fault, apply: Callable[[], None]) -> None:
-        """Record `fault`, apply its rules, hold them, flush them."""
-        self.faults.append(fault)
-        self._ruled = True
-        apply()
-        self._hold(self._hold_s)
+        def rule(_fault: Fault) -> None:
+            self._ruled = True
+            apply()
+
+        return Injection(nodes, note, rule, self._hold_s, self._flush)
+
+    def _flush(self, _fault: Fault) -> None:
         self._lab.heal()
         self._ruled = False
-        fault.end_ns = self._now()
 
-    def _partition(self, kind: str) -> None:
+    def _partition(self, kind: str) -> Injection:
         """A minority | majority split; half of the time the leader is in the minority."""
         ids = list(self._lab.ids)
         size = self._rng.randint(1, (len(ids) - 1) // 2)
@@ -244,15 +221,13 @@ class LabNemesis:
             minority = sorted(self._rng.sample(ids, size))
         majority = [n for n in ids if n not in minority]
         note = f"{minority} | {majority}" + (f", leader {leader} in the minority" if leader else "")
-        fault = Fault(kind, minority, self._now(), note=note)
-        self._firewall(fault, lambda: self._lab.partition(minority))
+        return self._firewall(minority, note, lambda: self._lab.partition(minority))
 
-    def _isolate_leader(self, kind: str) -> None:
+    def _isolate_leader(self, kind: str) -> Injection:
         node_id, note = self._leader_or_random()
-        fault = Fault(kind, [node_id], self._now(), note=note)
-        self._firewall(fault, lambda: self._lab.isolate(node_id))
+        return self._firewall([node_id], note, lambda: self._lab.isolate(node_id))
 
-    def _bridge(self, kind: str) -> None:
+    def _bridge(self, kind: str) -> Injection:
         """{leader, ...} | bridge | {...}: only the bridge node sees both sides."""
         leader = self._find_leader()
         ids = list(self._lab.ids)
@@ -265,50 +240,53 @@ class LabNemesis:
         half = len(rest) // 2
         side_a, side_b = sorted(rest[:half]), sorted(rest[half:])
         note = f"{side_a} | {bridge} | {side_b}" + ("" if leader else "; no leader found")
-        fault = Fault(kind, [bridge], self._now(), note=note)
-        self._firewall(fault, lambda: self._lab.cut(side_a, side_b))
+        return self._firewall([bridge], note, lambda: self._lab.cut(side_a, side_b))
 
-    def _loss(self, kind: str) -> None:
+    def _loss(self, kind: str) -> Injection:
         """Every node drops a share of the packets it sends; the drop count goes in the note."""
         probability = self._rng.choice(LOSS_PROBABILITIES)
         ids = list(self._lab.ids)
-        fault = Fault(kind, ids, self._now(), note=f"{probability:.0%}")
-        self.faults.append(fault)
-        self._ruled = True
-        for node_id in ids:
-            self._lab.loss(node_id, probability, "OUTPUT")
-        self._hold(self._hold_s)
-        dropped = sum(self._lab.dropped(node_id) for node_id in ids)
-        self._lab.heal()
-        self._ruled = False
-        fault.end_ns = self._now()
-        fault.note = f"{probability:.0%}, {dropped} packets dropped"
 
-    def _kill(self, kind: str) -> None:
+        def lose(_fault: Fault) -> None:
+            self._ruled = True
+            for node_id in ids:
+                self._lab.loss(node_id, probability, "OUTPUT")
+
+        def flush(fault: Fault) -> None:
+            dropped = sum(self._lab.dropped(node_id) for node_id in ids)
+            self._flush(fault)
+            fault.note = f"{probability:.0%}, {dropped} packets dropped"
+
+        return Injection(ids, f"{probability:.0%}", lose, self._hold_s, flush)
+
+    def _kill(self, kind: str) -> Injection:
         if kind == "kill-leader":
             node_id, note = self._leader_or_random()
         else:
             node_id, note = self._rng.choice(self._lab.running()), None
-        fault = Fault(kind, [node_id], self._now(), note=note)
-        self.faults.append(fault)
-        self._lab.kill(node_id)
-        self._hold(self._down_s)
-        self._lab.start(node_id)
-        fault.end_ns = self._now()
+        return Injection(
+            [node_id],
+            note,
+            lambda _fault: self._lab.kill(node_id),
+            self._down_s,
+            lambda _fault: self._lab.start(node_id),
+        )
 
-    def _pause(self, kind: str) -> None:
+    def _pause(self, kind: str) -> Injection:
         if kind == "pause-leader":
             node_id, note = self._leader_or_random()
         else:
             node_id, note = self._rng.choice(self._lab.running()), None
-        fault = Fault(kind, [node_id], self._now(), note=note)
-        self.faults.append(fault)
-        self._lab.pause(node_id)
-        self._paused.add(node_id)
-        self._hold(self._pause_s)
-        self._lab.resume(node_id)
-        self._paused.discard(node_id)
-        fault.end_ns = self._now()
+
+        def pause(_fault: Fault) -> None:
+            self._lab.pause(node_id)
+            self._paused.add(node_id)
+
+        def resume(_fault: Fault) -> None:
+            self._lab.resume(node_id)
+            self._paused.discard(node_id)
+
+        return Injection([node_id], note, pause, self._pause_s, resume)
 
 
 def run_lab_nemesis(
@@ -399,10 +377,7 @@ def _drive(
     started = time.monotonic()
 
     def should_stop() -> bool:
-        if nemesis.error is not None:
-            return True
-        elapsed = time.monotonic() - started
-        return elapsed >= duration_s and nemesis.rounds_done() >= min_rounds
+        return nemesis.is_finished(time.monotonic() - started, duration_s, min_rounds)
 
     nemesis.start()
     try:
@@ -431,8 +406,7 @@ def _drive(
 def details(report: NemesisReport, lab: NetnsLab) -> dict[str, Any]:
     """The report as plain JSON values, plus what the lab adds (elections, fault log)."""
     result = summary_json(report)
-    counts = Counter(fault.kind for fault in report.faults)
-    result["faults"] = {kind: counts[kind] for kind in NETNS_FAULT_KINDS if counts[kind]}
+    result["faults"] = count_faults(report.faults, NETNS_FAULT_KINDS)
     total: Counter[str] = Counter()
     for per_kind in report.outcomes.values():
         total.update(per_kind)
@@ -453,10 +427,8 @@ def details(report: NemesisReport, lab: NetnsLab) -> dict[str, Any]:
 def summary(report: NemesisReport) -> str:
     """`NemesisReport.summary()`, with the faults line listing this nemesis's kinds and
     only the notes that say a plan was not followed (the layouts are in `faults.jsonl`)."""
-    counts = Counter(fault.kind for fault in report.faults)
-    faults_line = "faults: " + (
-        ", ".join(f"{kind}={counts[kind]}" for kind in NETNS_FAULT_KINDS if counts[kind]) or "none"
-    )
+    counts = count_faults(report.faults, NETNS_FAULT_KINDS)
+    faults_line = "faults: " + (", ".join(f"{k}={n}" for k, n in counts.items()) or "none")
     lines = [
         faults_line if line.startswith("faults: ") else line
         for line in report.summary().splitlines()
