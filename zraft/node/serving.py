@@ -289,7 +289,7 @@ class RequestServer:
                 "leadership changed before the write committed; it was not applied",
             )
             return
-        self.reply(pending, {"leader": self._id, **fields})
+        self.reply(pending, fields, leader=self._id)
 
     def release_reads(self, read_states: Iterable[ReadState]) -> None:
         """Take the ReadIndex points the core released, and answer every read whose
@@ -334,9 +334,14 @@ class RequestServer:
 
     # --- replies ----------------------------------------------------------------------
 
-    def reply(self, pending: Pending, fields: Mapping[str, Any]) -> None:
-        """Answer `pending` with reply fields (`leader` defaults to the known leader)."""
-        body = encode_reply(op=pending.request.op, **{"leader": self._raft.leader_id, **fields})
+    def reply(self, pending: Pending, fields: Mapping[str, Any], leader: str | None = None) -> None:
+        """Answer `pending` with reply fields. The `leader` they name wins; else `leader`,
+        else the leader this node knows."""
+        op = pending.request.op
+        if "leader" in fields:
+            body = encode_reply(op=op, **fields)
+        else:
+            body = encode_reply(op=op, leader=leader or self._raft.leader_id, **fields)
         self.send_reply(pending.reply_to, body)
 
     def reply_error(self, reply_to: ReplyTo, code: str, message: str) -> None:

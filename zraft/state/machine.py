@@ -74,15 +74,16 @@ def result_fields(result: Result) -> ReplyFields:
 
 
 def _op_of(request: Request) -> Op:
-    key = request.key
+    fields = request.fields
+    key = fields.get("key")
     if key is None:
         raise ValueError(f"op {request.op!r} without a key is not a kv write")
     if request.op == "put":
-        return Put(key, request.get("value"))
+        return Put(key, fields["value"])
     if request.op == "delete":
         return Delete(key)
     if request.op == "cas":
-        return Cas(key, request.get("expected"), request.get("value"))
+        return Cas(key, fields["expected"], fields["value"])
     raise ValueError(f"op {request.op!r} is not a kv write")
 
 
@@ -111,7 +112,8 @@ class KVMachine:
         Raises:
             ValueError: `request` is not one of `commands` (a node bug).
         """
-        return Command(_op_of(request), request.client, request.seq)
+        fields = request.fields
+        return Command(_op_of(request), fields.get("client"), fields.get("seq"))
 
     def command(self, request: Request) -> bytes:
         """The log entry data that carries write `request`."""
@@ -131,7 +133,7 @@ class KVMachine:
 
     def read(self, request: Request) -> ReplyFields:
         """Serve `get`."""
-        value = self.store.get(request.key or b"")
+        value = self.store.get(request.fields["key"])
         return {"ok": True, "value": value, "found": value is not None}
 
     def snapshot_view(self) -> SnapshotView:

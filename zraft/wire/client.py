@@ -56,26 +56,22 @@ class Request:
     (aliases resolved, str keys and values UTF-8 encoded). Immutable by convention.
 
     Args:
-        op: the canonical op name (a key of `ops.OPS`).
+        op: the canonical op name (a key of `ops.OPS`; `spec` is its declaration).
         fields: the validated fields (never `op`); keyword arguments add more, so
             `Request("put", key=b"k", value=b"v")` reads naturally in code.
     """
 
-    __slots__ = ("fields", "op")
+    __slots__ = ("fields", "op", "spec")
 
     def __init__(self, op: str, fields: Mapping[str, Any] | None = None, **more: Any) -> None:
         self.op = op
-        self.fields: Mapping[str, Any] = {**(fields or {}), **more}
+        self.fields: Mapping[str, Any] = {**(fields or {}), **more} if more else dict(fields or {})
+        self.spec: OpSpec = OPS[op]  # looked up once: serving reads it several times
 
     @classmethod
     def of(cls, op: str, **fields: Any) -> Request:
         """`Request.of("put", key=b"k", value=b"v")`: build one in code (tests, tools)."""
         return cls(op, fields)
-
-    @property
-    def spec(self) -> OpSpec:
-        """The op's declaration."""
-        return OPS[self.op]
 
     def get(self, name: str, default: Any = None) -> Any:
         """The field `name`, or `default` when the request did not carry it."""

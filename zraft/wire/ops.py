@@ -332,6 +332,10 @@ def lookup(name: str) -> OpSpec | None:
     return OPS.get(OP_ALIASES.get(name, name))
 
 
+_RANK = {role: rank for rank, role in enumerate(ROLES)}
+
+
 def role_allows(role: str, spec: OpSpec) -> bool:
     """Whether a client key with `role` may call `spec`. An unknown role allows nothing."""
-    return role in ROLES and ROLES.index(role) >= ROLES.index(spec.role)
+    rank = _RANK.get(role)
+    return rank is not None and rank >= _RANK[spec.role]
