@@ -133,10 +133,11 @@ def table(report: dict[str, Any]) -> list[str]:
         base = [r["base"][key] for r in rounds]
         current = [r["current"][key] for r in rounds]
         ratio = statistics.median(current) / statistics.median(base)
-        each = f"{', '.join(f'{v:.4g}' for v in base)}; {', '.join(f'{v:.4g}' for v in current)}"
+        shown = "{:,.0f}" if key.endswith("_per_s") else "{:.3f}"
+        each = "; ".join(", ".join(shown.format(v) for v in vs) for vs in (base, current))
         lines.append(
-            f"| {label} | {statistics.median(base):.4g} | {statistics.median(current):.4g} "
-            f"| {ratio:.3f} | {each} |"
+            f"| {label} | {shown.format(statistics.median(base))} "
+            f"| {shown.format(statistics.median(current))} | {ratio:.3f} | {each} |"
         )
     return lines
 

@@ -40,6 +40,10 @@ start yet (no leader, a transfer under way): the request is parked and tried aga
 HANDLED_ROUTES = frozenset({Route.LOCAL, Route.NODE, Route.LEADER})
 """Routes whose ops need a registered `Handler` (the others are the state machine's)."""
 
+# Enum members as plain names: every request is routed, and a module global is read
+# several times faster than an enum member in Python 3.11.
+_LOCAL, _LOG, _READ, _LEADER = Route.LOCAL, Route.LOG, Route.READ, Route.LEADER
+
 
 class ReplySink(Protocol):
     """Where replies go: a client envelope on the client socket, or a peer (forwards)."""
@@ -171,8 +175,7 @@ class RequestServer:
 
     def serve(self, request: Request, reply_to: ReplyTo) -> None:
         """Answer, propose, read, forward or park one decoded request."""
-        route = request.spec.route
-        if route is not Route.LOCAL and self._id not in self._raft.membership.members:
+        if request.spec.route is not _LOCAL and self._id not in self._raft.membership.members:
             # Removed (or not added yet): no leader will tell us anything; send the client
             # elsewhere at once instead of parking its request until the timeout.
             message = f"{self._id} is not a member of the cluster; ask another node"
@@ -186,11 +189,11 @@ class RequestServer:
         """Start work on a request; False if it must wait for a leader (parked)."""
         request = pending.request
         route = request.spec.route
-        if route is Route.LOG:
+        if route is _LOG:
             return self._propose(pending)
-        if route is Route.READ:
+        if route is _READ:
             return self._read(pending)
-        if route is Route.LEADER and self._raft.role is not Role.LEADER:
+        if route is _LEADER and self._raft.role is not Role.LEADER:
             return self.forward(pending, self._raft.leader_id)
         return self._handlers[request.op](pending)
 
@@ -220,7 +223,7 @@ class RequestServer:
         self.pending.add("writes", index, pending)
 
     def _read(self, pending: Pending) -> bool:
-        if pending.request.get("consistency") == "serializable":
+        if pending.request.fields.get("consistency") == "serializable":
             self._answer_read(pending)  # served locally; may be stale by design
             return True
         context = self.take_id()
@@ -305,7 +308,10 @@ class RequestServer:
             self._answer_read(pending)
 
     def _answer_read(self, pending: Pending) -> None:
-        self.reply(pending, self._machine.read(pending.request))
+        request = pending.request
+        fields = self._machine.read(request)
+        body = encode_reply(op=request.op, leader=self._raft.leader_id, **fields)
+        self.send_reply(pending.reply_to, body)
 
     def expire(self, now: float) -> None:
         """Answer every request whose deadline has passed."""
