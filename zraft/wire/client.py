@@ -65,8 +65,15 @@ class Request:
 
     def __init__(self, op: str, fields: Mapping[str, Any] | None = None, **more: Any) -> None:
         self.op = op
-        self.fields: Mapping[str, Any] = {**(fields or {}), **more} if more else dict(fields or {})
+        self.fields: Mapping[str, Any] = {**(fields or {}), **more}
         self.spec: OpSpec = OPS[op]  # looked up once: serving reads it several times
+
+    @classmethod
+    def _validated(cls, spec: OpSpec, fields: dict[str, Any]) -> Request:
+        """A request the decoder just built (it hands over `fields`: no copy)."""
+        request = cls.__new__(cls)
+        request.op, request.fields, request.spec = spec.name, fields, spec
+        return request
 
     @classmethod
     def of(cls, op: str, **fields: Any) -> Request:
@@ -135,7 +142,7 @@ def request_from_map(raw: dict[Any, Any], limits: Limits) -> Request:
     }
     if ("client" in fields) != ("seq" in fields):
         raise DecodeError("fields 'client' and 'seq' must be given together")
-    return Request(spec.name, fields)
+    return Request._validated(spec, fields)
 
 
 def decode_request(
