@@ -264,3 +264,53 @@ class FaultPlan:
             else:
                 self._stop.wait(0.05)
         return None
+
+
+class PlannedNemesis:
+    """What every nemesis exposes of its `FaultPlan` (set `self._plan` in `__init__`):
+    its kinds, the faults so far, the thread's error, and the lifecycle calls."""
+
+    _plan: FaultPlan
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds drawn from."""
+        return self._plan.kinds
+
+    @property
+    def faults(self) -> list[Fault]:
+        """Every fault injected so far, in order."""
+        return self._plan.faults
+
+    @property
+    def error(self) -> str | None:
+        """The nemesis thread's traceback, if it failed."""
+        return self._plan.error
+
+    def start(self) -> None:
+        """Start injecting faults in a background thread."""
+        self._plan.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Ask the thread to stop (the current fault is undone first) and wait for it.
+
+        Raises:
+            RuntimeError: the thread did not finish within `timeout`.
+        """
+        self._plan.stop(timeout)
+
+    def heal(self) -> None:
+        """Undo everything still in effect (the environment's heal). Safe to repeat."""
+        self._plan.heal()
+
+    def rounds_done(self) -> int:
+        """How many whole rounds (every kind once) were injected and undone."""
+        return self._plan.rounds_done()
+
+    def is_finished(self, elapsed_s: float, duration_s: float, min_rounds: int) -> bool:
+        """Whether the run should stop (see `FaultPlan.is_finished`)."""
+        return self._plan.is_finished(elapsed_s, duration_s, min_rounds)
+
+    def counts(self) -> dict[str, int]:
+        """kind -> how many faults of that kind were injected, in the environment's order."""
+        return self._plan.counts()

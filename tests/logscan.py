@@ -14,10 +14,11 @@ lines, and any other line that is not a JSON object, are skipped.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from zraft.testing import cluster
 
 T = TypeVar("T")
 Sources = str | Path | Iterable[str | Path]
@@ -114,16 +115,7 @@ def wait_for(
         AssertionError: the deadline passed; the message holds the last value seen and
             `describe()` (for example the last events of the logs).
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        time.sleep(min(interval, remaining))
-    details = describe() if describe is not None else "(no describe callback given)"
-    raise AssertionError(
-        f"condition not met within {timeout:g}s (last result: {result!r})\n{details}"
+    # The harness's wait (zraft/testing/cluster.py), under this module's long-standing name.
+    return cluster.wait_for(
+        predicate, timeout, what="condition", interval=interval, describe=describe
     )

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import workload as wl
-from tests.faultplan import Action, Fault, FaultPlan, Injection, count_faults
+from tests.faultplan import Action, Fault, FaultPlan, Injection, PlannedNemesis, count_faults
 from tests.procs import NoReply, ProcessCluster
 from zraft.testing import linearizability
 from zraft.testing.history import Op, to_jsonl
@@ -107,7 +107,7 @@ SNAPSHOT_EVENTS = (
 LEADER_SEARCH_S = 3.0  # how long to look for a leader before hitting a random node instead
 
 
-class Nemesis:
+class Nemesis(PlannedNemesis):
     """Injects seeded faults into a running `ProcessCluster` from a background thread.
 
     The schedule, the thread and the fault records are `tests.faultplan.FaultPlan`'s; this
@@ -173,43 +173,6 @@ class Nemesis:
         self._partitioned = False
         self._removed: set[str] = set()  # voters removed and not yet voters again
         self.problems: list[str] = []  # membership changes that could not be completed
-
-    # --- lifecycle (the plan's) ---------------------------------------------------------
-
-    @property
-    def kinds(self) -> list[str]:
-        """The kinds drawn from."""
-        return self._plan.kinds
-
-    @property
-    def faults(self) -> list[Fault]:
-        """Every fault injected so far, in order."""
-        return self._plan.faults
-
-    @property
-    def error(self) -> str | None:
-        """The nemesis thread's traceback, if it failed."""
-        return self._plan.error
-
-    def start(self) -> None:
-        """Start injecting faults in a background thread."""
-        self._plan.start()
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """Ask the thread to stop (the current fault is undone first) and wait for it.
-
-        Raises:
-            RuntimeError: the thread did not finish within `timeout`.
-        """
-        self._plan.stop(timeout)
-
-    def heal(self) -> None:
-        """Undo everything still in effect: resume, reconnect, restart. Safe to repeat."""
-        self._plan.heal()
-
-    def counts(self) -> dict[str, int]:
-        """kind -> how many faults of that kind were injected, in `FAULT_KINDS` order."""
-        return self._plan.counts()
 
     def _heal(self) -> None:
         for node_id in sorted(self._paused):

@@ -43,7 +43,7 @@ from typing import Any
 
 from tests import checkrun
 from tests import workload as wl
-from tests.faultplan import Action, Fault, FaultPlan, Injection, count_faults
+from tests.faultplan import Action, Fault, FaultPlan, Injection, PlannedNemesis, count_faults
 from tests.nemesis import SNAPSHOT_OPTIONS, Checker, NemesisReport, describe_fault, summary_json
 from tests.netns import NetnsLab, check_lab_endpoint
 
@@ -64,7 +64,7 @@ LOSS_PROBABILITIES = (0.1, 0.2, 0.3)
 HEAL_TIMEOUT_S = 30.0  # one agreed leader, the final reads, convergence: each bounded
 
 
-class LabNemesis:
+class LabNemesis(PlannedNemesis):
     """Injects seeded faults into a running `NetnsLab` from a background thread.
 
     The schedule, the thread and the fault records are `tests.faultplan.FaultPlan`'s; this
@@ -124,51 +124,6 @@ class LabNemesis:
         self._pause_s = pause_s or (1.5 * election_max_s, 4.0 * election_max_s)
         self._paused: set[str] = set()
         self._ruled = False  # firewall rules may be in place
-
-    # --- lifecycle (the plan's) ---------------------------------------------------------
-
-    @property
-    def kinds(self) -> list[str]:
-        """The kinds drawn from."""
-        return self._plan.kinds
-
-    @property
-    def faults(self) -> list[Fault]:
-        """Every fault injected so far, in order."""
-        return self._plan.faults
-
-    @property
-    def error(self) -> str | None:
-        """The nemesis thread's traceback, if it failed."""
-        return self._plan.error
-
-    def start(self) -> None:
-        """Start injecting faults in a background thread."""
-        self._plan.start()
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """Ask the thread to stop (the current fault is undone first) and wait for it.
-
-        Raises:
-            RuntimeError: the thread did not finish within `timeout`.
-        """
-        self._plan.stop(timeout)
-
-    def heal(self) -> None:
-        """Undo everything still in effect: SIGCONT, flush rules, restart. Safe to repeat."""
-        self._plan.heal()
-
-    def rounds_done(self) -> int:
-        """How many whole rounds (every kind once) were injected and undone."""
-        return self._plan.rounds_done()
-
-    def is_finished(self, elapsed_s: float, duration_s: float, min_rounds: int) -> bool:
-        """Whether the run should stop (see `FaultPlan.is_finished`)."""
-        return self._plan.is_finished(elapsed_s, duration_s, min_rounds)
-
-    def counts(self) -> dict[str, int]:
-        """kind -> how many faults of that kind were injected, in `NETNS_FAULT_KINDS` order."""
-        return self._plan.counts()
 
     def _heal(self) -> None:
         for node_id in sorted(self._paused):
