@@ -142,7 +142,13 @@ def joining_node(args: argparse.Namespace, cluster: ClusterConfig) -> NodeConfig
 
 
 def run_all(args: argparse.Namespace, cluster: ClusterConfig) -> int:
-    """Start one child process per node; stop them all on Ctrl-C or SIGTERM."""
+    """Start one child process per node; stop them all on Ctrl-C or SIGTERM.
+
+    A node that dies (a crash, or a `kill -9` to try failover) is reported with the
+    command that restarts it, and the others keep running: the cluster is a cluster, not
+    one program. The supervisor ends when every node has exited, or on a signal; it
+    exits 1 if any node exited on its own, else 0.
+    """
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -158,14 +164,21 @@ def run_all(args: argparse.Namespace, cluster: ClusterConfig) -> int:
         command += ["--log-dir", str(cluster.log_dir), "--log-level", args.log_level]
         # Children ignore Ctrl-C from the terminal; the parent stops them with SIGTERM.
         children[node.id] = subprocess.Popen(command, start_new_session=True)
-        print(f"started {node.id} (pid {children[node.id].pid}) client {node.client}")
-    print(f"events: {cluster.log_dir}/<node>.jsonl; Ctrl-C stops the cluster")
+        print(f"started {node.id} (pid {children[node.id].pid}) client {node.client}", flush=True)
+    print(f"events: {cluster.log_dir}/<node>.jsonl; Ctrl-C stops the cluster", flush=True)
     exit_code = 0
-    while not stopping:
+    gone: set[str] = set()
+    while not stopping and len(gone) < len(children):
         for node_id, child in children.items():
-            if child.poll() is not None:
-                print(f"{node_id} exited with code {child.returncode}", file=sys.stderr)
-                stopping, exit_code = True, 1
+            if node_id not in gone and child.poll() is not None:
+                gone.add(node_id)
+                exit_code = 1
+                print(
+                    f"{node_id} exited with code {child.returncode}; the others keep running. "
+                    f"Restart it with: zraft-node --config {args.config} --id {node_id}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         time.sleep(0.2)  # the supervisor, not a node: a plain wait loop is fine here
     for child in children.values():
         if child.poll() is None:
