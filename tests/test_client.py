@@ -332,17 +332,27 @@ def test_bench_counts_timeouts_as_errors(
 
 
 @pytest.fixture
-def cli() -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
-    """Run `bin/zraft-client ARGS` with optional stdin; every process is killed at teardown."""
-    started: list[subprocess.Popen[str]] = []
+def cli(tmp_path: Path) -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
+    """Run `bin/zraft-client ARGS` with optional stdin; every process is killed at teardown.
 
-    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    It runs in an empty directory without `$ZRAFT_CONFIG`, so no default config is found
+    unless a test sets one up (`env`)."""
+    started: list[subprocess.Popen[str]] = []
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    base_env = {k: v for k, v in os.environ.items() if k != "ZRAFT_CONFIG"}
+
+    def run(
+        *args: str, stdin: str = "", env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.Popen(
             [sys.executable, str(CLIENT_BIN), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            cwd=workdir,
+            env={**base_env, **(env or {})},
         )
         started.append(proc)
         out, err = proc.communicate(stdin, timeout=SUBPROCESS_TIMEOUT_S)
@@ -415,7 +425,8 @@ def test_cli_usage_and_config_errors(cli: CliRunner, tmp_path: Path) -> None:
     missing = tmp_path / "missing.toml"
     result = cli("--config", str(missing), "get", "k")
     assert result.returncode == 2 and str(missing) in result.stderr
-    assert cli("get", "k").returncode == 2  # neither --config nor --endpoint
+    neither = cli("get", "k")  # neither --config nor --endpoint, and no default config
+    assert neither.returncode == 2 and "ZRAFT_CONFIG" in neither.stderr
     assert cli("--timeout", "-1", "--endpoint", "tcp://127.0.0.1:9", "get", "k").returncode == 2
     helped = cli("--help")
     assert helped.returncode == 0 and "exit codes" in helped.stdout
@@ -441,7 +452,9 @@ def test_cli_repl_through_stdin(cli: CliRunner, config: tuple[FakeCluster, str])
         'put a 1\nget a\n\nput b "two words"\nget b\nget zz\nbogus\ncas a 9 9\ndel a\nquit\nget a\n'
     )
     result = cli("--config", path, stdin=script)
-    assert result.returncode == 0, result.stderr
+    # On a pipe the REPL exits with the code of the last command that failed (`cas`: 1),
+    # so a script notices; every line still ran.
+    assert result.returncode == 1, result.stderr
     assert result.stdout.splitlines() == [
         "OK",
         "1",
@@ -795,3 +808,19 @@ def test_cli_membership_in_the_repl(cli: CliRunner, config: tuple[FakeCluster, s
     ]
     assert lines[4].startswith("usage: add-member [-h] [--public-key KEY] ID PEER CLIENT")
     assert any(line.startswith("transfer-leader [ID]") for line in lines)
+
+
+def test_cli_default_config(
+    cli: CliRunner, config: tuple[FakeCluster, str], tmp_path: Path
+) -> None:
+    """Without --config: `$ZRAFT_CONFIG`, else `conf/local.toml` of the current directory."""
+    cluster, path = config
+    assert cli("put", "k", "v", env={"ZRAFT_CONFIG": path}).returncode == 0
+    got = cli("get", "k", env={"ZRAFT_CONFIG": path})
+    assert (got.returncode, got.stdout) == (0, "v\n")
+    local = tmp_path / "cwd" / "conf" / "local.toml"  # the cli fixture's working directory
+    local.parent.mkdir()
+    local.write_text(Path(path).read_text())
+    here = cli("get", "k")
+    assert (here.returncode, here.stdout) == (0, "v\n")
+    assert len([node for node, req in cluster.requests if req.op == "get"]) == 2

@@ -9,7 +9,8 @@ The contract scripts and tests rely on (DESIGN.md §5):
   code says what happened (`EXIT_*` below; the table is also in `--help`).
 - **REPL mode** (no CMD; see `zraft.cli.repl`): each kv command prints exactly one line to
   stdout, errors included (`error: CODE: MESSAGE`, `(not found)`). `status`, `bench` and
-  `help` print several lines. The REPL exits 0.
+  `help` print several lines. On a terminal the REPL exits 0; on a pipe it exits with the
+  code of the last command that failed (0 if none did), so a script notices.
 - **`--json`**: each command prints one JSON object on one line. For kv commands and
   `snapshot` that is the node's reply map (DESIGN.md §2); `status` prints
   `{"ok", "nodes": [...]}`;

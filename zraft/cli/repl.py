@@ -83,6 +83,7 @@ class Repl(cmd.Cmd):
         self.prompt = "zraft> " if interactive else ""
         self._runner = runner
         self._interactive = interactive
+        self.last_failure: int = 0  # exit code of the last command that failed
         self._words = dict(runner.command_words)
         # Instance attributes, not class ones: the commands are the runner's, and
         # cmd.Cmd finds a command's method with getattr, which sees both.
@@ -101,8 +102,11 @@ class Repl(cmd.Cmd):
             words = shlex.split(arg)
         except ValueError as exc:
             self._runner.fail(f"error: cannot parse the line: {exc}")
+            self.last_failure = 2  # a usage error, like a command line that does not parse
             return False
-        self._runner.execute([name, *words])
+        code = self._runner.execute([name, *words])
+        if code:
+            self.last_failure = code  # a script on a pipe must see that a command failed
         return False
 
     def _leave(self, arg: str) -> bool:
@@ -139,6 +143,7 @@ class Repl(cmd.Cmd):
     def default(self, line: str) -> bool:
         """An unknown command."""
         self._runner.fail(f"error: unknown command {line.split()[0]!r}; try help")
+        self.last_failure = 2  # as the one-shot mode's exit code for it
         return False
 
     def completenames(self, text: str, *ignored: Any) -> list[str]:
@@ -147,7 +152,12 @@ class Repl(cmd.Cmd):
 
 
 def run_repl(runner: CommandRunner, stdin: TextIO, stdout: TextIO) -> int:
-    """Run the REPL until quit, exit or end of input. Returns 0."""
+    """Run the REPL until quit, exit or end of input.
+
+    Returns:
+        0 on a terminal (a person saw every error); on a pipe, the exit code of the last
+        command that failed (0 if none did), so a script notices a failure.
+    """
     interactive = stdin.isatty()
     repl = Repl(runner, interactive=interactive, stdin=stdin, stdout=stdout)
     history = History() if interactive else None
@@ -157,7 +167,7 @@ def run_repl(runner: CommandRunner, stdin: TextIO, stdout: TextIO) -> int:
         while True:
             try:
                 repl.cmdloop()
-                return 0
+                return 0 if interactive else repl.last_failure
             except KeyboardInterrupt:
                 stdout.write("^C\n")
     finally:

@@ -10,12 +10,29 @@ It must not send a request or print: a bad option raises (`UsageError`, `ConfigE
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from zraft.cli.usage import UsageError
 from zraft.client import DEFAULT_TIMEOUT_S, check_endpoint
 from zraft.config import load
 from zraft.net.security import ClientCurve, client_curve
+
+ENV_CONFIG = "ZRAFT_CONFIG"
+"""Environment variable naming the cluster config to use when `--config` is not given."""
+
+LOCAL_CONFIG = Path("conf") / "local.toml"
+"""The config used last, when neither `--config`, `--endpoint` nor `$ZRAFT_CONFIG` is
+given and it exists (relative to the current directory: a checkout's root)."""
+
+
+def default_config() -> Path | None:
+    """The config to use without `--config`: `$ZRAFT_CONFIG`, else `conf/local.toml` here."""
+    named = os.environ.get(ENV_CONFIG)
+    if named:
+        return Path(named)
+    return LOCAL_CONFIG if LOCAL_CONFIG.is_file() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +64,12 @@ class Target:
             UsageError: neither option given, or a malformed endpoint.
         """
         if args.config is None and args.endpoint is None:
-            raise UsageError("zraft-client: give --config FILE or --endpoint tcp://HOST:PORT")
+            args.config = default_config()
+        if args.config is None and args.endpoint is None:
+            raise UsageError(
+                "zraft-client: give --config FILE or --endpoint tcp://HOST:PORT (or set "
+                f"${ENV_CONFIG}, or run where {LOCAL_CONFIG} is)"
+            )
         if args.key is not None and args.config is None:
             raise UsageError("zraft-client: --key needs --config (it names the nodes' keys)")
         request_timeout = DEFAULT_TIMEOUT_S

@@ -177,9 +177,10 @@ def timeout_error(
 ) -> ClientTimeout:
     """The `ClientTimeout` of a request whose deadline passed without a usable reply."""
     tried = "; ".join(f"{ep}: {outcome}" for ep, outcome in _last_per_endpoint(attempts))
+    # Said plainly first: the usual reason is a cluster that is down or not reachable.
     return ClientTimeout(
-        f"{op}: no reply within {timeout:g} s from {', '.join(endpoints)}"
-        f" ({len(attempts)} attempts; last outcome per endpoint: {tried or 'none'})",
+        f"{op}: no node answered within {timeout:g} s ({', '.join(endpoints)}); is the "
+        f"cluster running and reachable? Last outcome per node: {tried or 'none'}",
         timeout,
         attempts,
     )
