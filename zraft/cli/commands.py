@@ -23,7 +23,6 @@ import argparse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from zraft.bench.load import BENCH_OPS
 from zraft.cli import handlers
 from zraft.cli.handlers import SNAPSHOT_TIMEOUT_S, CommandContext
 from zraft.cli.repl import LEAVE_SUMMARY, LEAVE_WORDS
@@ -155,7 +154,7 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     amount.add_argument("--duration", type=positive_float, help="run for S seconds instead")
     parser.add_argument("--value-size", type=size, default=256, help="bytes (default 256)")
     parser.add_argument("--keys", type=positive_int, default=1000, help="distinct keys (1000)")
-    parser.add_argument("--op", choices=BENCH_OPS, default="put", help="default put")
+    parser.add_argument("--op", choices=("put", "get"), default="put", help="default put")
     parser.add_argument("--serializable", action="store_true", help="serializable gets")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 

@@ -15,7 +15,6 @@ import argparse
 from pathlib import Path
 from typing import Any, Protocol
 
-from zraft.bench.load import BenchProgress, BenchSpec, run_bench
 from zraft.cli import render
 from zraft.cli.target import Target
 from zraft.cli.usage import (
@@ -192,6 +191,9 @@ def bench(ctx: CommandContext, args: argparse.Namespace) -> int:
     Returns:
         0 without errors; 1 with errors among completed ops; 3 when nothing completed.
     """
+    # Here, not at the top: a one-shot `get` should not pay for the load generator.
+    from zraft.bench.load import BenchProgress, BenchSpec, run_bench
+
     target = ctx.target
     spec = BenchSpec(
         clients=args.clients,

@@ -15,10 +15,12 @@ Rules it keeps:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from zraft.bench.load import BenchResult
 from zraft.client import ClientTimeout, Reply, StatusProbe
+
+if TYPE_CHECKING:  # only for annotations: rendering a bench result needs no import
+    from zraft.bench.load import BenchResult
 
 STATUS_HEADER = (
     "node", "endpoint", "role", "term", "leader", "commit", "applied", "last", "snapshot", "log"

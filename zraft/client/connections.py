@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from zraft import wire
 from zraft.client import monitor
@@ -117,7 +116,7 @@ class Connections:
         monitor_sock = self._monitors[endpoint]
         curve = self._curve is not None
         while monitor_sock.poll(0, zmq.POLLIN):
-            event = recv_monitor_message(monitor_sock)["event"]
+            event = monitor.read_event(monitor_sock)
             monitor.apply_event(self._policy.links, endpoint, event, curve=curve)
 
     @staticmethod

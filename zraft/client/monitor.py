@@ -9,6 +9,9 @@ module knows zmq's event numbers; it makes no decision about retries (that is
 
 from __future__ import annotations
 
+import struct
+from typing import Any
+
 import zmq
 
 from zraft.client.endpoints import Links
@@ -56,3 +59,13 @@ def apply_event(links: Links, endpoint: str, event: int, *, curve: bool) -> None
         links.lost(endpoint)  # lost, or refused (nothing listens there)
     elif event == zmq.EVENT_CONNECTED:
         links.connected(endpoint)
+
+
+def read_event(monitor: zmq.Socket[Any]) -> int:
+    """The event number of the next message on a monitor socket (libzmq's layout: the
+    first frame starts with the event as uint16, then its value as uint32). Read here
+    rather than with `zmq.utils.monitor`, whose import pulls in pyzmq's asyncio support
+    and costs a one-shot command a fifth of its start-up."""
+    frames = monitor.recv_multipart()
+    event: int = struct.unpack("=H", frames[0][:2])[0]
+    return event

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from zraft import wire
 from zraft.client import monitor
@@ -73,7 +72,7 @@ def probe_status(
                 break
             for ready, _ in poller.poll(max(1, int(remaining * 1000))):
                 if ready in monitors:
-                    event = recv_monitor_message(ready)["event"]
+                    event = monitor.read_event(ready)
                     endpoint = sockets[monitors[ready]]
                     if monitor.is_final(event, curve is not None) and endpoint not in results:
                         problem = NoReply.refused(monitor.HANDSHAKE_EVENTS[event]).text

@@ -2,79 +2,63 @@
 
 Drive it with `Raft.tick/step/propose/read_index`, then carry out each `Ready` in order:
 persist, send, apply, `advance`.
+
+The names below load their module on first use (PEP 562): a client that needs one type
+from `types` does not load the whole core.
 """
 
-from zraft.core.errors import (
-    ChangeRefused,
-    InvariantViolation,
-    NotLeader,
-    ProposalDropped,
-    RaftError,
-)
-from zraft.core.events import REQUIRED_FIELDS, Event, EventName
-from zraft.core.log import RaftLog
-from zraft.core.membership import ChangeKind, MembershipChange
-from zraft.core.messages import (
-    MESSAGE_TYPES,
-    AppendRequest,
-    AppendResponse,
-    Message,
-    ReadIndexRequest,
-    ReadIndexResponse,
-    SnapshotRequest,
-    SnapshotResponse,
-    TimeoutNow,
-    VoteRequest,
-    VoteResponse,
-)
-from zraft.core.raft import Raft, Status
-from zraft.core.ready import ReadState, Ready
-from zraft.core.types import (
-    Entry,
-    EntryKind,
-    HardState,
-    Membership,
-    NodeId,
-    RaftConfig,
-    RestoredState,
-    Role,
-    SnapshotMeta,
-)
+from __future__ import annotations
 
-__all__ = [
-    "MESSAGE_TYPES",
-    "REQUIRED_FIELDS",
-    "AppendRequest",
-    "AppendResponse",
-    "ChangeKind",
-    "ChangeRefused",
-    "Entry",
-    "EntryKind",
-    "Event",
-    "EventName",
-    "HardState",
-    "InvariantViolation",
-    "Membership",
-    "MembershipChange",
-    "Message",
-    "NodeId",
-    "NotLeader",
-    "ProposalDropped",
-    "Raft",
-    "RaftConfig",
-    "RaftError",
-    "RaftLog",
-    "ReadIndexRequest",
-    "ReadIndexResponse",
-    "ReadState",
-    "Ready",
-    "RestoredState",
-    "Role",
-    "SnapshotMeta",
-    "SnapshotRequest",
-    "SnapshotResponse",
-    "Status",
-    "TimeoutNow",
-    "VoteRequest",
-    "VoteResponse",
-]
+from typing import Any
+
+_HOMES: dict[str, str] = {
+    "AppendRequest": "zraft.core.messages",
+    "AppendResponse": "zraft.core.messages",
+    "ChangeKind": "zraft.core.membership",
+    "ChangeRefused": "zraft.core.errors",
+    "Entry": "zraft.core.types",
+    "EntryKind": "zraft.core.types",
+    "Event": "zraft.core.events",
+    "EventName": "zraft.core.events",
+    "HardState": "zraft.core.types",
+    "InvariantViolation": "zraft.core.errors",
+    "MESSAGE_TYPES": "zraft.core.messages",
+    "Membership": "zraft.core.types",
+    "MembershipChange": "zraft.core.membership",
+    "Message": "zraft.core.messages",
+    "NodeId": "zraft.core.types",
+    "NotLeader": "zraft.core.errors",
+    "ProposalDropped": "zraft.core.errors",
+    "REQUIRED_FIELDS": "zraft.core.events",
+    "Raft": "zraft.core.raft",
+    "RaftConfig": "zraft.core.types",
+    "RaftError": "zraft.core.errors",
+    "RaftLog": "zraft.core.log",
+    "ReadIndexRequest": "zraft.core.messages",
+    "ReadIndexResponse": "zraft.core.messages",
+    "ReadState": "zraft.core.ready",
+    "Ready": "zraft.core.ready",
+    "RestoredState": "zraft.core.types",
+    "Role": "zraft.core.types",
+    "SnapshotMeta": "zraft.core.types",
+    "SnapshotRequest": "zraft.core.messages",
+    "SnapshotResponse": "zraft.core.messages",
+    "Status": "zraft.core.raft",
+    "TimeoutNow": "zraft.core.messages",
+    "VoteRequest": "zraft.core.messages",
+    "VoteResponse": "zraft.core.messages",
+}
+"""Each public name and the module that owns it."""
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name from its module on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'zraft.core' has no attribute {name!r}")
+    # The builtin, not importlib: the core imports nothing with machinery or I/O.
+    value = getattr(__import__(home, fromlist=[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

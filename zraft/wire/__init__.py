@@ -8,83 +8,67 @@
   layout never changes; only the state machine reads and writes it.
 
 `codec` holds what they share (msgpack with limits, `DecodeError`, field checkers). This
-package re-exports the names scripts and tests use; zraft's own modules import the
-module of the conversation they take part in.
+package re-exports the names scripts and tests use, loaded on first use (PEP 562), so
+importing one conversation does not load the others (a one-shot client never loads the
+peer formats or the Raft core); zraft's own modules import the module of the
+conversation they take part in.
 """
 
-from zraft.wire.client import (
-    DEFAULT_MAX_KEY,
-    DEFAULT_MAX_VALUE,
-    ERROR_CODES,
-    REQUEST_OVERHEAD,
-    Request,
-    decode_reply,
-    decode_request,
-    encode_reply,
-    encode_request,
-)
-from zraft.wire.codec import MAX_CLIENT_ID_LEN, MAX_NODE_ID_LEN, DecodeError, TooLarge
-from zraft.wire.entries import decode_command, encode_command
-from zraft.wire.ops import CONSISTENCY_LEVELS, OP_ALIASES, OPS, OpSpec
-from zraft.wire.peer import (
-    MAX_ENTRIES,
-    MAX_MEMBERS,
-    TAG_FORWARD,
-    TAG_FORWARD_REPLY,
-    TAG_SNAPSHOT_ACK,
-    TAG_SNAPSHOT_CHUNK,
-    WIRE_VERSION,
-    Forward,
-    ForwardReply,
-    PeerFrame,
-    SnapshotAck,
-    SnapshotChunk,
-    decode_message,
-    decode_peer_frame,
-    encode_forward,
-    encode_forward_reply,
-    encode_message,
-    encode_snapshot_ack,
-    encode_snapshot_chunk,
-)
+from __future__ import annotations
 
-__all__ = [
-    "CONSISTENCY_LEVELS",
-    "DEFAULT_MAX_KEY",
-    "DEFAULT_MAX_VALUE",
-    "ERROR_CODES",
-    "MAX_CLIENT_ID_LEN",
-    "MAX_ENTRIES",
-    "MAX_MEMBERS",
-    "MAX_NODE_ID_LEN",
-    "OPS",
-    "OP_ALIASES",
-    "REQUEST_OVERHEAD",
-    "TAG_FORWARD",
-    "TAG_FORWARD_REPLY",
-    "TAG_SNAPSHOT_ACK",
-    "TAG_SNAPSHOT_CHUNK",
-    "WIRE_VERSION",
-    "DecodeError",
-    "Forward",
-    "ForwardReply",
-    "OpSpec",
-    "PeerFrame",
-    "Request",
-    "SnapshotAck",
-    "SnapshotChunk",
-    "TooLarge",
-    "decode_command",
-    "decode_message",
-    "decode_peer_frame",
-    "decode_reply",
-    "decode_request",
-    "encode_command",
-    "encode_forward",
-    "encode_forward_reply",
-    "encode_message",
-    "encode_reply",
-    "encode_request",
-    "encode_snapshot_ack",
-    "encode_snapshot_chunk",
-]
+import importlib
+from typing import Any
+
+_HOMES: dict[str, str] = {
+    "DEFAULT_MAX_KEY": "zraft.wire.client",
+    "DEFAULT_MAX_VALUE": "zraft.wire.client",
+    "ERROR_CODES": "zraft.wire.client",
+    "REQUEST_OVERHEAD": "zraft.wire.client",
+    "Request": "zraft.wire.client",
+    "decode_reply": "zraft.wire.client",
+    "decode_request": "zraft.wire.client",
+    "encode_reply": "zraft.wire.client",
+    "encode_request": "zraft.wire.client",
+    "MAX_CLIENT_ID_LEN": "zraft.wire.codec",
+    "MAX_NODE_ID_LEN": "zraft.wire.codec",
+    "DecodeError": "zraft.wire.codec",
+    "TooLarge": "zraft.wire.codec",
+    "decode_command": "zraft.wire.entries",
+    "encode_command": "zraft.wire.entries",
+    "CONSISTENCY_LEVELS": "zraft.wire.ops",
+    "OP_ALIASES": "zraft.wire.ops",
+    "OPS": "zraft.wire.ops",
+    "OpSpec": "zraft.wire.ops",
+    "MAX_ENTRIES": "zraft.wire.peer",
+    "MAX_MEMBERS": "zraft.wire.peer",
+    "TAG_FORWARD": "zraft.wire.peer",
+    "TAG_FORWARD_REPLY": "zraft.wire.peer",
+    "TAG_SNAPSHOT_ACK": "zraft.wire.peer",
+    "TAG_SNAPSHOT_CHUNK": "zraft.wire.peer",
+    "WIRE_VERSION": "zraft.wire.peer",
+    "Forward": "zraft.wire.peer",
+    "ForwardReply": "zraft.wire.peer",
+    "PeerFrame": "zraft.wire.peer",
+    "SnapshotAck": "zraft.wire.peer",
+    "SnapshotChunk": "zraft.wire.peer",
+    "decode_message": "zraft.wire.peer",
+    "decode_peer_frame": "zraft.wire.peer",
+    "encode_forward": "zraft.wire.peer",
+    "encode_forward_reply": "zraft.wire.peer",
+    "encode_message": "zraft.wire.peer",
+    "encode_snapshot_ack": "zraft.wire.peer",
+    "encode_snapshot_chunk": "zraft.wire.peer",
+}
+"""Each re-exported name and the module that owns it."""
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    """Load a re-exported name from its module on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'zraft.wire' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
