@@ -824,3 +824,21 @@ def test_cli_default_config(
     here = cli("get", "k")
     assert (here.returncode, here.stdout) == (0, "v\n")
     assert len([node for node, req in cluster.requests if req.op == "get"]) == 2
+
+
+def test_cli_values_that_start_with_a_dash_or_hold_an_apostrophe(
+    cli: CliRunner, config: tuple[FakeCluster, str]
+) -> None:
+    """`put k -x` stores `-x` (no `--` needed); `put q don't` in the REPL stores `don't`."""
+    _, path = config
+    assert cli("--config", path, "put", "k", "-x").returncode == 0
+    assert cli("--config", path, "get", "k").stdout == "-x\n"
+    assert cli("--config", path, "put", "--", "-k", "--v").returncode == 0
+    assert cli("--config", path, "get", "-k").stdout == "--v\n"
+    repl = cli("--config", path, stdin="put q don't\nget q\nput r 'open\n")
+    assert repl.stdout.splitlines() == [
+        "OK",
+        "don't",
+        "error: cannot parse the line: No closing quotation",
+    ]
+    assert repl.returncode == 2, "an unbalanced quote is a usage error"

@@ -16,7 +16,8 @@ The contract scripts and tests rely on (DESIGN.md §5):
   `{"ok", "nodes": [...]}`;
   `bench` prints its summary. Bytes are UTF-8 text with `\\xNN` for bad bytes. A
   client-side timeout prints a reply-shaped object with the error code `client_timeout`.
-- Options go before CMD. A value that starts with `-` needs `--` before it.
+- Options go before CMD. A value that starts with `-` and names none of the command's
+  options is a value (`put k -x`); `--` before it makes sure (`put k -- --prev-kv`).
 - **Node-addressed commands** (`snapshot`) go to one node, named by id (`snapshot n2`,
   with `--config`) or by `--endpoint`; they are never retried on another node.
 - **Membership commands** (`members`, `add-learner`, `add-member`, `promote`, `remove`,
@@ -100,7 +101,8 @@ A secured cluster (security = "curve") needs the client's secret key file: --key
 else $ZRAFT_CLIENT_KEY, else the config's [client] secret_key_file.
 
 --json prints one JSON object per command (bytes as UTF-8, bad bytes as \\xNN).
-Options go before CMD; put `--` before a value that starts with '-'."""
+Options go before CMD. A value may start with '-' (put k -x) unless it is one of the
+command's options; `--` before it makes sure."""
 
 
 def build_parser() -> argparse.ArgumentParser:

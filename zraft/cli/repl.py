@@ -27,6 +27,7 @@ import cmd
 import contextlib
 import functools
 import os
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -99,7 +100,7 @@ class Repl(cmd.Cmd):
 
     def _run(self, name: str, arg: str) -> bool:
         try:
-            words = shlex.split(arg)
+            words = split_line(arg)
         except ValueError as exc:
             self._runner.fail(f"error: cannot parse the line: {exc}")
             self.last_failure = 2  # a usage error, like a command line that does not parse
@@ -201,3 +202,19 @@ class History:
             return
         with contextlib.suppress(OSError):
             self._readline.write_history_file(self.path)
+
+
+_APOSTROPHE = re.compile(r"(?<=\w)'(?=\w)")
+
+
+def split_line(line: str) -> list[str]:
+    """Split a REPL line into words with shell quoting rules; an apostrophe inside a word
+    (`put q don't`) is a letter, not an unclosed quote.
+
+    Raises:
+        ValueError: the quoting is still unbalanced (the message says why).
+    """
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return shlex.split(_APOSTROPHE.sub("\\'", line))

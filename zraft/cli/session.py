@@ -13,6 +13,7 @@ It must not know any particular command: what a command does is its handler's
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -92,7 +93,7 @@ class Session:
             parser = command.build_parser()
             # Intermixed, so options may sit between positionals (`cas k --absent v`);
             # but argparse's intermixed mode mishandles `--`, which needs no mixing anyway.
-            rest = list(argv[1:])
+            rest = _values_may_start_with_dash(parser, list(argv[1:]))
             parse = parser.parse_args if "--" in rest else parser.parse_intermixed_args
             args = parse(rest)
             return command.handler(self, args)
@@ -137,3 +138,17 @@ class Session:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _values_may_start_with_dash(parser: argparse.ArgumentParser, words: list[str]) -> list[str]:
+    """`put k -x` means the value `-x`: a word that starts with `-` but names none of the
+    command's options is a value, so `--` goes before it (argparse would take it for an
+    unknown option and say so, misleadingly). Negative numbers are values to argparse
+    already; a line that has `--` is left as it is."""
+    if "--" in words:
+        return words
+    options = parser._option_string_actions  # every option string the parser knows
+    for position, word in enumerate(words):
+        if word.startswith("-") and word != "-" and word.split("=", 1)[0] not in options:
+            return [*words[:position], "--", *words[position:]]
+    return words
