@@ -45,7 +45,7 @@ import zmq
 
 from zraft import wire
 from zraft.state.kv import KVStore
-from zraft.state.machine import KVMachine, result_fields
+from zraft.state.machine import KVMachine, write_reply_fields
 from zraft.wire.ops import Route
 
 
@@ -211,10 +211,11 @@ class FakeCluster:
             )
         if request.spec.route is Route.LOG:
             self.index += 1
-            result = self.kv.apply(self.index, KVMachine.command_of(request))
+            command = KVMachine.command_of(request)
+            result = self.kv.apply(self.index, command)
             if result.index == self.index and result.error is None:
                 self.applied_writes += 1  # not a duplicate answered from the session
-            return wire.encode_reply(leader=self.leader, **result_fields(result))
+            return wire.encode_reply(leader=self.leader, **write_reply_fields(command, result))
         if request.op == "snapshot":
             fresh = self._snapshot_index.get(node.id, 0) < self.index
             self._snapshot_index[node.id] = self.index

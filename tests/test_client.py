@@ -389,7 +389,8 @@ def test_cli_one_shot_commands_and_exit_codes(
         (["cas", "k", "wrong", "x"], 1, "", "cas_failed"),
         (["cas", "k", "hello world", "x"], 0, "OK\n", ""),
         (["cas", "--absent", "new", "1"], 0, "OK\n", ""),
-        (["del", "k"], 0, "OK\n", ""),
+        (["del", "k"], 0, "1 key deleted\n", ""),
+        (["del", "k"], 0, "0 keys deleted\n", ""),  # absent: nothing to do, still success
         (["put", "--", "neg", "-5x"], 0, "OK\n", ""),
         (["cas", "k"], 2, "", "usage: cas"),
         (["frobnicate"], 2, "", "unknown command"),
@@ -463,7 +464,7 @@ def test_cli_repl_through_stdin(cli: CliRunner, config: tuple[FakeCluster, str])
         "(not found)",
         "error: unknown command 'bogus'; try help",
         "error: cas_failed: current value differs (current value: 1)",
-        "OK",
+        "1 key deleted",
     ]
     assert result.stderr == ""
 

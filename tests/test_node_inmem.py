@@ -90,6 +90,8 @@ def test_a_follower_forwards_writes_and_reads_at_the_leaders_index(cluster: Inme
     again = cluster.ask(follower, "put", key="k", value="other", client="c", seq=1)
     assert again["index"] == put["index"], "a retried session write is answered, not re-applied"
     assert cluster.ask(follower, "get", key="k")["value"] == b"v"
+    assert cluster.ask(follower, "delete", key="k")["deleted"] == 1
+    assert cluster.ask(follower, "delete", key="k")["deleted"] == 0, "a delete of nothing"
 
 
 def test_a_request_without_a_leader_is_parked_then_served(cluster: InmemCluster) -> None:

@@ -240,7 +240,8 @@ COMMANDS: Mapping[str, Command] = _declare(
         name="del",
         synopsis="del KEY",
         summary="delete KEY",
-        description="Delete KEY (succeeds when KEY is absent).",
+        description="Delete KEY and print how many keys were deleted (0 when KEY is absent, "
+        "which still succeeds).",
         arguments=_key_arguments,
         handler=handlers.delete,
         ops=("delete",),

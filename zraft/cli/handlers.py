@@ -87,8 +87,14 @@ def put(ctx: CommandContext, args: argparse.Namespace) -> int:
 
 
 def delete(ctx: CommandContext, args: argparse.Namespace) -> int:
-    """`del KEY`."""
-    return _show_write(ctx, ctx.client().delete(args.key))
+    """`del KEY`: says how many keys it deleted (0 when KEY did not exist; exit 0 all the
+    same: deleting what is absent succeeds)."""
+    reply = ctx.client().delete(args.key)
+    deleted = reply.raw.get("deleted")
+    if ctx.json_output or not reply.ok or type(deleted) is not int:
+        return _show_write(ctx, reply)  # an error, or a node too old to say
+    ctx.out(f"{deleted} key deleted" if deleted == 1 else f"{deleted} keys deleted")
+    return exit_code(reply)
 
 
 def cas(ctx: CommandContext, args: argparse.Namespace) -> int:

@@ -73,6 +73,15 @@ def result_fields(result: Result) -> ReplyFields:
     }
 
 
+def write_reply_fields(command: Command, result: Result) -> ReplyFields:
+    """The reply fields of applying `command`: a delete also says how many keys it
+    deleted (`deleted`: 0 or 1), so a client can tell a delete of nothing."""
+    fields = result_fields(result)
+    if result.ok and isinstance(command.op, Delete):
+        return {**fields, "extra": {"deleted": 1 if result.found else 0}}
+    return fields
+
+
 def _op_of(request: Request) -> Op:
     fields = request.fields
     key = fields.get("key")
@@ -129,7 +138,8 @@ class KVMachine:
         if entry.kind is not EntryKind.NORMAL:
             self.store.skip(entry.index)
             return None
-        return result_fields(self.store.apply(entry.index, decode_command(entry.data)))
+        command = decode_command(entry.data)
+        return write_reply_fields(command, self.store.apply(entry.index, command))
 
     def read(self, request: Request) -> ReplyFields:
         """Serve `get`."""

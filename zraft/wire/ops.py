@@ -239,6 +239,7 @@ OPS: Mapping[str, OpSpec] = _declare(
         Route.LOG,
         Retry.SESSION,
         ("key",),
+        reply=("deleted",),
         aliases=("del",),
     ),
     OpSpec(
