@@ -261,8 +261,7 @@ def test_a_members_key_cannot_speak_as_another_member(
     ):
         dealer.send(wire.encode_message(msg))
     logscan.wait_for(
-        lambda: count(cluster, "bad_frame", leader, source="peer", sender=follower_a)
-        >= logged + 2,
+        lambda: count(cluster, "bad_frame", leader, source="peer", sender=follower_a) >= logged + 2,
         timeout=5,
         describe=cluster.describe,
     )
@@ -337,3 +336,33 @@ def test_a_plaintext_cluster_warns_at_every_start(make_cluster: ClusterFactory) 
     assert 'security = "none"' in (cluster.directory / "n1.stderr").read_text()
     cluster.wait_leader()
     assert cluster.request_until_ok("n1", "put", key="k", value="v")["ok"]
+
+
+def test_one_node_without_a_config_by_its_server_key(make_cluster: ClusterFactory) -> None:
+    """`--endpoint` with `--server-key` (Z85 text or a .pub file) and `--key` reaches a
+    secured node with no config; without the server key, the handshake cannot succeed."""
+    cluster = make_cluster(3)
+    cluster.start_all()
+    cluster.wait_leader()
+    keys = cluster.keys_dir
+    endpoint = cluster.client_endpoints["n2"]
+    env = {
+        k: v for k, v in os.environ.items() if k not in (security.ENV_CLIENT_KEY, "ZRAFT_CONFIG")
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, str(CLIENT_SCRIPT), "--endpoint", endpoint, *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
+
+    admin = str(keys / "admin.key")
+    put = run("--server-key", str(keys / "n2.pub"), "--key", admin, "put", "solo", "yes")
+    assert (put.returncode, put.stdout) == (0, "OK\n"), put.stderr
+    text_key = (keys / "n2.pub").read_text().strip()
+    got = run("--server-key", text_key, "--key", admin, "get", "solo")
+    assert (got.returncode, got.stdout) == (0, "yes\n"), got.stderr
+    wrong = run("--server-key", str(keys / "n1.pub"), "--key", admin, "--timeout", "2", "get", "x")
+    assert wrong.returncode == 4 and "auth_failed" in wrong.stderr, wrong.stderr
+    no_key = run("--server-key", text_key, "get", "solo")
+    assert no_key.returncode == 2 and "--key" in no_key.stderr
+    plain = run("--timeout", "2", "get", "solo")  # no server key: plaintext to a CURVE node
+    assert plain.returncode == 4 and "auth_failed" in plain.stderr, plain.stderr

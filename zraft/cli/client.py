@@ -1,7 +1,7 @@
 """`zraft-client`: one-shot commands and a REPL over the client library.
 
-    zraft-client [--config FILE] [--key FILE] [--endpoint tcp://HOST:PORT] [--timeout S]
-                 [--json] [CMD ...]
+    zraft-client [--config FILE] [--key FILE] [--endpoint tcp://HOST:PORT]
+                 [--server-key KEY] [--timeout S] [--json] [CMD ...]
 
 The contract scripts and tests rely on (DESIGN.md §5):
 
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="zraft-client",
         usage="zraft-client [--config FILE] [--key FILE] [--endpoint tcp://HOST:PORT] "
-        "[--timeout S] [--json] [CMD [ARGS ...]]",
+        "[--server-key KEY] [--timeout S] [--json] [CMD [ARGS ...]]",
         description="Talk to a zraft cluster: run one command, or a REPL when CMD is omitted.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -123,7 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help=f"the client's secret key file (default: ${ENV_CLIENT_KEY}, else the config's "
-        "[client] secret_key_file); needs --config, which holds the nodes' public keys",
+        "[client] secret_key_file); with --config, which holds the nodes' public keys, or "
+        "with --endpoint and --server-key",
+    )
+    parser.add_argument(
+        "--server-key",
+        metavar="KEY",
+        help="with --endpoint and no config: that node's public key (Z85 text or its .pub "
+        "file), to reach a secured node",
     )
     parser.add_argument(
         "--endpoint",

@@ -17,7 +17,7 @@ from pathlib import Path
 from zraft.cli.usage import UsageError
 from zraft.client import DEFAULT_TIMEOUT_S, check_endpoint
 from zraft.config import load
-from zraft.net.security import ClientCurve, client_curve
+from zraft.net.security import ClientCurve, client_curve, endpoint_curve
 
 ENV_CONFIG = "ZRAFT_CONFIG"
 """Environment variable naming the cluster config to use when `--config` is not given."""
@@ -70,8 +70,17 @@ class Target:
                 "zraft-client: give --config FILE or --endpoint tcp://HOST:PORT (or set "
                 f"${ENV_CONFIG}, or run where {LOCAL_CONFIG} is)"
             )
-        if args.key is not None and args.config is None:
-            raise UsageError("zraft-client: --key needs --config (it names the nodes' keys)")
+        server_key = getattr(args, "server_key", None)
+        if server_key is not None and (args.endpoint is None or args.config is not None):
+            raise UsageError(
+                "zraft-client: --server-key goes with --endpoint and without --config "
+                "(a config names every node's key itself)"
+            )
+        if args.key is not None and args.config is None and server_key is None:
+            raise UsageError(
+                "zraft-client: --key needs --config (it names the nodes' keys), or "
+                "--endpoint with --server-key"
+            )
         request_timeout = DEFAULT_TIMEOUT_S
         nodes: tuple[tuple[str | None, str], ...] = ()
         curve = None
@@ -87,4 +96,6 @@ class Target:
                 raise UsageError(f"zraft-client: --endpoint: {exc}") from None
             known = {endpoint: node_id for node_id, endpoint in nodes}
             nodes = ((known.get(args.endpoint), args.endpoint),)
+            if server_key is not None:
+                curve = endpoint_curve(args.endpoint, server_key, args.key)
         return cls(nodes, args.timeout, request_timeout, curve)

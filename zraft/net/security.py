@@ -359,3 +359,22 @@ def client_curve(cluster: ClusterConfig, key_file: Path | str | None = None) -> 
         assert node.public_key is not None
         servers[node.client] = resolve(node.public_key)
     return ClientCurve(own, servers)
+
+
+def endpoint_curve(endpoint: str, server_key: str, key_file: Path | str | None) -> ClientCurve:
+    """The CURVE setup of a client of ONE node, without a cluster config: its client
+    endpoint, its public key (Z85 text, or a `.pub` file) and the client's secret key file
+    (`--key`, else `$ZRAFT_CLIENT_KEY`).
+
+    Raises:
+        SecurityError: no client key file is given anywhere, or a key is unreadable or
+            malformed (the message names it).
+    """
+    path = client_key_file(None, key_file)
+    if path is None:
+        raise SecurityError(
+            f"a client key is needed to reach {endpoint} with its server key: give --key "
+            f"FILE or set {ENV_CLIENT_KEY}=FILE"
+        )
+    server = server_key.encode() if is_public_key(server_key) else read_public_key(server_key)
+    return ClientCurve(read_secret_key(path), {endpoint: server})
