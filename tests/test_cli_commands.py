@@ -205,3 +205,15 @@ def test_completion_lists_exactly_the_declared_names_and_aliases() -> None:
     assert repl.completenames("") == sorted(DECLARED_WORDS | set(LEAVE_WORDS))
     assert repl.completenames("add-") == ["add-learner", "add-member"]
     assert repl.completenames("de") == ["del", "delete"]
+
+
+def test_the_repl_completes_a_commands_options() -> None:
+    """`get k --ser<TAB>` completes to `--serializable`; values are never guessed."""
+    runner = session(io.StringIO())
+    repl = Repl(runner, interactive=False, stdin=io.StringIO(), stdout=io.StringIO())
+    assert repl.completedefault("--ser", "get k --ser", 6, 11) == ["--serializable"]
+    assert repl.completedefault("--", "cas k --", 6, 8) == ["--absent"]
+    assert repl.completedefault("ab", "get ab", 4, 6) == []
+    assert repl.completedefault("--x", "bogus --x", 6, 9) == []
+    assert "--help" not in runner.options_of("bench")
+    assert {"--clients", "--duration", "--op"} <= set(runner.options_of("bench"))

@@ -843,3 +843,37 @@ def test_cli_values_that_start_with_a_dash_or_hold_an_apostrophe(
         "error: cannot parse the line: No closing quotation",
     ]
     assert repl.returncode == 2, "an unbalanced quote is a usage error"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pty behaviour is Linux's")
+def test_cli_repl_completes_options_on_a_terminal(
+    tmp_path: Path, fake: Callable[..., FakeCluster]
+) -> None:
+    """Tab completes a command's option (`get a --ser<TAB>` -> `--serializable`)."""
+    cluster = fake()
+    history = tmp_path / "history"
+    master, slave = pty.openpty()
+    env = {**os.environ, "ZRAFT_HISTORY": str(history), "TERM": "dumb"}
+    proc = subprocess.Popen(
+        [sys.executable, str(CLIENT_BIN), "--endpoint", cluster.endpoints[0]],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    seen = bytearray()
+    try:
+        _read_until(master, b"zraft> ", seen)
+        os.write(master, b"put a 1\r")
+        _read_until(master, b"OK\r\nzraft> ", seen)
+        os.write(master, b"get a --ser\t\r")
+        _read_until(master, b"1\r\nzraft> ", seen)
+        os.write(master, b"\x04")  # Ctrl-D
+        assert proc.wait(timeout=SUBPROCESS_TIMEOUT_S) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        os.close(master)
+    assert history.read_text().splitlines() == ["put a 1", "get a --serializable"]

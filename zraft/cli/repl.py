@@ -10,7 +10,8 @@ Rules it keeps:
 
 - **On a terminal**: a `zraft> ` prompt, readline history (in `$ZRAFT_HISTORY`, else
   `~/.zraft_history`, 1000 lines) and tab-completion of command names (dashed names such
-  as `add-learner` included: only whitespace separates words for completion).
+  as `add-learner` included: only whitespace separates words for completion) and of a
+  command's options (`get k --ser<TAB>`).
 - Command names may contain `-`: the first word of a line is the command, with `-` read
   as `_` to find its `do_` method (cmd.Cmd alone would stop the name at the dash).
 - **On a pipe**: no prompt, no readline (importing it there may print terminal escapes),
@@ -57,6 +58,10 @@ class CommandRunner(Protocol):
 
     def fail(self, text: str) -> None:
         """Print an error line."""
+        ...
+
+    def options_of(self, name: str) -> list[str]:
+        """The long options of command `name`, for completion."""
         ...
 
 
@@ -146,6 +151,14 @@ class Repl(cmd.Cmd):
         self._runner.fail(f"error: unknown command {line.split()[0]!r}; try help")
         self.last_failure = 2  # as the one-shot mode's exit code for it
         return False
+
+    def completedefault(self, text: str, line: str, *ignored: Any) -> list[str]:
+        """Complete a command's options (`get k --ser<TAB>`); values are not guessed."""
+        words = line.split()
+        name = self._words.get(words[0]) if words else None
+        if name is None or not text.startswith("-"):
+            return []
+        return [option for option in self._runner.options_of(name) if option.startswith(text)]
 
     def completenames(self, text: str, *ignored: Any) -> list[str]:
         """Complete command names (EOF excluded)."""

@@ -114,6 +114,14 @@ class Session:
             self.auth_failed(str(exc))
             return EXIT_AUTH
 
+    def options_of(self, name: str) -> list[str]:
+        """The long options of command `name` (the REPL completes them)."""
+        command = find_command(name)
+        if command is None:
+            return []
+        options = command.build_parser()._option_string_actions  # argparse's own table
+        return sorted(o for o in options if o.startswith("--") and o != "--help")
+
     def auth_failed(self, message: str) -> None:
         """Report a refused security handshake (a reply-shaped object with --json)."""
         if self._json:
