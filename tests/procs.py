@@ -486,3 +486,12 @@ class ProcessCluster(harness.ProcessCluster):
 
 ClusterFactory = Callable[..., ProcessCluster]
 """The `make_cluster` fixture: `make_cluster(n, **options) -> ProcessCluster`."""
+
+
+def pid_running(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not: it has exited, unreaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import subprocess
 import sys
 import threading
@@ -25,6 +23,7 @@ import zmq
 
 from tests.fakeserver import FakeCluster, silent_endpoint
 from tests.procs import free_ports
+from tests.terminal import type_session
 from zraft.bench.load import BenchSpec, percentile, run_bench
 from zraft.client import Client, ClientTimeout, Reply, probe_status
 
@@ -588,21 +587,6 @@ def test_cli_bench_summary(cli: CliRunner, config: tuple[FakeCluster, str]) -> N
     assert set(summary["latency_ms"]) == {"p50", "p90", "p99", "max", "mean"}
 
 
-def _read_until(fd: int, marker: bytes, seen: bytearray, timeout: float = 5.0) -> None:
-    """Read the pty master into `seen` until `marker` appears after the start (bounded)."""
-    deadline = time.monotonic() + timeout
-    start = len(seen)
-    while marker not in seen[start:]:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"no {marker!r} in {bytes(seen[start:])!r}"
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
-            try:
-                seen += os.read(fd, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                break
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pty behaviour is Linux's")
 def test_cli_repl_on_a_terminal(
     tmp_path: Path, fake: Callable[..., FakeCluster], cli: CliRunner
@@ -610,34 +594,15 @@ def test_cli_repl_on_a_terminal(
     """Prompt, tab-completion of command names, history file, Ctrl-D to leave."""
     cluster = fake()
     history = tmp_path / "history"
-    master, slave = pty.openpty()
     env = {**os.environ, "ZRAFT_HISTORY": str(history), "TERM": "dumb"}
-    proc = subprocess.Popen(
-        [sys.executable, str(CLIENT_BIN), "--endpoint", cluster.endpoints[0]],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-    )
-    os.close(slave)
-    seen = bytearray()
-    try:
-        # Type only at a prompt: input sent while readline is not reading meets a
-        # cooked-mode terminal, and a Ctrl-D there is lost.
-        _read_until(master, b"zraft> ", seen)
-        os.write(master, b"put a 1\r")
-        _read_until(master, b"OK\r\nzraft> ", seen)
-        os.write(master, b"snap\t\r")  # completes to `snapshot` (of the --endpoint node)
-        _read_until(master, b"snapshot at index 1 (4321 bytes, 4.2K)\r\nzraft> ", seen)
-        os.write(master, b"sta\t\r")  # completes to `status`
-        _read_until(master, b"yes\r\nzraft> ", seen)
-        os.write(master, b"\x04")  # Ctrl-D
-        assert proc.wait(timeout=SUBPROCESS_TIMEOUT_S) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
-        os.close(master)
+    steps = [
+        (b"put a 1\r", b"OK\r\nzraft> "),
+        # `snap` completes to `snapshot` (of the --endpoint node), `sta` to `status`
+        (b"snap\t\r", b"snapshot at index 1 (4321 bytes, 4.2K)\r\nzraft> "),
+        (b"sta\t\r", b"yes\r\nzraft> "),
+    ]
+    command = [sys.executable, str(CLIENT_BIN), "--endpoint", cluster.endpoints[0]]
+    assert type_session(command, env, steps, timeout=SUBPROCESS_TIMEOUT_S) == 0
     assert history.read_text().splitlines() == ["put a 1", "snapshot", "status"]
 
 
@@ -852,28 +817,8 @@ def test_cli_repl_completes_options_on_a_terminal(
     """Tab completes a command's option (`get a --ser<TAB>` -> `--serializable`)."""
     cluster = fake()
     history = tmp_path / "history"
-    master, slave = pty.openpty()
     env = {**os.environ, "ZRAFT_HISTORY": str(history), "TERM": "dumb"}
-    proc = subprocess.Popen(
-        [sys.executable, str(CLIENT_BIN), "--endpoint", cluster.endpoints[0]],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-    )
-    os.close(slave)
-    seen = bytearray()
-    try:
-        _read_until(master, b"zraft> ", seen)
-        os.write(master, b"put a 1\r")
-        _read_until(master, b"OK\r\nzraft> ", seen)
-        os.write(master, b"get a --ser\t\r")
-        _read_until(master, b"1\r\nzraft> ", seen)
-        os.write(master, b"\x04")  # Ctrl-D
-        assert proc.wait(timeout=SUBPROCESS_TIMEOUT_S) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
-        os.close(master)
+    steps = [(b"put a 1\r", b"OK\r\nzraft> "), (b"get a --ser\t\r", b"1\r\nzraft> ")]
+    command = [sys.executable, str(CLIENT_BIN), "--endpoint", cluster.endpoints[0]]
+    assert type_session(command, env, steps, timeout=SUBPROCESS_TIMEOUT_S) == 0
     assert history.read_text().splitlines() == ["put a 1", "get a --serializable"]

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.procs import client_curve_for, write_cluster_config
+from tests.procs import client_curve_for, pid_running, write_cluster_config
 from zraft import config
 from zraft.client import Client, probe_status
 from zraft.testing.cluster import wait_for
@@ -68,20 +68,11 @@ def test_all_keeps_the_others_running_when_the_leader_dies(tmp_path: Path) -> No
             supervisor.kill()
             code = supervisor.wait()
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
+        while time.monotonic() < deadline and any(pid_running(pid) for pid in pids.values()):
             time.sleep(0.05)
-        leftovers = [pid for pid in pids.values() if _alive(pid)]
+        leftovers = [pid for pid in pids.values() if pid_running(pid)]
         for pid in leftovers:  # cleanup only: the assertion below fails the test
             os.kill(pid, signal.SIGKILL)
     assert code == 1, "a node exited on its own: the supervisor says so in its exit code"
     assert "cluster stopped" in out.read_text()
     assert not leftovers, f"the supervisor left nodes running: {leftovers}"
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie does not: it has exited)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"

@@ -74,7 +74,6 @@ class InmemTransport:
     Attributes:
         peer_inbox: frames received from peers and not read yet.
         client_inbox: client requests not read yet.
-        sent: how many frames this node handed to the network.
     """
 
     zap_socket = None
@@ -87,7 +86,6 @@ class InmemTransport:
         self.blocked: frozenset[str] = frozenset()
         self.peer_inbox: deque[tuple[bytes, bytes]] = deque()
         self.client_inbox: deque[ClientRequest] = deque()
-        self.sent = 0
         self.closed = False
 
     def poll(self, timeout_ms: int) -> Readiness:
@@ -118,7 +116,6 @@ class InmemTransport:
         """Hand a frame to the network; False for an unknown, blocked or cut-off peer."""
         if peer_id not in self._peers or peer_id in self.blocked:
             return False
-        self.sent += 1
         return self._network.deliver(self.node_id, peer_id, frame)
 
     send_message = send

@@ -92,10 +92,6 @@ class Request:
             raise AttributeError(f"{type(self).__name__!r} has no field {name!r}")
         return self.fields.get(name, spec.default)
 
-    def has(self, name: str) -> bool:
-        """Whether the request carried field `name` (even as nil)."""
-        return name in self.fields
-
     def to_map(self) -> dict[str, Any]:
         """The map form; decoding it gives an equal Request back."""
         return {"op": self.op, **self.fields}
