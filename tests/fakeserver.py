@@ -2,9 +2,14 @@
 
 `FakeCluster` binds one ROUTER per fake node on 127.0.0.1 (OS-chosen ports) and serves
 them all from one background thread, answering DESIGN.md §2 requests from one shared
-`KVStore`, so any node accepts any request, like the real cluster. It is a test helper:
-the thread exists only because the client under test blocks while it waits (the node
-itself never uses threads).
+state machine (`KVMachine` in the multi-version model), so any node accepts any request,
+like the real cluster, and every store op (`put`, `get`, `range`, `delete`,
+`delete_range`, `cas`, `txn`, `compact`) means what it means on a node: a write is
+applied as the log entry at the next index, a read is served from the applied state, and
+the machine's `revision` becomes the reply's `header` (`revision`, `raft_term` = `term`,
+`member` = the answering node) as the node's serving code does. It is a test helper: the
+thread exists only because the client under test blocks while it waits (the node itself
+never uses threads).
 
 Knobs, all settable while it runs (plain attributes read by the server thread):
 
@@ -17,7 +22,9 @@ Knobs, all settable while it runs (plain attributes read by the server thread):
 
 It records every decoded request as `(node_id, Request)` in `requests`, counts every
 request frame (decodable or not) in `frames`, and counts writes that actually changed the
-store in `applied_writes`.
+store in `applied_writes` (a write answered from the session table is not counted).
+`machine` is the state machine (`kv` a read-only view of its current values, the name
+the legacy store had).
 
 A `snapshot` request is answered like a real node's: `{"index", "size_bytes"}` of a new
 snapshot at the current index, or with `size_bytes` null when nothing was written since
@@ -44,8 +51,9 @@ from typing import Any
 import zmq
 
 from zraft import wire
-from zraft.state.kv import KVStore
-from zraft.state.machine import KVMachine, write_reply_fields
+from zraft.core.types import Entry, EntryKind
+from zraft.state.machine import MODEL, KVMachine, Refused, ReplyFields
+from zraft.wire.fields import TooManyOps
 from zraft.wire.ops import Route
 
 
@@ -75,9 +83,13 @@ class FakeCluster:
     Args:
         count: how many nodes.
         leader: the node reported as leader (status and reply `leader`), or None.
+        max_txn_ops: the cluster's `max_txn_ops`, used where a node uses it: as the
+            decoder's bound on a transaction's lists and by the machine.
     """
 
-    def __init__(self, count: int = 1, *, leader: str | None = "n1") -> None:
+    def __init__(
+        self, count: int = 1, *, leader: str | None = "n1", max_txn_ops: int = 128
+    ) -> None:
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.nodes: list[FakeNode] = []
         for i in range(1, count + 1):
@@ -89,7 +101,8 @@ class FakeCluster:
             self.nodes.append(node)
         self.leader = leader
         self.term = 3
-        self.kv = KVStore()
+        self.machine = KVMachine(model=MODEL, max_txn_ops=max_txn_ops)
+        self.max_txn_ops = max_txn_ops
         self.index = 0
         self.requests: list[tuple[str, wire.Request]] = []
         self.frames = 0  # every request frame, valid or not
@@ -117,6 +130,11 @@ class FakeCluster:
     def endpoints(self) -> list[str]:
         """Every node's client endpoint, n1 first."""
         return [node.endpoint for node in self.nodes]
+
+    @property
+    def kv(self) -> StoreValues:
+        """The store's current values (`get`, `len`), read from the machine."""
+        return StoreValues(self.machine)
 
     def node(self, node_id: str) -> FakeNode:
         """The node called `node_id`."""
@@ -168,11 +186,10 @@ class FakeCluster:
         envelope, body = frames[:-1], frames[-1]
         self.frames += 1
         try:
-            request = wire.decode_request(body)
+            request = wire.decode_request(body, max_ops=self.max_txn_ops)
         except wire.DecodeError as exc:
-            self._send(
-                node, envelope, wire.encode_reply(ok=False, error="bad_request", message=exc.reason)
-            )
+            code = "too_many_ops" if isinstance(exc, TooManyOps) else "bad_request"
+            self._send(node, envelope, wire.encode_reply(ok=False, error=code, message=exc.reason))
             return
         self.requests.append((node.id, request))
         if node.id in self.silent:
@@ -203,19 +220,10 @@ class FakeCluster:
             return wire.encode_reply(
                 ok=True, leader=self.leader, extra={"status": self._status(node)}
             )
-        if request.op == "get":
-            assert request.key is not None
-            value = self.kv.get(request.key)
-            return wire.encode_reply(
-                ok=True, value=value, found=value is not None, leader=self.leader
-            )
+        if request.spec.route is Route.READ:
+            return self._encode(node, request.op, self.machine.read(request))
         if request.spec.route is Route.LOG:
-            self.index += 1
-            command = KVMachine.command_of(request)
-            result = self.kv.apply(self.index, command)
-            if result.index == self.index and result.error is None:
-                self.applied_writes += 1  # not a duplicate answered from the session
-            return wire.encode_reply(leader=self.leader, **write_reply_fields(command, result))
+            return self._write(node, request)
         if request.op == "snapshot":
             fresh = self._snapshot_index.get(node.id, 0) < self.index
             self._snapshot_index[node.id] = self.index
@@ -226,6 +234,30 @@ class FakeCluster:
         if request.spec.route is Route.LEADER:
             return self._change(node, request)
         return wire.encode_reply(ok=False, error="bad_request", message="not supported here")
+
+    def _write(self, node: FakeNode, request: wire.Request) -> bytes:
+        """A store write, applied as the next log entry (a refused one uses no index)."""
+        try:
+            data = self.machine.command(request)
+        except Refused as exc:
+            return wire.encode_reply(
+                ok=False, error=exc.code, message=exc.message, leader=self.leader
+            )
+        self.index += 1
+        fields = self.machine.apply(Entry(self.term, self.index, EntryKind.NORMAL, data))
+        assert fields is not None  # a write always has a reply
+        if fields["ok"] and fields.get("index") == self.index:
+            self.applied_writes += 1  # not a duplicate answered from the session
+        return self._encode(node, request.op, fields)
+
+    def _encode(self, node: FakeNode, op: str, fields: ReplyFields) -> bytes:
+        """A reply from the machine's fields, its `revision` turned into the `header`."""
+        rest = {name: value for name, value in fields.items() if name != "revision"}
+        revision = fields.get("revision")
+        header = None
+        if revision is not None:
+            header = {"revision": revision, "raft_term": self.term, "member": node.id}
+        return wire.encode_reply(op=op, leader=self.leader, header=header, **rest)
 
     def _members_reply(self, node: FakeNode) -> bytes:
         leading = node.id == self.leader
@@ -312,6 +344,20 @@ class FakeCluster:
             "log_bytes": 0,
             **node.extra_status,
         }
+
+
+class StoreValues:
+    """The current values of a machine's store, read like the legacy `KVStore`."""
+
+    def __init__(self, machine: KVMachine) -> None:
+        self._machine = machine
+
+    def get(self, key: bytes) -> bytes | None:
+        """The current value of `key`, or None."""
+        return self._machine.value(key)
+
+    def __len__(self) -> int:
+        return self._machine.key_count()
 
 
 def silent_endpoint(context: zmq.Context[zmq.Socket[bytes]]) -> tuple[zmq.Socket[bytes], str]:

@@ -143,12 +143,12 @@ def help_words(lines: Sequence[str]) -> tuple[set[str], set[str]]:
     names: set[str] = set()
     aliases: set[str] = set()
     for line in lines:
+        if "(alias: " in line:  # in the summary, under a long synopsis or after a short one
+            aliases |= set(line.split("(alias: ")[1].rstrip(")").split(", "))
         if line.startswith(" "):  # a summary under a long synopsis
             continue
         synopsis = line[:30] if len(line) > 30 else line
         names |= {form.split()[0] for form in synopsis.split(" | ")}
-        if "(alias: " in line:
-            aliases |= set(line.split("(alias: ")[1].rstrip(")").split(", "))
     return names, aliases
 
 
@@ -212,7 +212,7 @@ def test_the_repl_completes_a_commands_options() -> None:
     runner = session(io.StringIO())
     repl = Repl(runner, interactive=False, stdin=io.StringIO(), stdout=io.StringIO())
     assert repl.completedefault("--ser", "get k --ser", 6, 11) == ["--serializable"]
-    assert repl.completedefault("--", "cas k --", 6, 8) == ["--absent"]
+    assert repl.completedefault("--", "cas k --", 6, 8) == ["--absent", "--json", "--write-out"]
     assert repl.completedefault("ab", "get ab", 4, 6) == []
     assert repl.completedefault("--x", "bogus --x", 6, 9) == []
     assert "--help" not in runner.options_of("bench")

@@ -479,7 +479,7 @@ def test_cli_repl_json_and_eof(cli: CliRunner, config: tuple[FakeCluster, str]) 
 def test_cli_repl_help(cli: CliRunner, config: tuple[FakeCluster, str]) -> None:
     _, path = config
     result = cli("--config", path, stdin="help\nhelp cas\n")
-    assert "put KEY VALUE" in result.stdout and "usage: cas KEY OLD NEW" in result.stdout
+    assert "put KEY [VALUE]" in result.stdout and "usage: cas KEY OLD NEW" in result.stdout
 
 
 def test_cli_status_table(
@@ -560,7 +560,7 @@ def test_cli_snapshot_in_the_repl(cli: CliRunner, config: tuple[FakeCluster, str
     lines = result.stdout.splitlines()
     assert lines[:2] == ["OK", "snapshot at index 1 (4321 bytes, 4.2K)"]
     assert lines[2] == "usage: snapshot NODE (a node id of the config), or --endpoint"
-    assert lines[3].startswith("usage: snapshot [-h] [NODE]")
+    assert lines[3].startswith("usage: snapshot [-h]") and lines[3].endswith(" [NODE]")
     assert "snapshot [NODE]" in cli("--config", path, stdin="help\n").stdout
 
 
@@ -772,7 +772,8 @@ def test_cli_membership_in_the_repl(cli: CliRunner, config: tuple[FakeCluster, s
         "OK: n3 removed (config index 3)",
         "OK: n2 is the leader",
     ]
-    assert lines[4].startswith("usage: add-member [-h] [--public-key KEY] ID PEER CLIENT")
+    assert lines[4].startswith("usage: add-member [-h] [--public-key KEY]")
+    assert "ID PEER CLIENT" in " ".join(lines[4:6])  # argparse may wrap the usage
     assert any(line.startswith("transfer-leader [ID]") for line in lines)
 
 

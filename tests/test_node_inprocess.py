@@ -97,7 +97,7 @@ def test_leader_emerges_and_put_get_work(
     for node_id in cluster.nodes:
         status = ask(node_id, "status")["status"]
         assert status["leader"] == leader and status["id"] == node_id, status
-    assert cluster.nodes[reader].kv.get(b"greeting") == b"hello"
+    assert cluster.nodes[reader].machine.value(b"greeting") == b"hello"
     assert logscan.count(cluster.events(), "leader_elected") == 1
 
 

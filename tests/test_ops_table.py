@@ -95,6 +95,25 @@ def test_every_op_round_trips_through_the_client_protocol(spec: ops.OpSpec) -> N
         "client_endpoint": "tcp://127.0.0.1:2",
         "public_key": "k" * 40,
         "learner": True,
+        "prev_kv": True,
+        "range_end": b"\0",
+        "prefix": False,
+        "limit": 3,
+        "sort_order": "descend",
+        "sort_target": "mod",
+        "keys_only": True,
+        "count_only": False,
+        "revision": 2,
+        "serializable": True,
+        "compare": [
+            {"key": b"k", "target": "version", "result": "greater", "operand": 0},
+            {"key": b"a", "range_end": b"b", "target": "value", "result": "equal", "operand": b"x"},
+        ],
+        "success": [
+            {"op": "put", "key": b"k", "value": b"v", "prev_kv": True},
+            {"op": "range", "key": b"k", "prefix": True, "limit": 1},
+        ],
+        "failure": [{"op": "delete_range", "key": b"a", "range_end": b"b"}],
     }
     fields = {name: samples[name] for name in (*spec.required, *spec.optional)}
     for alias in (spec.name, *spec.aliases):

@@ -104,11 +104,17 @@ def test_roles(role: str, allowed: set[str]) -> None:
     also change the cluster and take snapshots (each op's `role` in the op table)."""
     kinds = {
         "get": "read",
+        "range": "read",
+        "alarm_list": "read",
         "status": "local",
         "members": "local",
         "put": "write",
         "delete": "write",
         "cas": "write",
+        "delete_range": "write",
+        "txn": "write",
+        "compact": "write",
+        "alarm_disarm": "admin",
         "add_member": "admin",
         "promote_member": "admin",
         "remove_member": "admin",

@@ -215,7 +215,7 @@ def test_reasons_name_the_problem(tmp_path: Path, small_file: bytes) -> None:
     """A few damages and the reason each one reports."""
     path = tmp_path / "x.snap"
     expect_corrupt(path, b"NOTASNAP" + small_file[8:], "bad magic")
-    expect_corrupt(path, small_file[:8] + b"\x02\x00" + small_file[10:], "version 2")
+    expect_corrupt(path, small_file[:8] + b"\x03\x00" + small_file[10:], "version 3")
     expect_corrupt(path, small_file[:-30], "truncated")
     damaged = bytearray(small_file)
     damaged[len(damaged) // 2] ^= 1

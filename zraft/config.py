@@ -16,8 +16,9 @@ data_dir = "data/n1"
 
 Optional `[cluster]` keys and their defaults: see `_CLUSTER_DEFAULTS` (`tick_ms`,
 `max_key_bytes`, `max_value_bytes`, `snapshot_entries`, `snapshot_bytes`, `snapshot_retain`,
-`snapshot_trailing`, `wal_segment_bytes`, `security`). Every integer is > 0, except
-`snapshot_trailing`, which may be 0.
+`snapshot_trailing`, `wal_segment_bytes`, `max_txn_ops`, `auto_compaction_retention`,
+`auto_compaction_mode`, `quota_bytes`, `security`). Every integer is > 0, except `snapshot_trailing`
+and `auto_compaction_retention` (0: no automatic compaction), which may be 0.
 
 Security (`zraft.net.security` reads the key files; this module only checks the schema):
 
@@ -85,8 +86,14 @@ _CLUSTER_DEFAULTS: dict[str, Any] = {
     "snapshot_retain": 2,
     "snapshot_trailing": 1000,
     "wal_segment_bytes": 64 << 20,
+    "max_txn_ops": 128,
+    "auto_compaction_retention": 10_000,
+    "quota_bytes": 2 << 30,
 }
-_MAY_BE_ZERO = frozenset({"snapshot_trailing"})
+_MAY_BE_ZERO = frozenset({"snapshot_trailing", "auto_compaction_retention"})
+COMPACTION_MODES = ("revision", "periodic")
+"""Values of `[cluster] auto_compaction_mode`: keep the last `auto_compaction_retention`
+revisions, or the revisions of the last `auto_compaction_retention` seconds."""
 _NODE_KEYS = ("id", "peer", "client", "data_dir")
 _NODE_KEY_OPTIONS = ("public_key", "public_key_file", "secret_key_file", "extra_public_keys")
 SECURITY_MODES = ("curve", "none")
@@ -186,6 +193,10 @@ class ClusterConfig:
     snapshot_retain: int = 2  # snapshot files kept; the WAL reaches back to the oldest
     snapshot_trailing: int = 1000  # log entries kept behind a snapshot for slow followers
     wal_segment_bytes: int = 64 << 20  # compaction deletes whole segments of this size
+    max_txn_ops: int = 128  # operations per transaction branch
+    auto_compaction_retention: int = 10_000  # revisions, or seconds if periodic; 0: off
+    auto_compaction_mode: str = "revision"
+    quota_bytes: int = 2 << 30  # the store's accounted size (keys, values, history)
     security: str = "curve"
     client_keys: tuple[ClientKeyConfig, ...] = ()
     client_secret_key_file: Path | None = None
@@ -284,9 +295,17 @@ class _Parser:
         cluster = data["cluster"]
         if not isinstance(cluster, dict):
             raise self.fail("cluster", f"expected a table [cluster], got {_describe(cluster)}")
-        self.check_keys(cluster, "cluster.", _CLUSTER_REQUIRED, (*_CLUSTER_DEFAULTS, "security"))
+        self.check_keys(
+            cluster,
+            "cluster.",
+            _CLUSTER_REQUIRED,
+            (*_CLUSTER_DEFAULTS, "security", "auto_compaction_mode"),
+        )
         values = {**_CLUSTER_DEFAULTS, **cluster}
         security = self.choice(cluster, "cluster.security", SECURITY_MODES, "curve")
+        compaction = self.choice(
+            cluster, "cluster.auto_compaction_mode", COMPACTION_MODES, "revision"
+        )
 
         name = self.string(values, "cluster.name")
         ints = {
@@ -309,6 +328,7 @@ class _Parser:
             nodes=nodes,
             **ints,
             security=security,
+            auto_compaction_mode=compaction,
             client_keys=self.client_keys(data.get("client_key", [])),
             client_secret_key_file=self.client_table(data.get("client", {})),
         )

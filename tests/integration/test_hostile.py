@@ -110,6 +110,18 @@ def wrong_shapes() -> list[bytes]:
         pack({1: 2}),
         pack({"op": "get", "key": msgpack.ExtType(5, b"x")}),
         pack(nested(20)),
+        # The data model's ops (issue 13): each malformed shape is refused whole.
+        pack({"op": "range", "key": "k", "prefix": True, "range_end": "z"}),
+        pack({"op": "range", "key": "k", "revision": -1}),
+        pack({"op": "range", "key": "k", "sort_target": "color"}),
+        pack({"op": "compact"}),
+        pack({"op": "txn", "compare": "all"}),
+        pack({"op": "txn", "compare": [{"key": "k", "target": "version", "result": "~"}]}),
+        pack({"op": "txn", "success": [{"op": "cas", "key": "k"}]}),
+        pack({"op": "txn", "success": [nested(30)]}),
+        pack({"op": "txn", "success": [{"op": "put", "key": "k", "value": "v", "seq": 1}]}),
+        pack({"op": "delete_range", "key": "k", "prefix": "yes"}),
+        pack({"op": "alarm_disarm", "alarm": "nospace"}),
     ]
 
 
@@ -167,7 +179,29 @@ def test_client_endpoint_survives_hostile_input(
         pack({"op": "put", "key": "k" * (MAX_KEY + 1), "value": "v"}),
         pack({"op": "get", "key": b"k" * (MAX_KEY + 1)}),
         pack({"op": "cas", "key": "k", "expected": b"e" * (MAX_VALUE + 1), "value": "v"}),
+        pack({"op": "range", "key": "k", "range_end": b"z" * (MAX_KEY + 1)}),
+        pack(
+            {"op": "txn", "success": [{"op": "put", "key": "k", "value": b"v" * (MAX_VALUE + 1)}]}
+        ),
+        pack(
+            {
+                "op": "txn",
+                "compare": [
+                    {
+                        "key": "k",
+                        "target": "value",
+                        "result": "=",
+                        "operand": b"o" * (MAX_VALUE + 1),
+                    }
+                ],
+            }
+        ),
     ]
+    # Well-formed but refused by the leader (not logged as a bad frame): a key put twice.
+    twice = pack({"op": "txn", "success": [{"op": "put", "key": "k", "value": "v"}] * 2})
+    assert error_code(cluster, target, [twice]) == "bad_request"
+    too_many = pack({"op": "txn", "failure": [{"op": "range", "key": "k"}] * 129})
+    assert error_code(cluster, target, [too_many]) == "too_many_ops"
     for frame in too_large:
         assert error_code(cluster, target, [frame]) == "too_large"
 

@@ -30,6 +30,7 @@ SMALL_SNAPSHOTS = {
     "snapshot_entries": 300,
     "snapshot_trailing": 50,
     "wal_segment_bytes": 32 << 10,
+    "auto_compaction_retention": 300,  # snapshots carry the history not yet compacted
 }
 
 
@@ -106,11 +107,14 @@ def test_many_writes_take_snapshots_and_keep_the_data_dir_bounded(
         status = cluster.status(node_id)
         assert status["snapshot_index"] > written - 2 * 300
         assert status["first_index"] > 1
-    # The bound: two snapshots of the live data, the log since the older one (at most two
-    # snapshot intervals of ~300-byte entries), one spare WAL segment, and slack for the
-    # segment being written. Without compaction 4800 writes would take > 1.4 MB.
+    # The bound: two snapshots of the live data and of the history automatic compaction
+    # keeps (300 revisions, compacted in steps of 30, one step late at most), the log
+    # since the older one (at most two snapshot intervals of ~300-byte entries), one spare
+    # WAL segment, and slack for the segment being written. Without compaction 4800
+    # writes would take > 1.4 MB.
     entry_bytes = len(VALUE) + 64
-    bound = 2 * live_bytes + 3 * 300 * entry_bytes + 2 * (32 << 10) + (64 << 10)
+    history = 2 * (300 + 2 * 30) * entry_bytes
+    bound = 2 * live_bytes + history + 3 * 300 * entry_bytes + 2 * (32 << 10) + (64 << 10)
     assert sizes[-1] <= bound, f"data dir grew to {sizes[-1]} bytes (bound {bound}): {sizes}"
     assert sizes[-1] < written * entry_bytes // 2, sizes
     # And every key still reads back.

@@ -7,14 +7,16 @@ The contract scripts and tests rely on (DESIGN.md §5):
 
 - **One-shot mode**: results go to stdout; errors and `(not found)` go to stderr; the exit
   code says what happened (`EXIT_*` below; the table is also in `--help`).
-- **REPL mode** (no CMD; see `zraft.cli.repl`): each kv command prints exactly one line to
-  stdout, errors included (`error: CODE: MESSAGE`, `(not found)`). `status`, `bench` and
-  `help` print several lines. On a terminal the REPL exits 0; on a pipe it exits with the
-  code of the last command that failed (0 if none did), so a script notices.
+- **REPL mode** (no CMD; see `zraft.cli.repl`): a single-key command prints exactly one
+  line to stdout, errors included (`error: CODE: MESSAGE`, `(not found)`). Ranges,
+  transactions, `--prev-kv`, `status`, `bench` and `help` print several lines. On a
+  terminal the REPL exits 0; on a pipe it exits with the code of the last command that
+  failed (0 if none did), so a script notices.
 - **`--json`**: each command prints one JSON object on one line. For kv commands and
   `snapshot` that is the node's reply map (DESIGN.md §2); `status` prints
   `{"ok", "nodes": [...]}`;
-  `bench` prints its summary. Bytes are UTF-8 text with `\\xNN` for bad bytes. A
+  `bench` prints its summary. Bytes are UTF-8 text, or `{"base64": ...}` when they are
+  not valid UTF-8 (`-w json` after a command does the same for that command). A
   client-side timeout prints a reply-shaped object with the error code `client_timeout`.
 - Options go before CMD. A value that starts with `-` and names none of the command's
   options is a value (`put k -x`); `--` before it makes sure (`put k -- --prev-kv`).
@@ -100,7 +102,8 @@ exit codes:
 A secured cluster (security = "curve") needs the client's secret key file: --key FILE,
 else $ZRAFT_CLIENT_KEY, else the config's [client] secret_key_file.
 
---json prints one JSON object per command (bytes as UTF-8, bad bytes as \\xNN).
+--json prints one JSON object per command (bytes as UTF-8 text, other bytes as
+{{"base64": ...}}); -w json|table|simple after a command sets its format.
 Options go before CMD. A value may start with '-' (put k -x) unless it is one of the
 command's options; `--` before it makes sure."""
 

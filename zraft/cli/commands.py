@@ -11,7 +11,10 @@ Everything else is generated from `COMMANDS`: `help` and the `--help` epilog
 (`COMMAND_SUMMARY`), the session's dispatch (`find_command`), the REPL's commands and
 its completion (`command_words`). `commands_for_op` lets a test check that every op of
 the client protocol is reachable from some command. Adding a command: write its
-handler (`zraft.cli.handlers`), its arguments below, and declare it in `COMMANDS`.
+handler (`zraft.cli.handlers`, or `zraft.cli.kvcommands` for the key-value store), its
+arguments below (the key-value ones in `zraft.cli.kvargs`, which transactions share),
+and declare it in `COMMANDS`. Every command's parser also takes the output options
+(`-w/--write-out simple|json|table`, and `--json` for `-w json`), added here.
 
 This module must not run commands, print or talk to nodes: `help` is the one handler
 here, because it reads the table; the others live in `zraft.cli.handlers`.
@@ -23,8 +26,9 @@ import argparse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from zraft.cli import handlers
+from zraft.cli import handlers, kvargs, kvcommands
 from zraft.cli.handlers import SNAPSHOT_TIMEOUT_S, CommandContext
+from zraft.cli.kvrender import FORMATS
 from zraft.cli.repl import LEAVE_SUMMARY, LEAVE_WORDS
 from zraft.cli.usage import EXIT_OK, EXIT_USAGE, CommandParser, int_at_least, positive_float
 from zraft.wire.ops import lookup as lookup_op
@@ -86,6 +90,7 @@ class Command:
             description = f"{description} {CHANGE_NOTE}"
         parser = CommandParser(prog=self.name, description=description, usage=self.usage)
         self.arguments(parser)
+        _output_arguments(parser)
         return parser
 
     def help_lines(self) -> list[str]:
@@ -110,26 +115,39 @@ def _help_entry(synopsis: str, summary: str) -> list[str]:
 # --- arguments --------------------------------------------------------------------------
 
 
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every command's: the output format, default the session's (`--json`, else simple)."""
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "-w",
+        "--write-out",
+        choices=FORMATS,
+        help="output format: simple (default), json (the reply), table (kv lists aligned)",
+    )
+    output.add_argument(
+        "--json", dest="write_out", action="store_const", const="json", help="-w json"
+    )
+
+
 def _no_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
 
-def _key_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("key", metavar="KEY")
-
-
-def _put_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("key", metavar="KEY")
-    parser.add_argument("value", metavar="VALUE")
-
-
-def _get_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("key", metavar="KEY")
+def _txn_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--serializable",
-        action="store_true",
-        help="read the answering node's own state (no leader round trip; may be stale)",
+        "-i", "--interactive", action="store_true", help="prompt for each section (on stderr)"
     )
+    parser.add_argument(
+        "--file", metavar="F", help="a JSON document {compare, success, failure}; - for stdin"
+    )
+
+
+def _alarm_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("list", "disarm"), metavar="list|disarm")
+
+
+def _compact_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("revision", type=int_at_least(1), metavar="REV")
 
 
 def _cas_arguments(parser: argparse.ArgumentParser) -> None:
@@ -220,31 +238,40 @@ COMMANDS: Mapping[str, Command] = _declare(
     # --- the key-value store --------------------------------------------------------------
     Command(
         name="put",
-        synopsis="put KEY VALUE",
-        summary="set KEY to VALUE",
-        description="Set KEY to VALUE.",
-        arguments=_put_arguments,
-        handler=handlers.put,
+        synopsis="put KEY [VALUE] [--prev-kv]",
+        summary="set KEY to VALUE (none: read from stdin)",
+        description="Set KEY to VALUE and print OK. Without VALUE, the value is all of "
+        "stdin, as bytes (one-shot mode only: in the REPL give it on the line). With "
+        "--prev-kv, the key and value it had before follow (nothing for a new key).",
+        arguments=kvargs.put_arguments,
+        handler=kvcommands.put,
         ops=("put",),
     ),
     Command(
         name="get",
-        synopsis="get KEY [--serializable]",
-        summary="print the value of KEY ((not found): exit 1)",
-        description="Print the value of KEY; a missing key prints (not found), exit 1.",
-        arguments=_get_arguments,
-        handler=handlers.get,
-        ops=("get",),
+        synopsis="get KEY [RANGE_END] [OPTIONS]",
+        summary="print KEY's value, or a range's keys and values",
+        description="Print the value of KEY; a missing key prints (not found), exit 1. "
+        "With a range option it reads a range, at one revision, and prints each key and "
+        "then its value (--keys-only: the keys; --count-only: how many); an empty range "
+        "prints nothing. RANGE_END is excluded; --prefix: every key that starts with KEY; "
+        "--from-key: every key from KEY on (an empty KEY with either: every key). "
+        "--sort-by without --order sorts ascending.",
+        arguments=kvargs.get_arguments,
+        handler=kvcommands.get,
+        ops=("get", "range"),
     ),
     Command(
         name="del",
-        synopsis="del KEY",
-        summary="delete KEY",
-        description="Delete KEY and print how many keys were deleted (0 when KEY is absent, "
-        "which still succeeds).",
-        arguments=_key_arguments,
-        handler=handlers.delete,
-        ops=("delete",),
+        synopsis="del KEY [RANGE_END] [--prefix|--from-key] [--prev-kv]",
+        summary="delete KEY, or a range; prints how many",
+        description="Delete KEY, or every key of a range (RANGE_END, --prefix or "
+        "--from-key, as for get), and print how many keys were deleted (0 when none "
+        "matched, which still succeeds). With --prev-kv, each deleted key and its value "
+        "follow.",
+        arguments=kvargs.delete_arguments,
+        handler=kvcommands.delete,
+        ops=("delete", "delete_range"),
         aliases=("delete",),
     ),
     Command(
@@ -254,10 +281,52 @@ COMMANDS: Mapping[str, Command] = _declare(
         description="Compare-and-swap: set KEY to NEW if its value is OLD, or with --absent "
         "if KEY does not exist. On a mismatch it prints the current value and exits 1.",
         arguments=_cas_arguments,
-        handler=handlers.cas,
+        handler=kvcommands.cas,
         ops=("cas",),
         usage="cas KEY OLD NEW | cas --absent KEY NEW",
         more_forms=(("cas --absent KEY NEW", "set KEY to NEW if KEY does not exist"),),
+    ),
+    Command(
+        name="txn",
+        synopsis="txn [-i] [--file F]",
+        summary="if the compares hold run the success requests, else the failure ones",
+        description="Run a transaction, atomically, at one revision, and print SUCCESS "
+        "(the compares held) or FAILURE, then the response of each request of the branch "
+        "that ran (exit 0 either way). From stdin, etcdctl's syntax: compares, then "
+        "success requests, then failure requests, each section ended by an empty line "
+        '(-i prompts for each on stderr). A compare is TARGET("KEY") OP "OPERAND" with '
+        "TARGET value, version, create, mod or lease and OP =, !=, < or >; a request is "
+        "put KEY VALUE [--prev-kv], get KEY [RANGE_END] [--prefix|--from-key] [--limit N] "
+        "[--keys-only] [--count-only] or del KEY [RANGE_END] [--prefix|--from-key] "
+        "[--prev-kv]. --file F reads a JSON document instead (- for stdin): "
+        '{"compare": [...], "success": [...], "failure": [...]} in the wire shape, '
+        'keys and values as UTF-8 strings or {"base64": "..."}.',
+        arguments=_txn_arguments,
+        handler=kvcommands.txn,
+        ops=("txn",),
+    ),
+    Command(
+        name="compact",
+        synopsis="compact REV",
+        summary="forget the history before revision REV",
+        description="Compact the store's history: reads at revisions below REV answer "
+        "compacted from then on. Prints the compact revision.",
+        arguments=_compact_arguments,
+        handler=kvcommands.compact,
+        ops=("compact",),
+    ),
+    Command(
+        name="alarm",
+        synopsis="alarm list|disarm",
+        summary="list the alarms raised (nospace), or lower them",
+        description="alarm list prints each alarm raised, one a line (nothing when none "
+        "is); nospace means the space quota (quota_bytes) is exhausted, so writes that "
+        "may grow the store are refused (no_space). alarm disarm lowers every alarm, once "
+        "space was freed (del, then compact); the leader raises it again at the next "
+        "write if the store is still full.",
+        arguments=_alarm_arguments,
+        handler=kvcommands.alarm,
+        ops=("alarm_list", "alarm_disarm"),
     ),
     # --- the cluster ----------------------------------------------------------------------
     Command(
@@ -361,7 +430,7 @@ COMMANDS: Mapping[str, Command] = _declare(
     Command(
         name="help",
         synopsis="help [CMD]",
-        summary="this list, or one command's usage",
+        summary="this list, or one command's usage (each takes -w simple|json|table)",
         description="List the commands, or show one command's usage.",
         arguments=_help_arguments,
         handler=show_help,

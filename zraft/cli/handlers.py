@@ -1,8 +1,10 @@
-"""What each `zraft-client` command does once its arguments are parsed.
+"""What each cluster command of `zraft-client` does once its arguments are parsed.
 
 One function per command (`help` excepted: it is about the table, so it lives with it in
-`zraft.cli.commands`), each `(ctx, args) -> exit code`: it makes its requests through
-the context's client, prints through the context, and maps the answer to an `EXIT_*`.
+`zraft.cli.commands`; the key-value commands live in `zraft.cli.kvcommands`), each
+`(ctx, args) -> exit code`: it makes its requests through the context's client, prints
+through the context, and maps the answer to an `EXIT_*`. Here `-w table` prints what
+`simple` does (status and members are tables already); `-w json` the reply.
 
 It must not parse command lines, declare commands or pick where output goes: the table
 in `zraft.cli.commands` names the handler of each command, and the `CommandContext`
@@ -50,7 +52,12 @@ class CommandContext(Protocol):
 
     @property
     def json_output(self) -> bool:
-        """Whether to print JSON objects instead of text."""
+        """Whether to print JSON objects instead of text (`write_out` is `json`)."""
+        ...
+
+    @property
+    def write_out(self) -> str:
+        """The output format of the command: `simple`, `json` or `table`."""
         ...
 
     def client(self) -> Client:
@@ -77,62 +84,25 @@ class CommandContext(Protocol):
         """Report a refused security handshake."""
         ...
 
+    def read_line(self) -> str | None:
+        """The next line of stdin without its newline; None at the end of input."""
+        ...
 
-# --- kv commands ------------------------------------------------------------------------
+    def read_stdin_bytes(self, instead: str) -> bytes:
+        """The rest of stdin, as bytes (`instead`: what to type in the REPL instead).
 
+        Raises:
+            UsageError: in the REPL, where stdin holds the next commands.
+        """
+        ...
 
-def put(ctx: CommandContext, args: argparse.Namespace) -> int:
-    """`put KEY VALUE`."""
-    return _show_write(ctx, ctx.client().put(args.key, args.value))
+    def read_stdin_text(self, instead: str) -> str:
+        """The rest of stdin, as text (`instead`: what to type in the REPL instead).
 
-
-def delete(ctx: CommandContext, args: argparse.Namespace) -> int:
-    """`del KEY`: says how many keys it deleted (0 when KEY did not exist; exit 0 all the
-    same: deleting what is absent succeeds)."""
-    reply = ctx.client().delete(args.key)
-    deleted = reply.raw.get("deleted")
-    if ctx.json_output or not reply.ok or type(deleted) is not int:
-        return _show_write(ctx, reply)  # an error, or a node too old to say
-    ctx.out(f"{deleted} key deleted" if deleted == 1 else f"{deleted} keys deleted")
-    return exit_code(reply)
-
-
-def cas(ctx: CommandContext, args: argparse.Namespace) -> int:
-    """`cas KEY OLD NEW` or `cas --absent KEY NEW`.
-
-    Raises:
-        UsageError: the wrong number of values for the form.
-    """
-    if len(args.values) != (1 if args.absent else 2):
-        shape = "cas --absent KEY NEW" if args.absent else "cas KEY OLD NEW"
-        raise UsageError(f"usage: {shape}")
-    expected = None if args.absent else args.values[0]
-    return _show_write(ctx, ctx.client().cas(args.key, expected, args.values[-1]))
-
-
-def get(ctx: CommandContext, args: argparse.Namespace) -> int:
-    """`get KEY [--serializable]`: the value, or `(not found)` and exit 1."""
-    consistency = "serializable" if args.serializable else "linearizable"
-    reply = ctx.client().get(args.key, consistency)
-    if ctx.json_output:
-        ctx.out_json(reply.raw)
-    elif reply.ok and reply.found:
-        ctx.out(render.text(reply.value or b""))
-    elif reply.ok:
-        ctx.fail("(not found)")
-    else:
-        ctx.fail(render.error_line(reply))
-    return EXIT_FAILED if reply.ok and not reply.found else exit_code(reply)
-
-
-def _show_write(ctx: CommandContext, reply: Reply) -> int:
-    if ctx.json_output:
-        ctx.out_json(reply.raw)
-    elif reply.ok:
-        ctx.out("OK")
-    else:
-        ctx.fail(render.error_line(reply))
-    return exit_code(reply)
+        Raises:
+            UsageError: in the REPL, where stdin holds the next commands.
+        """
+        ...
 
 
 # --- status, snapshot, bench ------------------------------------------------------------

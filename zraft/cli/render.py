@@ -5,8 +5,11 @@ Pure formatting: functions take replies and results and return strings or plain 
 
 Rules it keeps:
 
-- Bytes become text as UTF-8 with `backslashreplace`, in text and JSON alike: a value
-  written as text reads back unchanged, and a non-UTF-8 byte shows as `\\xNN`.
+- Bytes become text as UTF-8 with `backslashreplace` in text output: a value written
+  as text reads back unchanged, and a non-UTF-8 byte shows as `\\xNN`.
+- In JSON, bytes that are valid UTF-8 become a string; any other bytes become
+  `{"base64": "<standard base64>"}`, so a binary value survives a round trip exactly
+  (a key or value is never a map otherwise, so the marker cannot be mistaken).
 - A missing field is shown as `-` in tables and as null in JSON, never guessed.
 - Status fields a node reports beyond the known columns are kept: all of them in JSON,
   and as `key=value` details in the verbose table.
@@ -14,6 +17,7 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,18 +41,29 @@ _STATUS_FIELDS = (
 _BYTES_FIELDS = frozenset({"log_bytes"})
 _REPLY_KEYS = frozenset({"ok", "value", "found", "error", "leader", "index"})
 
+BASE64_MARKER = "base64"
+"""The key of the map that stands for non-UTF-8 bytes in JSON output (and input)."""
+
 
 def text(value: bytes) -> str:
     """`value` as text: UTF-8, with undecodable bytes as `\\xNN`."""
     return value.decode("utf-8", "backslashreplace")
 
 
+def json_bytes(value: bytes) -> str | dict[str, str]:
+    """`value` for JSON: the string if it is valid UTF-8, else `{"base64": ...}`."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {BASE64_MARKER: base64.b64encode(value).decode("ascii")}
+
+
 def jsonable(obj: Any) -> Any:
-    """`obj` with bytes as text (see `text`), tuples as lists and map keys as str."""
+    """`obj` for JSON: bytes as `json_bytes` makes them, tuples as lists, map keys as str."""
     if isinstance(obj, bytes):
-        return text(obj)
+        return json_bytes(obj)
     if isinstance(obj, Mapping):
-        return {str(jsonable(k)): jsonable(v) for k, v in obj.items()}
+        return {text(k) if isinstance(k, bytes) else str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [jsonable(v) for v in obj]
     if obj is None or isinstance(obj, str | int | float | bool):
@@ -56,12 +71,31 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def error_line(reply: Reply) -> str:
-    """`error: CODE: MESSAGE`, plus the current value for a failed cas."""
+ERROR_HINTS = {
+    "compacted": "the history before revision {compact} is gone: use {compact} or later",
+    "future_revision": "use {revision} or below (0: the newest)",
+    "too_many_ops": "split the transaction (the limit is the cluster's max_txn_ops)",
+}
+"""What `error_line` adds to these codes' messages: what to do about them. `{compact}` is
+the reply's `compact_revision`, `{revision}` its header's; a hint whose value the reply
+lacks is left out."""
+
+
+def error_line(reply: Reply, hints: Mapping[str, str] = ERROR_HINTS) -> str:
+    """`error: CODE: MESSAGE`, plus the current value for a failed cas, and what to do
+    for the codes of `hints` (default `ERROR_HINTS`; a command may say it its own way)."""
     line = f"error: {reply.error_code}: {reply.error_message}"
     if reply.error_code == "cas_failed":
         current = "(absent)" if reply.value is None else text(reply.value)
         line += f" (current value: {current})"
+    hint = hints.get(reply.error_code or "")
+    header = reply.raw.get("header")
+    known = {
+        "compact": reply.raw.get("compact_revision"),
+        "revision": header.get("revision") if isinstance(header, Mapping) else None,
+    }
+    if hint is not None and all(known[name] is not None for name in known if f"{{{name}}}" in hint):
+        line += f"; {hint.format(**known)}"
     return line
 
 
@@ -149,10 +183,11 @@ def members_table(reply: Reply) -> list[str]:
     answered_by = reply.endpoint or "?"
     if not any(row[3] != "-" for row in rows[1:]):
         footer += f" (match indexes unknown: answered by {answered_by}, not the leader)"
-    return [*_aligned(rows), footer]
+    return [*aligned(rows), footer]
 
 
-def _aligned(rows: list[list[str]]) -> list[str]:
+def aligned(rows: list[list[str]]) -> list[str]:
+    """Rows as lines with their columns aligned (two spaces apart, no trailing blanks)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

@@ -2,10 +2,12 @@
 
 It owns the plumbing every command shares: finding the command in the table
 (`zraft.cli.commands`), parsing its arguments, the session's client (made on first use,
-closed at the end), where output goes (stdout, or stderr for errors in one-shot mode),
-and turning usage errors, client-side timeouts and refused handshakes into lines and
-exit codes. It is the `CommandContext` the handlers run in, and the `CommandRunner` the
-REPL drives.
+closed at the end), where output goes (stdout, or stderr for errors in one-shot mode)
+and in which format (each command's `-w/--write-out`, else the session's `--json`, else
+`simple`), what a command may read from stdin (nothing whole in the REPL, whose stdin
+holds the next commands), and turning usage errors, client-side timeouts and refused
+handshakes into lines and exit codes. It is the `CommandContext` the handlers run in,
+and the `CommandRunner` the REPL drives.
 
 It must not know any particular command: what a command does is its handler's
 (`zraft.cli.handlers`), which commands exist is the table's.
@@ -13,15 +15,23 @@ It must not know any particular command: what a command does is its handler's
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from zraft.cli import render
 from zraft.cli.commands import command_words, find_command
 from zraft.cli.target import Target
-from zraft.cli.usage import EXIT_AUTH, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, HelpShown, UsageError
+from zraft.cli.usage import (
+    EXIT_AUTH,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    HelpShown,
+    UsageError,
+    parse_words,
+)
 from zraft.client import Client, ClientAuthError, ClientTimeout
 
 
@@ -30,19 +40,31 @@ class Session:
 
     Args:
         target: the endpoints.
-        json_output: print JSON objects instead of text.
+        json_output: print JSON objects instead of text unless a command says otherwise
+            (`--json` before the command; each command's `-w` overrides it).
         repl: REPL mode (errors on stdout, flushed per line) rather than one-shot.
         stdout, stderr: where to print.
+        stdin: where commands read input (`put KEY`, `txn`); default `sys.stdin` (its
+            `buffer` for bytes), read only when a command asks.
     """
 
     def __init__(
-        self, target: Target, *, json_output: bool, repl: bool, stdout: TextIO, stderr: TextIO
+        self,
+        target: Target,
+        *,
+        json_output: bool,
+        repl: bool,
+        stdout: TextIO,
+        stderr: TextIO,
+        stdin: TextIO | None = None,
     ) -> None:
         self._target = target
-        self._json = json_output
+        self._default_format = "json" if json_output else "simple"
+        self._format = self._default_format  # the running command's (`-w`)
         self._repl = repl
         self._stdout = stdout
         self._stderr = stderr
+        self._stdin = stdin
         self._client: Client | None = None
 
     @property
@@ -53,7 +75,12 @@ class Session:
     @property
     def json_output(self) -> bool:
         """Whether results are printed as JSON objects."""
-        return self._json
+        return self._format == "json"
+
+    @property
+    def write_out(self) -> str:
+        """The running command's output format: `simple`, `json` or `table`."""
+        return self._format
 
     @property
     def command_words(self) -> dict[str, str]:
@@ -81,6 +108,40 @@ class Session:
         """Print a progress line to stderr, so stdout holds only the results."""
         print(line, file=self._stderr, flush=True)
 
+    def read_line(self) -> str | None:
+        """The next line of stdin without its line end; None at the end of input."""
+        line = self._input().readline()
+        return line.rstrip("\r\n") if line else None
+
+    def read_stdin_bytes(self, instead: str) -> bytes:
+        """The rest of stdin, as bytes (binary-safe).
+
+        Args:
+            instead: what to type instead in the REPL (`put KEY VALUE`), for its error.
+
+        Raises:
+            UsageError: in the REPL, where stdin holds the next commands.
+        """
+        stream = self._whole_input(instead)
+        buffer = getattr(stream, "buffer", None)
+        return buffer.read() if buffer is not None else stream.read().encode("utf-8")
+
+    def read_stdin_text(self, instead: str) -> str:
+        """The rest of stdin, as text (`instead`: see `read_stdin_bytes`).
+
+        Raises:
+            UsageError: in the REPL, where stdin holds the next commands.
+        """
+        return self._whole_input(instead).read()
+
+    def _input(self) -> TextIO:
+        return self._stdin if self._stdin is not None else sys.stdin
+
+    def _whole_input(self, instead: str) -> TextIO:
+        if self._repl:
+            raise UsageError(f"error: in the REPL stdin holds the commands: use {instead}")
+        return self._input()
+
     def execute(self, argv: Sequence[str]) -> int:
         """Run one command line (`["put", "k", "v"]`) and return its exit code."""
         if not argv:
@@ -90,12 +151,8 @@ class Session:
             self.fail(f"error: unknown command {argv[0]!r}; try help")
             return EXIT_USAGE
         try:
-            parser = command.build_parser()
-            # Intermixed, so options may sit between positionals (`cas k --absent v`);
-            # but argparse's intermixed mode mishandles `--`, which needs no mixing anyway.
-            rest = _values_may_start_with_dash(parser, list(argv[1:]))
-            parse = parser.parse_args if "--" in rest else parser.parse_intermixed_args
-            args = parse(rest)
+            args = parse_words(command.build_parser(), list(argv[1:]))
+            self._format = args.write_out or self._default_format
             return command.handler(self, args)
         except HelpShown:
             return EXIT_OK
@@ -103,7 +160,7 @@ class Session:
             self.fail(str(exc))
             return EXIT_USAGE
         except ClientTimeout as exc:
-            if self._json:
+            if self.json_output:
                 self.out_json(render.timeout_map(exc))
             else:
                 # A change is never re-sent blindly: whether it happened is for `members`.
@@ -113,6 +170,8 @@ class Session:
         except ClientAuthError as exc:
             self.auth_failed(str(exc))
             return EXIT_AUTH
+        finally:
+            self._format = self._default_format
 
     def options_of(self, name: str) -> list[str]:
         """The long options of command `name` (the REPL completes them)."""
@@ -124,7 +183,7 @@ class Session:
 
     def auth_failed(self, message: str) -> None:
         """Report a refused security handshake (a reply-shaped object with --json)."""
-        if self._json:
+        if self.json_output:
             self.out_json({"ok": False, "error": {"code": "auth_failed", "message": message}})
         else:
             self.fail(f"error: auth_failed: {message}")
@@ -146,17 +205,3 @@ class Session:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-
-def _values_may_start_with_dash(parser: argparse.ArgumentParser, words: list[str]) -> list[str]:
-    """`put k -x` means the value `-x`: a word that starts with `-` but names none of the
-    command's options is a value, so `--` goes before it (argparse would take it for an
-    unknown option and say so, misleadingly). Negative numbers are values to argparse
-    already; a line that has `--` is left as it is."""
-    if "--" in words:
-        return words
-    options = parser._option_string_actions  # every option string the parser knows
-    for position, word in enumerate(words):
-        if word.startswith("-") and word != "-" and word.split("=", 1)[0] not in options:
-            return [*words[:position], "--", *words[position:]]
-    return words

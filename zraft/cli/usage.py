@@ -2,7 +2,8 @@
 
 It owns what an outcome means to a script (the `EXIT_*` codes, and which reply maps to
 which), the exception a bad command line raises, and the argparse parser every command
-uses, which raises instead of exiting so that the REPL survives a typo.
+uses, which raises instead of exiting so that the REPL survives a typo, with the one way
+every command line is parsed (`parse_words`).
 
 It must not print, talk to a node, or know any command: the commands are declared in
 `zraft.cli.commands`, run by `zraft.cli.session`.
@@ -20,7 +21,9 @@ EXIT_OK = 0
 """The command succeeded."""
 EXIT_FAILED = 1
 """The cluster refused: cas_failed, key not found (get), bad_request, too_large, internal,
-conflict (another membership change is not committed yet)."""
+conflict (another membership change is not committed yet), forbidden, compacted (a read
+below the compact revision), future_revision (above the current one), too_many_ops (a
+transaction branch over max_txn_ops), no_space (the space quota's alarm is raised)."""
 EXIT_USAGE = 2
 """Bad command line, unknown command, unreadable config, malformed endpoint."""
 EXIT_UNAVAILABLE = 3
@@ -94,3 +97,33 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def parse_words(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namespace:
+    """Parse a command's words the way every command line is parsed.
+
+    Options may sit between positionals (`cas k --absent v`: argparse's intermixed mode),
+    except on a line with `--`, which needs no mixing (and which the intermixed mode
+    mishandles); a word that starts with `-` but names no option is a value (see
+    `values_may_start_with_dash`).
+
+    Raises:
+        UsageError: the words do not parse (with a `CommandParser`).
+    """
+    rest = values_may_start_with_dash(parser, words)
+    parse = parser.parse_args if "--" in rest else parser.parse_intermixed_args
+    return parse(rest)
+
+
+def values_may_start_with_dash(parser: argparse.ArgumentParser, words: list[str]) -> list[str]:
+    """`put k -x` means the value `-x`: a word that starts with `-` but names none of the
+    command's options is a value, so `--` goes before it (argparse would take it for an
+    unknown option and say so, misleadingly). Negative numbers are values to argparse
+    already; a line that has `--` is left as it is."""
+    if "--" in words:
+        return words
+    options = parser._option_string_actions  # every option string the parser knows
+    for position, word in enumerate(words):
+        if word.startswith("-") and word != "-" and word.split("=", 1)[0] not in options:
+            return [*words[:position], "--", *words[position:]]
+    return words

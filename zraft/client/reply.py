@@ -1,4 +1,5 @@
-"""What a client request returns or raises: `Reply`, the `ClientError` family, `StatusProbe`.
+"""What a client request returns or raises: `Reply` (with the store's `Header`, `KeyValue`
+and `TxnResponse` values read from it), the `ClientError` family, `StatusProbe`.
 
 These are plain values, shared by every driver (the ZeroMQ `Client` in `sync`, the status
 probe in `probe`, the benchmarks and test workloads) and by the pure policy in `policy`,
@@ -76,6 +77,12 @@ class Reply:
         index: the log index at which a write was applied, or None.
         raw: the whole reply map, including keys this class does not know (e.g. `status`).
         endpoint: the endpoint that answered.
+
+    The store's replies carry more, read through properties (each None when the reply
+    does not carry it, or carries it malformed): `header` and `revision` (every store
+    reply, errors included), `kvs`, `count` and `more` (`range`), `prev_kv` (`put` with
+    `prev_kv`), `deleted` and `prev_kvs` (`delete`, `delete_range`), `succeeded` and
+    `responses` (`txn`), `compact_revision` (`compact`, and the `compacted` error).
     """
 
     ok: bool
@@ -143,9 +150,192 @@ class Reply:
         """The row of `node_id` in `members`, or None if it is not a member."""
         return next((row for row in self.members or () if row.get("id") == node_id), None)
 
+    # --- the store's replies (issue 13) ------------------------------------------------
+
+    @property
+    def header(self) -> Header | None:
+        """Where a store reply stands (revision, Raft term, answering member), or None."""
+        return Header.from_map(self.raw.get("header"))
+
+    @property
+    def revision(self) -> int | None:
+        """The store revision the reply reflects (`header.revision`), or None."""
+        header = self.header
+        return None if header is None else header.revision
+
+    @property
+    def kvs(self) -> tuple[KeyValue, ...] | None:
+        """A `range`'s key-values, in the order asked for (values empty with `keys_only`,
+        none with `count_only`)."""
+        return _kv_tuple(self.raw.get("kvs"))
+
+    @property
+    def count(self) -> int | None:
+        """How many keys a `range` matched (all of them, not just the `limit` returned)."""
+        return _uint_or_none(self.raw.get("count"))
+
+    @property
+    def more(self) -> bool | None:
+        """Whether a `range` left keys out because of its `limit`."""
+        return _bool_or_none(self.raw.get("more"))
+
+    @property
+    def deleted(self) -> int | None:
+        """How many keys a `delete` (0 or 1) or `delete_range` removed."""
+        return _uint_or_none(self.raw.get("deleted"))
+
+    @property
+    def prev_kv(self) -> KeyValue | None:
+        """What a `put` asked with `prev_kv` replaced; None also when the key was new."""
+        return KeyValue.from_map(self.raw.get("prev_kv"))
+
+    @property
+    def prev_kvs(self) -> tuple[KeyValue, ...] | None:
+        """What a `delete` or `delete_range` asked with `prev_kv` removed."""
+        return _kv_tuple(self.raw.get("prev_kvs"))
+
+    @property
+    def succeeded(self) -> bool | None:
+        """Whether a `txn`'s compares all held (so its `success` branch ran)."""
+        return _bool_or_none(self.raw.get("succeeded"))
+
+    @property
+    def responses(self) -> tuple[TxnResponse, ...] | None:
+        """A `txn`'s answers, one per op of the branch that ran, in order."""
+        rows = self.raw.get("responses")
+        if not isinstance(rows, list):
+            return None
+        responses = tuple(TxnResponse.from_map(row) for row in rows)
+        return None if any(r is None for r in responses) else responses  # type: ignore[return-value]
+
+    @property
+    def compact_revision(self) -> int | None:
+        """After a `compact`, the revision compacted up to; with the error `compacted`,
+        the oldest revision still readable."""
+        return _uint_or_none(self.raw.get("compact_revision"))
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """Where a store reply stands (etcd's response header).
+
+    Attributes:
+        revision: the store revision the reply reflects: after a write, the revision it
+            made (or the current one, if it changed nothing); after a read, the current.
+        raft_term: the Raft term of the answering node.
+        member: the id of the answering node.
+    """
+
+    revision: int
+    raft_term: int
+    member: str
+
+    @classmethod
+    def from_map(cls, raw: Any) -> Header | None:
+        """The header of a reply's `header` map, or None if absent or malformed."""
+        if not isinstance(raw, Mapping):
+            return None
+        revision, term = _uint_or_none(raw.get("revision")), _uint_or_none(raw.get("raft_term"))
+        member = _str_or_none(raw.get("member"))
+        if revision is None or term is None or member is None:
+            return None
+        return cls(revision=revision, raft_term=term, member=member)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """One key with its value and revisions, as a store reply carries it.
+
+    Attributes:
+        key: the key.
+        value: its value (empty in a `keys_only` range).
+        create_revision: the revision that created the key (its current life).
+        mod_revision: the revision of its last change.
+        version: 1 at creation, +1 per put (a deleted and re-created key starts again).
+        lease: its lease id, 0 for none.
+    """
+
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int = 0
+
+    @classmethod
+    def from_map(cls, raw: Any) -> KeyValue | None:
+        """The key-value of a reply's map, or None if absent or malformed."""
+        if not isinstance(raw, Mapping):
+            return None
+        key, value = raw.get("key"), raw.get("value")
+        numbers = [_uint_or_none(raw.get(name)) for name in _KV_NUMBERS]
+        if not isinstance(key, bytes) or not isinstance(value, bytes) or None in numbers:
+            return None
+        create, mod, version, lease = numbers
+        return cls(key, value, create, mod, version, lease)  # type: ignore[arg-type]
+
+
+_KV_NUMBERS = ("create_revision", "mod_revision", "version", "lease")
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResponse:
+    """The answer of one op inside a `txn` (see `Reply.responses`).
+
+    Attributes:
+        op: `range`, `put` or `delete_range`.
+        kvs, more, count: a range's key-values, whether its limit left some out, and how
+            many matched (None for the other ops).
+        deleted: how many keys a delete_range removed (None for the other ops).
+        prev_kv: what a put with `prev_kv` replaced (None too when the key was new).
+        prev_kvs: what a delete_range with `prev_kv` removed (None when not asked).
+        raw: the response's map.
+    """
+
+    op: str
+    kvs: tuple[KeyValue, ...] | None = None
+    more: bool | None = None
+    count: int | None = None
+    deleted: int | None = None
+    prev_kv: KeyValue | None = None
+    prev_kvs: tuple[KeyValue, ...] | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_map(cls, raw: Any) -> TxnResponse | None:
+        """The response of a `responses` entry, or None if it is malformed."""
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("op"), str):
+            return None
+        return cls(
+            op=raw["op"],
+            kvs=_kv_tuple(raw.get("kvs")),
+            more=_bool_or_none(raw.get("more")),
+            count=_uint_or_none(raw.get("count")),
+            deleted=_uint_or_none(raw.get("deleted")),
+            prev_kv=KeyValue.from_map(raw.get("prev_kv")),
+            prev_kvs=_kv_tuple(raw.get("prev_kvs")),
+            raw=raw,
+        )
+
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _uint_or_none(value: Any) -> int | None:
+    return value if type(value) is int and value >= 0 else None
+
+
+def _bool_or_none(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _kv_tuple(rows: Any) -> tuple[KeyValue, ...] | None:
+    """The key-values of a list of maps; None if it is not one, or one entry is malformed."""
+    if not isinstance(rows, list):
+        return None
+    kvs = tuple(KeyValue.from_map(row) for row in rows)
+    return None if any(kv is None for kv in kvs) else kvs  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,11 @@ the answer, a retry or a failure, the session's seq) is made by the pure policy 
 
 Rules it keeps (the policy's module doc has the full table):
 
-- **Writes are retried only inside a session.** Every `put`, `delete` and `cas` carries
-  `client` (a random id per `Client`, unless given) and `seq`; a retry reuses its `seq`,
-  and the server's session table (`zraft.state.kv`) applies a `(client, seq)` pair at
-  most once. Reads (`get`) and local ops (`status`, `members`) are retried freely.
+- **Writes are retried only inside a session.** Every write (`put`, `delete`,
+  `delete_range`, `cas`, `txn`, `compact`) carries `client` (a random id per `Client`,
+  unless given) and `seq`; a retry reuses its `seq`, and the server's session table
+  (`zraft.state.sessions`) applies a `(client, seq)` pair at most once. Reads (`get`,
+  `range`) and local ops (`status`, `members`) are retried freely.
 - **Admin ops are never re-sent after an ambiguous outcome.** Membership and leadership
   changes carry no session, and a change that was made answers a repeat with an error
   (`bad_request` "already a learner"). They are retried only when nothing can have
@@ -34,6 +35,9 @@ Rules it keeps (the policy's module doc has the full table):
 - **Bounded waits.** Every call returns or raises within `timeout` seconds (plus the time
   of one socket close). Back-off between rounds of error replies is a poll with a timeout.
 - A `Client` is not thread-safe: use one per thread (ZeroMQ sockets are not either).
+
+The key-value methods (one per store op, python-etcd3-familiar) are in
+`zraft.client.kvmethods`; they only build requests for `Client.request`.
 
 This module must not decide anything itself: a rule about retries, endpoints or sessions
 belongs in the policy, where a second driver (an asyncio client) finds it too.
@@ -52,6 +56,7 @@ import zmq
 from zraft import config as _config
 from zraft import wire
 from zraft.client.connections import Connections
+from zraft.client.kvmethods import KeyValueMethods
 from zraft.client.policy import (
     DEFAULT_TIMEOUT_S,
     ClientPolicy,
@@ -69,8 +74,11 @@ from zraft.net import security
 from zraft.net.security import ClientCurve
 
 
-class Client:
+class Client(KeyValueMethods):
     """A connection to a zraft cluster through the client endpoints of its nodes.
+
+    The store's ops (`put`, `get`, `range`, `delete_range`, `transaction`, `compact`, ...)
+    come from `KeyValueMethods` (`zraft.client.kvmethods`); this class carries them out.
 
     Args:
         endpoints: client endpoints (`tcp://HOST:PORT`) of one or more nodes; the first is
@@ -181,48 +189,7 @@ class Client:
         """The policy that makes this client's decisions (read it; do not drive it)."""
         return self._policy
 
-    # --- the kv operations ------------------------------------------------------------
-
-    def put(self, key: bytes | str, value: bytes | str) -> Reply:
-        """Set `key` to `value`. Returns the reply (`index` = where it was applied).
-
-        Raises:
-            ClientTimeout: no usable reply within the deadline.
-        """
-        return self.request("put", key=key, value=value)
-
-    def get(self, key: bytes | str, consistency: str = "linearizable") -> Reply:
-        """Read `key`: `reply.found` tells whether it exists, `reply.value` holds it.
-
-        Args:
-            consistency: `linearizable` (through the leader) or `serializable` (served by
-                the answering node from its own state; may be stale).
-
-        Raises:
-            ValueError: an unknown consistency level.
-            ClientTimeout: no usable reply within the deadline.
-        """
-        if consistency not in wire.CONSISTENCY_LEVELS:
-            raise ValueError(f"consistency must be one of {sorted(wire.CONSISTENCY_LEVELS)}")
-        return self.request("get", key=key, consistency=consistency)
-
-    def delete(self, key: bytes | str) -> Reply:
-        """Remove `key` (succeeds when it is already absent).
-
-        Raises:
-            ClientTimeout: no usable reply within the deadline.
-        """
-        return self.request("delete", key=key)
-
-    def cas(self, key: bytes | str, expected: bytes | str | None, new: bytes | str) -> Reply:
-        """Set `key` to `new` only if its value is `expected` (None: only if absent).
-
-        A mismatch is the error `cas_failed`, with the current value in `reply.value`.
-
-        Raises:
-            ClientTimeout: no usable reply within the deadline.
-        """
-        return self.request("cas", key=key, expected=expected, value=new)
+    # --- the node's own view ---------------------------------------------------------
 
     def status(self) -> Reply:
         """The answering node's own view (`reply.status`: id, role, term, leader, ...).

@@ -58,7 +58,7 @@ from zraft.node.pending import ReplyTo
 from zraft.node.reports import Reporter
 from zraft.node.serving import RequestServer
 from zraft.node.snapshots import NodeSnapshots, restore_state
-from zraft.state.kv import KVStore
+from zraft.node.upkeep import Upkeep
 from zraft.state.machine import KVMachine
 from zraft.storage import FileStorage, LogStorage
 from zraft.storage.snapstore import SnapshotStore
@@ -67,6 +67,7 @@ from zraft.wire.ops import Limits
 from zraft.wire.peer import (
     Forward,
     ForwardReply,
+    Hello,
     SnapshotAck,
     SnapshotChunk,
     decode_peer_frame,
@@ -148,7 +149,7 @@ class Node:
                 last_index=repair.last_index,
             )
         store = SnapshotStore(me.data_dir / "snapshots", retain=cluster.snapshot_retain)
-        self._machine = KVMachine()
+        self._machine = KVMachine(max_txn_ops=cluster.max_txn_ops, quota_bytes=cluster.quota_bytes)
         restored, loaded = restore_state(self._storage, store, self._machine, self._log)
         if loaded is not None:
             learn_snapshot_endpoints(endpoints, loaded.header, loaded.meta.index)
@@ -212,15 +213,27 @@ class Node:
             # Members the file does not name, learned from the log or a snapshot.
             zap.admit_peers({security.raw_key(k): i for i, k in endpoints.keys_of(node_id).items()})
         self._zap = zap
+        self._upkeep = Upkeep(
+            node_id,
+            self._raft,
+            self._machine,
+            self._transport.send,
+            # Only peers with a connection (a joining node has none until contacted).
+            lambda: [p for p in self._admin.peer_ids if self._transport.has_peer(p)],
+            compaction_mode=cluster.auto_compaction_mode,
+            retention=cluster.auto_compaction_retention,
+        )
         self._server = RequestServer(
             node_id,
             self._raft,
             self._machine,
             self._transport,
-            limits=Limits(cluster.max_key_bytes, cluster.max_value_bytes),
+            limits=Limits(cluster.max_key_bytes, cluster.max_value_bytes, cluster.max_txn_ops),
             request_timeout_s=cluster.request_timeout_ms / 1000,
             clock=clock,
             reporter=self._reporter,
+            before_write=self._upkeep.before_write,
+            raise_alarm=self._upkeep.raise_alarm,
         )
         self._snapshots = NodeSnapshots(
             node_id,
@@ -254,6 +267,7 @@ class Node:
             status_extras=lambda: {
                 "pending_requests": len(self._server),
                 "log_bytes": self._snapshots.wal_bytes(),
+                **self._machine.status(),
             },
         )
         try:
@@ -341,9 +355,9 @@ class Node:
         return self._raft
 
     @property
-    def kv(self) -> KVStore:
-        """The key-value store behind the state machine (read-only use: tests)."""
-        return self._machine.store
+    def machine(self) -> KVMachine:
+        """The state machine (read-only use: tests)."""
+        return self._machine
 
     def is_leader(self) -> bool:
         """Whether this node currently leads."""
@@ -393,6 +407,7 @@ class Node:
             self._next_tick += self._tick_s
         self._server.expire(now)
         self._transport.on_tick(now)
+        self._upkeep.on_tick(now)
         if self._admin.has_transfers:
             self._admin.settle_transfers()
         return True
@@ -425,6 +440,8 @@ class Node:
                 self._snapshots.receive_chunk(item)
             elif isinstance(item, SnapshotAck):
                 self._snapshots.on_ack(item)
+            elif isinstance(item, Hello):
+                self._upkeep.heard(item)
             else:
                 self._raft.step(item)
 

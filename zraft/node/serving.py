@@ -27,9 +27,10 @@ from zraft.core import Entry, NotLeader, ProposalDropped, Raft, ReadState, Role
 from zraft.net.transport import BadInput, ClientRequest
 from zraft.node.pending import Bucket, Pending, PendingRequests, ReplyTo
 from zraft.node.reports import Reporter
-from zraft.state.machine import ReplyFields, StateMachine
+from zraft.state.machine import Refused, ReplyFields, StateMachine
 from zraft.wire.client import Request, decode_reply, decode_request, encode_reply
 from zraft.wire.codec import DecodeError, TooLarge
+from zraft.wire.fields import TooManyOps
 from zraft.wire.ops import OPS, Limits, Route, role_allows
 from zraft.wire.peer import ForwardReply, encode_forward, encode_forward_reply
 
@@ -87,6 +88,9 @@ class RequestServer:
         request_timeout_s: every request is answered within this.
         clock: a monotonic clock in seconds.
         reporter: for `bad_frame`.
+        before_write: called before a client write is proposed (the node's own entries
+            that must precede it: `zraft.node.upkeep`).
+        raise_alarm: called with the alarm a refused write asks the cluster to raise.
     """
 
     def __init__(
@@ -100,6 +104,8 @@ class RequestServer:
         request_timeout_s: float,
         clock: Callable[[], float],
         reporter: Reporter,
+        before_write: Callable[[], None] = lambda: None,
+        raise_alarm: Callable[[str], None] = lambda alarm: None,
     ) -> None:
         self._id = node_id
         self._raft = raft
@@ -109,6 +115,8 @@ class RequestServer:
         self._timeout_s = request_timeout_s
         self._clock = clock
         self._reporter = reporter
+        self._before_write = before_write
+        self._raise_alarm = raise_alarm
         self._handlers: dict[str, Handler] = {}
         self.pending = PendingRequests()
         self._next_id = 1  # read contexts, forward ids and park ids; never reused
@@ -138,10 +146,16 @@ class RequestServer:
             reply_to = ReplyTo(envelope=tuple(envelope))
             try:
                 decoded = decode_request(
-                    request.body, max_key=self._limits.max_key, max_value=self._limits.max_value
+                    request.body,
+                    max_key=self._limits.max_key,
+                    max_value=self._limits.max_value,
+                    max_ops=self._limits.max_ops,
                 )
             except TooLarge as exc:
                 self.reply_error(reply_to, "too_large", exc.reason)
+                continue
+            except TooManyOps as exc:
+                self.reply_error(reply_to, "too_many_ops", exc.reason)
                 continue
             except DecodeError as exc:
                 sender = envelope[0].hex() if envelope else ""
@@ -198,8 +212,19 @@ class RequestServer:
         return self._handlers[request.op](pending)
 
     def _propose(self, pending: Pending) -> bool:
+        if self._raft.role is not Role.LEADER:
+            # The leader judges a write (its quota, its state): a follower only forwards.
+            return self.forward(pending, self._raft.leader_id)
+        self._before_write()
         try:
-            term, index = self._raft.propose(self._machine.command(pending.request))
+            data = self._machine.command(pending.request)
+        except Refused as exc:
+            if exc.alarm is not None:
+                self._raise_alarm(exc.alarm)
+            self.reply_error(pending.reply_to, exc.code, exc.message)
+            return True
+        try:
+            term, index = self._raft.propose(data)
         except NotLeader as exc:
             return self.forward(pending, exc.leader_hint)
         except ProposalDropped:
@@ -223,7 +248,8 @@ class RequestServer:
         self.pending.add("writes", index, pending)
 
     def _read(self, pending: Pending) -> bool:
-        if pending.request.fields.get("consistency") == "serializable":
+        fields = pending.request.fields
+        if fields.get("consistency") == "serializable" or fields.get("serializable"):
             self._answer_read(pending)  # served locally; may be stale by design
             return True
         context = self.take_id()
@@ -310,8 +336,7 @@ class RequestServer:
     def _answer_read(self, pending: Pending) -> None:
         request = pending.request
         fields = self._machine.read(request)
-        body = encode_reply(op=request.op, leader=self._raft.leader_id, **fields)
-        self.send_reply(pending.reply_to, body)
+        self.send_reply(pending.reply_to, self._encode(request.op, fields, self._raft.leader_id))
 
     def expire(self, now: float) -> None:
         """Answer every request whose deadline has passed."""
@@ -347,8 +372,17 @@ class RequestServer:
         if "leader" in fields:
             body = encode_reply(op=op, **fields)
         else:
-            body = encode_reply(op=op, leader=leader or self._raft.leader_id, **fields)
+            body = self._encode(op, fields, leader or self._raft.leader_id)
         self.send_reply(pending.reply_to, body)
+
+    def _encode(self, op: str, fields: Mapping[str, Any], leader: str | None) -> bytes:
+        """A reply from the machine's fields: its `revision` becomes the `header`."""
+        revision = fields.get("revision")
+        if revision is None:
+            return encode_reply(op=op, leader=leader, **fields)
+        header = {"revision": revision, "raft_term": self._raft.term, "member": self._id}
+        rest = {name: value for name, value in fields.items() if name != "revision"}
+        return encode_reply(op=op, leader=leader, header=header, **rest)
 
     def reply_error(self, reply_to: ReplyTo, code: str, message: str) -> None:
         """Answer with error `code`."""

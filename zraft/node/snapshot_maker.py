@@ -113,6 +113,7 @@ class SnapshotMaker:
         began = self._clock()
         header = {
             **(extra_header or {}),
+            **view.header,
             "applied_index": view.applied_index,
             "sessions": view.sessions,
         }

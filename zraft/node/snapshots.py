@@ -39,7 +39,9 @@ MAX_SNAPSHOT_TRANSFER_BYTES = 64 << 30  # a follower refuses a bigger incoming s
 def view_of(loaded: LoadedSnapshot) -> SnapshotView:
     """The state machine's state as a snapshot file holds it."""
     header = loaded.header
-    return SnapshotView(header.get("applied_index"), loaded.pairs, header.get("sessions"))
+    return SnapshotView(
+        header.get("applied_index"), loaded.pairs, header.get("sessions"), dict(header)
+    )
 
 
 def restore_state(

@@ -27,7 +27,7 @@ Rules it keeps:
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_MAX_SESSIONS = 10_000
@@ -330,12 +330,14 @@ class SnapshotView:
     """The state machine's whole state at `applied_index`, as a snapshot holds it.
 
     `sessions` is ``[[client, seq, [ok, index, value, found, error, message]], ...]``,
-    least recently used first.
+    least recently used first (`zraft.state.machine` keeps its own shape and `header`).
     """
 
     applied_index: int
     data: dict[bytes, bytes]
     sessions: list[Any]
+    header: dict[str, Any] = field(default_factory=dict)
+    """What the state's model adds to a snapshot's header (empty for this module's)."""
 
 
 def _result_to_list(result: Result) -> list[Any]:

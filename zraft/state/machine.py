@@ -7,25 +7,95 @@ command *means*, and how it is encoded in the log, is the machine's alone (hashi
 FSM): the node never encodes or decodes a command itself.
 
 Rules it keeps: `apply` is deterministic (same entries, same state and replies on every
-replica: `zraft.state.kv` holds the rules); entries arrive in index order, every one of
-them (a NOOP or CONFIG entry only advances the applied index). Replies come back as the
-fields of a client reply (`zraft.wire.client.encode_reply`'s keywords), so the node adds
-only what it knows (the leader). This module must not do I/O or know about sockets.
+replica); entries arrive in index order, every one of them (a NOOP or CONFIG entry only
+advances the applied index). Replies come back as the fields of a client reply
+(`zraft.wire.client.encode_reply`'s keywords) plus `revision`, which the node turns into
+the reply's `header`. This module must not do I/O or know about sockets.
+
+Two store models, and the upgrade between them
+-----------------------------------------------
+The first release kept a plain dictionary (`zraft.state.kv`, "legacy"); this one keeps
+revisions and history (`zraft.state.mvcc`, "mvcc"). Revisions must be a function of the
+log, so the switch is an entry of the log: a leader of this release whose applied state
+is still legacy proposes a *model entry* (`zraft.wire.entries.ModelUpgrade`) once every
+member runs this release (`zraft.node` decides when). Until it is applied the store keeps
+the legacy semantics, and serves only the first release's ops (`put`, `delete`, `cas`,
+`get`); when it is applied, every replica converts the same dictionary the same way:
+every key gets `create_revision = mod_revision = 2`, version 1, the store revision 2 and
+the compact revision 2 (no history from before); an empty store starts at revision 1.
+A second model entry changes nothing. A brand-new node starts legacy too, so it replays
+an old log exactly as its first release did; a new cluster's first leader writes the
+model entry before any client write.
+
+Snapshots say which model they hold (`model` in their header: absent = legacy) and are
+written in the first release's file format while the store is legacy.
+
+The space quota
+---------------
+`quota_bytes` bounds the store's accounted size (`MVCCStore.size_bytes`: keys, values and
+history). A leader refuses a write that may grow the store past it (`command` raises
+`Refused` with `alarm = "nospace"`) and writes an alarm entry, so every replica raises
+the `nospace` alarm at the same point. While it is raised, every write that may grow the
+store is answered `no_space` when applied (deletes, compaction and reads still work);
+`alarm_disarm` lowers it (the leader raises it again at the next write if the store is
+still full). The quota is each node's own config; what replicas apply depends only on
+the log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from zraft.core.types import Entry, EntryKind
+from zraft.state import execute
 from zraft.state.kv import Cas, Command, Delete, KVStore, Op, Put, Result, SnapshotView
+from zraft.state.mvcc import RECORD_OVERHEAD, KeyValue, MVCCStore
+from zraft.state.sessions import DEFAULT_MAX_SESSIONS, SessionTable
+from zraft.state.txn import DEFAULT_MAX_TXN_OPS, TxnRefused
 from zraft.wire.client import Request
-from zraft.wire.entries import decode_command, encode_command
+from zraft.wire.entries import (
+    ALARMS,
+    AlarmRaised,
+    ModelUpgrade,
+    decode_entry,
+    encode_alarm,
+    encode_upgrade,
+    encode_write,
+)
+from zraft.wire.records import pack_records, unpack_records
 
 ReplyFields = Mapping[str, Any]
 """Keyword arguments of `encode_reply` (`ok`, `value`, `found`, `error`, `message`,
-`index`, `extra`) without `leader`, which the node adds."""
+`index`, `extra`) without `leader`, which the node adds; plus `revision`, which it turns
+into the reply's `header`."""
+
+MODEL = "mvcc"
+"""The store model of this release."""
+
+STATE_FORMAT = 2
+"""Version of the state inside a snapshot (1: the legacy dictionary, no `model`)."""
+
+LEGACY_OPS = frozenset({"put", "delete", "cas", "get"})
+"""What a store still in the legacy model serves (the first release's ops)."""
+
+UPGRADE_REVISION = 2
+"""The revision every key of a converted legacy store carries."""
+
+
+NOSPACE = "nospace"
+"""The alarm of an exhausted space quota."""
+
+
+class Refused(Exception):
+    """A request the machine will not propose; `code` and `message` are the reply's, and
+    `alarm` one the cluster should raise (the leader proposes it)."""
+
+    def __init__(self, code: str, message: str, alarm: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.alarm = alarm
 
 
 class StateMachine(Protocol):
@@ -42,7 +112,11 @@ class StateMachine(Protocol):
         ...
 
     def command(self, request: Request) -> bytes:
-        """The log entry data that carries write `request` (its session included)."""
+        """The log entry data that carries write `request` (its session included).
+
+        Raises:
+            Refused: the request must be answered with an error instead.
+        """
         ...
 
     def apply(self, entry: Entry) -> ReplyFields | None:
@@ -63,7 +137,7 @@ class StateMachine(Protocol):
 
 
 def result_fields(result: Result) -> ReplyFields:
-    """The reply fields of a kv write's `Result`."""
+    """The reply fields of a legacy write's `Result`."""
     return {
         "ok": result.ok,
         "value": result.value,
@@ -74,8 +148,8 @@ def result_fields(result: Result) -> ReplyFields:
 
 
 def write_reply_fields(command: Command, result: Result) -> ReplyFields:
-    """The reply fields of applying `command`: a delete also says how many keys it
-    deleted (`deleted`: 0 or 1), so a client can tell a delete of nothing."""
+    """The reply fields of applying a legacy `command`: a delete also says how many keys
+    it deleted (`deleted`: 0 or 1), so a client can tell a delete of nothing."""
     fields = result_fields(result)
     if result.ok and isinstance(command.op, Delete):
         return {**fields, "extra": {"deleted": 1 if result.found else 0}}
@@ -97,59 +171,307 @@ def _op_of(request: Request) -> Op:
 
 
 class KVMachine:
-    """The key-value store behind the `StateMachine` protocol.
+    """The key-value store behind the `StateMachine` protocol (see the module doc).
 
     Args:
-        store: the store to drive (a new one by default).
+        max_sessions: the session table's bound (equal on every replica).
+        model: None to start legacy (a node: the log decides), or `MODEL` to start
+            with the multi-version store at once (tests and tools).
+        max_txn_ops: the longest transaction branch this node proposes.
+        quota_bytes: the space quota this node enforces as leader (0: none).
     """
 
-    commands = frozenset({"put", "delete", "cas"})
-    reads = frozenset({"get"})
+    commands = frozenset({"put", "delete", "delete_range", "cas", "txn", "compact", "alarm_disarm"})
+    reads = frozenset({"get", "range", "alarm_list"})
 
-    def __init__(self, store: KVStore | None = None) -> None:
-        self.store = store if store is not None else KVStore()
+    def __init__(
+        self,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        *,
+        model: str | None = None,
+        max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
+        quota_bytes: int = 0,
+    ) -> None:
+        if model not in (None, MODEL):
+            raise ValueError(f"unknown store model {model!r}")
+        self._max_sessions = max_sessions
+        self._max_txn_ops = max_txn_ops
+        self._quota = quota_bytes
+        self.alarms: set[str] = set()
+        """The alarms raised (replicated: raised and lowered by log entries)."""
+        self._legacy: KVStore | None = KVStore(max_sessions) if model is None else None
+        self.store = MVCCStore()
+        self._sessions = SessionTable(max_sessions)
+        self._applied = 0
+
+    # --- what it holds ----------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        """`legacy` until the model entry is applied, then `mvcc`."""
+        return "legacy" if self._legacy is not None else MODEL
 
     @property
     def applied_index(self) -> int:
         """The index of the last entry applied (0 before any)."""
-        return self.store.applied_index
+        return self._legacy.applied_index if self._legacy is not None else self._applied
+
+    @property
+    def revision(self) -> int | None:
+        """The store's revision (None while legacy)."""
+        return None if self._legacy is not None else self.store.revision
+
+    def value(self, key: bytes) -> bytes | None:
+        """The current value of `key` (either model), or None."""
+        if self._legacy is not None:
+            return self._legacy.get(key)
+        kv = self.store.get(key)
+        return None if kv is None else kv.value
+
+    def status(self) -> dict[str, Any]:
+        """What `status` reports about the store: its model, revisions, size and alarms."""
+        if self._legacy is not None:
+            return {"model": "legacy", "keys": len(self._legacy)}
+        store = self.store
+        return {
+            "model": MODEL,
+            "keys": len(store),
+            "revision": store.revision,
+            "compact_revision": store.compact_revision,
+            "store_bytes": store.size_bytes,
+            "alarms": sorted(self.alarms),
+        }
+
+    def key_count(self) -> int:
+        """How many keys exist now."""
+        return len(self._legacy) if self._legacy is not None else len(self.store)
+
+    # --- proposing --------------------------------------------------------------------
 
     @staticmethod
     def command_of(request: Request) -> Command:
-        """The kv command of write `request`.
+        """The legacy kv command of a put, delete or cas `request`.
 
         Raises:
-            ValueError: `request` is not one of `commands` (a node bug).
+            ValueError: `request` is not one of them (a node bug).
         """
         fields = request.fields
         return Command(_op_of(request), fields.get("client"), fields.get("seq"))
 
     def command(self, request: Request) -> bytes:
-        """The log entry data that carries write `request`."""
-        return encode_command(self.command_of(request))
-
-    def apply(self, entry: Entry) -> ReplyFields | None:
-        """Apply `entry`: a NORMAL entry's command, or just its index for the others.
+        """The log entry data that carries write `request`.
 
         Raises:
-            DecodeError: a NORMAL entry whose data is not a command (a corrupt log that
-                passed its CRC, or a bug: the node stops).
+            Refused: the store is still legacy and the op or option is new, or a
+                transaction is refused (`too_many_ops`, `bad_request`).
         """
+        if self._legacy is not None and (
+            request.op not in LEGACY_OPS or request.fields.get("prev_kv")
+        ):
+            raise Refused("unavailable", _UPGRADING)
+        try:
+            execute.check(request.op, request.fields, self._max_txn_ops)
+        except TxnRefused as exc:
+            raise Refused(exc.code, str(exc)) from exc
+        data = encode_write(request)
+        puts = execute.puts_in(request.op, request.fields)
+        if self._legacy is None and puts:
+            size = self.store.size_bytes
+            if NOSPACE in self.alarms:
+                raise Refused("no_space", _no_space(size))
+            if self._quota and size + len(data) + puts * RECORD_OVERHEAD > self._quota:
+                message = (
+                    f"the space quota is exhausted: the store holds {size} bytes of "
+                    f"quota_bytes {self._quota}; the nospace alarm is raised. {_FREE_SPACE}"
+                )
+                raise Refused("no_space", message, alarm=NOSPACE)
+        return data
+
+    @staticmethod
+    def alarm_command(alarm: str) -> bytes:
+        """The data of the entry that raises `alarm` on every replica."""
+        return encode_alarm(alarm)
+
+    @staticmethod
+    def upgrade_command() -> bytes:
+        """The data of the model entry a leader proposes (see the module doc)."""
+        return encode_upgrade(MODEL)
+
+    # --- applying ---------------------------------------------------------------------
+
+    def apply(self, entry: Entry) -> ReplyFields | None:
+        """Apply `entry`: a NORMAL entry's write or model change, or just its index.
+
+        Raises:
+            DecodeError: a NORMAL entry whose data is not a command of this release (a
+                corrupt log that passed its CRC, a newer release's entry, or a bug: the
+                node stops).
+            ValueError: `entry.index` is not the next one, or a new op precedes the
+                model entry (a bug: the node stops).
+        """
+        index = entry.index
         if entry.kind is not EntryKind.NORMAL:
-            self.store.skip(entry.index)
+            self._advance(index)
             return None
-        command = decode_command(entry.data)
-        return write_reply_fields(command, self.store.apply(entry.index, command))
+        logged = decode_entry(entry.data)
+        if isinstance(logged, ModelUpgrade):
+            self._advance(index)
+            self._upgrade()
+            return None
+        if isinstance(logged, AlarmRaised):
+            self._advance(index)
+            if self._legacy is None:
+                self.alarms.add(logged.alarm)
+            return None
+        request, client, seq = logged.request, logged.client, logged.seq
+        if self._legacy is not None:
+            if request.op not in LEGACY_OPS:
+                raise ValueError(f"op {request.op!r} logged before the store was upgraded")
+            command = Command(_op_of(request), client, seq)
+            return write_reply_fields(command, self._legacy.apply(index, command))
+        self._advance(index)
+        if client is not None and seq is not None:
+            answered = self._sessions.answered(client, seq)
+            if answered is not None:
+                return answered
+        reply = self._write(request, index)
+        if client is not None and seq is not None:
+            self._sessions.remember(client, seq, reply)
+        return reply
+
+    def _write(self, request: Request, index: int) -> ReplyFields:
+        op, store = request.op, self.store
+        if op == "alarm_disarm":
+            self.alarms.clear()
+            return {"ok": True, "revision": store.revision, "index": index, "extra": {"alarms": []}}
+        if NOSPACE in self.alarms and execute.puts_in(op, request.fields):
+            message = _no_space(store.size_bytes)
+            return {"ok": False, "error": "no_space", "message": message, "index": index}
+        return execute.write(store, op, request.fields, index)
+
+    def _advance(self, index: int) -> None:
+        if self._legacy is not None:
+            self._legacy.skip(index)
+            return
+        if index <= self._applied:
+            raise ValueError(
+                f"apply out of order: index {index} is not above applied index {self._applied}"
+            )
+        self._applied = index
+
+    def _upgrade(self) -> None:
+        legacy = self._legacy
+        if legacy is None:
+            return  # a second model entry (two leaders proposed one): nothing to do
+        view = legacy.snapshot_view()
+        store = MVCCStore()
+        if view.data:
+            change = store.write()
+            for key in sorted(view.data):
+                change.put(key, view.data[key])
+            store.compact(change.finish())
+        sessions = SessionTable(self._max_sessions)
+        for client, seq, (ok, index, value, found, error, message) in view.sessions:
+            reply = {"ok": ok, "index": index, "value": value, "error": error, "message": message}
+            sessions.remember(client, seq, reply if found is None else {**reply, "found": found})
+        self.store, self._sessions, self._applied = store, sessions, view.applied_index
+        self._legacy = None
+
+    # --- reading ----------------------------------------------------------------------
 
     def read(self, request: Request) -> ReplyFields:
-        """Serve `get`."""
-        value = self.store.get(request.fields["key"])
-        return {"ok": True, "value": value, "found": value is not None}
+        """Serve `get` or `range`."""
+        if self._legacy is not None:
+            if request.op != "get":
+                return {"ok": False, "error": "unavailable", "message": _UPGRADING}
+            value = self._legacy.get(request.fields["key"])
+            return {"ok": True, "value": value, "found": value is not None}
+        if request.op == "range":
+            return execute.read_range(self.store, request.fields)
+        if request.op == "alarm_list":
+            extra = {"alarms": sorted(self.alarms), "size_bytes": self.store.size_bytes}
+            return {"ok": True, "revision": self.store.revision, "extra": extra}
+        return execute.read_get(self.store, request.fields)
+
+    # --- snapshots --------------------------------------------------------------------
 
     def snapshot_view(self) -> SnapshotView:
-        """See `KVStore.snapshot_view`."""
-        return self.store.snapshot_view()
+        """A copy of the state (one shallow dict copy) to write a snapshot from."""
+        if self._legacy is not None:
+            return self._legacy.snapshot_view()
+        store = self.store
+        return SnapshotView(
+            self._applied,
+            _PackedRecords(store.records_view()),  # type: ignore[arg-type]
+            self._sessions.export(),
+            {
+                "model": MODEL,
+                "state_format": STATE_FORMAT,
+                "revision": store.revision,
+                "compact_revision": store.compact_revision,
+                "alarms": sorted(self.alarms),
+            },
+        )
 
     def restore(self, view: SnapshotView) -> None:
-        """See `KVStore.restore_snapshot`."""
-        self.store.restore_snapshot(view)
+        """Replace the whole state with a snapshot's (either model).
+
+        Raises:
+            ValueError: `view` is not a valid state.
+        """
+        header = view.header
+        model = header.get("model")
+        if model is None:
+            legacy = KVStore(self._max_sessions)
+            legacy.restore_snapshot(view)
+            self._legacy = legacy
+            return
+        if model != MODEL or header.get("state_format") != STATE_FORMAT:
+            raise ValueError(f"a snapshot of store model {model!r} this release cannot read")
+        applied = view.applied_index
+        if type(applied) is not int or applied < 0:
+            raise ValueError("applied_index must be an int >= 0")
+        store = MVCCStore.from_records(
+            header.get("revision"),
+            header.get("compact_revision"),
+            ((key, unpack_records(packed)) for key, packed in view.data.items()),
+        )
+        sessions = SessionTable.restore(view.sessions, self._max_sessions)
+        alarms = header.get("alarms", [])
+        if type(alarms) is not list or not set(alarms) <= ALARMS:
+            raise ValueError(f"unknown alarms in a snapshot: {alarms!r}")
+        self.store, self._sessions, self._applied = store, sessions, applied
+        self.alarms = set(alarms)
+        self._legacy = None
+
+
+_FREE_SPACE = (
+    "Free space (delete keys, or compact the history), then lower the alarm with "
+    "`zraft-client alarm disarm`; or raise quota_bytes"
+)
+
+
+def _no_space(size: int) -> str:
+    # Deterministic (a session may keep it): no node-local setting in the text.
+    return f"the nospace alarm is raised (the store holds {size} bytes). {_FREE_SPACE}"
+
+
+_UPGRADING = (
+    "the store still has the previous release's model (no revisions): it is upgraded once "
+    "every member runs this release; until then only put, delete, cas and get are served"
+)
+
+
+class _PackedRecords:
+    """A snapshot's pairs, packed as they are written: key -> msgpack ``[[value, create,
+    mod, version, lease], ...]`` (the key's records, oldest first)."""
+
+    def __init__(self, records: dict[bytes, KeyValue | tuple[KeyValue, ...]]) -> None:
+        self._records = records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        for key, held in self._records.items():
+            yield key, pack_records((held,) if type(held) is KeyValue else held)

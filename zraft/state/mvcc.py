@@ -31,7 +31,7 @@ whole history) so a quota can be enforced by whoever applies writes.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -107,8 +107,12 @@ class MVCCStore:
     def __init__(self) -> None:
         self._revision = 1
         self._compact_revision = 0
-        self._records: dict[bytes, list[KeyValue]] = {}  # key -> records, oldest first
+        # key -> its records, oldest first: a tuple, or the record itself when it is the
+        # only one (most keys: saves a tuple per key). Never mutated in place, so a
+        # shallow copy of the dict is a consistent snapshot (`records_view`).
+        self._records: dict[bytes, KeyValue | tuple[KeyValue, ...]] = {}
         self._keys: SortedList = SortedList()  # every key of `_records`, in byte order
+        self._historied: set[bytes] = set()  # keys with more than a single live record
         self._live = 0  # keys whose newest record is not a tombstone
         self._size = 0
 
@@ -136,9 +140,17 @@ class MVCCStore:
     def get(self, key: bytes) -> KeyValue | None:
         """The current `KeyValue` of `key`, or None."""
         records = self._records.get(key)
-        if records is None or records[-1].is_tombstone:
+        if records is None:
             return None
-        return records[-1]
+        kv = records if type(records) is KeyValue else records[-1]
+        return None if kv.is_tombstone else kv
+
+    def history(self, key: bytes) -> tuple[KeyValue, ...]:
+        """Every record `key` holds, oldest first (empty if none)."""
+        held = self._records.get(key)
+        if held is None:
+            return ()
+        return (held,) if type(held) is KeyValue else held
 
     # --- reading --------------------------------------------------------------------------
 
@@ -203,6 +215,11 @@ class MVCCStore:
     def _at(self, key: bytes, revision: int) -> KeyValue | None:
         """The record of `key` in force at `revision`, unless that is a delete."""
         records = self._records[key]
+        if type(records) is KeyValue:
+            kv = records
+            if kv.mod_revision > revision:
+                return None
+            return None if kv.is_tombstone else kv
         kv = records[-1]
         if kv.mod_revision > revision:  # an old read: search the history
             position = bisect.bisect_right(records, revision, key=_mod_revision)
@@ -218,16 +235,24 @@ class MVCCStore:
         return Write(self)
 
     def _append(self, kv: KeyValue) -> None:
-        records = self._records.get(kv.key)
-        if records is None:
-            records = self._records[kv.key] = []
-            self._keys.add(kv.key)
-        newest = records[-1] if records else None
+        key = kv.key
+        held = self._records.get(key)
+        if held is None:
+            self._keys.add(key)
+            history: tuple[KeyValue, ...] = ()
+        else:
+            history = (held,) if type(held) is KeyValue else held
+        newest = history[-1] if history else None
         if newest is not None and newest.mod_revision == kv.mod_revision:
             # Written again in the same write: the later record replaces the earlier.
-            self._size -= _size(records.pop())
+            self._size -= _size(newest)
+            history = history[:-1]
         was_live = newest is not None and not newest.is_tombstone
-        records.append(kv)
+        if history or kv.is_tombstone:
+            self._records[key] = (*history, kv)
+            self._historied.add(key)
+        else:
+            self._records[key] = kv
         self._live += (not kv.is_tombstone) - was_live
         self._size += _size(kv)
 
@@ -245,8 +270,11 @@ class MVCCStore:
             raise Compacted(revision, self._compact_revision)
         self._check_revision(revision)
         dropped = 0
-        for key in list(self._keys):
+        # Only keys with history can lose records: a key's single live record is the one
+        # in force at any revision since its creation.
+        for key in list(self._historied):
             records = self._records[key]
+            assert type(records) is tuple
             keep = bisect.bisect_right(records, revision, key=_mod_revision) - 1
             if keep >= 0 and records[keep].is_tombstone:
                 keep += 1  # a delete in force at `revision` hides everything before it
@@ -255,10 +283,16 @@ class MVCCStore:
             for old in records[:keep]:
                 self._size -= _size(old)
             dropped += keep
-            del records[:keep]
-            if not records:
+            rest = records[keep:]
+            if not rest:
                 del self._records[key]
                 self._keys.remove(key)
+                self._historied.discard(key)
+            elif len(rest) == 1 and not rest[0].is_tombstone:
+                self._records[key] = rest[0]
+                self._historied.discard(key)
+            else:
+                self._records[key] = rest
         self._compact_revision = revision
         return dropped
 
@@ -276,7 +310,7 @@ class MVCCStore:
                     key,
                     [
                         [r.value, r.create_revision, r.mod_revision, r.version, r.lease]
-                        for r in self._records[key]
+                        for r in self.history(key)
                     ],
                 ]
                 for key in self._keys
@@ -290,21 +324,59 @@ class MVCCStore:
         Raises:
             ValueError: `state` is not a valid export.
         """
-        store = cls()
         try:
-            store._revision = _positive(state["revision"])
-            store._compact_revision = _positive(state["compact_revision"], zero=True)
-            for key, records in state["keys"]:
-                if type(key) is not bytes or not records:
-                    raise ValueError("a key must be bytes with at least one record")
-                for value, create, mod, version, lease in records:
-                    if type(value) is not bytes or not 0 < mod <= store._revision:
-                        raise ValueError(f"bad record of {key!r}")
-                    if store._records.get(key) and store._records[key][-1].mod_revision >= mod:
-                        raise ValueError(f"records of {key!r} out of order")
-                    store._append(KeyValue(key, value, create, mod, version, lease))
+            return cls.from_records(state["revision"], state["compact_revision"], state["keys"])
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not an mvcc export: {exc!r}") from exc
+
+    def records_view(self) -> dict[bytes, KeyValue | tuple[KeyValue, ...]]:
+        """A consistent copy of every key's records for a snapshot (one shallow dict copy:
+        records are immutable; `history` tells what a value stands for)."""
+        return dict(self._records)
+
+    @classmethod
+    def from_records(
+        cls, revision: Any, compact_revision: Any, keys: Iterable[tuple[Any, Any]]
+    ) -> MVCCStore:
+        """A store from its revisions and ``(key, [[value, create, mod, version, lease],
+        ...])`` pairs, records oldest first (`export`'s "keys", or a snapshot's).
+
+        Raises:
+            ValueError: anything is not a valid state.
+        """
+        store = cls()
+        held: dict[bytes, KeyValue | tuple[KeyValue, ...]] = {}
+        try:
+            store._revision = top = _positive(revision)
+            store._compact_revision = _positive(compact_revision, zero=True)
+            for key, records in keys:
+                if type(key) is not bytes or not records or key in held:
+                    raise ValueError("a key must be bytes, once, with at least one record")
+                history = []
+                last_mod = 0
+                for value, create, mod, version, lease in records:
+                    if (
+                        type(value) is not bytes
+                        or type(mod) is not int
+                        or not last_mod < mod <= top
+                    ):
+                        raise ValueError(f"bad or out-of-order record of {key!r}")
+                    if not all(type(n) is int and n >= 0 for n in (create, version, lease)):
+                        raise ValueError(f"bad record of {key!r}")
+                    history.append(KeyValue(key, value, create, mod, version, lease))
+                    last_mod = mod
+                    store._size += len(key) + len(value) + RECORD_OVERHEAD
+                newest = history[-1]
+                if len(history) == 1 and not newest.is_tombstone:
+                    held[key] = newest
+                else:
+                    held[key] = tuple(history)
+                    store._historied.add(key)
+                store._live += not newest.is_tombstone
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not an mvcc state: {exc}") from exc
+        store._records = held
+        store._keys = SortedList(held)  # one sort, not a million inserts
         return store
 
 
@@ -324,7 +396,7 @@ class Write:
         if previous is not None and previous.mod_revision == self.revision:
             # Written before in this very write: etcd refuses that in a transaction; here
             # the later put wins and counts as the same version step.
-            earlier = self._store._records[key]
+            earlier = self._store.history(key)
             previous = earlier[-2] if len(earlier) > 1 and not earlier[-2].is_tombstone else None
         if previous is None:
             kv = KeyValue(key, value, self.revision, self.revision, 1, lease)

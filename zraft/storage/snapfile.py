@@ -7,7 +7,8 @@ the key/value pairs (bytes -> bytes). `snapstore.py` owns the directory they liv
 
 Format (integers little-endian)::
 
-    preamble   8s "ZRAFTSNP", u16 version (1), u32 header length
+    preamble   8s "ZRAFTSNP", u16 version (1, or 2 when the caller's header names a
+               "state_format": a state the first release must not read), u32 header length
     header     msgpack map {"index": int, "term": int, "voters": [str], "learners": [str],
                             "promotable": [str], "header": <caller's dict>, "pairs": int}
                ("promotable", the learners to promote once caught up, may be absent)
@@ -54,7 +55,12 @@ from zraft.storage.fsio import sync_data, sync_dir, write_all
 
 MAGIC = b"ZRAFTSNP"
 END_MAGIC = b"ZRAFTEND"
-VERSION = 1
+VERSION = 2
+"""Written when the caller's header names a `state_format` (a state the first release
+cannot read: its nodes refuse the file instead of misreading its values)."""
+FIRST_VERSION = 1
+"""Written otherwise: the first release's nodes read it."""
+VERSIONS = frozenset({FIRST_VERSION, VERSION})
 
 RECORD_PAIRS = 1024  # pairs per record at most
 RECORD_BYTES = 64 << 10  # a record is closed once its keys and values reach this size
@@ -349,7 +355,8 @@ def encode_preamble(meta: SnapshotMeta, header: Mapping[Any, Any], pair_count: i
         raise ValueError(f"snapshot header is not msgpack-able: {exc}") from exc
     if len(packed) > _MAX_U32:
         raise ValueError(f"snapshot header of {len(packed)} bytes does not fit the format")
-    return _PREAMBLE.pack(MAGIC, VERSION, len(packed)) + packed
+    version = VERSION if "state_format" in header else FIRST_VERSION
+    return _PREAMBLE.pack(MAGIC, version, len(packed)) + packed
 
 
 def load_snapshot(path: Path) -> LoadedSnapshot:
@@ -432,7 +439,7 @@ def _check_preamble(path: Path, view: memoryview) -> int:
     magic, version, header_length = _PREAMBLE.unpack_from(view, 0)
     if magic != MAGIC:
         raise CorruptSnapshotError(str(path), f"bad magic {bytes(magic)!r}: not a snapshot")
-    if version != VERSION:
+    if version not in VERSIONS:
         raise CorruptSnapshotError(str(path), f"unsupported snapshot format version {version}")
     return int(_PREAMBLE.size + header_length)
 

@@ -118,7 +118,7 @@ def write_cluster_config(
     election_timeout_ms: tuple[int, int] = (300, 600),
     request_timeout_ms: int = 3000,
     security_mode: str = "curve",
-    **cluster_options: int,
+    **cluster_options: int | str,
 ) -> Path:
     """Write `directory/cluster.toml` for n nodes on 127.0.0.1 with OS-chosen ports, data
     dirs `directory/data/<id>`, logs `directory/logs/<id>.jsonl` and keys `directory/keys/`
@@ -126,7 +126,7 @@ def write_cluster_config(
 
     Args:
         security_mode: `curve` (keys generated, see `security_lines`) or `none`.
-        cluster_options: more integer `[cluster]` keys, e.g. `max_value_bytes=1024`.
+        cluster_options: more `[cluster]` keys, e.g. `max_value_bytes=1024`.
     """
     directory.mkdir(parents=True, exist_ok=True)
     ports = free_ports(2 * n)
@@ -141,7 +141,7 @@ def write_cluster_config(
         f"request_timeout_ms = {request_timeout_ms}",
         f'log_dir = "{directory / "logs"}"',
         f'security = "{security_mode}"',
-        *(f"{key} = {value}" for key, value in cluster_options.items()),
+        *(f"{key} = {_toml_value(value)}" for key, value in cluster_options.items()),
     ]
     for i, node_id in enumerate(ids):
         lines += [
@@ -514,3 +514,7 @@ class ProcessCluster:
             return f"{node_id}: exited with code {proc.returncode}"
         paused = " (paused)" if node_id in self._paused else ""
         return f"{node_id}: running pid {proc.pid}{paused}"
+
+
+def _toml_value(value: int | str) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value)

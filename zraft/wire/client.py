@@ -21,6 +21,7 @@ from zraft.wire.codec import (
     type_name,
     unpack,
 )
+from zraft.wire.fields import DEFAULT_MAX_TXN_OPS, check_range_shape
 from zraft.wire.ops import FIELDS, OP_ALIASES, OPS, Limits, OpSpec, lookup
 
 DEFAULT_MAX_KEY = 4096
@@ -43,11 +44,15 @@ ERROR_CODES = frozenset(
         "internal",
         "conflict",
         "forbidden",  # the client key's role does not allow the op (ops.role_allows)
+        "compacted",  # a read or compaction below the compact revision (reply: compact_revision)
+        "future_revision",  # a read or compaction above the current revision
+        "too_many_ops",  # a transaction branch longer than max_txn_ops
+        "no_space",  # the space quota's alarm is raised: writes are refused
     }
 )
 """The error codes a reply may carry (DESIGN.md §2)."""
 
-STANDARD_REPLY_KEYS = frozenset({"ok", "value", "found", "error", "leader", "index"})
+STANDARD_REPLY_KEYS = frozenset({"ok", "value", "found", "error", "leader", "index", "header"})
 """Keys every reply may carry; an op's own are declared in its `OpSpec.reply`."""
 
 
@@ -138,11 +143,16 @@ def request_from_map(raw: dict[Any, Any], limits: Limits) -> Request:
     }
     if ("client" in fields) != ("seq" in fields):
         raise DecodeError("fields 'client' and 'seq' must be given together")
+    check_range_shape(fields, f"op {spec.name!r}")
     return Request._validated(spec, fields)
 
 
 def decode_request(
-    buf: bytes, *, max_key: int = DEFAULT_MAX_KEY, max_value: int = DEFAULT_MAX_VALUE
+    buf: bytes,
+    *,
+    max_key: int = DEFAULT_MAX_KEY,
+    max_value: int = DEFAULT_MAX_VALUE,
+    max_ops: int = DEFAULT_MAX_TXN_OPS,
 ) -> Request:
     """Decode and validate a client request frame (DESIGN.md §2).
 
@@ -150,6 +160,7 @@ def decode_request(
         buf: the frame.
         max_key: the longest key accepted, in bytes (after UTF-8 encoding).
         max_value: the longest `value` or `expected` accepted, in bytes.
+        max_ops: the most operations a transaction branch (or compares) may hold.
 
     Returns:
         The request, with the op alias resolved and str keys/values encoded to bytes.
@@ -163,11 +174,12 @@ def decode_request(
     max_frame = max_key + 2 * max_value + REQUEST_OVERHEAD
     if len(buf) > max_frame:
         raise TooLarge(f"request of {len(buf)} bytes exceeds the limit of {max_frame}")
-    # The frame size bounds every string; arrays are never valid in a request.
-    raw = unpack(buf, max_frame, max_frame, 16, 32, unique_keys=True)
+    # The frame size bounds every string; arrays only hold a transaction's compares and
+    # ops (the field parsers name the limit when one is too long).
+    raw = unpack(buf, max_frame, max_frame, max(16, max_ops + 1), 32, unique_keys=True)
     if type(raw) is not dict:
         raise DecodeError(f"a request must be a msgpack map, got {type_name(raw)}")
-    return request_from_map(raw, Limits(max_key, max_value))
+    return request_from_map(raw, Limits(max_key, max_value, max_ops))
 
 
 def encode_request(op: str, **fields: Any) -> bytes:
@@ -201,6 +213,7 @@ def encode_reply(
     index: int | None = None,
     extra: Mapping[str, Any] | None = None,
     op: str | None = None,
+    header: Mapping[str, Any] | None = None,
 ) -> bytes:
     """Encode a reply map (DESIGN.md §2).
 
@@ -216,6 +229,8 @@ def encode_reply(
             with the standard ones and, when `op` is given, must be declared in its
             `OpSpec.reply`.
         op: the op answered, when known: its declaration says which extra keys it has.
+        header: where the answer stands (`revision`, `raft_term`, `member`), for replies
+            that touch the store (omitted when None).
 
     Raises:
         ValueError: an unknown error code, `ok` inconsistent with `error`, or an extra key
@@ -234,6 +249,8 @@ def encode_reply(
     }
     if found is not None:
         reply["found"] = found
+    if header is not None:
+        reply["header"] = header
     if extra:
         clash = STANDARD_REPLY_KEYS.intersection(extra)
         if clash:
@@ -256,7 +273,7 @@ def decode_reply(buf: bytes) -> dict[str, Any]:
         DecodeError: not a map, or the checks above fail.
     """
     limit = len(buf) if type(buf) is bytes else 0
-    reply = unpack(buf, limit, limit, 1 << 16, 1 << 12)
+    reply = unpack(buf, limit, limit, limit, limit)  # the frame bounds every part
     if type(reply) is not dict:
         raise DecodeError(f"a reply must be a msgpack map, got {type_name(reply)}")
     if type(reply.get("ok")) is not bool:

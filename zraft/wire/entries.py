@@ -6,21 +6,45 @@ one wrote. So an opcode, once used, keeps its layout forever; a new command gets
 opcode. Only the state machine (`zraft.state.machine`) calls this module: the node moves
 entry bytes without knowing what they mean.
 
-Format: a msgpack array ``[opcode, client, seq, key, ...]`` with
-``put -> [0, c, s, key, value]``, ``delete -> [1, c, s, key]``,
-``cas -> [2, c, s, key, expected, value]`` (`client`/`seq` nil without a session).
+Format: a msgpack array ``[opcode, client, seq, ...]`` (`client`/`seq` nil without a
+session):
+
+- ``0 put -> [0, c, s, key, value]``, ``1 delete -> [1, c, s, key]``,
+  ``2 cas -> [2, c, s, key, expected, value]``: the first release's three commands, still
+  written for a plain put, delete and cas (the shortest form, and one a node of the
+  previous release can apply during a rolling upgrade);
+- ``3 request -> [3, c, s, op, fields]``: any other write, as its op name and validated
+  request fields (`zraft.wire.ops`), checked again against the op table when decoded;
+- ``4 model -> [4, nil, nil, model]``: from here on the store is `model` ("mvcc": the
+  revisions of `zraft.state.mvcc`); see `zraft.state.machine` for the upgrade;
+- ``5 alarm -> [5, nil, nil, alarm]``: the cluster raises `alarm` ("nospace": the space
+  quota is exhausted); a leader writes it, `alarm_disarm` (opcode 3) lowers it.
+
+`decode_entry` reads them all; `encode_command`/`decode_command` are the first release's
+codec of opcodes 0-2 (`zraft.state.kv` commands), kept for the legacy store.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from zraft.state.kv import Cas, Command, Delete, Put
+from zraft.wire.client import Request, request_from_map
 from zraft.wire.codec import MAX_CLIENT_ID_LEN, DecodeError, describe, packb, short_str, unpack
 from zraft.wire.codec import blob as _bytes
 from zraft.wire.codec import uint as _uint
+from zraft.wire.fields import SESSION_FIELDS, Limits
+from zraft.wire.ops import OPS
 
 _MAX_BIN = 1 << 26  # a command's key and values are far below this (max_value_bytes)
 
-_OP_PUT, _OP_DELETE, _OP_CAS = 0, 1, 2
+_OP_PUT, _OP_DELETE, _OP_CAS, _OP_REQUEST, _OP_MODEL, _OP_ALARM = 0, 1, 2, 3, 4, 5
+_LOG_LIMITS = Limits(_MAX_BIN, _MAX_BIN, 1 << 16)  # the leader checked its own limits
+MODELS = frozenset({"mvcc"})
+"""The store models a model entry may name."""
+ALARMS = frozenset({"nospace"})
+"""The alarms an alarm entry may raise."""
 
 
 def encode_command(cmd: Command) -> bytes:
@@ -41,28 +65,129 @@ def encode_command(cmd: Command) -> bytes:
 
 
 _COMMAND_ARITY = {_OP_PUT: 5, _OP_DELETE: 4, _OP_CAS: 6}
+_ENTRY_ARITY = {**_COMMAND_ARITY, _OP_REQUEST: 5, _OP_MODEL: 4, _OP_ALARM: 4}
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedWrite:
+    """A client write as a log entry carries it: the request (op and fields, without the
+    session) and its session."""
+
+    request: Request
+    client: str | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUpgrade:
+    """The entry after which the store is `model` (see `zraft.state.machine`)."""
+
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRaised:
+    """The entry that raises `alarm` on every replica."""
+
+    alarm: str
+
+
+def encode_write(request: Request) -> bytes:
+    """The data of the NORMAL entry that carries write `request` (its session included):
+    the first release's form for a plain put, delete or cas, opcode 3 for the rest."""
+    fields = request.fields
+    client, seq = fields.get("client"), fields.get("seq")
+    op = request.op
+    if op == "put" and not fields.get("prev_kv"):
+        return packb([_OP_PUT, client, seq, fields["key"], fields["value"]])
+    if op == "delete" and not fields.get("prev_kv"):
+        return packb([_OP_DELETE, client, seq, fields["key"]])
+    if op == "cas":
+        return packb([_OP_CAS, client, seq, fields["key"], fields["expected"], fields["value"]])
+    plain = {name: value for name, value in fields.items() if name not in SESSION_FIELDS}
+    return packb([_OP_REQUEST, client, seq, op, plain])
+
+
+def encode_upgrade(model: str) -> bytes:
+    """The data of the entry that moves the store to `model`."""
+    return packb([_OP_MODEL, None, None, model])
+
+
+def encode_alarm(alarm: str) -> bytes:
+    """The data of the entry that raises `alarm`."""
+    return packb([_OP_ALARM, None, None, alarm])
+
+
+def decode_entry(data: bytes) -> LoggedWrite | ModelUpgrade | AlarmRaised:
+    """Decode and validate the data of any NORMAL log entry.
+
+    Raises:
+        DecodeError: `data` is not a valid entry (an op unknown to this release too).
+    """
+    raw = _unpack_entry(data, _ENTRY_ARITY)
+    opcode, client, seq = raw[0], raw[1], raw[2]
+    if opcode == _OP_MODEL:
+        if client is not None or seq is not None or raw[3] not in MODELS:
+            raise DecodeError(f"unknown store model {describe(raw[3])}")
+        return ModelUpgrade(raw[3])
+    if opcode == _OP_ALARM:
+        if client is not None or seq is not None or raw[3] not in ALARMS:
+            raise DecodeError(f"unknown alarm {describe(raw[3])}")
+        return AlarmRaised(raw[3])
+    if opcode == _OP_REQUEST:
+        op, fields = raw[3], raw[4]
+        if type(op) is not str or type(fields) is not dict or "op" in fields:
+            raise DecodeError("a request entry needs an op name and a field map")
+        if SESSION_FIELDS.intersection(fields):
+            raise DecodeError("a request entry carries its session outside its fields")
+        request = request_from_map({"op": op, **fields}, _LOG_LIMITS)
+        if request.spec.route != "log":
+            raise DecodeError(f"op {op!r} is not a write")
+        return LoggedWrite(request, client, seq)
+    # The first release's layouts: the hot path of every plain write, so built directly.
+    key = _bytes(raw[3], "command.key")
+    if opcode == _OP_PUT:
+        fields: dict[str, Any] = {"key": key, "value": _bytes(raw[4], "command.value")}
+    elif opcode == _OP_DELETE:
+        fields = {"key": key}
+    else:
+        expected = None if raw[4] is None else _bytes(raw[4], "command.expected")
+        fields = {"key": key, "expected": expected, "value": _bytes(raw[5], "command.value")}
+    return LoggedWrite(Request._validated(_LEGACY_SPECS[opcode], fields), client, seq)
+
+
+_LEGACY_SPECS = {_OP_PUT: OPS["put"], _OP_DELETE: OPS["delete"], _OP_CAS: OPS["cas"]}
 
 
 def decode_command(data: bytes) -> Command:
-    """Decode and validate the data of a NORMAL log entry.
+    """Decode and validate a first-release command (opcodes 0-2).
 
     Raises:
-        DecodeError: `data` is not a valid command.
+        DecodeError: `data` is not a valid command of that release.
     """
-    raw = unpack(data, _MAX_BIN, MAX_CLIENT_ID_LEN * 4, 8, 0)
+    return _legacy_command(_unpack_entry(data, _COMMAND_ARITY))
+
+
+def _unpack_entry(data: bytes, arity: dict[int, int]) -> list[Any]:
+    raw = unpack(data, _MAX_BIN, _MAX_BIN, 1 << 16, 1 << 10)
     if type(raw) is not list or not raw:
         raise DecodeError("a command must be a non-empty array")
     opcode = raw[0]
-    if type(opcode) is not int or opcode not in _COMMAND_ARITY:
+    if type(opcode) is not int or opcode not in arity:
         raise DecodeError(f"unknown command opcode {describe(opcode)}")
-    if len(raw) != _COMMAND_ARITY[opcode]:
-        raise DecodeError(f"command {opcode}: expected {_COMMAND_ARITY[opcode]} elements")
+    if len(raw) != arity[opcode]:
+        raise DecodeError(f"command {opcode}: expected {arity[opcode]} elements")
     client, seq = raw[1], raw[2]
     if (client is None) != (seq is None):
         raise DecodeError("command: client and seq must be given together")
     if client is not None:
         short_str(client, "client", MAX_CLIENT_ID_LEN)
         _uint(seq, "command.seq")
+    return raw
+
+
+def _legacy_command(raw: list[Any]) -> Command:
+    opcode, client, seq = raw[0], raw[1], raw[2]
     key = _bytes(raw[3], "command.key")
     if opcode == _OP_PUT:
         return Command(Put(key, _bytes(raw[4], "command.value")), client, seq)

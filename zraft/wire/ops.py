@@ -24,28 +24,23 @@ This module must not know how an op is served: only what it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
-from zraft.wire.codec import (
-    MAX_CLIENT_ID_LEN,
-    MAX_NODE_ID_LEN,
-    DecodeError,
-    TooLarge,
-    short_str,
-    type_name,
+# The fields live in their own module; callers look them up here, with the ops.
+from zraft.wire.fields import (
+    CONSISTENCY_LEVELS,
+    DEFAULT_MAX_TXN_OPS,
+    FIELDS,
+    MAX_ENDPOINT_LEN,
+    SESSION_FIELDS,
+    FieldSpec,
+    Limits,
 )
-
-MAX_ENDPOINT_LEN = 256
-"""Longest endpoint string (`peer`, `client_endpoint`) in a request."""
 
 ROLES = ("read", "write", "admin")
 """Client roles, each allowed everything the previous one is."""
-
-CONSISTENCY_LEVELS = frozenset({"linearizable", "serializable"})
-"""Accepted values of a get's `consistency` field."""
 
 
 class Route(StrEnum):
@@ -78,23 +73,6 @@ class Retry(StrEnum):
     happened (`unavailable`, `not_leader`, never sent); a lost reply is reported as such."""
     NEVER = "never"
     """One attempt at the node addressed, whatever happens."""
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Size limits of one cluster (`max_key_bytes`, `max_value_bytes`)."""
-
-    max_key: int
-    max_value: int
-
-
-@dataclass(frozen=True, slots=True)
-class FieldSpec:
-    """One request field: how to validate it, and what it means (for the docs)."""
-
-    parse: Callable[[Any, Limits], Any]
-    doc: str
-    default: Any = None  # what a request without the field means
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,89 +111,6 @@ class OpSpec:
         return self.retry is Retry.SESSION
 
 
-# --- field parsers ----------------------------------------------------------------------
-
-
-def _blob(value: Any, name: str, limit: int, *, nullable: bool = False) -> bytes | None:
-    if value is None and nullable:
-        return None
-    if type(value) is str:
-        value = value.encode("utf-8")
-    elif type(value) is not bytes:
-        kinds = "bytes, str or nil" if nullable else "bytes or str"
-        raise DecodeError(f"field {name!r} must be {kinds}, got {type_name(value)}")
-    if len(value) > limit:
-        raise TooLarge(f"field {name!r} is {len(value)} bytes, the limit is {limit}")
-    return value
-
-
-def _key(value: Any, limits: Limits) -> bytes:
-    key = _blob(value, "key", limits.max_key)
-    if not key:
-        raise DecodeError("field 'key' must not be empty")
-    return key
-
-
-def _seq(value: Any, limits: Limits) -> int:
-    if type(value) is not int or value < 0:
-        raise DecodeError(f"field 'seq' must be an int >= 0, got {type_name(value)}")
-    return value
-
-
-def _consistency(value: Any, limits: Limits) -> str:
-    if type(value) is not str or value not in CONSISTENCY_LEVELS:
-        raise DecodeError(
-            f"field 'consistency' must be one of: {', '.join(sorted(CONSISTENCY_LEVELS))}"
-        )
-    return value
-
-
-def _flag(name: str) -> Callable[[Any, Limits], bool]:
-    def parse(value: Any, limits: Limits) -> bool:
-        if type(value) is not bool:
-            raise DecodeError(f"field {name!r} must be a bool, got {type_name(value)}")
-        return value
-
-    return parse
-
-
-def _text(name: str, limit: int) -> Callable[[Any, Limits], str]:
-    return lambda value, limits: short_str(value, name, limit)
-
-
-FIELDS: Mapping[str, FieldSpec] = {
-    "key": FieldSpec(_key, "bytes or UTF-8 str, not empty; at most `max_key_bytes`"),
-    "value": FieldSpec(
-        lambda v, limits: _blob(v, "value", limits.max_value),
-        "bytes or UTF-8 str; at most `max_value_bytes`",
-    ),
-    "expected": FieldSpec(
-        lambda v, limits: _blob(v, "expected", limits.max_value, nullable=True),
-        "`cas`: the value that must be current; nil = the key must be absent",
-    ),
-    "client": FieldSpec(
-        _text("client", MAX_CLIENT_ID_LEN), "session id (with `seq`): exactly-once writes"
-    ),
-    "seq": FieldSpec(_seq, "the session's sequence number of this write, an int >= 0"),
-    "consistency": FieldSpec(
-        _consistency, "`linearizable` (default) or `serializable`", "linearizable"
-    ),
-    "id": FieldSpec(_text("id", MAX_NODE_ID_LEN), "the member an admin op is about"),
-    "peer": FieldSpec(_text("peer", MAX_ENDPOINT_LEN), "the new node's peer endpoint"),
-    "client_endpoint": FieldSpec(
-        _text("client_endpoint", MAX_ENDPOINT_LEN), "the new node's client endpoint"
-    ),
-    "public_key": FieldSpec(
-        _text("public_key", MAX_ENDPOINT_LEN), "the new node's Z85 public key (CURVE on)"
-    ),
-    "learner": FieldSpec(_flag("learner"), "true: stay a learner until promoted by hand", False),
-}
-"""Every request field an op may declare, with its validation."""
-
-SESSION_FIELDS = frozenset({"client", "seq"})
-"""Accepted by every op (a client library may send them on every request); they only
-mean something for ops with `Retry.SESSION`."""
-
 _MEMBER_REPLY = ("members", "config_index")
 
 
@@ -231,7 +126,16 @@ def _declare(*specs: OpSpec) -> Mapping[str, OpSpec]:
 
 OPS: Mapping[str, OpSpec] = _declare(
     # --- the key-value store --------------------------------------------------------------
-    OpSpec("put", "set `key` to `value`", "write", Route.LOG, Retry.SESSION, ("key", "value")),
+    OpSpec(
+        "put",
+        "set `key` to `value`",
+        "write",
+        Route.LOG,
+        Retry.SESSION,
+        ("key", "value"),
+        ("prev_kv",),
+        reply=("prev_kv",),
+    ),
     OpSpec(
         "delete",
         "remove `key` (succeeds when absent)",
@@ -239,8 +143,19 @@ OPS: Mapping[str, OpSpec] = _declare(
         Route.LOG,
         Retry.SESSION,
         ("key",),
-        reply=("deleted",),
+        ("prev_kv",),
+        reply=("deleted", "prev_kvs"),
         aliases=("del",),
+    ),
+    OpSpec(
+        "delete_range",
+        "remove every key of a range; says how many",
+        "write",
+        Route.LOG,
+        Retry.SESSION,
+        ("key",),
+        ("range_end", "prefix", "prev_kv"),
+        reply=("deleted", "prev_kvs"),
     ),
     OpSpec(
         "cas",
@@ -260,6 +175,62 @@ OPS: Mapping[str, OpSpec] = _declare(
         ("key",),
         ("consistency",),
         reply=("found",),
+    ),
+    OpSpec(
+        "range",
+        "the keys of a range, at one revision",
+        "read",
+        Route.READ,
+        Retry.ALWAYS,
+        ("key",),
+        (
+            "range_end",
+            "prefix",
+            "limit",
+            "sort_order",
+            "sort_target",
+            "keys_only",
+            "count_only",
+            "revision",
+            "serializable",
+            "consistency",
+        ),
+        reply=("kvs", "more", "count", "compact_revision"),
+    ),
+    OpSpec(
+        "txn",
+        "if every `compare` holds run `success`, else `failure`; atomically, one revision",
+        "write",
+        Route.LOG,
+        Retry.SESSION,
+        (),
+        ("compare", "success", "failure"),
+        reply=("succeeded", "responses", "compact_revision"),
+    ),
+    OpSpec(
+        "compact",
+        "forget the history before `revision` (reads below it answer `compacted`)",
+        "write",
+        Route.LOG,
+        Retry.SESSION,
+        ("revision",),
+        reply=("compact_revision",),
+    ),
+    OpSpec(
+        "alarm_list",
+        "the alarms raised (`nospace`: the space quota is exhausted)",
+        "read",
+        Route.READ,
+        Retry.ALWAYS,
+        reply=("alarms", "size_bytes"),
+    ),
+    OpSpec(
+        "alarm_disarm",
+        "lower every alarm (after freeing space; a leader raises it again if still full)",
+        "admin",
+        Route.LOG,
+        Retry.SESSION,
+        reply=("alarms",),
     ),
     # --- the cluster ----------------------------------------------------------------------
     OpSpec(
@@ -340,3 +311,22 @@ def role_allows(role: str, spec: OpSpec) -> bool:
     """Whether a client key with `role` may call `spec`. An unknown role allows nothing."""
     rank = _RANK.get(role)
     return rank is not None and rank >= _RANK[spec.role]
+
+
+__all__ = [
+    "CONSISTENCY_LEVELS",
+    "DEFAULT_MAX_TXN_OPS",
+    "FIELDS",
+    "MAX_ENDPOINT_LEN",
+    "OPS",
+    "OP_ALIASES",
+    "ROLES",
+    "SESSION_FIELDS",
+    "FieldSpec",
+    "Limits",
+    "OpSpec",
+    "Retry",
+    "Route",
+    "lookup",
+    "role_allows",
+]

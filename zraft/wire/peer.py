@@ -19,6 +19,10 @@ Formats (msgpack arrays, packed with ``use_bin_type=True`` so bytes stay bytes):
 - A snapshot travels as ``[V, TAG_SNAPSHOT_CHUNK, src, dst, term, meta, offset, total,
   data]`` frames, each answered by ``[V, TAG_SNAPSHOT_ACK, src, dst, term, index,
   next_offset, ok, reason]``.
+- ``[V, TAG_HELLO, src, dst, features]``: a node tells a peer what its release can do
+  (`features`, a list of names such as ``"mvcc"``): a leader upgrades the store only once
+  every member can read the result. A node of the first release drops it as an unknown
+  tag, which is exactly what "cannot" means.
 
 `decode_peer_frame` accepts all of these but never a bare `SnapshotRequest`: a follower's
 core sees one only once its node has the whole, verified file. `decode_message` accepts
@@ -82,6 +86,9 @@ TAG_SNAPSHOT_CHUNK = 66
 
 TAG_SNAPSHOT_ACK = 67
 """Tag of a `SnapshotAck` frame."""
+
+TAG_HELLO = 68
+"""Tag of a `Hello` frame."""
 
 MAX_REASON_LEN = 512
 """Longest refusal reason in a `SnapshotAck`, in characters."""
@@ -336,7 +343,18 @@ class SnapshotAck:
     reason: str = ""
 
 
-PeerFrame = Message | Forward | ForwardReply | SnapshotChunk | SnapshotAck
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """What the sending node's release can do (see the module doc)."""
+
+    src: str
+    dst: str
+    features: tuple[str, ...]
+
+
+MAX_FEATURES = 32  # most feature names a `Hello` may carry
+
+PeerFrame = Message | Forward | ForwardReply | SnapshotChunk | SnapshotAck | Hello
 """Anything that arrives on the peer channel."""
 
 
@@ -413,6 +431,10 @@ def decode_peer_frame(
         snapshot_frame = _decode_snapshot_frame(frame, tag)
         _check_src(snapshot_frame.src, peers)
         return snapshot_frame
+    if tag == TAG_HELLO:
+        hello = _decode_hello(frame)
+        _check_src(hello.src, peers)
+        return hello
     if tag not in (TAG_FORWARD, TAG_FORWARD_REPLY):
         raise DecodeError(f"unknown message tag {tag}")
     name = "Forward" if tag == TAG_FORWARD else "ForwardReply"
@@ -495,6 +517,27 @@ def encode_snapshot_ack(ack: SnapshotAck) -> bytes:
             ack.reason[:MAX_REASON_LEN],
         ]
     )
+
+
+def _decode_hello(frame: list[Any]) -> Hello:
+    if len(frame) != 5:
+        raise DecodeError(f"Hello: expected 3 fields, got {len(frame) - 2}")
+    features = frame[4]
+    if type(features) is not list or len(features) > MAX_FEATURES:
+        raise DecodeError(f"Hello.features: expected a list of at most {MAX_FEATURES} names")
+    for name in features:
+        if type(name) is not str or not 0 < len(name) <= 64:
+            raise DecodeError("Hello.features: every name must be a str of 1 to 64 chars")
+    return Hello(
+        src=_node_id(frame[2], "Hello.src"),
+        dst=_node_id(frame[3], "Hello.dst"),
+        features=tuple(features),
+    )
+
+
+def encode_hello(hello: Hello) -> bytes:
+    """Encode what a node's release can do, for one peer."""
+    return packb([WIRE_VERSION, TAG_HELLO, hello.src, hello.dst, list(hello.features)])
 
 
 def encode_forward(src: str, request_id: int, request: Request) -> bytes:
