@@ -38,10 +38,23 @@ promotes it right after answering, as a leader does once the learner caught up),
 `config_index`, or `bad_request` for an unknown/duplicate id or the last voter) and
 `transfer_leader` (`transferred_to`; the fake's leader changes at once). Set `conflict`
 to answer the next N changes with `conflict`.
+
+Leases: `lease_grant`, `lease_revoke` and `lease_leases` are the machine's own (a log
+command, a read). The two ops a real leader serves itself are answered here as the
+leader's `LeaseKeeper` does: `lease_keepalive` applies a refresh entry
+(`machine.refresh_command`) and answers `lease`, `ttl` and `remaining` (= `ttl`), or
+`lease_not_found`; `lease_timetolive` answers the granted `ttl`, `remaining` (the TTL
+minus the seconds since the lease's last grant or refresh on this fake's monotonic
+clock, rounded up, never below 0) and, if asked, the attached `keys`. Leases do not
+expire by themselves unless `auto_expire` is set (the server thread then applies an
+expiry entry for each lease past its TTL, as a leader would); `expire(lease_id)` expires
+one now, on the server thread, as an expiry entry naming its last refresh.
 """
 
 from __future__ import annotations
 
+import math
+import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -52,6 +65,7 @@ import zmq
 
 from zraft import wire
 from zraft.core.types import Entry, EntryKind
+from zraft.state.leasing import time_to_live
 from zraft.state.machine import MODEL, KVMachine, Refused, ReplyFields
 from zraft.wire.fields import TooManyOps
 from zraft.wire.ops import Route
@@ -121,6 +135,10 @@ class FakeCluster:
         self.config_index = 0
         self.conflict = 0
         self._snapshot_index: dict[str, int] = {}  # node id -> index of its newest snapshot
+        self.auto_expire = False
+        self._lease_clock: dict[int, float] = {}  # lease -> its last grant or refresh
+        self._expiries: queue.SimpleQueue[tuple[int, threading.Event, list[bool]]]
+        self._expiries = queue.SimpleQueue()
         self._held: list[tuple[float, zmq.Socket[bytes], list[bytes]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="fake-zraft", daemon=True)
@@ -145,6 +163,19 @@ class FakeCluster:
         return [
             (req.op, req.seq, req.client) for _, req in self.requests if req.spec.route is Route.LOG
         ]
+
+    def expire(self, lease_id: int, timeout: float = 5.0) -> bool:
+        """Expire lease `lease_id` now, as a leader's expiry entry would (its keys are
+        deleted), on the server thread; returns whether the lease existed.
+
+        Raises:
+            TimeoutError: the server thread did not get to it within `timeout` seconds.
+        """
+        done, result = threading.Event(), [False]
+        self._expiries.put((lease_id, done, result))
+        if not done.wait(timeout):
+            raise TimeoutError(f"the fake did not expire lease {lease_id} in {timeout} s")
+        return result[0]
 
     def close(self) -> None:
         """Stop the thread (bounded wait) and close every socket."""
@@ -175,6 +206,7 @@ class FakeCluster:
                     except zmq.Again:
                         break
                     self._handle(node, frames)
+            self._expire_leases()
             now = time.monotonic()
             due = [held for held in self._held if held[0] <= now]
             self._held = [held for held in self._held if held[0] > now]
@@ -231,6 +263,8 @@ class FakeCluster:
             return wire.encode_reply(ok=True, leader=self.leader, extra={"snapshot": snapshot})
         if request.op == "members":
             return self._members_reply(node)
+        if request.op in ("lease_keepalive", "lease_timetolive"):
+            return self._lease_op(request)
         if request.spec.route is Route.LEADER:
             return self._change(node, request)
         return wire.encode_reply(ok=False, error="bad_request", message="not supported here")
@@ -243,12 +277,65 @@ class FakeCluster:
             return wire.encode_reply(
                 ok=False, error=exc.code, message=exc.message, leader=self.leader
             )
-        self.index += 1
-        fields = self.machine.apply(Entry(self.term, self.index, EntryKind.NORMAL, data))
+        fields = self._apply(data)
         assert fields is not None  # a write always has a reply
         if fields["ok"] and fields.get("index") == self.index:
             self.applied_writes += 1  # not a duplicate answered from the session
         return self._encode(node, request.op, fields)
+
+    def _apply(self, data: bytes) -> ReplyFields | None:
+        """Apply `data` as the next log entry; restart or stop the lease clocks it asks."""
+        self.index += 1
+        fields = self.machine.apply(Entry(self.term, self.index, EntryKind.NORMAL, data))
+        now = time.monotonic()
+        for event in self.machine.take_lease_events():
+            if event.ttl is None:
+                self._lease_clock.pop(event.lease, None)
+            else:
+                self._lease_clock[event.lease] = now
+        return fields
+
+    def _lease_op(self, request: wire.Request) -> bytes:
+        """`lease_keepalive` or `lease_timetolive`, as a leader's `LeaseKeeper` answers."""
+        lease_id = request.get("lease")
+        lease = self.machine.leases.get(lease_id)
+        if lease is None:
+            message = f"lease {lease_id} does not exist (expired or revoked?)"
+            return wire.encode_reply(
+                ok=False, error="lease_not_found", message=message, leader=self.leader
+            )
+        if request.op == "lease_keepalive":
+            self._apply(self.machine.refresh_command([lease_id]))
+            extra = {"lease": lease_id, "ttl": lease.ttl, "remaining": lease.ttl}
+        else:
+            extra = time_to_live(self.machine.leases, lease_id, bool(request.get("keys")))
+            assert extra is not None
+            elapsed = time.monotonic() - self._lease_clock.get(lease_id, time.monotonic())
+            extra["remaining"] = max(0, math.ceil(lease.ttl - elapsed))
+        return wire.encode_reply(ok=True, op=request.op, leader=self.leader, extra=extra)
+
+    def _expire_leases(self) -> None:
+        """Serve `expire` calls; with `auto_expire`, expire every lease past its TTL."""
+        while True:
+            try:
+                lease_id, done, result = self._expiries.get_nowait()
+            except queue.Empty:
+                break
+            result[0] = self._expire(lease_id)
+            done.set()
+        if self.auto_expire:
+            now = time.monotonic()
+            for lease_id, since in list(self._lease_clock.items()):
+                lease = self.machine.leases.get(lease_id)
+                if lease is not None and now - since >= lease.ttl:
+                    self._expire(lease_id)
+
+    def _expire(self, lease_id: int) -> bool:
+        lease = self.machine.leases.get(lease_id)
+        if lease is None:
+            return False
+        self._apply(self.machine.expiry_command([(lease_id, lease.refreshed_index)]))
+        return lease_id not in self.machine.leases
 
     def _encode(self, node: FakeNode, op: str, fields: ReplyFields) -> bytes:
         """A reply from the machine's fields, its `revision` turned into the `header`."""

@@ -44,6 +44,10 @@ leaves in its directory: `history.jsonl` (the checker's format,
 seq, attempts, nodes, per-attempt errors), `faults.jsonl`, and `cluster/` (config, data,
 each node's JSON event log).
 
+`make_rig` and `drive_under_faults` are the workload-free half of a run (the cluster, the
+nemesis on the same clock, the heal), so another workload, the bank of `tests.bank`,
+runs under exactly the same faults and snapshot settings.
+
 Only the nemesis thread uses the `ProcessCluster` while the workload runs (its REQ helper is
 not thread-safe); the workload has its own ZeroMQ context and sockets. `heal` (after the
 thread stopped) also makes every node a voter again; a membership change that cannot be
@@ -592,14 +596,16 @@ def run_nemesis(
     say = progress or (lambda _line: None)
     directory.mkdir(parents=True, exist_ok=True)
     report = NemesisReport(seed, nodes, clients, duration_s, directory, directory / "history.jsonl")
-    options = SNAPSHOT_OPTIONS if cluster_options is None else cluster_options
-    cluster = ProcessCluster(
-        directory / "cluster", nodes, request_timeout_ms=request_timeout_ms, **options
+    rig = make_rig(
+        directory,
+        seed=seed,
+        nodes=nodes,
+        faults=faults,
+        request_timeout_ms=request_timeout_ms,
+        nemesis_options=nemesis_options,
+        cluster_options=cluster_options,
     )
-    origin_ns = time.monotonic_ns()
-    nemesis = Nemesis(
-        cluster, kinds=faults, seed=seed + 1, origin_ns=origin_ns, **(nemesis_options or {})
-    )
+    cluster, nemesis = rig.cluster, rig.nemesis
     stream = (directory / "ops.jsonl").open("w")
 
     def record(op: wl.OpRecord) -> None:
@@ -610,7 +616,7 @@ def run_nemesis(
         clients=clients,
         keys=keys,
         seed=seed,
-        origin_ns=origin_ns,
+        origin_ns=rig.origin_ns,
         attempt_timeout_s=request_timeout_ms / 1000 + 0.5,
         op_timeout_s=2 * request_timeout_ms / 1000 + 1.0,
         max_attempts=max_attempts,
@@ -619,7 +625,7 @@ def run_nemesis(
         curve=cluster.curve,
     )
     try:
-        _drive(cluster, load, nemesis, report, say)
+        _drive(rig, load, report, say)
         stream.close()
         _judge(cluster, load, nemesis, report, checker or linearizability.check, say)
         return report
@@ -632,32 +638,104 @@ def run_nemesis(
             cluster.close()
 
 
-def _drive(
-    cluster: ProcessCluster,
-    load: wl.Workload,
-    nemesis: Nemesis,
-    report: NemesisReport,
+@dataclass(frozen=True, slots=True)
+class Rig:
+    """A cluster and its nemesis on one clock: what a workload of any kind runs against.
+
+    Made by `make_rig`, driven by `drive_under_faults`; the caller owns it and must
+    `nemesis.stop()` and `cluster.close()` it in a `finally` (as `run_nemesis` does).
+
+    Attributes:
+        cluster: the (not yet started) cluster, in `directory/cluster`.
+        nemesis: its nemesis (not yet started).
+        origin_ns: `time.monotonic_ns()` at the start: the workload's clock origin too.
+    """
+
+    cluster: ProcessCluster
+    nemesis: Nemesis
+    origin_ns: int
+
+
+def make_rig(
+    directory: Path,
+    *,
+    seed: int,
+    nodes: int = 3,
+    faults: Iterable[str] = FAULT_KINDS,
+    request_timeout_ms: int = 1500,
+    nemesis_options: dict[str, Any] | None = None,
+    cluster_options: dict[str, int] | None = None,
+) -> Rig:
+    """The cluster and nemesis of a run (see `run_nemesis` for the arguments); the nemesis
+    is seeded with `seed + 1`, so a workload seeded with `seed` keeps its schedule."""
+    options = SNAPSHOT_OPTIONS if cluster_options is None else cluster_options
+    cluster = ProcessCluster(
+        directory / "cluster", nodes, request_timeout_ms=request_timeout_ms, **options
+    )
+    origin_ns = time.monotonic_ns()
+    nemesis = Nemesis(
+        cluster, kinds=faults, seed=seed + 1, origin_ns=origin_ns, **(nemesis_options or {})
+    )
+    return Rig(cluster, nemesis, origin_ns)
+
+
+def drive_under_faults(
+    rig: Rig,
+    run_load: Callable[[Callable[[], bool]], None],
+    *,
+    clients: int,
+    duration_s: float,
+    errors: list[str],
     say: Callable[[str], None],
+    setup: Callable[[], None] | None = None,
 ) -> None:
-    """Start the cluster, run workload and nemesis, heal everything, read every key."""
+    """Start the cluster, run a workload while the nemesis injects faults, heal everything.
+
+    Args:
+        rig: from `make_rig`.
+        run_load: runs the workload for its duration; it is given `should_stop`, which
+            turns true when the nemesis failed (stop starting operations then).
+        clients, duration_s: for the progress line only.
+        errors: harness trouble is appended here (a failed nemesis, a stuck membership
+            change, no leader after healing).
+        say: progress lines.
+        setup: run once a leader is known, before the nemesis starts (e.g. to create
+            the workload's initial state).
+    """
+    cluster, nemesis = rig.cluster, rig.nemesis
     say(f"starting {len(cluster.ids)} nodes in {cluster.directory}")
     cluster.start_all()
     cluster.wait_leader(timeout=20)
-    say(f"running {report.clients} clients, faults {nemesis.kinds}, for {report.duration_s:g}s")
+    if setup is not None:
+        setup()
+    say(f"running {clients} clients, faults {nemesis.kinds}, for {duration_s:g}s")
     nemesis.start()
     try:
-        load.run(report.duration_s, should_stop=lambda: nemesis.error is not None)
+        run_load(lambda: nemesis.error is not None)
     finally:
         nemesis.stop()
         nemesis.heal()
     if nemesis.error is not None:
-        report.errors.append(f"nemesis failed:\n{nemesis.error}")
-    report.errors.extend(f"stuck membership change: {p}" for p in nemesis.problems)
-    say("healed; waiting for a leader and reading every key")
+        errors.append(f"nemesis failed:\n{nemesis.error}")
+    errors.extend(f"stuck membership change: {p}" for p in nemesis.problems)
+    say("healed; waiting for a leader")
     try:
         cluster.wait_leader(timeout=30)
     except AssertionError as exc:
-        report.errors.append(f"no leader within 30s of healing: {str(exc).splitlines()[0]}")
+        errors.append(f"no leader within 30s of healing: {str(exc).splitlines()[0]}")
+
+
+def _drive(rig: Rig, load: wl.Workload, report: NemesisReport, say: Callable[[str], None]) -> None:
+    """Start the cluster, run workload and nemesis, heal everything, read every key."""
+    drive_under_faults(
+        rig,
+        lambda should_stop: load.run(report.duration_s, should_stop=should_stop),
+        clients=report.clients,
+        duration_s=report.duration_s,
+        errors=report.errors,
+        say=say,
+    )
+    say("reading every key")
     report.final = load.final_reads(timeout_s=30)
     missing = sorted(set(load.keys) - set(report.final))
     if missing:

@@ -50,6 +50,8 @@ class NodeCluster:
         self.log_dir = log_dir
         self.io_pause_s = io_pause_s
         self.nodes: dict[str, Node] = {}
+        self.paused: set[str] = set()
+        """Nodes `round` skips, as if stopped with SIGSTOP (their clock runs on)."""
         for seed, node_cfg in enumerate(cluster.nodes):
             node = Node(
                 cluster,
@@ -67,8 +69,9 @@ class NodeCluster:
     def round(self) -> None:
         """One tick of fake time, one loop turn per node."""
         self.clock.advance(self.cluster.tick_ms / 1000)
-        for node in self.nodes.values():
-            node.run_once(0)
+        for node_id, node in self.nodes.items():
+            if node_id not in self.paused:
+                node.run_once(0)
         if self.io_pause_s:
             time.sleep(self.io_pause_s)
 

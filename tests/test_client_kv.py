@@ -345,6 +345,7 @@ def test_new_writes_carry_sessions_and_a_lost_txn_reply_is_applied_once() -> Non
                 compare=[version("counter") == 0], success=[put_op("counter", "1")]
             )
             assert reply.ok and reply.succeeded  # the first attempt's answer, not a rerun
+            assert reply.replayed and reply.responses[0].op == "put"
             assert reply.endpoint == cluster.endpoints[1]
             client.delete_range("x", prefix=True)
             client.compact(2)

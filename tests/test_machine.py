@@ -148,16 +148,35 @@ def test_transactions_refused_before_and_at_apply() -> None:
 
 
 def test_sessions_answer_a_retry_with_its_first_reply() -> None:
+    """A retry is answered, never applied again; the answer leaves out the values the
+    first one carried (a session keeps no values: `replayed` says so)."""
     d = Driver()
     first = d.write("put", key=b"k", value=b"1", prev_kv=True, client="c", seq=1)
     d.write("put", key=b"k", value=b"2")
     retry = d.write("put", key=b"k", value=b"1", prev_kv=True, client="c", seq=1)
-    assert retry == first and d.keys()[0][1] == b"2"
+    assert {**first, "extra": {}, "value": None, "replayed": True} == retry
+    assert d.keys()[0][1] == b"2"
     stale = d.write("put", key=b"k", value=b"0", client="c", seq=0)
     assert stale["error"] == "bad_request" and d.keys()[0][1] == b"2"
-    txn = {"success": [{"op": "delete_range", "key": b"k"}]}
+    txn = {
+        "success": [
+            {"op": "delete_range", "key": b"k", "prev_kv": True},
+            {"op": "range", "key": b"k"},
+        ]
+    }
     done = d.write("txn", client="c", seq=2, **txn)
-    assert d.write("txn", client="c", seq=2, **txn) == done
+    assert done["extra"]["responses"][0]["prev_kvs"][0]["value"] == b"2"
+    again = d.write("txn", client="c", seq=2, **txn)
+    assert again["replayed"] and again["index"] == done["index"]
+    assert again["extra"]["responses"] == [
+        {"op": "delete_range", "deleted": 1},
+        {"op": "range", "more": False, "count": 0},
+    ]
+    lost = d.write("cas", key=b"k", expected=b"x", value=b"y", client="c", seq=3)
+    assert lost["error"] == "cas_failed"
+    assert d.write("cas", key=b"k", expected=b"x", value=b"y", client="c", seq=3)["error"] == (
+        "cas_failed"
+    )
 
 
 def test_the_model_upgrade_converts_the_first_release_store() -> None:

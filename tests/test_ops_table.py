@@ -114,6 +114,9 @@ def test_every_op_round_trips_through_the_client_protocol(spec: ops.OpSpec) -> N
             {"op": "range", "key": b"k", "prefix": True, "limit": 1},
         ],
         "failure": [{"op": "delete_range", "key": b"a", "range_end": b"b"}],
+        "lease": 7,
+        "ttl": 10,
+        "keys": True,
     }
     fields = {name: samples[name] for name in (*spec.required, *spec.optional)}
     for alias in (spec.name, *spec.aliases):

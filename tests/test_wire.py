@@ -27,7 +27,8 @@ from zraft.core.messages import (
 )
 from zraft.core.types import Entry, EntryKind, Membership, SnapshotMeta
 from zraft.state.kv import Cas, Command, Delete, Put, Result
-from zraft.state.machine import KVMachine, result_fields
+from zraft.state.legacy import result_fields
+from zraft.state.machine import KVMachine
 from zraft.wire import (
     MAX_ENTRIES,
     TAG_FORWARD,

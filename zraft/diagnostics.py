@@ -67,6 +67,7 @@ class NodeEvent(StrEnum):
     AUTH_DENIED = "auth_denied"  # the ZAP handler refused a connection (rate-limited)
     AUTH_ADMITTED = "auth_admitted"  # the ZAP handler admitted a connection (debug)
     SECURITY_DISABLED = "security_disabled"  # security = "none": logged at every start
+    LEASE_EXPIRED = "lease_expired"  # an expiry entry revoked a lease (every node applies it)
 
 
 UNKNOWN_EVENT = "unknown_event"
@@ -102,6 +103,7 @@ LEVELS: dict[str, str] = {
     NodeEvent.AUTH_DENIED: "warning",
     NodeEvent.AUTH_ADMITTED: "debug",
     NodeEvent.SECURITY_DISABLED: "warning",
+    NodeEvent.LEASE_EXPIRED: "info",
 }
 """The level of every event name in the vocabulary (DESIGN.md §3)."""
 
@@ -132,6 +134,7 @@ FIELDS: dict[str, frozenset[str] | None] = {
         {"source", "address", "key", "mechanism", "user", "suppressed"}
     ),
     NodeEvent.SECURITY_DISABLED: frozenset({"config"}),
+    NodeEvent.LEASE_EXPIRED: frozenset({"lease", "keys"}),
     # Per-message debug events have no fixed field set (yet): None means "not checked".
     NodeEvent.CLIENT_REPLIED: None,
     NodeEvent.STORAGE_SYNCED: None,

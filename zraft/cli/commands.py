@@ -11,7 +11,8 @@ Everything else is generated from `COMMANDS`: `help` and the `--help` epilog
 (`COMMAND_SUMMARY`), the session's dispatch (`find_command`), the REPL's commands and
 its completion (`command_words`). `commands_for_op` lets a test check that every op of
 the client protocol is reachable from some command. Adding a command: write its
-handler (`zraft.cli.handlers`, or `zraft.cli.kvcommands` for the key-value store), its
+handler (`zraft.cli.handlers`, or `zraft.cli.kvcommands` for the key-value store and
+`zraft.cli.leasecommands` for leases), its
 arguments below (the key-value ones in `zraft.cli.kvargs`, which transactions share),
 and declare it in `COMMANDS`. Every command's parser also takes the output options
 (`-w/--write-out simple|json|table`, and `--json` for `-w json`), added here.
@@ -26,7 +27,7 @@ import argparse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from zraft.cli import handlers, kvargs, kvcommands
+from zraft.cli import handlers, kvargs, kvcommands, leasecommands
 from zraft.cli.handlers import SNAPSHOT_TIMEOUT_S, CommandContext
 from zraft.cli.kvrender import FORMATS
 from zraft.cli.repl import LEAVE_SUMMARY, LEAVE_WORDS
@@ -238,11 +239,13 @@ COMMANDS: Mapping[str, Command] = _declare(
     # --- the key-value store --------------------------------------------------------------
     Command(
         name="put",
-        synopsis="put KEY [VALUE] [--prev-kv]",
+        synopsis="put KEY [VALUE] [--prev-kv] [--lease ID]",
         summary="set KEY to VALUE (none: read from stdin)",
         description="Set KEY to VALUE and print OK. Without VALUE, the value is all of "
         "stdin, as bytes (one-shot mode only: in the REPL give it on the line). With "
-        "--prev-kv, the key and value it had before follow (nothing for a new key).",
+        "--prev-kv, the key and value it had before follow (nothing for a new key). "
+        "--lease ID attaches the key to lease ID (see `help lease`): the key is deleted "
+        "when the lease ends; a put without --lease detaches it.",
         arguments=kvargs.put_arguments,
         handler=kvcommands.put,
         ops=("put",),
@@ -296,8 +299,8 @@ COMMANDS: Mapping[str, Command] = _declare(
         "success requests, then failure requests, each section ended by an empty line "
         '(-i prompts for each on stderr). A compare is TARGET("KEY") OP "OPERAND" with '
         "TARGET value, version, create, mod or lease and OP =, !=, < or >; a request is "
-        "put KEY VALUE [--prev-kv], get KEY [RANGE_END] [--prefix|--from-key] [--limit N] "
-        "[--keys-only] [--count-only] or del KEY [RANGE_END] [--prefix|--from-key] "
+        "put KEY VALUE [--prev-kv] [--lease ID], get KEY [RANGE_END] [--prefix|--from-key] "
+        "[--limit N] [--keys-only] [--count-only] or del KEY [RANGE_END] [--prefix|--from-key] "
         "[--prev-kv]. --file F reads a JSON document instead (- for stdin): "
         '{"compare": [...], "success": [...], "failure": [...]} in the wire shape, '
         'keys and values as UTF-8 strings or {"base64": "..."}.',
@@ -327,6 +330,37 @@ COMMANDS: Mapping[str, Command] = _declare(
         arguments=_alarm_arguments,
         handler=kvcommands.alarm,
         ops=("alarm_list", "alarm_disarm"),
+    ),
+    Command(
+        name="lease",
+        synopsis=leasecommands.USAGE["grant"],
+        summary="grant a lease of TTL seconds; prints its id",
+        description="Leases, as etcdctl's (ids in decimal, as the protocol carries them; "
+        "an ID may also be given in hex with 0x, as etcdctl prints them). grant: a lease "
+        "of TTL seconds (the cluster's minimum is 1.5 election timeouts), with --id ID "
+        "that id; prints `lease ID granted with TTL(TTLs)`. revoke: end it now, deleting "
+        "its keys. keep-alive: refresh it every TTL/3 seconds, printing `lease ID "
+        "keepalived with TTL(N)` each time, until Ctrl-C or the lease is lost (then it "
+        "says why and exits 1: lease_not_found when it is gone, lease_lost when no "
+        "refresh was acknowledged within its TTL); --once: one refresh. timetolive: its "
+        "TTL and the seconds it has left, with --keys the keys attached. list: every "
+        "lease id. Attach a key with put KEY VALUE --lease ID.",
+        arguments=leasecommands.lease_arguments,
+        handler=leasecommands.lease,
+        ops=(
+            "lease_grant",
+            "lease_revoke",
+            "lease_keepalive",
+            "lease_timetolive",
+            "lease_leases",
+        ),
+        usage=" | ".join(leasecommands.USAGE.values()),
+        more_forms=(
+            (leasecommands.USAGE["revoke"], "end lease ID now: its keys are deleted"),
+            (leasecommands.USAGE["keep-alive"], "refresh lease ID every TTL/3 until Ctrl-C"),
+            (leasecommands.USAGE["timetolive"], "lease ID's TTL and seconds left (and keys)"),
+            (leasecommands.USAGE["list"], "every lease id"),
+        ),
     ),
     # --- the cluster ----------------------------------------------------------------------
     Command(

@@ -64,12 +64,12 @@ class CommandContext(Protocol):
         """The session's client, made on first use."""
         ...
 
-    def out(self, line: str) -> None:
-        """Print a result line."""
+    def out(self, line: str, *, flush: bool = False) -> None:
+        """Print a result line (`flush`: now, for a command that runs on)."""
         ...
 
-    def out_json(self, obj: Any) -> None:
-        """Print `obj` as one JSON line."""
+    def out_json(self, obj: Any, *, flush: bool = False) -> None:
+        """Print `obj` as one JSON line (`flush`: now)."""
         ...
 
     def fail(self, line: str) -> None:

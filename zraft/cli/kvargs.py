@@ -9,6 +9,8 @@ names), the one place where a CLI option becomes a wire field:
 - `get KEY` alone is the op `get`; any range option (RANGE_END, --prefix, --from-key,
   --limit, --keys-only, --count-only, --rev, --sort-by, --order) makes it a `range`.
 - `del KEY` alone is `delete`; RANGE_END, --prefix or --from-key make it `delete_range`.
+- `put --lease ID` attaches the key to lease ID (`lease_id`: decimal, or hex with `0x`,
+  since etcdctl prints lease ids in hex; 0: no lease).
 - RANGE_END, --prefix and --from-key exclude each other. --from-key means every key from
   KEY on (`range_end` `\\0`); an empty KEY with --prefix or --from-key means every key
   (key and range_end `\\0`: the protocol has no empty keys).
@@ -22,6 +24,7 @@ import argparse
 from typing import Any
 
 from zraft.cli.usage import UsageError, int_at_least
+from zraft.wire.fields import MAX_LEASE_ID
 
 SORT_TARGETS = {
     "key": "key",
@@ -42,8 +45,30 @@ _RANGE_OPTIONS = ("range_end", "limit", "rev", "sort_by", "order")
 _RANGE_FLAGS = ("prefix", "from_key", "keys_only", "count_only")
 
 
+def lease_id(text: str, *, minimum: int = 1) -> int:
+    """An argparse type: a lease id in decimal, or in hex with `0x` (etcdctl prints hex).
+
+    Raises:
+        argparse.ArgumentTypeError: not a number, or outside `minimum`..2**63-1.
+    """
+    try:
+        value = int(text[2:], 16) if text[:2].lower() == "0x" else int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a lease id (decimal, or hex with 0x), got {text!r}"
+        ) from None
+    if not minimum <= value <= MAX_LEASE_ID:
+        raise argparse.ArgumentTypeError(f"a lease id is {minimum} to 2**63-1, got {text!r}")
+    return value
+
+
+def lease_or_none(text: str) -> int:
+    """An argparse type: a lease id, or 0 for none (`put --lease 0`)."""
+    return lease_id(text, minimum=0)
+
+
 def put_arguments(parser: argparse.ArgumentParser, *, value_required: bool = False) -> None:
-    """`KEY [VALUE] [--prev-kv]` (VALUE required inside a transaction)."""
+    """`KEY [VALUE] [--prev-kv] [--lease ID]` (VALUE required inside a transaction)."""
     parser.add_argument("key", metavar="KEY")
     if value_required:
         parser.add_argument("value", metavar="VALUE")
@@ -52,6 +77,24 @@ def put_arguments(parser: argparse.ArgumentParser, *, value_required: bool = Fal
             "value", nargs="?", metavar="VALUE", help="the value; omitted: read from stdin"
         )
     parser.add_argument("--prev-kv", action="store_true", help="also print the previous kv")
+    parser.add_argument(
+        "--lease",
+        type=lease_or_none,
+        default=0,
+        metavar="ID",
+        help="attach the key to lease ID (decimal, or hex with 0x; 0: none)",
+    )
+
+
+def put_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a parsed `put` as request fields (`prev_kv`, `lease`; defaults
+    left out)."""
+    fields: dict[str, Any] = {}
+    if args.prev_kv:
+        fields["prev_kv"] = True
+    if args.lease:
+        fields["lease"] = args.lease
+    return fields
 
 
 def _bounds_arguments(parser: argparse.ArgumentParser) -> None:

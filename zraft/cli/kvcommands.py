@@ -35,7 +35,8 @@ from zraft.client import Reply
 
 
 def put(ctx: CommandContext, args: argparse.Namespace) -> int:
-    """`put KEY [VALUE] [--prev-kv]`: no VALUE reads it from stdin (bytes, as they are).
+    """`put KEY [VALUE] [--prev-kv] [--lease ID]`: no VALUE reads it from stdin (bytes, as
+    they are).
 
     Raises:
         UsageError: no VALUE in the REPL, or nothing on stdin.
@@ -45,7 +46,7 @@ def put(ctx: CommandContext, args: argparse.Namespace) -> int:
     )
     if args.value is None and not value:
         raise UsageError("error: put: no VALUE, and nothing on stdin to read it from")
-    fields = {"prev_kv": True} if args.prev_kv else {}
+    fields = kvargs.put_fields(args)
     reply = ctx.client().request("put", key=args.key, value=value, **fields)
     return show(ctx, reply, lambda fmt: kvrender.put_lines(reply.raw, fmt))
 

@@ -1,4 +1,5 @@
-"""How `zraft-client` shows key-value results: kv lists, deletes, transactions, compaction.
+"""How `zraft-client` shows key-value results: kv lists, deletes, transactions, compaction,
+leases.
 
 Pure formatting, like `zraft.cli.render` (which keeps the status, members and bench
 views and the JSON conversion): functions take reply maps (`Reply.raw`) and an output
@@ -13,6 +14,10 @@ The formats (`-w/--write-out`):
   create_revision, mod_revision, version, lease) and a footer saying how many keys of
   how many matched at which revision. Lines that hold no kv list stay as in `simple`.
 - `json` is not rendered here: the session prints the whole reply (`render.jsonable`).
+
+Leases print as etcdctl's do (`lease 7 granted with TTL(10s)`, ...), except that ids
+are decimal, as the protocol carries them (etcdctl prints hex); `table` prints a grant,
+a time-to-live and the lease list as tables.
 
 Values are shown as text (UTF-8, undecodable bytes as `\\xNN`); in a table cell,
 control characters are escaped too (`\\n`, `\\t`, `\\r`, else `\\xNN`), so a row
@@ -161,3 +166,49 @@ def header_revision(raw: Mapping[str, Any]) -> str:
 
 def _table_cell(value: Any) -> str:
     return text_cell(value).translate(_CELL_ESCAPES)
+
+
+# --- leases -----------------------------------------------------------------------------
+
+
+def lease_grant_lines(raw: Mapping[str, Any], fmt: str) -> list[str]:
+    """`lease ID granted with TTL(Ns)`, or a table of the lease and its TTL."""
+    lease, ttl = text_cell(raw.get("lease")), text_cell(raw.get("ttl"))
+    if fmt == "table":
+        return aligned([["lease", "ttl"], [lease, ttl]])
+    return [f"lease {lease} granted with TTL({ttl}s)"]
+
+
+def lease_keepalive_line(raw: Mapping[str, Any]) -> str:
+    """`lease ID keepalived with TTL(N)` (N: the seconds it has left, its whole TTL)."""
+    lease, remaining = text_cell(raw.get("lease")), text_cell(raw.get("remaining"))
+    return f"lease {lease} keepalived with TTL({remaining})"
+
+
+def lease_ttl_lines(raw: Mapping[str, Any], fmt: str, *, keys: bool) -> list[str]:
+    """`lease ID granted with TTL(Ns), remaining(Ms)`, with `--keys` followed by
+    `, attached keys([k1 k2])`; or a table of the same."""
+    lease, ttl, remaining = (text_cell(raw.get(name)) for name in ("lease", "ttl", "remaining"))
+    attached = raw.get("keys")
+    names = (
+        [text(k) for k in attached if isinstance(k, bytes)] if isinstance(attached, list) else []
+    )
+    if fmt == "table":
+        header, row = ["lease", "ttl", "remaining"], [lease, ttl, remaining]
+        if keys:
+            header.append("keys")
+            row.append(_table_cell(" ".join(names)) or "-")
+        return aligned([header, row])
+    line = f"lease {lease} granted with TTL({ttl}s), remaining({remaining}s)"
+    if keys:
+        line += f", attached keys([{' '.join(names)}])"
+    return [line]
+
+
+def lease_list_lines(raw: Mapping[str, Any], fmt: str) -> list[str]:
+    """`found N leases` then each id on a line; or a table of the ids and a footer."""
+    leases = raw.get("leases")
+    ids = [text_cell(i) for i in leases] if isinstance(leases, list) else []
+    if fmt == "table":
+        return [*aligned([["lease"], *([i] for i in ids)]), f"{len(ids)} leases"]
+    return [f"found {len(ids)} leases", *ids]

@@ -92,17 +92,18 @@ class Session:
         """Every command name and alias, sorted."""
         return sorted(self.command_words)
 
-    def out(self, line: str) -> None:
-        """Print a result line to stdout."""
-        print(line, file=self._stdout, flush=self._repl)
+    def out(self, line: str, *, flush: bool = False) -> None:
+        """Print a result line to stdout (flushed in the REPL, or when `flush`: a command
+        that runs on, such as `lease keep-alive`)."""
+        print(line, file=self._stdout, flush=self._repl or flush)
 
     def fail(self, line: str) -> None:
         """Print an error line: to stderr in one-shot mode, to stdout in the REPL."""
         print(line, file=self._stdout if self._repl else self._stderr, flush=True)
 
-    def out_json(self, obj: Any) -> None:
-        """Print `obj` as one JSON line."""
-        self.out(json.dumps(render.jsonable(obj)))
+    def out_json(self, obj: Any, *, flush: bool = False) -> None:
+        """Print `obj` as one JSON line (`flush`: see `out`)."""
+        self.out(json.dumps(render.jsonable(obj)), flush=flush)
 
     def note(self, line: str) -> None:
         """Print a progress line to stderr, so stdout holds only the results."""

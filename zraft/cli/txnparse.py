@@ -10,15 +10,17 @@ shape of `zraft.wire.fields`), which the node validates again.
   (`ver`), `create` (`c`), `mod` (`m`) or `lease`; OP is `=`, `!=`, `<` or `>`; KEY and
   OPERAND are double-quoted with Go/C escapes (`\\"`, `\\\\`, `\\n`, `\\t`, `\\xNN`,
   `\\uNNNN`); a number operand may go unquoted (`version("k") > 0`).
-- A request is `put KEY VALUE [--prev-kv]`, `get KEY [RANGE_END] [--prefix|--from-key]
-  [--limit N] [--keys-only] [--count-only]` or `del KEY [RANGE_END] [--prefix|--from-key]
-  [--prev-kv]`, split with shell quoting like a REPL line.
+- A request is `put KEY VALUE [--prev-kv] [--lease ID]`, `get KEY [RANGE_END]
+  [--prefix|--from-key] [--limit N] [--keys-only] [--count-only]` or `del KEY
+  [RANGE_END] [--prefix|--from-key] [--prev-kv]`, split with shell quoting like a REPL
+  line (a lease ID in decimal, or hex with `0x`).
 
 **JSON** (`txn --file F`, `-` for stdin): `{"compare": [...], "success": [...],
 "failure": [...]}` (each optional), in the wire shape: compares are maps {key, target,
 result, operand, optional range_end or prefix}, requests maps {op: range | put |
-delete_range, ...its fields}. Keys and values are UTF-8 strings; other bytes may be given
-as `{"base64": "..."}` (what `-w json` prints for them).
+delete_range, ...its fields} (a put's `lease` is a lease id, a JSON number). Keys and
+values are UTF-8 strings; other bytes may be given as `{"base64": "..."}` (what `-w
+json` prints for them).
 
 It must not send requests or print: `zraft.cli.kvcommands` does, through the session.
 """
@@ -158,8 +160,7 @@ def parse_request(line: str) -> dict[str, Any]:
         raise UsageError(f"error: unknown request {line!r}; expected get, put or del")
     args = parse_words(parsers[words[0]], words[1:])
     if words[0] == "put":
-        fields = {"key": args.key, "value": args.value}
-        return {"op": "put", **fields, **({"prev_kv": True} if args.prev_kv else {})}
+        return {"op": "put", "key": args.key, "value": args.value, **kvargs.put_fields(args)}
     if words[0] == "get":
         return {"op": "range", **kvargs.range_fields(args)}
     _, fields = kvargs.delete_fields(args)

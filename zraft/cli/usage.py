@@ -23,7 +23,9 @@ EXIT_FAILED = 1
 """The cluster refused: cas_failed, key not found (get), bad_request, too_large, internal,
 conflict (another membership change is not committed yet), forbidden, compacted (a read
 below the compact revision), future_revision (above the current one), too_many_ops (a
-transaction branch over max_txn_ops), no_space (the space quota's alarm is raised)."""
+transaction branch over max_txn_ops), no_space (the space quota's alarm is raised),
+lease_not_found (a lease that expired, was revoked or never existed), lease_lost (`lease
+keep-alive` could not refresh the lease within its TTL: it may have expired)."""
 EXIT_USAGE = 2
 """Bad command line, unknown command, unreadable config, malformed endpoint."""
 EXIT_UNAVAILABLE = 3

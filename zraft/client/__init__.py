@@ -2,12 +2,14 @@
 
 `sync` is the ZeroMQ driver a program calls (`connections` holds its sockets, `monitor`
 reads their monitors), with one method per store op from `kvmethods`; `txn` builds a
-transaction's compares and ops (`value("k") == b"v"`, `put_op("k", "v")`); `probe` asks
-every node for its status at once. What a reply means, where a request goes and when to
+transaction's compares and ops (`value("k") == b"v"`, `put_op("k", "v")`); `leases`
+holds `Lease` (`Client.lease(ttl)`: refresh, keepalive thread, revoke) and its errors;
+`probe` asks every node for its status at once. What a reply means, where a request goes and when to
 retry is decided by the pure policy (`policy`, with `endpoints`) that every driver
 shares; `reply` holds the values and errors they return.
 """
 
+from zraft.client.leases import KeepAlives, Lease, LeaseError, LeaseLost, LeaseNotFound
 from zraft.client.policy import (
     DEFAULT_TIMEOUT_S,
     RETRYABLE_ERRORS,
@@ -57,7 +59,12 @@ __all__ = [
     "Finish",
     "GiveUp",
     "Header",
+    "KeepAlives",
     "KeyValue",
+    "Lease",
+    "LeaseError",
+    "LeaseLost",
+    "LeaseNotFound",
     "NoReply",
     "Pause",
     "Reply",

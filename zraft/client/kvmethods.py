@@ -6,9 +6,14 @@ sessions, retries and deadline; it adds nothing else. Only fields that differ fr
 defaults are sent, so the frames stay small and a plain call means what it always did.
 
 Errors the cluster answers (`cas_failed`, `compacted`, `future_revision`,
-`too_many_ops`, `bad_request`, ...) come back as a `Reply` with `ok` False and
-`error_code` set, like every other op's; misuse found before anything is sent (an unknown
-sort order, a negative limit, `prefix` with a `range_end`) raises `ValueError`.
+`too_many_ops`, `bad_request`, `lease_not_found`, ...) come back as a `Reply` with `ok`
+False and `error_code` set, like every other op's; misuse found before anything is sent
+(an unknown sort order, a negative limit, `prefix` with a `range_end`, a lease id that is
+not one) raises `ValueError`.
+
+The lease ops are here too, raw (`lease_grant`, `lease_revoke`, `lease_keepalive`,
+`lease_timetolive`, `lease_leases`: one request each, a `Reply` back); the `Lease` object
+with its keepalive thread is `zraft.client.leases`, made by `Client.lease`.
 
 This module must not do I/O or decide retries: it only builds requests.
 """
@@ -19,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from zraft.client.reply import Reply
-from zraft.client.txn import Key, as_compares, as_ops, range_shape
+from zraft.client.txn import Key, LeaseRef, as_compares, as_lease_id, as_ops, range_shape
 from zraft.wire.fields import CONSISTENCY_LEVELS, SORT_ORDERS, SORT_TARGETS
 
 ALL_KEYS = b"\0"
@@ -42,15 +47,24 @@ class KeyValueMethods:
 
     # --- single keys ------------------------------------------------------------------
 
-    def put(self, key: Key, value: Key, *, prev_kv: bool = False) -> Reply:
+    def put(self, key: Key, value: Key, *, prev_kv: bool = False, lease: LeaseRef = 0) -> Reply:
         """Set `key` to `value`. Returns the reply (`index` = where it was applied,
         `revision` = the revision it made).
 
         Args:
             prev_kv: the reply's `prev_kv` then holds what was replaced (None if the key
                 was new).
+            lease: attach the key to this lease (an id or a `Lease`): it is deleted when
+                the lease ends. 0, the default: no lease (a put without one detaches the
+                key from the lease it had). A lease that does not exist is the error
+                `lease_not_found`.
+
+        Raises:
+            ValueError: `lease` is not a lease id.
         """
-        return self.request("put", key=key, value=value, **_flags(prev_kv=prev_kv))
+        lease_id = as_lease_id(lease, allow_none=True)
+        flags = _flags(prev_kv=prev_kv, lease=lease_id)
+        return self.request("put", key=key, value=value, **flags)
 
     def get(self, key: Key, consistency: str = "linearizable") -> Reply:
         """Read `key`: `reply.found` tells whether it exists, `reply.value` holds it.
@@ -237,6 +251,63 @@ class KeyValueMethods:
         if type(revision) is not int or revision < 0:
             raise ValueError("revision must be an int >= 0")
         return self.request("compact", revision=revision)
+
+    # --- leases -----------------------------------------------------------------------
+
+    def lease_grant(self, ttl: int, lease: int = 0) -> Reply:
+        """Grant a lease of `ttl` seconds: `reply.lease` is its id, `reply.ttl` its TTL.
+
+        Args:
+            ttl: seconds the lease lives without a keepalive. The cluster refuses one
+                shorter than 1.5 election timeouts (rounded up to a second) or longer
+                than 9,000,000,000 (`bad_request`).
+            lease: the id to give it (1 to 2**63-1); 0, the default: the cluster picks
+                one. An id in use is refused (`bad_request`).
+
+        Raises:
+            ValueError: `ttl` is not an int >= 1, or `lease` is not a lease id.
+        """
+        if type(ttl) is not int or ttl < 1:
+            raise ValueError(f"ttl must be an int >= 1 (seconds), got {ttl!r}")
+        fields = _flags(lease=as_lease_id(lease, allow_none=True))
+        return self.request("lease_grant", ttl=ttl, **fields)
+
+    def lease_revoke(self, lease: LeaseRef) -> Reply:
+        """End `lease` now: every key attached to it is deleted, at one revision.
+
+        A lease that is already gone is the error `lease_not_found`.
+
+        Raises:
+            ValueError: `lease` is not a lease id.
+        """
+        return self.request("lease_revoke", lease=as_lease_id(lease))
+
+    def lease_keepalive(self, lease: LeaseRef) -> Reply:
+        """Restart `lease`'s clock once: `reply.remaining` (= `reply.ttl`) seconds more.
+
+        Answered by the leader once the refresh is in the log. A lease that is gone
+        (expired, revoked) is the error `lease_not_found`. To keep a lease alive, see
+        `Client.lease` and `Lease.start_keepalive`.
+
+        Raises:
+            ValueError: `lease` is not a lease id.
+        """
+        return self.request("lease_keepalive", lease=as_lease_id(lease))
+
+    def lease_timetolive(self, lease: LeaseRef, keys: bool = False) -> Reply:
+        """`lease`'s granted `reply.ttl` and `reply.remaining` seconds (as the leader
+        counts them, rounded up), and with `keys` the keys attached (`reply.keys`).
+
+        A lease that is gone is the error `lease_not_found`.
+
+        Raises:
+            ValueError: `lease` is not a lease id.
+        """
+        return self.request("lease_timetolive", lease=as_lease_id(lease), **_flags(keys=keys))
+
+    def lease_leases(self) -> Reply:
+        """The id of every lease, ascending: `reply.leases`."""
+        return self.request("lease_leases")
 
 
 def _flags(**options: Any) -> dict[str, Any]:

@@ -82,7 +82,8 @@ class Reply:
     does not carry it, or carries it malformed): `header` and `revision` (every store
     reply, errors included), `kvs`, `count` and `more` (`range`), `prev_kv` (`put` with
     `prev_kv`), `deleted` and `prev_kvs` (`delete`, `delete_range`), `succeeded` and
-    `responses` (`txn`), `compact_revision` (`compact`, and the `compacted` error).
+    `responses` (`txn`), `compact_revision` (`compact`, and the `compacted` error); the
+    lease ops' `lease`, `ttl`, `remaining`, `keys` and `leases`.
     """
 
     ok: bool
@@ -120,6 +121,13 @@ class Reply:
             raw=raw,
             endpoint=endpoint,
         )
+
+    @property
+    def replayed(self) -> bool:
+        """Whether this answers a retry of a write the cluster had applied already: the
+        first answer's values (`prev_kv`, `prev_kvs`, a transaction's `kvs`, a failed
+        cas's value) are left out of it."""
+        return self.raw.get("replayed") is True
 
     @property
     def status(self) -> dict[str, Any] | None:
@@ -213,6 +221,41 @@ class Reply:
         """After a `compact`, the revision compacted up to; with the error `compacted`,
         the oldest revision still readable."""
         return _uint_or_none(self.raw.get("compact_revision"))
+
+    # --- leases (issue 14) ---------------------------------------------------------------
+
+    @property
+    def lease(self) -> int | None:
+        """The lease id a `lease_grant`, `lease_keepalive` or `lease_timetolive` is about."""
+        return _uint_or_none(self.raw.get("lease"))
+
+    @property
+    def ttl(self) -> int | None:
+        """The lease's granted TTL, in seconds (`lease_grant`, `lease_keepalive`,
+        `lease_timetolive`)."""
+        return _uint_or_none(self.raw.get("ttl"))
+
+    @property
+    def remaining(self) -> int | None:
+        """The seconds the lease has left (`lease_timetolive`, rounded up); after a
+        `lease_keepalive`, its whole TTL again."""
+        return _uint_or_none(self.raw.get("remaining"))
+
+    @property
+    def keys(self) -> tuple[bytes, ...] | None:
+        """The keys attached to the lease, in key order (`lease_timetolive` with `keys`)."""
+        rows = self.raw.get("keys")
+        if not isinstance(rows, list) or not all(isinstance(k, bytes) for k in rows):
+            return None
+        return tuple(rows)
+
+    @property
+    def leases(self) -> tuple[int, ...] | None:
+        """The id of every lease, ascending (`lease_leases`)."""
+        rows = self.raw.get("leases")
+        if not isinstance(rows, list) or any(_uint_or_none(i) is None for i in rows):
+            return None
+        return tuple(rows)
 
 
 @dataclass(frozen=True, slots=True)

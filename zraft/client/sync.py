@@ -36,8 +36,10 @@ Rules it keeps (the policy's module doc has the full table):
   of one socket close). Back-off between rounds of error replies is a poll with a timeout.
 - A `Client` is not thread-safe: use one per thread (ZeroMQ sockets are not either).
 
-The key-value methods (one per store op, python-etcd3-familiar) are in
-`zraft.client.kvmethods`; they only build requests for `Client.request`.
+The key-value methods (one per store op, python-etcd3-familiar, the raw lease ops
+included) are in `zraft.client.kvmethods`; they only build requests for `Client.request`.
+`Client.lease` grants a lease and returns a `zraft.client.leases.Lease`, whose keepalive
+thread uses a client of its own (`clone`); `close` stops those threads first.
 
 This module must not decide anything itself: a rule about retries, endpoints or sessions
 belongs in the policy, where a second driver (an asyncio client) finds it too.
@@ -57,8 +59,10 @@ from zraft import config as _config
 from zraft import wire
 from zraft.client.connections import Connections
 from zraft.client.kvmethods import KeyValueMethods
+from zraft.client.leases import KeepAlives, Lease, LeaseError, LostCallback, check_interval
 from zraft.client.policy import (
     DEFAULT_TIMEOUT_S,
+    RESEND_AFTER_LOST_REPLY,
     ClientPolicy,
     Exchange,
     Finish,
@@ -69,9 +73,10 @@ from zraft.client.policy import (
     leader_to_ask,
     members_answer,
 )
-from zraft.client.reply import ClientError, Reply
+from zraft.client.reply import ClientError, ClientTimeout, Reply, timeout_error
 from zraft.net import security
 from zraft.net.security import ClientCurve
+from zraft.wire import ops
 
 
 class Client(KeyValueMethods):
@@ -127,6 +132,9 @@ class Client(KeyValueMethods):
         self._context: zmq.Context[Any] = zmq.Context() if context is None else context
         self._connections = Connections(self._context, curve, self._policy)
         self._closed = False
+        self._curve = curve
+        self._attempt_timeout = attempt_timeout  # as given: `clone` passes it on
+        self._keepalives = KeepAlives()
 
     @classmethod
     def from_config(
@@ -183,6 +191,11 @@ class Client(KeyValueMethods):
     def timeout(self) -> float:
         """The overall deadline of one request, in seconds."""
         return self._policy.timeout
+
+    @property
+    def keepalives(self) -> KeepAlives:
+        """The leases whose keepalive thread this client started (`close` stops them)."""
+        return self._keepalives
 
     @property
     def policy(self) -> ClientPolicy:
@@ -326,6 +339,66 @@ class Client(KeyValueMethods):
             raise ClientError("the client is closed")
         return self._run(self._policy.begin_at(endpoint, "snapshot", {}, time.monotonic()))
 
+    # --- leases (issue 14) -----------------------------------------------------------------
+
+    def lease(
+        self,
+        ttl: int,
+        *,
+        lease_id: int = 0,
+        keepalive: bool = False,
+        on_lost: LostCallback | None = None,
+        interval: float | None = None,
+    ) -> Lease:
+        """Grant a lease of `ttl` seconds and return it as a `Lease`.
+
+        `with client.lease(10, keepalive=True) as lease:` keeps it alive for the block
+        and revokes it at the end (see `zraft.client.leases`).
+
+        Args:
+            ttl: seconds it lives without a keepalive (the cluster's minimum is 1.5
+                election timeouts, rounded up to a second).
+            lease_id: the id to give it; 0, the default: the cluster picks one.
+            keepalive: start its keepalive thread at once (`Lease.start_keepalive`).
+            on_lost: called as `on_lost(lease, reason)` once the lease is found lost.
+            interval: seconds between keepalives (default TTL / 3).
+
+        Raises:
+            LeaseError: the cluster refused the grant (`bad_request`: a TTL out of range,
+                or an id in use); `error.reply` is its answer.
+            ValueError: a TTL, id or interval that is not one (nothing is sent).
+            ClientTimeout: no node answered within the deadline.
+        """
+        if type(ttl) is not int or ttl < 1:
+            raise ValueError(f"ttl must be an int >= 1 (seconds), got {ttl!r}")
+        check_interval(interval, ttl)  # before the grant: no lease left without a handle
+        sent = time.monotonic()
+        reply = self.lease_grant(ttl, lease_id)
+        if not reply.ok or reply.lease is None:
+            message = f"lease_grant: {reply.error_code}: {reply.error_message}"
+            raise LeaseError(message, lease_id, reply)
+        lease = Lease(self, reply.lease, reply.ttl or ttl, acked_at=sent, on_lost=on_lost)
+        if keepalive:
+            lease.start_keepalive(interval)
+        return lease
+
+    def clone(self) -> Client:
+        """A new client of the same cluster, for another thread: the same endpoints,
+        timeouts, node endpoints and keys, with a session and a ZeroMQ context of its own.
+
+        Raises:
+            ClientError: this client is closed.
+        """
+        if self._closed:
+            raise ClientError("the client is closed")
+        return Client(
+            self.endpoints,
+            timeout=self.timeout,
+            attempt_timeout=self._attempt_timeout,
+            node_endpoints=self._policy.rotation.node_endpoints,
+            curve=self._curve,
+        )
+
     # --- the generic request ------------------------------------------------------------
 
     def request(self, op: str, **fields: Any) -> Reply:
@@ -354,6 +427,35 @@ class Client(KeyValueMethods):
             raise ClientError("the client is closed")
         return self._run(self._policy.begin(op, fields, time.monotonic()))
 
+    def request_within(self, seconds: float, op: str, **fields: Any) -> Reply:
+        """`request`, giving up after `seconds` (when shorter than the client's timeout).
+
+        For an op that may be re-sent after a lost reply (`Retry.ALWAYS` or `SESSION`):
+        the keepalive of a lease must not wait past the lease's deadline.
+
+        Raises:
+            ValueError: `seconds` <= 0, an op that may not be re-sent, or as `request`.
+            ClientTimeout: no usable reply within `seconds` (or the timeout).
+            ClientAuthError, ClientError: as `request`.
+        """
+        spec = ops.lookup(op)
+        if spec is not None and spec.retry not in RESEND_AFTER_LOST_REPLY:
+            raise ValueError(f"{op!r} may not be re-sent after a lost reply: use request")
+        if not seconds > 0:
+            raise ValueError("seconds must be > 0")
+        if self._closed:
+            raise ClientError("the client is closed")
+        now = time.monotonic()
+        exchange = self._policy.begin(op, fields, now)
+        if seconds >= self._policy.timeout:
+            return self._run(exchange)
+        exchange.deadline = now + seconds  # the policy's retries all stop there
+        try:
+            return self._run(exchange)
+        except ClientTimeout as exc:  # the deadline's (no other for these ops): say which
+            shown = round(seconds, 2)
+            raise timeout_error(exchange.op, shown, self.endpoints, exc.attempts) from None
+
     def _run(self, exchange: Exchange) -> Reply:
         """Carry out `exchange`'s steps until it finishes: the driver's whole loop."""
         last: str | None = None  # the endpoint of the latest attempt
@@ -375,9 +477,11 @@ class Client(KeyValueMethods):
                 raise step.error
 
     def close(self) -> None:
-        """Close every socket (and the context, if the client made it). Idempotent."""
+        """Stop the keepalive threads of this client's leases (waiting for each), then
+        close every socket (and the context, if the client made it). Idempotent."""
         if self._closed:
             return
+        self._keepalives.stop_all()
         self._closed = True
         self._connections.close()
         if self._own_context:

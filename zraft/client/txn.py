@@ -26,10 +26,25 @@ twice). No I/O: this module only builds values.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
+
+from zraft.wire.fields import MAX_LEASE_ID
 
 Key = bytes | str
 """A key as the client takes it (str is sent as UTF-8)."""
+
+
+class HasLeaseId(Protocol):
+    """Anything that names a lease by its `id` (a `zraft.client.leases.Lease`)."""
+
+    @property
+    def id(self) -> int:
+        """The lease id."""
+        ...
+
+
+LeaseRef = int | HasLeaseId
+"""A lease as the client takes it: its id, or an object with an int `id` (a `Lease`)."""
 
 CompareMap = dict[str, Any]
 """One compare, as `txn`'s `compare` list carries it."""
@@ -40,9 +55,12 @@ OpMap = dict[str, Any]
 __all__ = [
     "CompareMap",
     "CompareTarget",
+    "HasLeaseId",
     "Key",
+    "LeaseRef",
     "OpMap",
     "as_compares",
+    "as_lease_id",
     "as_ops",
     "create",
     "create_revision",
@@ -163,12 +181,40 @@ mod = mod_revision
 """python-etcd3's name for `mod_revision`."""
 
 
-def put_op(key: Key, value: Key, *, prev_kv: bool = False) -> OpMap:
-    """A put in a branch; with `prev_kv`, its response carries what it replaced."""
+def put_op(key: Key, value: Key, *, prev_kv: bool = False, lease: LeaseRef = 0) -> OpMap:
+    """A put in a branch; with `prev_kv`, its response carries what it replaced.
+
+    Args:
+        lease: attach the key to this lease (an id or a `Lease`); 0, the default: the
+            key has no lease (a put without one detaches it from its old lease).
+
+    Raises:
+        ValueError: `lease` is not a lease id (an int from 0 to 2**63-1).
+    """
     op: OpMap = {"op": "put", "key": key, "value": value}
     if prev_kv:
         op["prev_kv"] = True
+    lease_id = as_lease_id(lease, allow_none=True)
+    if lease_id:
+        op["lease"] = lease_id
     return op
+
+
+def as_lease_id(lease: LeaseRef, *, allow_none: bool = False) -> int:
+    """The id of `lease` (an int, or an object with an int `id`, such as a `Lease`).
+
+    Args:
+        allow_none: accept 0 (no lease: a `put`'s default).
+
+    Raises:
+        ValueError: not an int (bools are not ids) from 1 (0 with `allow_none`) to
+            2**63-1.
+    """
+    lease_id = lease if isinstance(lease, int) else getattr(lease, "id", None)
+    low = 0 if allow_none else 1
+    if type(lease_id) is not int or not low <= lease_id <= MAX_LEASE_ID:
+        raise ValueError(f"a lease id must be an int from {low} to 2**63-1, got {lease!r}")
+    return lease_id
 
 
 def range_op(

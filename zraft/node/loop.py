@@ -31,6 +31,7 @@ carrying on could acknowledge or vote on state that is not durable.
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 import time
@@ -53,13 +54,14 @@ from zraft.net.faults import FaultyTransport
 from zraft.net.transport import CLIENT_ZAP_DOMAIN, PEER_ZAP_DOMAIN, CurveKeys, ZmqTransport
 from zraft.net.zap import ZapHandler
 from zraft.node.admin import Admin, learn_config_endpoints, learn_snapshot_endpoints
+from zraft.node.leases import LeaseKeeper
 from zraft.node.members import Endpoints
 from zraft.node.pending import ReplyTo
 from zraft.node.reports import Reporter
 from zraft.node.serving import RequestServer
 from zraft.node.snapshots import NodeSnapshots, restore_state
 from zraft.node.upkeep import Upkeep
-from zraft.state.machine import KVMachine
+from zraft.state.machine import MAX_LEASE_TTL, KVMachine
 from zraft.storage import FileStorage, LogStorage
 from zraft.storage.snapstore import SnapshotStore
 from zraft.wire.codec import DecodeError
@@ -73,6 +75,22 @@ from zraft.wire.peer import (
     decode_peer_frame,
     encode_message,
 )
+
+
+def machine_for(cluster: ClusterConfig) -> KVMachine:
+    """The state machine with the cluster's limits (transactions, quota, lease TTLs)."""
+    return KVMachine(
+        max_txn_ops=cluster.max_txn_ops,
+        quota_bytes=cluster.quota_bytes,
+        lease_ttl=(min_lease_ttl(cluster), MAX_LEASE_TTL),
+    )
+
+
+def min_lease_ttl(cluster: ClusterConfig) -> int:
+    """The shortest lease TTL granted: 1.5 election timeouts, in whole seconds (etcd's
+    rule), so a lease outlives the election that follows a leader's failure."""
+    return max(1, math.ceil(1.5 * cluster.election_timeout_ms[1] / 1000))
+
 
 DRAIN_BUDGET = 256  # frames per socket per turn: big batches, bounded tick latency
 STALL_THRESHOLD_TICKS = 5  # a tick this late (in tick lengths) is logged as loop_stalled
@@ -149,7 +167,7 @@ class Node:
                 last_index=repair.last_index,
             )
         store = SnapshotStore(me.data_dir / "snapshots", retain=cluster.snapshot_retain)
-        self._machine = KVMachine(max_txn_ops=cluster.max_txn_ops, quota_bytes=cluster.quota_bytes)
+        self._machine = machine_for(cluster)
         restored, loaded = restore_state(self._storage, store, self._machine, self._log)
         if loaded is not None:
             learn_snapshot_endpoints(endpoints, loaded.header, loaded.meta.index)
@@ -235,6 +253,14 @@ class Node:
             before_write=self._upkeep.before_write,
             raise_alarm=self._upkeep.raise_alarm,
         )
+        self._leases = LeaseKeeper(
+            self._raft,
+            self._machine,
+            self._server,
+            clock=clock,
+            log=self._log,
+            request_timeout_s=cluster.request_timeout_ms / 1000,
+        )
         self._snapshots = NodeSnapshots(
             node_id,
             self._raft,
@@ -271,7 +297,9 @@ class Node:
             },
         )
         try:
-            self._server.register({**self._admin.handlers(), **self._snapshots.handlers()})
+            self._server.register(
+                self._admin.handlers(), self._snapshots.handlers(), self._leases.handlers()
+            )
         except RuntimeError:
             self._transport.close()  # a node that cannot serve its ops must not start
             self._storage.close()
@@ -380,6 +408,7 @@ class Node:
         if self._server.has_parked and self._raft.leader_id is not None:
             self._server.retry_parked()
         self._snapshots.move(write_slice=ticked)
+        self._leases.flush()  # this turn's keepalives: one refresh entry
         self._handle_ready()
         self._snapshots.maybe_start()
 
@@ -408,6 +437,7 @@ class Node:
         self._server.expire(now)
         self._transport.on_tick(now)
         self._upkeep.on_tick(now)
+        self._leases.on_tick(now)
         if self._admin.has_transfers:
             self._admin.settle_transfers()
         return True
@@ -488,6 +518,7 @@ class Node:
         for entry in rd.committed:
             self._snapshots.note_applied(len(entry.data))
             fields = self._machine.apply(entry)
+            self._leases.applied(entry)
             if entry.kind is EntryKind.CONFIG:
                 self._admin.config_applied(entry)
                 if self._server.awaits(entry.index):

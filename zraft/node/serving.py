@@ -89,7 +89,8 @@ class RequestServer:
         clock: a monotonic clock in seconds.
         reporter: for `bad_frame`.
         before_write: called before a client write is proposed (the node's own entries
-            that must precede it: `zraft.node.upkeep`).
+            that must precede it: `zraft.node.upkeep`); True when a model entry of this
+            term precedes the write (see `StateMachine.command`).
         raise_alarm: called with the alarm a refused write asks the cluster to raise.
     """
 
@@ -104,7 +105,7 @@ class RequestServer:
         request_timeout_s: float,
         clock: Callable[[], float],
         reporter: Reporter,
-        before_write: Callable[[], None] = lambda: None,
+        before_write: Callable[[], bool] = lambda: False,
         raise_alarm: Callable[[str], None] = lambda alarm: None,
     ) -> None:
         self._id = node_id
@@ -121,13 +122,15 @@ class RequestServer:
         self.pending = PendingRequests()
         self._next_id = 1  # read contexts, forward ids and park ids; never reused
 
-    def register(self, handlers: Mapping[str, Handler]) -> None:
-        """Take the node's handlers; every declared op must then be served.
+    def register(self, *handlers: Mapping[str, Handler]) -> None:
+        """Take the node's handlers (one map per collaborator); every declared op must
+        then be served.
 
         Raises:
             RuntimeError: an op would be served by nothing (the node must not start).
         """
-        self._handlers.update(handlers)
+        for more in handlers:
+            self._handlers.update(more)
         missing = missing_handlers(self._handlers, self._machine)
         if missing:
             raise RuntimeError(f"no handler for the declared ops: {', '.join(missing)}")
@@ -215,9 +218,9 @@ class RequestServer:
         if self._raft.role is not Role.LEADER:
             # The leader judges a write (its quota, its state): a follower only forwards.
             return self.forward(pending, self._raft.leader_id)
-        self._before_write()
+        upgrading = self._before_write()
         try:
-            data = self._machine.command(pending.request)
+            data = self._machine.command(pending.request, upgrading=upgrading)
         except Refused as exc:
             if exc.alarm is not None:
                 self._raise_alarm(exc.alarm)

@@ -100,19 +100,17 @@ class Upkeep:
         if not leader:
             self._samples.clear()
 
-    def before_write(self) -> None:
+    def before_write(self) -> bool:
         """Propose the model entry first if it is due (the leader, about to propose a
-        client write; see the module doc)."""
-        raft = self._raft
-        if (
-            self._machine.model == MODEL
-            or raft.role is not Role.LEADER
-            or self._upgrade_term == raft.term
-            or not self._may_upgrade()
-        ):
-            return
-        if self._propose(self._machine.upgrade_command()):
+        client write; see the module doc). Returns whether a model entry of this term
+        precedes the write in the log (so the write may use the new model)."""
+        machine, raft = self._machine, self._raft
+        if machine.model == MODEL or raft.role is not Role.LEADER:
+            return False
+        due = self._upgrade_term != raft.term and self._may_upgrade()
+        if due and self._propose(machine.upgrade_command()):
             self._upgrade_term = raft.term
+        return self._upgrade_term == raft.term
 
     def raise_alarm(self, alarm: str) -> None:
         """Write `alarm` to the log (the leader; once per term while it is not raised)."""

@@ -15,9 +15,10 @@ anything that changes nothing leaves it alone. `cas` is a transaction with one c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from zraft.state.leases import LeaseTable
 from zraft.state.mvcc import Compacted, FutureRevision, KeyValue, MVCCStore, RangeResult, prefix_end
 from zraft.state.txn import (
     Compare,
@@ -28,6 +29,7 @@ from zraft.state.txn import (
     TxnRefused,
     apply_txn,
     check_txn,
+    evaluate,
 )
 
 Fields = Mapping[str, Any]
@@ -107,8 +109,9 @@ def read_get(store: MVCCStore, fields: Fields) -> Reply:
     }
 
 
-def write(store: MVCCStore, op: str, fields: Fields, index: int) -> Reply:
-    """Apply write `op` (a `Route.LOG` op other than none) and return its reply.
+def write(store: MVCCStore, leases: LeaseTable, op: str, fields: Fields, index: int) -> Reply:
+    """Apply write `op` (a `Route.LOG` op other than none) and return its reply; keys
+    that gain or lose a lease are attached or detached in `leases`.
 
     Raises:
         ValueError: `op` is not a write this module knows (a node bug).
@@ -116,14 +119,44 @@ def write(store: MVCCStore, op: str, fields: Fields, index: int) -> Reply:
     runner = _WRITES.get(op)
     if runner is None:
         raise ValueError(f"op {op!r} is not a store write")
-    reply = runner(store, fields)
+    reply = runner(store, leases, fields)
     reply["index"] = index
     return reply
 
 
-def _put(store: MVCCStore, fields: Fields) -> Reply:
+def missing_lease(leases: LeaseTable, puts: Iterable[Fields]) -> int:
+    """A lease one of `puts` (put fields, or ops of a branch) names that does not exist
+    (0: none is missing)."""
+    for put in puts:
+        lease = put.get("lease", 0)
+        if lease and lease not in leases and put.get("op", "put") == "put":
+            return int(lease)
+    return 0
+
+
+def lease_not_found(lease: int, revision: int) -> Reply:
+    """The reply to a write that names lease `lease`, which does not exist."""
+    return _error(
+        "lease_not_found", f"lease {lease} does not exist (expired or revoked?)", revision
+    )
+
+
+def _attach(leases: LeaseTable, key: bytes, previous: KeyValue | None, lease: int) -> None:
+    leases.attach(key, 0 if previous is None else previous.lease, lease)
+
+
+def _detach(leases: LeaseTable, deleted: list[KeyValue]) -> None:
+    for kv in deleted:
+        leases.attach(kv.key, kv.lease, 0)
+
+
+def _put(store: MVCCStore, leases: LeaseTable, fields: Fields) -> Reply:
+    lease = fields.get("lease", 0)
+    if lease and lease not in leases:
+        return lease_not_found(lease, store.revision)
     change = store.write()
-    previous = change.put(fields["key"], fields["value"])
+    previous = change.put(fields["key"], fields["value"], lease)
+    _attach(leases, fields["key"], previous, lease)
     revision = change.finish()
     reply: Reply = {"ok": True, "revision": revision}
     if fields.get("prev_kv"):
@@ -131,9 +164,10 @@ def _put(store: MVCCStore, fields: Fields) -> Reply:
     return reply
 
 
-def _delete(store: MVCCStore, fields: Fields) -> Reply:
+def _delete(store: MVCCStore, leases: LeaseTable, fields: Fields) -> Reply:
     change = store.write()
     deleted = change.delete_range(*range_bounds(fields))
+    _detach(leases, deleted)
     revision = change.finish()
     extra: dict[str, Any] = {"deleted": len(deleted)}
     if fields.get("prev_kv"):
@@ -141,7 +175,7 @@ def _delete(store: MVCCStore, fields: Fields) -> Reply:
     return {"ok": True, "revision": revision, "extra": extra}
 
 
-def _cas(store: MVCCStore, fields: Fields) -> Reply:
+def _cas(store: MVCCStore, leases: LeaseTable, fields: Fields) -> Reply:
     key, expected = fields["key"], fields["expected"]
     current = store.get(key)
     if (None if current is None else current.value) != expected:
@@ -153,7 +187,7 @@ def _cas(store: MVCCStore, fields: Fields) -> Reply:
             "revision": store.revision,
         }
     change = store.write()
-    change.put(key, fields["value"])
+    _attach(leases, key, change.put(key, fields["value"]), 0)  # a put without a lease
     return {"ok": True, "revision": change.finish()}
 
 
@@ -179,7 +213,7 @@ def txn_of(fields: Fields) -> Txn:
 def _txn_op(op: Fields) -> RangeOp | PutOp | DeleteRangeOp:
     name = op["op"]
     if name == "put":
-        return PutOp(op["key"], op["value"])
+        return PutOp(op["key"], op["value"], op.get("lease", 0))
     key, end = range_bounds(op)
     if name == "delete_range":
         return DeleteRangeOp(key, end)
@@ -209,14 +243,23 @@ def check(op: str, fields: Fields, max_ops: int) -> None:
         check_txn(txn_of(fields), max_ops)
 
 
-def _txn(store: MVCCStore, fields: Fields) -> Reply:
+def _txn(store: MVCCStore, leases: LeaseTable, fields: Fields) -> Reply:
     txn = txn_of(fields)
     try:
         check_txn(txn, NO_OP_LIMIT)
     except TxnRefused as exc:
         return _error(exc.code, str(exc), store.revision)
+    chosen = "success" if evaluate(store, txn.compare) else "failure"
+    missing = missing_lease(leases, fields.get(chosen, ()))
+    if missing:
+        return lease_not_found(missing, store.revision)
     result = apply_txn(store, txn)
     branch = txn.success if result.succeeded else txn.failure
+    for op, response in zip(branch, result.responses, strict=True):
+        if isinstance(op, PutOp):
+            _attach(leases, op.key, response, op.lease)  # type: ignore[arg-type]
+        elif isinstance(op, DeleteRangeOp):
+            _detach(leases, response)  # type: ignore[arg-type]
     ops = fields.get("success" if result.succeeded else "failure", ())
     responses = []
     for raw, op, response in zip(ops, branch, result.responses, strict=True):
@@ -240,7 +283,7 @@ def _txn(store: MVCCStore, fields: Fields) -> Reply:
     }
 
 
-def _compact(store: MVCCStore, fields: Fields) -> Reply:
+def _compact(store: MVCCStore, leases: LeaseTable, fields: Fields) -> Reply:
     try:
         store.compact(fields["revision"])
     except Compacted as exc:

@@ -44,12 +44,15 @@ the log.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from zraft.core.types import Entry, EntryKind
-from zraft.state import execute
-from zraft.state.kv import Cas, Command, Delete, KVStore, Op, Put, Result, SnapshotView
+from zraft.state import execute, leasing
+from zraft.state.kv import Command, KVStore, SnapshotView
+from zraft.state.leases import LeaseTable
+from zraft.state.leasing import LeaseEvent
+from zraft.state.legacy import LEGACY_OPS, convert, op_of, write_reply_fields
 from zraft.state.mvcc import RECORD_OVERHEAD, KeyValue, MVCCStore
 from zraft.state.sessions import DEFAULT_MAX_SESSIONS, SessionTable
 from zraft.state.txn import DEFAULT_MAX_TXN_OPS, TxnRefused
@@ -57,9 +60,13 @@ from zraft.wire.client import Request
 from zraft.wire.entries import (
     ALARMS,
     AlarmRaised,
+    LeaseExpiry,
+    LeaseRefresh,
     ModelUpgrade,
     decode_entry,
     encode_alarm,
+    encode_expiry,
+    encode_refresh,
     encode_upgrade,
     encode_write,
 )
@@ -76,11 +83,8 @@ MODEL = "mvcc"
 STATE_FORMAT = 2
 """Version of the state inside a snapshot (1: the legacy dictionary, no `model`)."""
 
-LEGACY_OPS = frozenset({"put", "delete", "cas", "get"})
-"""What a store still in the legacy model serves (the first release's ops)."""
-
-UPGRADE_REVISION = 2
-"""The revision every key of a converted legacy store carries."""
+MAX_LEASE_TTL = 9_000_000_000
+"""The longest lease TTL granted, in seconds (etcd's)."""
 
 
 NOSPACE = "nospace"
@@ -111,8 +115,9 @@ class StateMachine(Protocol):
         """The index of the last entry applied (0 before any)."""
         ...
 
-    def command(self, request: Request) -> bytes:
-        """The log entry data that carries write `request` (its session included).
+    def command(self, request: Request, *, upgrading: bool = False) -> bytes:
+        """The log entry data that carries write `request` (its session included);
+        `upgrading`: a model entry precedes it in the log, not applied yet.
 
         Raises:
             Refused: the request must be answered with an error instead.
@@ -136,40 +141,6 @@ class StateMachine(Protocol):
         ...
 
 
-def result_fields(result: Result) -> ReplyFields:
-    """The reply fields of a legacy write's `Result`."""
-    return {
-        "ok": result.ok,
-        "value": result.value,
-        "error": result.error,
-        "message": result.message,
-        "index": result.index,
-    }
-
-
-def write_reply_fields(command: Command, result: Result) -> ReplyFields:
-    """The reply fields of applying a legacy `command`: a delete also says how many keys
-    it deleted (`deleted`: 0 or 1), so a client can tell a delete of nothing."""
-    fields = result_fields(result)
-    if result.ok and isinstance(command.op, Delete):
-        return {**fields, "extra": {"deleted": 1 if result.found else 0}}
-    return fields
-
-
-def _op_of(request: Request) -> Op:
-    fields = request.fields
-    key = fields.get("key")
-    if key is None:
-        raise ValueError(f"op {request.op!r} without a key is not a kv write")
-    if request.op == "put":
-        return Put(key, fields["value"])
-    if request.op == "delete":
-        return Delete(key)
-    if request.op == "cas":
-        return Cas(key, fields["expected"], fields["value"])
-    raise ValueError(f"op {request.op!r} is not a kv write")
-
-
 class KVMachine:
     """The key-value store behind the `StateMachine` protocol (see the module doc).
 
@@ -179,10 +150,23 @@ class KVMachine:
             with the multi-version store at once (tests and tools).
         max_txn_ops: the longest transaction branch this node proposes.
         quota_bytes: the space quota this node enforces as leader (0: none).
+        lease_ttl: the shortest and longest TTL this node grants as leader, in seconds.
     """
 
-    commands = frozenset({"put", "delete", "delete_range", "cas", "txn", "compact", "alarm_disarm"})
-    reads = frozenset({"get", "range", "alarm_list"})
+    commands = frozenset(
+        {
+            "put",
+            "delete",
+            "delete_range",
+            "cas",
+            "txn",
+            "compact",
+            "alarm_disarm",
+            "lease_grant",
+            "lease_revoke",
+        }
+    )
+    reads = frozenset({"get", "range", "alarm_list", "lease_leases"})
 
     def __init__(
         self,
@@ -191,12 +175,17 @@ class KVMachine:
         model: str | None = None,
         max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
         quota_bytes: int = 0,
+        lease_ttl: tuple[int, int] = (1, MAX_LEASE_TTL),
     ) -> None:
         if model not in (None, MODEL):
             raise ValueError(f"unknown store model {model!r}")
         self._max_sessions = max_sessions
         self._max_txn_ops = max_txn_ops
         self._quota = quota_bytes
+        self._lease_ttl = lease_ttl
+        self.leases = LeaseTable()
+        """Every lease and its keys (replicated; their clocks are the node's)."""
+        self._lease_events: list[LeaseEvent] = []
         self.alarms: set[str] = set()
         """The alarms raised (replicated: raised and lowered by log entries)."""
         self._legacy: KVStore | None = KVStore(max_sessions) if model is None else None
@@ -240,6 +229,7 @@ class KVMachine:
             "compact_revision": store.compact_revision,
             "store_bytes": store.size_bytes,
             "alarms": sorted(self.alarms),
+            "leases": len(self.leases),
         }
 
     def key_count(self) -> int:
@@ -256,26 +246,29 @@ class KVMachine:
             ValueError: `request` is not one of them (a node bug).
         """
         fields = request.fields
-        return Command(_op_of(request), fields.get("client"), fields.get("seq"))
+        return Command(op_of(request), fields.get("client"), fields.get("seq"))
 
-    def command(self, request: Request) -> bytes:
-        """The log entry data that carries write `request`.
+    def command(self, request: Request, *, upgrading: bool = False) -> bytes:
+        """The log entry data that carries write `request`. `upgrading`: this leader
+        proposed the model entry in this term, before this write, and it is not applied
+        yet; the write is judged as the new model will see it (an empty store: a new
+        cluster's first writes).
 
         Raises:
             Refused: the store is still legacy and the op or option is new, or a
                 transaction is refused (`too_many_ops`, `bad_request`).
         """
-        if self._legacy is not None and (
-            request.op not in LEGACY_OPS or request.fields.get("prev_kv")
-        ):
+        legacy = self._legacy is not None and not upgrading
+        if legacy and (request.op not in LEGACY_OPS or request.fields.get("prev_kv")):
             raise Refused("unavailable", _UPGRADING)
         try:
             execute.check(request.op, request.fields, self._max_txn_ops)
         except TxnRefused as exc:
             raise Refused(exc.code, str(exc)) from exc
+        self._check_lease(request)
         data = encode_write(request)
         puts = execute.puts_in(request.op, request.fields)
-        if self._legacy is None and puts:
+        if not legacy and puts:
             size = self.store.size_bytes
             if NOSPACE in self.alarms:
                 raise Refused("no_space", _no_space(size))
@@ -286,6 +279,39 @@ class KVMachine:
                 )
                 raise Refused("no_space", message, alarm=NOSPACE)
         return data
+
+    def _check_lease(self, request: Request) -> None:
+        fields = request.fields
+        if request.op == "lease_grant":
+            low, high = self._lease_ttl
+            if not low <= fields["ttl"] <= high:
+                raise Refused(
+                    "bad_request",
+                    f"ttl {fields['ttl']} is outside {low}..{high} seconds (the minimum is "
+                    "1.5 election timeouts: a shorter lease could expire during an election)",
+                )
+        elif request.op == "put":
+            missing = execute.missing_lease(self.leases, (fields,))
+            if missing:
+                raise Refused("lease_not_found", f"lease {missing} does not exist")
+
+    @staticmethod
+    def refresh_command(leases: list[int]) -> bytes:
+        """The data of the entry that records keepalives of `leases`."""
+        return encode_refresh(leases)
+
+    @staticmethod
+    def expiry_command(leases: list[tuple[int, int]]) -> bytes:
+        """The data of the entry that expires `(id, refreshed_index)` pairs."""
+        return encode_expiry(leases)
+
+    def take_lease_events(self) -> Sequence[LeaseEvent]:
+        """The lease clocks to start or stop after the entries applied since the last call
+        (every lease after a restore)."""
+        if not self._lease_events:
+            return ()  # the common case: no allocation per applied entry
+        events, self._lease_events = self._lease_events, []
+        return events
 
     @staticmethod
     def alarm_command(alarm: str) -> bytes:
@@ -323,11 +349,20 @@ class KVMachine:
             if self._legacy is None:
                 self.alarms.add(logged.alarm)
             return None
+        if isinstance(logged, LeaseRefresh | LeaseExpiry):
+            self._advance(index)
+            if self._legacy is not None:
+                raise ValueError("a lease entry logged before the store was upgraded")
+            if isinstance(logged, LeaseRefresh):
+                self._lease_events += leasing.refresh(self.leases, logged.leases, index)
+            else:
+                self._lease_events += leasing.expire(self.store, self.leases, logged.leases, index)
+            return None
         request, client, seq = logged.request, logged.client, logged.seq
         if self._legacy is not None:
             if request.op not in LEGACY_OPS:
                 raise ValueError(f"op {request.op!r} logged before the store was upgraded")
-            command = Command(_op_of(request), client, seq)
+            command = Command(op_of(request), client, seq)
             return write_reply_fields(command, self._legacy.apply(index, command))
         self._advance(index)
         if client is not None and seq is not None:
@@ -336,7 +371,7 @@ class KVMachine:
                 return answered
         reply = self._write(request, index)
         if client is not None and seq is not None:
-            self._sessions.remember(client, seq, reply)
+            self._sessions.remember(client, seq, _replayable(reply))
         return reply
 
     def _write(self, request: Request, index: int) -> ReplyFields:
@@ -347,7 +382,15 @@ class KVMachine:
         if NOSPACE in self.alarms and execute.puts_in(op, request.fields):
             message = _no_space(store.size_bytes)
             return {"ok": False, "error": "no_space", "message": message, "index": index}
-        return execute.write(store, op, request.fields, index)
+        if op in ("lease_grant", "lease_revoke"):
+            if op == "lease_grant":
+                reply, event = leasing.grant(store, self.leases, request.fields, index)
+            else:
+                reply, event = leasing.revoke(store, self.leases, request.fields["lease"], index)
+            if event is not None:
+                self._lease_events.append(event)
+            return reply
+        return execute.write(store, self.leases, op, request.fields, index)
 
     def _advance(self, index: int) -> None:
         if self._legacy is not None:
@@ -363,18 +406,8 @@ class KVMachine:
         legacy = self._legacy
         if legacy is None:
             return  # a second model entry (two leaders proposed one): nothing to do
-        view = legacy.snapshot_view()
-        store = MVCCStore()
-        if view.data:
-            change = store.write()
-            for key in sorted(view.data):
-                change.put(key, view.data[key])
-            store.compact(change.finish())
-        sessions = SessionTable(self._max_sessions)
-        for client, seq, (ok, index, value, found, error, message) in view.sessions:
-            reply = {"ok": ok, "index": index, "value": value, "error": error, "message": message}
-            sessions.remember(client, seq, reply if found is None else {**reply, "found": found})
-        self.store, self._sessions, self._applied = store, sessions, view.applied_index
+        store, sessions, applied = convert(legacy, self._max_sessions)
+        self.store, self._sessions, self._applied = store, sessions, applied
         self._legacy = None
 
     # --- reading ----------------------------------------------------------------------
@@ -388,6 +421,9 @@ class KVMachine:
             return {"ok": True, "value": value, "found": value is not None}
         if request.op == "range":
             return execute.read_range(self.store, request.fields)
+        if request.op == "lease_leases":
+            extra = {"leases": self.leases.ids()}
+            return {"ok": True, "revision": self.store.revision, "extra": extra}
         if request.op == "alarm_list":
             extra = {"alarms": sorted(self.alarms), "size_bytes": self.store.size_bytes}
             return {"ok": True, "revision": self.store.revision, "extra": extra}
@@ -410,6 +446,7 @@ class KVMachine:
                 "revision": store.revision,
                 "compact_revision": store.compact_revision,
                 "alarms": sorted(self.alarms),
+                "leases": self.leases.export(),
             },
         )
 
@@ -440,8 +477,11 @@ class KVMachine:
         alarms = header.get("alarms", [])
         if type(alarms) is not list or not set(alarms) <= ALARMS:
             raise ValueError(f"unknown alarms in a snapshot: {alarms!r}")
+        leases = LeaseTable.restore(header.get("leases", []), store.leased())
         self.store, self._sessions, self._applied = store, sessions, applied
         self.alarms = set(alarms)
+        self.leases = leases
+        self._lease_events = [LeaseEvent(row[0], row[1]) for row in leases.export()]
         self._legacy = None
 
 
@@ -460,6 +500,29 @@ _UPGRADING = (
     "the store still has the previous release's model (no revisions): it is upgraded once "
     "every member runs this release; until then only put, delete, cas and get are served"
 )
+
+
+_VALUES = ("prev_kv", "prev_kvs", "kvs")
+
+
+def _replayable(reply: ReplyFields) -> ReplyFields:
+    """What a session keeps of a write's reply to answer its retries: everything but the
+    values it carried (`prev_kv`, `prev_kvs`, a transaction's `kvs`, a failed cas's
+    value), which could make the table hold sessions x values; `replayed` says so."""
+    extra = reply.get("extra")
+    if reply.get("value") is None and not extra:
+        return {**reply, "replayed": True}
+    kept = {**reply, "value": None, "replayed": True}
+    if extra:
+        trimmed = {name: value for name, value in extra.items() if name not in _VALUES}
+        responses = extra.get("responses")
+        if responses:
+            trimmed["responses"] = [
+                {name: value for name, value in item.items() if name not in _VALUES}
+                for item in responses
+            ]
+        kept["extra"] = trimmed
+    return kept
 
 
 class _PackedRecords:

@@ -152,6 +152,13 @@ class MVCCStore:
             return ()
         return (held,) if type(held) is KeyValue else held
 
+    def leased(self) -> Iterator[tuple[bytes, int]]:
+        """`(key, lease)` of every live key attached to a lease."""
+        for key, held in self._records.items():
+            kv = held if type(held) is KeyValue else held[-1]
+            if kv.lease and not kv.is_tombstone:
+                yield key, kv.lease
+
     # --- reading --------------------------------------------------------------------------
 
     def range(

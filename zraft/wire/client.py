@@ -48,11 +48,14 @@ ERROR_CODES = frozenset(
         "future_revision",  # a read or compaction above the current revision
         "too_many_ops",  # a transaction branch longer than max_txn_ops
         "no_space",  # the space quota's alarm is raised: writes are refused
+        "lease_not_found",  # a lease that does not exist (never granted, expired, revoked)
     }
 )
 """The error codes a reply may carry (DESIGN.md §2)."""
 
-STANDARD_REPLY_KEYS = frozenset({"ok", "value", "found", "error", "leader", "index", "header"})
+STANDARD_REPLY_KEYS = frozenset(
+    {"ok", "value", "found", "error", "leader", "index", "header", "replayed"}
+)
 """Keys every reply may carry; an op's own are declared in its `OpSpec.reply`."""
 
 
@@ -214,6 +217,7 @@ def encode_reply(
     extra: Mapping[str, Any] | None = None,
     op: str | None = None,
     header: Mapping[str, Any] | None = None,
+    replayed: bool = False,
 ) -> bytes:
     """Encode a reply map (DESIGN.md §2).
 
@@ -231,6 +235,8 @@ def encode_reply(
         op: the op answered, when known: its declaration says which extra keys it has.
         header: where the answer stands (`revision`, `raft_term`, `member`), for replies
             that touch the store (omitted when None).
+        replayed: the answer to a retried session write, without the values the first
+            answer carried (omitted when False).
 
     Raises:
         ValueError: an unknown error code, `ok` inconsistent with `error`, or an extra key
@@ -251,6 +257,8 @@ def encode_reply(
         reply["found"] = found
     if header is not None:
         reply["header"] = header
+    if replayed:
+        reply["replayed"] = True
     if extra:
         clash = STANDARD_REPLY_KEYS.intersection(extra)
         if clash:

@@ -18,7 +18,11 @@ session):
 - ``4 model -> [4, nil, nil, model]``: from here on the store is `model` ("mvcc": the
   revisions of `zraft.state.mvcc`); see `zraft.state.machine` for the upgrade;
 - ``5 alarm -> [5, nil, nil, alarm]``: the cluster raises `alarm` ("nospace": the space
-  quota is exhausted); a leader writes it, `alarm_disarm` (opcode 3) lowers it.
+  quota is exhausted); a leader writes it, `alarm_disarm` (opcode 3) lowers it;
+- ``6 lease refresh -> [6, nil, nil, [id, ...]]``: the keepalives a leader took in one
+  loop turn (`zraft.node.leases`);
+- ``7 lease expiry -> [7, nil, nil, [[id, refreshed_index], ...]]``: leases whose time
+  ran out on the leader, each with the refresh it saw (`zraft.state.leases`).
 
 `decode_entry` reads them all; `encode_command`/`decode_command` are the first release's
 codec of opcodes 0-2 (`zraft.state.kv` commands), kept for the legacy store.
@@ -34,12 +38,14 @@ from zraft.wire.client import Request, request_from_map
 from zraft.wire.codec import MAX_CLIENT_ID_LEN, DecodeError, describe, packb, short_str, unpack
 from zraft.wire.codec import blob as _bytes
 from zraft.wire.codec import uint as _uint
-from zraft.wire.fields import SESSION_FIELDS, Limits
+from zraft.wire.fields import MAX_LEASE_ID, SESSION_FIELDS, Limits
 from zraft.wire.ops import OPS
 
 _MAX_BIN = 1 << 26  # a command's key and values are far below this (max_value_bytes)
 
 _OP_PUT, _OP_DELETE, _OP_CAS, _OP_REQUEST, _OP_MODEL, _OP_ALARM = 0, 1, 2, 3, 4, 5
+_OP_REFRESH, _OP_EXPIRY = 6, 7
+MAX_BATCH = 1 << 16  # lease ids in one refresh or expiry entry
 _LOG_LIMITS = Limits(_MAX_BIN, _MAX_BIN, 1 << 16)  # the leader checked its own limits
 MODELS = frozenset({"mvcc"})
 """The store models a model entry may name."""
@@ -65,7 +71,14 @@ def encode_command(cmd: Command) -> bytes:
 
 
 _COMMAND_ARITY = {_OP_PUT: 5, _OP_DELETE: 4, _OP_CAS: 6}
-_ENTRY_ARITY = {**_COMMAND_ARITY, _OP_REQUEST: 5, _OP_MODEL: 4, _OP_ALARM: 4}
+_ENTRY_ARITY = {
+    **_COMMAND_ARITY,
+    _OP_REQUEST: 5,
+    _OP_MODEL: 4,
+    _OP_ALARM: 4,
+    _OP_REFRESH: 4,
+    _OP_EXPIRY: 4,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +105,31 @@ class AlarmRaised:
     alarm: str
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseRefresh:
+    """Keepalives the leader took: each lease of `leases` starts its TTL again."""
+
+    leases: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExpiry:
+    """Leases whose time ran out: `(id, refreshed_index)` pairs (see `zraft.state.leases`)."""
+
+    leases: tuple[tuple[int, int], ...]
+
+
+Logged = LoggedWrite | ModelUpgrade | AlarmRaised | LeaseRefresh | LeaseExpiry
+"""Anything a NORMAL entry carries."""
+
+
 def encode_write(request: Request) -> bytes:
     """The data of the NORMAL entry that carries write `request` (its session included):
     the first release's form for a plain put, delete or cas, opcode 3 for the rest."""
     fields = request.fields
     client, seq = fields.get("client"), fields.get("seq")
     op = request.op
-    if op == "put" and not fields.get("prev_kv"):
+    if op == "put" and not fields.get("prev_kv") and not fields.get("lease"):
         return packb([_OP_PUT, client, seq, fields["key"], fields["value"]])
     if op == "delete" and not fields.get("prev_kv"):
         return packb([_OP_DELETE, client, seq, fields["key"]])
@@ -118,7 +149,17 @@ def encode_alarm(alarm: str) -> bytes:
     return packb([_OP_ALARM, None, None, alarm])
 
 
-def decode_entry(data: bytes) -> LoggedWrite | ModelUpgrade | AlarmRaised:
+def encode_refresh(leases: list[int]) -> bytes:
+    """The data of the entry that refreshes `leases`."""
+    return packb([_OP_REFRESH, None, None, leases])
+
+
+def encode_expiry(leases: list[tuple[int, int]]) -> bytes:
+    """The data of the entry that expires `(id, refreshed_index)` pairs."""
+    return packb([_OP_EXPIRY, None, None, [list(pair) for pair in leases]])
+
+
+def decode_entry(data: bytes) -> Logged:
     """Decode and validate the data of any NORMAL log entry.
 
     Raises:
@@ -134,6 +175,8 @@ def decode_entry(data: bytes) -> LoggedWrite | ModelUpgrade | AlarmRaised:
         if client is not None or seq is not None or raw[3] not in ALARMS:
             raise DecodeError(f"unknown alarm {describe(raw[3])}")
         return AlarmRaised(raw[3])
+    if opcode in (_OP_REFRESH, _OP_EXPIRY):
+        return _lease_entry(opcode, client, seq, raw[3])
     if opcode == _OP_REQUEST:
         op, fields = raw[3], raw[4]
         if type(op) is not str or type(fields) is not dict or "op" in fields:
@@ -157,6 +200,29 @@ def decode_entry(data: bytes) -> LoggedWrite | ModelUpgrade | AlarmRaised:
 
 
 _LEGACY_SPECS = {_OP_PUT: OPS["put"], _OP_DELETE: OPS["delete"], _OP_CAS: OPS["cas"]}
+
+
+def _lease_entry(opcode: int, client: Any, seq: Any, items: Any) -> LeaseRefresh | LeaseExpiry:
+    if client is not None or seq is not None:
+        raise DecodeError("a lease entry carries no session")
+    if type(items) is not list or not 0 < len(items) <= MAX_BATCH:
+        raise DecodeError(f"a lease entry needs 1 to {MAX_BATCH} leases")
+    if opcode == _OP_REFRESH:
+        for lease in items:
+            _lease_id(lease)
+        return LeaseRefresh(tuple(items))
+    pairs = []
+    for pair in items:
+        if type(pair) is not list or len(pair) != 2:
+            raise DecodeError("a lease expiry holds [id, refreshed_index] pairs")
+        pairs.append((_lease_id(pair[0]), _uint(pair[1], "refreshed_index")))
+    return LeaseExpiry(tuple(pairs))
+
+
+def _lease_id(value: Any) -> int:
+    if type(value) is not int or not 0 < value <= MAX_LEASE_ID:
+        raise DecodeError(f"a lease id must be an int from 1 to 2**63-1, got {describe(value)}")
+    return value
 
 
 def decode_command(data: bytes) -> Command:

@@ -37,6 +37,9 @@ CONSISTENCY_LEVELS = frozenset({"linearizable", "serializable"})
 DEFAULT_MAX_TXN_OPS = 128
 """Default bound on the operations of one transaction branch (etcd's `max-txn-ops`)."""
 
+MAX_LEASE_ID = (1 << 63) - 1
+"""The largest lease id (etcd's are int64)."""
+
 SORT_TARGETS = ("key", "version", "create", "mod", "value")
 """What a range may sort by (etcd's `sort_target`)."""
 
@@ -68,7 +71,7 @@ COMPARE_RESULTS = {
 
 TXN_OP_FIELDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "range": (("key",), ("range_end", "prefix", "limit", "keys_only", "count_only")),
-    "put": (("key", "value"), ("prev_kv",)),
+    "put": (("key", "value"), ("prev_kv", "lease")),
     "delete_range": (("key",), ("range_end", "prefix", "prev_kv")),
 }
 """The ops a transaction branch may hold: required and optional fields of each."""
@@ -146,6 +149,12 @@ def _choice(
         return names[value]
 
     return parse
+
+
+def _lease_id(value: Any, limits: Limits) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_LEASE_ID:
+        raise DecodeError(f"field 'lease' must be an int from 0 to 2**63-1, got {_shown(value)}")
+    return value
 
 
 def _flag(name: str) -> Callable[[Any, Limits], bool]:
@@ -302,6 +311,11 @@ FIELDS: Mapping[str, FieldSpec] = {
         _text("public_key", MAX_ENDPOINT_LEN), "the new node's Z85 public key (CURVE on)"
     ),
     "learner": FieldSpec(_flag("learner"), "true: stay a learner until promoted by hand", False),
+    "lease": FieldSpec(
+        _lease_id, "a lease id (`put`: attach the key to it; 0, the default: none)", 0
+    ),
+    "ttl": FieldSpec(_uint("ttl"), "`lease_grant`: seconds the lease lives without a keepalive"),
+    "keys": FieldSpec(_flag("keys"), "`lease_timetolive`: true lists the attached keys", False),
 }
 """Every request field an op may declare, with its validation."""
 
