@@ -12,6 +12,7 @@ from zraft.state.mvcc import (
     FutureRevision,
     KeyValue,
     MVCCStore,
+    kv_of,
     prefix_end,
 )
 
@@ -212,3 +213,30 @@ def test_same_writes_same_state() -> None:
     for revision, expected in truth.items():
         seen = {kv.key: kv.value for kv in stores[0].range(b"\0", b"\0", revision=revision).kvs}
         assert seen == expected, revision
+
+
+def test_the_fast_put_is_a_one_put_write() -> None:
+    """`MVCCStore.put` (the hot path) leaves exactly the state a `Write` of one put does."""
+    import random
+
+    rng = random.Random(7)
+    fast, slow = MVCCStore(), MVCCStore()
+    for _ in range(500):
+        key, roll = b"k%d" % rng.randrange(20), rng.random()
+        if roll < 0.7:
+            value, lease = rng.randbytes(3), rng.choice([0, 5])
+            previous = fast.put(key, value, lease)
+            change = slow.write()
+            expected = change.put(key, value, lease)
+            change.finish()
+            assert (None if previous is None else kv_of(key, previous)) == expected
+        elif roll < 0.9:
+            for store in (fast, slow):
+                change = store.write()
+                change.delete_range(key)
+                change.finish()
+        elif fast.compact_revision < fast.revision:
+            target = max(fast.compact_revision + 1, fast.revision - rng.randrange(5))
+            for store in (fast, slow):
+                store.compact(target)
+        assert fast.export() == slow.export() and fast.size_bytes == slow.size_bytes

@@ -12,7 +12,6 @@ import msgpack
 import pytest
 
 from zraft.state.kv import Command, Put
-from zraft.state.mvcc import KeyValue
 from zraft.wire.client import Request, decode_request, encode_request
 from zraft.wire.codec import DecodeError, TooLarge
 from zraft.wire.entries import (
@@ -259,7 +258,7 @@ def test_hello_round_trip_and_refusals() -> None:
 
 
 def test_records_round_trip_and_refusals() -> None:
-    records = [KeyValue(b"k", b"v", 2, 2, 1), KeyValue(b"k", b"", 0, 3, 0)]
+    records = [(b"v", 2, 2, 1, 0), (b"", 0, 3, 0, 0)]
     assert unpack_records(pack_records(records)) == [[b"v", 2, 2, 1, 0], [b"", 0, 3, 0, 0]]
     for bad in (b"\xc1", pack({"a": 1}), pack(7), "text"):
         with pytest.raises(ValueError):

@@ -384,7 +384,8 @@ class RequestServer:
         if revision is None:
             return encode_reply(op=op, leader=leader, **fields)
         header = {"revision": revision, "raft_term": self._raft.term, "member": self._id}
-        rest = {name: value for name, value in fields.items() if name != "revision"}
+        rest = dict(fields)  # C speed; the machine's fields may be kept by a session
+        del rest["revision"]
         return encode_reply(op=op, leader=leader, header=header, **rest)
 
     def reply_error(self, reply_to: ReplyTo, code: str, message: str) -> None:

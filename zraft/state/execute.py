@@ -19,7 +19,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from zraft.state.leases import LeaseTable
-from zraft.state.mvcc import Compacted, FutureRevision, KeyValue, MVCCStore, RangeResult, prefix_end
+from zraft.state.mvcc import (
+    Compacted,
+    FutureRevision,
+    KeyValue,
+    MVCCStore,
+    RangeResult,
+    kv_of,
+    prefix_end,
+)
 from zraft.state.txn import (
     Compare,
     DeleteRangeOp,
@@ -154,13 +162,14 @@ def _put(store: MVCCStore, leases: LeaseTable, fields: Fields) -> Reply:
     lease = fields.get("lease", 0)
     if lease and lease not in leases:
         return lease_not_found(lease, store.revision)
-    change = store.write()
-    previous = change.put(fields["key"], fields["value"], lease)
-    _attach(leases, fields["key"], previous, lease)
-    revision = change.finish()
-    reply: Reply = {"ok": True, "revision": revision}
+    key = fields["key"]
+    previous = store.put(key, fields["value"], lease)
+    old_lease = 0 if previous is None else previous[4]
+    if old_lease or lease:
+        leases.attach(key, old_lease, lease)
+    reply: Reply = {"ok": True, "revision": store.revision}
     if fields.get("prev_kv"):
-        reply["extra"] = {"prev_kv": None if previous is None else kv_map(previous)}
+        reply["extra"] = {"prev_kv": None if previous is None else kv_map(kv_of(key, previous))}
     return reply
 
 

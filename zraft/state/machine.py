@@ -53,7 +53,7 @@ from zraft.state.kv import Command, KVStore, SnapshotView
 from zraft.state.leases import LeaseTable
 from zraft.state.leasing import LeaseEvent
 from zraft.state.legacy import LEGACY_OPS, convert, op_of, write_reply_fields
-from zraft.state.mvcc import RECORD_OVERHEAD, KeyValue, MVCCStore
+from zraft.state.mvcc import RECORD_OVERHEAD, MVCCStore, Record, records_of
 from zraft.state.sessions import DEFAULT_MAX_SESSIONS, SessionTable
 from zraft.state.txn import DEFAULT_MAX_TXN_OPS, TxnRefused
 from zraft.wire.client import Request
@@ -62,6 +62,7 @@ from zraft.wire.entries import (
     AlarmRaised,
     LeaseExpiry,
     LeaseRefresh,
+    LoggedWrite,
     ModelUpgrade,
     decode_entry,
     encode_alarm,
@@ -258,16 +259,19 @@ class KVMachine:
             Refused: the store is still legacy and the op or option is new, or a
                 transaction is refused (`too_many_ops`, `bad_request`).
         """
+        op, fields = request.op, request.fields
         legacy = self._legacy is not None and not upgrading
-        if legacy and (request.op not in LEGACY_OPS or request.fields.get("prev_kv")):
+        if legacy and (op not in LEGACY_OPS or fields.get("prev_kv")):
             raise Refused("unavailable", _UPGRADING)
-        try:
-            execute.check(request.op, request.fields, self._max_txn_ops)
-        except TxnRefused as exc:
-            raise Refused(exc.code, str(exc)) from exc
-        self._check_lease(request)
+        if op != "put":  # a plain put (the hot path) has nothing of these to check
+            try:
+                execute.check(op, fields, self._max_txn_ops)
+            except TxnRefused as exc:
+                raise Refused(exc.code, str(exc)) from exc
+        if op == "lease_grant" or fields.get("lease"):
+            self._check_lease(request)
         data = encode_write(request)
-        puts = execute.puts_in(request.op, request.fields)
+        puts = execute.puts_in(op, fields)
         if not legacy and puts:
             size = self.store.size_bytes
             if NOSPACE in self.alarms:
@@ -290,7 +294,7 @@ class KVMachine:
                     f"ttl {fields['ttl']} is outside {low}..{high} seconds (the minimum is "
                     "1.5 election timeouts: a shorter lease could expire during an election)",
                 )
-        elif request.op == "put":
+        elif request.op == "put" and fields.get("lease"):
             missing = execute.missing_lease(self.leases, (fields,))
             if missing:
                 raise Refused("lease_not_found", f"lease {missing} does not exist")
@@ -340,6 +344,8 @@ class KVMachine:
             self._advance(index)
             return None
         logged = decode_entry(entry.data)
+        if type(logged) is LoggedWrite:  # the common case first
+            return self._apply_write(logged, index)
         if isinstance(logged, ModelUpgrade):
             self._advance(index)
             self._upgrade()
@@ -358,6 +364,9 @@ class KVMachine:
             else:
                 self._lease_events += leasing.expire(self.store, self.leases, logged.leases, index)
             return None
+        raise TypeError(f"unknown entry {logged!r}")  # decode_entry returns nothing else
+
+    def _apply_write(self, logged: LoggedWrite, index: int) -> ReplyFields:
         request, client, seq = logged.request, logged.client, logged.seq
         if self._legacy is not None:
             if request.op not in LEGACY_OPS:
@@ -379,7 +388,7 @@ class KVMachine:
         if op == "alarm_disarm":
             self.alarms.clear()
             return {"ok": True, "revision": store.revision, "index": index, "extra": {"alarms": []}}
-        if NOSPACE in self.alarms and execute.puts_in(op, request.fields):
+        if self.alarms and NOSPACE in self.alarms and execute.puts_in(op, request.fields):
             message = _no_space(store.size_bytes)
             return {"ok": False, "error": "no_space", "message": message, "index": index}
         if op in ("lease_grant", "lease_revoke"):
@@ -508,11 +517,12 @@ _VALUES = ("prev_kv", "prev_kvs", "kvs")
 def _replayable(reply: ReplyFields) -> ReplyFields:
     """What a session keeps of a write's reply to answer its retries: everything but the
     values it carried (`prev_kv`, `prev_kvs`, a transaction's `kvs`, a failed cas's
-    value), which could make the table hold sessions x values; `replayed` says so."""
+    value), which could make the table hold sessions x values (`SessionTable.answered`
+    marks a retry's answer `replayed`)."""
     extra = reply.get("extra")
     if reply.get("value") is None and not extra:
-        return {**reply, "replayed": True}
-    kept = {**reply, "value": None, "replayed": True}
+        return reply  # nothing to leave out: kept as it is (no copy on the hot path)
+    kept = {**reply, "value": None}
     if extra:
         trimmed = {name: value for name, value in extra.items() if name not in _VALUES}
         responses = extra.get("responses")
@@ -529,7 +539,7 @@ class _PackedRecords:
     """A snapshot's pairs, packed as they are written: key -> msgpack ``[[value, create,
     mod, version, lease], ...]`` (the key's records, oldest first)."""
 
-    def __init__(self, records: dict[bytes, KeyValue | tuple[KeyValue, ...]]) -> None:
+    def __init__(self, records: dict[bytes, Record | tuple[Record, ...]]) -> None:
         self._records = records
 
     def __len__(self) -> int:
@@ -537,4 +547,4 @@ class _PackedRecords:
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         for key, held in self._records.items():
-            yield key, pack_records((held,) if type(held) is KeyValue else held)
+            yield key, pack_records(records_of(held))

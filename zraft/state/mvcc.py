@@ -31,7 +31,8 @@ whole history) so a quota can be enforced by whoever applies writes.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -101,18 +102,31 @@ def prefix_end(prefix: bytes) -> bytes:
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
+Record = tuple[bytes, int, int, int, int]
+"""One stored record: `(value, create_revision, mod_revision, version, lease)`; version 0
+is the tombstone of a delete. Plain tuples of bytes and ints, so CPython's collector
+untracks them: a million keys cost the garbage collector nothing (objects of a class
+would make every full collection walk all of them: a loop pause that grows with the
+store)."""
+
+_VALUE, _CREATE, _MOD, _VERSION, _LEASE = range(5)
+
+
 class MVCCStore:
     """The store (see the module doc). Writes go through `write()`; reads through `range`."""
 
     def __init__(self) -> None:
         self._revision = 1
         self._compact_revision = 0
-        # key -> its records, oldest first: a tuple, or the record itself when it is the
-        # only one (most keys: saves a tuple per key). Never mutated in place, so a
-        # shallow copy of the dict is a consistent snapshot (`records_view`).
-        self._records: dict[bytes, KeyValue | tuple[KeyValue, ...]] = {}
+        # key -> its records, oldest first: a list of `Record`s (appended in place: a hot
+        # key's put costs O(1) whatever its history), or the record itself when it is the
+        # only one (most keys). `records_view` copies the lists for a snapshot.
+        self._records: dict[bytes, Record | list[Record]] = {}
         self._keys: SortedList = SortedList()  # every key of `_records`, in byte order
         self._historied: set[bytes] = set()  # keys with more than a single live record
+        # (revision, key) for every record that superseded another, in revision order:
+        # what compaction may trim, so a step touches only the keys that need it.
+        self._superseded: deque[tuple[int, bytes]] = deque()
         self._live = 0  # keys whose newest record is not a tombstone
         self._size = 0
 
@@ -139,25 +153,22 @@ class MVCCStore:
 
     def get(self, key: bytes) -> KeyValue | None:
         """The current `KeyValue` of `key`, or None."""
-        records = self._records.get(key)
-        if records is None:
+        held = self._records.get(key)
+        if held is None:
             return None
-        kv = records if type(records) is KeyValue else records[-1]
-        return None if kv.is_tombstone else kv
+        record = held if type(held[0]) is bytes else held[-1]
+        return None if record[_VERSION] == 0 else _kv(key, record)  # type: ignore[arg-type]
 
     def history(self, key: bytes) -> tuple[KeyValue, ...]:
         """Every record `key` holds, oldest first (empty if none)."""
-        held = self._records.get(key)
-        if held is None:
-            return ()
-        return (held,) if type(held) is KeyValue else held
+        return tuple(_kv(key, r) for r in _history(self._records.get(key)))
 
     def leased(self) -> Iterator[tuple[bytes, int]]:
         """`(key, lease)` of every live key attached to a lease."""
         for key, held in self._records.items():
-            kv = held if type(held) is KeyValue else held[-1]
-            if kv.lease and not kv.is_tombstone:
-                yield key, kv.lease
+            record = held if type(held[0]) is bytes else held[-1]
+            if record[_LEASE] and record[_VERSION]:  # type: ignore[index]
+                yield key, record[_LEASE]  # type: ignore[misc]
 
     # --- reading --------------------------------------------------------------------------
 
@@ -221,19 +232,19 @@ class MVCCStore:
 
     def _at(self, key: bytes, revision: int) -> KeyValue | None:
         """The record of `key` in force at `revision`, unless that is a delete."""
-        records = self._records[key]
-        if type(records) is KeyValue:
-            kv = records
-            if kv.mod_revision > revision:
+        held = self._records[key]
+        if type(held[0]) is bytes:
+            record: Record = held  # type: ignore[assignment]
+            if record[_MOD] > revision or not record[_VERSION]:
                 return None
-            return None if kv.is_tombstone else kv
-        kv = records[-1]
-        if kv.mod_revision > revision:  # an old read: search the history
-            position = bisect.bisect_right(records, revision, key=_mod_revision)
+            return _kv(key, record)
+        record = held[-1]  # type: ignore[assignment]
+        if record[_MOD] > revision:  # an old read: search the history
+            position = bisect.bisect_right(held, revision, key=_mod_of)  # type: ignore[arg-type]
             if position == 0:
                 return None
-            kv = records[position - 1]
-        return None if kv.is_tombstone else kv
+            record = held[position - 1]  # type: ignore[assignment]
+        return _kv(key, record) if record[_VERSION] else None
 
     # --- writing --------------------------------------------------------------------------
 
@@ -241,27 +252,59 @@ class MVCCStore:
         """Start a write: its puts and deletes share one revision (see `Write`)."""
         return Write(self)
 
-    def _append(self, kv: KeyValue) -> None:
-        key = kv.key
+    def put(self, key: bytes, value: bytes, lease: int = 0) -> Record | None:
+        """A write of one put (the hot path: no `Write`); returns the previous record as
+        stored, or None (`kv_of` makes a `KeyValue` of it)."""
+        revision = self._revision + 1
         held = self._records.get(key)
         if held is None:
             self._keys.add(key)
-            history: tuple[KeyValue, ...] = ()
+            self._live += 1
+            self._size += len(key) + len(value) + RECORD_OVERHEAD
+            self._records[key] = (value, revision, revision, 1, lease)
+            self._revision = revision
+            return None
+        previous: Record = held if type(held[0]) is bytes else held[-1]  # type: ignore[assignment]
+        if previous[_VERSION]:
+            self._append(key, (value, previous[_CREATE], revision, previous[_VERSION] + 1, lease))
         else:
-            history = (held,) if type(held) is KeyValue else held
-        newest = history[-1] if history else None
-        if newest is not None and newest.mod_revision == kv.mod_revision:
+            self._append(key, (value, revision, revision, 1, lease))
+            previous = None  # type: ignore[assignment]
+        self._revision = revision
+        return previous
+
+    def _append(self, key: bytes, record: Record) -> None:
+        held = self._records.get(key)
+        if held is None:
+            self._keys.add(key)
+            self._live += record[_VERSION] != 0
+            self._size += len(key) + len(record[_VALUE]) + RECORD_OVERHEAD
+            if record[_VERSION]:
+                self._records[key] = record
+            else:
+                self._records[key] = [record]
+                self._historied.add(key)
+            return
+        single = type(held) is not list
+        newest: Record = held if single else held[-1]  # type: ignore[assignment]
+        self._live += (record[_VERSION] != 0) - (newest[_VERSION] != 0)
+        self._size += len(key) + len(record[_VALUE]) + RECORD_OVERHEAD
+        if newest[_MOD] == record[_MOD]:
             # Written again in the same write: the later record replaces the earlier.
-            self._size -= _size(newest)
-            history = history[:-1]
-        was_live = newest is not None and not newest.is_tombstone
-        if history or kv.is_tombstone:
-            self._records[key] = (*history, kv)
+            self._size -= len(key) + len(newest[_VALUE]) + RECORD_OVERHEAD
+            if single:
+                self._records[key] = record if record[_VERSION] else [record]
+                if not record[_VERSION]:
+                    self._historied.add(key)
+            else:
+                held[-1] = record  # type: ignore[index]
+            return
+        if single:
+            self._records[key] = [newest, record]
             self._historied.add(key)
         else:
-            self._records[key] = kv
-        self._live += (not kv.is_tombstone) - was_live
-        self._size += _size(kv)
+            held.append(record)  # type: ignore[union-attr]
+        self._superseded.append((record[_MOD], key))
 
     # --- compaction -----------------------------------------------------------------------
 
@@ -277,31 +320,38 @@ class MVCCStore:
             raise Compacted(revision, self._compact_revision)
         self._check_revision(revision)
         dropped = 0
-        # Only keys with history can lose records: a key's single live record is the one
-        # in force at any revision since its creation.
-        for key in list(self._historied):
-            records = self._records[key]
-            assert type(records) is tuple
-            keep = bisect.bisect_right(records, revision, key=_mod_revision) - 1
-            if keep >= 0 and records[keep].is_tombstone:
-                keep += 1  # a delete in force at `revision` hides everything before it
-            if keep <= 0:
-                continue
-            for old in records[:keep]:
-                self._size -= _size(old)
-            dropped += keep
-            rest = records[keep:]
-            if not rest:
-                del self._records[key]
-                self._keys.remove(key)
-                self._historied.discard(key)
-            elif len(rest) == 1 and not rest[0].is_tombstone:
-                self._records[key] = rest[0]
-                self._historied.discard(key)
-            else:
-                self._records[key] = rest
+        superseded = self._superseded
+        while superseded and superseded[0][0] <= revision:
+            dropped += self._trim(superseded.popleft()[1], revision)
         self._compact_revision = revision
         return dropped
+
+    def _trim(self, key: bytes, revision: int) -> int:
+        """Drop the records of `key` no read at `revision` or later can see."""
+        records = self._records.get(key)
+        if type(records) is not list:
+            return 0  # trimmed already (a key is queued once per superseding record)
+        # A scan, not a bisect: a step drops a record or two of a short history, and a
+        # loop without key-function calls is several times cheaper here.
+        keep, count = 0, len(records)
+        while keep < count and records[keep][_MOD] <= revision:
+            keep += 1
+        keep -= 1  # the record in force at `revision`
+        if keep >= 0 and not records[keep][_VERSION]:
+            keep += 1  # a delete in force at `revision` hides everything before it
+        if keep <= 0:
+            return 0
+        for old in records[:keep]:
+            self._size -= len(key) + len(old[_VALUE]) + RECORD_OVERHEAD
+        del records[:keep]
+        if not records:
+            del self._records[key]
+            self._keys.remove(key)
+            self._historied.discard(key)
+        elif len(records) == 1 and records[0][_VERSION]:
+            self._records[key] = records[0]
+            self._historied.discard(key)
+        return keep
 
     # --- snapshots ------------------------------------------------------------------------
 
@@ -312,16 +362,7 @@ class MVCCStore:
         return {
             "revision": self._revision,
             "compact_revision": self._compact_revision,
-            "keys": [
-                [
-                    key,
-                    [
-                        [r.value, r.create_revision, r.mod_revision, r.version, r.lease]
-                        for r in self.history(key)
-                    ],
-                ]
-                for key in self._keys
-            ],
+            "keys": [[key, [list(r) for r in _history(self._records[key])]] for key in self._keys],
         }
 
     @classmethod
@@ -336,10 +377,14 @@ class MVCCStore:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not an mvcc export: {exc!r}") from exc
 
-    def records_view(self) -> dict[bytes, KeyValue | tuple[KeyValue, ...]]:
-        """A consistent copy of every key's records for a snapshot (one shallow dict copy:
-        records are immutable; `history` tells what a value stands for)."""
-        return dict(self._records)
+    def records_view(self) -> dict[bytes, Record | tuple[Record, ...]]:
+        """A consistent copy of every key's records for a snapshot: one shallow dict copy
+        (records are immutable tuples) and a tuple of each history (bounded by automatic
+        compaction); `records_of` turns a value into the key's records."""
+        view: dict[bytes, Any] = dict(self._records)
+        for key in self._historied:
+            view[key] = tuple(view[key])
+        return view
 
     @classmethod
     def from_records(
@@ -352,7 +397,9 @@ class MVCCStore:
             ValueError: anything is not a valid state.
         """
         store = cls()
-        held: dict[bytes, KeyValue | tuple[KeyValue, ...]] = {}
+        held: dict[bytes, Record | list[Record]] = {}
+        superseded: list[tuple[int, bytes]] = []
+        size = live = 0
         try:
             store._revision = top = _positive(revision)
             store._compact_revision = _positive(compact_revision, zero=True)
@@ -370,21 +417,46 @@ class MVCCStore:
                         raise ValueError(f"bad or out-of-order record of {key!r}")
                     if not all(type(n) is int and n >= 0 for n in (create, version, lease)):
                         raise ValueError(f"bad record of {key!r}")
-                    history.append(KeyValue(key, value, create, mod, version, lease))
+                    history.append((value, create, mod, version, lease))
                     last_mod = mod
-                    store._size += len(key) + len(value) + RECORD_OVERHEAD
+                    size += len(key) + len(value) + RECORD_OVERHEAD
                 newest = history[-1]
-                if len(history) == 1 and not newest.is_tombstone:
+                if len(history) == 1 and newest[_VERSION]:
                     held[key] = newest
                 else:
-                    held[key] = tuple(history)
+                    held[key] = history
                     store._historied.add(key)
-                store._live += not newest.is_tombstone
+                    superseded.extend((r[_MOD], key) for r in history[1:])
+                    if not history[0][_VERSION]:
+                        superseded.append((history[0][_MOD], key))
+                live += newest[_VERSION] != 0
         except (TypeError, ValueError) as exc:
             raise ValueError(f"not an mvcc state: {exc}") from exc
-        store._records = held
+        store._records, store._size, store._live = held, size, live
         store._keys = SortedList(held)  # one sort, not a million inserts
+        store._superseded = deque(sorted(superseded))
         return store
+
+
+def records_of(held: Record | Sequence[Record]) -> Sequence[Record]:
+    """A key's records (from the store or a `records_view`), oldest first."""
+    return (held,) if type(held[0]) is bytes else held  # type: ignore[return-value]
+
+
+def _history(held: Record | Sequence[Record] | None) -> Sequence[Record]:
+    return () if held is None else records_of(held)
+
+
+def kv_of(key: bytes, record: Record) -> KeyValue:
+    """The `KeyValue` of `key`'s stored `record`."""
+    return KeyValue(key, record[0], record[1], record[2], record[3], record[4])
+
+
+_kv = kv_of
+
+
+def _mod_of(record: Record) -> int:
+    return record[_MOD]
 
 
 class Write:
@@ -399,19 +471,28 @@ class Write:
 
     def put(self, key: bytes, value: bytes, lease: int = 0) -> KeyValue | None:
         """Set `key`; returns the previous `KeyValue` (None if it did not exist)."""
-        previous = self._store.get(key)
-        if previous is not None and previous.mod_revision == self.revision:
-            # Written before in this very write: etcd refuses that in a transaction; here
-            # the later put wins and counts as the same version step.
-            earlier = self._store.history(key)
-            previous = earlier[-2] if len(earlier) > 1 and not earlier[-2].is_tombstone else None
+        previous = self.put_record(key, value, lease)
+        return None if previous is None else _kv(key, previous)
+
+    def put_record(self, key: bytes, value: bytes, lease: int = 0) -> Record | None:
+        """`put`, returning the previous record as stored (the hot path of a plain put)."""
+        store, revision = self._store, self.revision
+        held = store._records.get(key)
+        previous: Record | None = None
+        if held is not None:
+            history = records_of(held)
+            previous = history[-1]
+            if previous[_MOD] == revision:
+                # Written before in this very write: etcd refuses that in a transaction;
+                # here the later put wins and counts as the same version step.
+                previous = history[-2] if len(history) > 1 else None
+            if previous is not None and not previous[_VERSION]:
+                previous = None
         if previous is None:
-            kv = KeyValue(key, value, self.revision, self.revision, 1, lease)
+            store._append(key, (value, revision, revision, 1, lease))
         else:
-            kv = KeyValue(
-                key, value, previous.create_revision, self.revision, previous.version + 1, lease
-            )
-        self._store._append(kv)
+            record = (value, previous[_CREATE], revision, previous[_VERSION] + 1, lease)
+            store._append(key, record)
         self._changed = True
         return previous
 
@@ -420,7 +501,7 @@ class Write:
         store = self._store
         deleted = [kv for kv in (store.get(k) for k in list(store._keys_in(key, range_end))) if kv]
         for kv in deleted:
-            store._append(KeyValue(kv.key, b"", 0, self.revision, 0, 0))
+            store._append(kv.key, (b"", 0, self.revision, 0, 0))
         self._changed = self._changed or bool(deleted)
         return deleted
 
@@ -449,14 +530,6 @@ _SORT_ATTRIBUTES = {
     "mod": "mod_revision",
     "value": "value",
 }
-
-
-def _mod_revision(kv: KeyValue) -> int:
-    return kv.mod_revision
-
-
-def _size(kv: KeyValue) -> int:
-    return len(kv.key) + len(kv.value) + RECORD_OVERHEAD
 
 
 def _positive(value: Any, *, zero: bool = False) -> int:

@@ -3,8 +3,8 @@
 A write may carry a session `(client, seq)`. The table remembers, per client, the highest
 seq applied and the reply it produced:
 
-- the same seq again (a client retry) is answered with that first reply, unchanged, and
-  the write is not applied a second time;
+- the same seq again (a client retry) is answered with that first reply, marked
+  `replayed`, and the write is not applied a second time;
 - a lower seq is stale: answered `bad_request`, not applied;
 - a higher seq is applied and becomes the remembered one.
 
@@ -60,7 +60,7 @@ class SessionTable:
         last_seq, last_reply = session
         if seq == last_seq:
             self._table.move_to_end(client)  # a retry: the client is active
-            return last_reply
+            return {**last_reply, "replayed": True}
         if seq < last_seq:
             # Not refreshed: a stale request is no sign the client is still active.
             return {

@@ -146,7 +146,8 @@ def request_from_map(raw: dict[Any, Any], limits: Limits) -> Request:
     }
     if ("client" in fields) != ("seq" in fields):
         raise DecodeError("fields 'client' and 'seq' must be given together")
-    check_range_shape(fields, f"op {spec.name!r}")
+    if "prefix" in fields:
+        check_range_shape(fields, f"op {spec.name!r}")
     return Request._validated(spec, fields)
 
 

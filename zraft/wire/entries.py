@@ -81,7 +81,7 @@ _ENTRY_ARITY = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every applied write, and frozen costs
 class LoggedWrite:
     """A client write as a log entry carries it: the request (op and fields, without the
     session) and its session."""

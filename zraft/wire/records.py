@@ -11,18 +11,16 @@ only turns the array into bytes and back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from zraft.wire.codec import DecodeError, packb, unpack
 
 
-def pack_records(records: Iterable[Any]) -> bytes:
-    """The bytes of one key's records (each with `value`, `create_revision`,
-    `mod_revision`, `version` and `lease` attributes), oldest first."""
-    return packb(
-        [[r.value, r.create_revision, r.mod_revision, r.version, r.lease] for r in records]
-    )
+def pack_records(records: Sequence[Sequence[Any]]) -> bytes:
+    """The bytes of one key's records, each a `(value, create_revision, mod_revision,
+    version, lease)` sequence, oldest first."""
+    return packb(records)
 
 
 def unpack_records(packed: Any) -> list[Any]:
