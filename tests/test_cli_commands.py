@@ -217,3 +217,14 @@ def test_the_repl_completes_a_commands_options() -> None:
     assert repl.completedefault("--x", "bogus --x", 6, 9) == []
     assert "--help" not in runner.options_of("bench")
     assert {"--clients", "--duration", "--op"} <= set(runner.options_of("bench"))
+
+
+def test_the_repl_completes_the_fixed_first_words() -> None:
+    """`lease gr<TAB>` and `alarm <TAB>`: a first argument with fixed words is completed,
+    free-form arguments (keys, values) are not."""
+    runner = session(io.StringIO())
+    repl = Repl(runner, interactive=False, stdin=io.StringIO(), stdout=io.StringIO())
+    assert repl.completedefault("gr", "lease gr", 6, 8) == ["grant"]
+    assert repl.completedefault("", "alarm ", 6, 6) == ["disarm", "list"]
+    assert repl.completedefault("", "lease grant ", 12, 12) == []  # the TTL is free-form
+    assert repl.completedefault("", "get ", 4, 4) == []

@@ -64,6 +64,10 @@ class CommandRunner(Protocol):
         """The long options of command `name`, for completion."""
         ...
 
+    def first_words_of(self, name: str) -> list[str]:
+        """The fixed words of command `name`'s first argument (`lease grant`), if any."""
+        ...
+
 
 def method_name(word: str) -> str:
     """The `do_` method that runs `word`: `add-learner` -> `do_add_learner`."""
@@ -153,12 +157,19 @@ class Repl(cmd.Cmd):
         return False
 
     def completedefault(self, text: str, line: str, *ignored: Any) -> list[str]:
-        """Complete a command's options (`get k --ser<TAB>`); values are not guessed."""
+        """Complete a command's options (`get k --ser<TAB>`) and the fixed words of its
+        first argument (`lease gr<TAB>`); values are not guessed."""
         words = line.split()
         name = self._words.get(words[0]) if words else None
-        if name is None or not text.startswith("-"):
+        if name is None:
             return []
-        return [option for option in self._runner.options_of(name) if option.startswith(text)]
+        if text.startswith("-"):
+            options = self._runner.options_of(name)
+            return [option for option in options if option.startswith(text)]
+        first = len(words) == 1 or (len(words) == 2 and not line.endswith(" "))
+        if not first:
+            return []
+        return [word for word in self._runner.first_words_of(name) if word.startswith(text)]
 
     def completenames(self, text: str, *ignored: Any) -> list[str]:
         """Complete command names (EOF excluded)."""

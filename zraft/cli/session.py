@@ -182,6 +182,17 @@ class Session:
         options = command.build_parser()._option_string_actions  # argparse's own table
         return sorted(o for o in options if o.startswith("--") and o != "--help")
 
+    def first_words_of(self, name: str) -> list[str]:
+        """The words command `name`'s first argument may be (`lease grant`, `alarm
+        list`), when it has a fixed set; the REPL completes them."""
+        command = find_command(name)
+        if command is None:
+            return []
+        for action in command.build_parser()._actions:
+            if not action.option_strings and action.dest != "help":
+                return sorted(str(choice) for choice in action.choices or ())
+        return []
+
     def auth_failed(self, message: str) -> None:
         """Report a refused security handshake (a reply-shaped object with --json)."""
         if self.json_output:
