@@ -166,3 +166,28 @@ def test_leases_and_their_keys_survive_a_full_restart(make_cluster: ClusterFacto
     assert ttl["ok"] and ttl["keys"] == [b"durable"] and 0 < ttl["remaining"] <= 60, ttl
     assert cluster.request(leader, "lease_revoke", lease=lease)["ok"]
     assert cluster.request(leader, "get", key="durable")["found"] is False
+
+
+def test_a_mass_expiry_keeps_the_loop_on_time(make_cluster: ClusterFactory) -> None:
+    """3,000 leases granted at once expire at once: the leader spreads the expiries (256
+    an entry, one entry a tick), so no node's loop stalls and no election happens."""
+    cluster = make_cluster(3)
+    cluster.start_all()
+    cluster.wait_leader()
+    ttl = 3
+    with Client.from_config(cluster.config_path, timeout=5) as client:
+        for number in range(3000):
+            lease = client.request("lease_grant", ttl=ttl).raw["lease"]
+            assert client.request("put", key=f"mass/{number:04d}", value="x", lease=lease).ok
+        wait_for(
+            lambda: (
+                client.request("range", key="mass/", prefix=True, count_only=True).raw.get("count")
+                == 0
+            ),
+            timeout=30,
+            what="every key of the 3,000 leases gone",
+        )
+    events = cluster.events()
+    assert len([e for e in events if e["event"] == "lease_expired"]) == 3 * 3000
+    assert [e for e in events if e["event"] == "loop_stalled"] == []
+    assert len([e for e in events if e["event"] == "leader_elected"]) == 1
