@@ -135,16 +135,18 @@ def test_a_paused_leader_revokes_nothing_when_it_continues(make_cluster: Cluster
     cluster = make_cluster(3)
     cluster.start_all()
     leader = cluster.wait_leader()
-    ttl = 2
+    # The TTL leaves the owner's client time to give up on the paused leader (its
+    # attempts there time out) and find the new one: the owner keeps its lease.
+    ttl = 6
     lease = cluster.request(leader, "lease_grant", ttl=ttl)["lease"]
     assert cluster.request(leader, "put", key="owned", value="yes", lease=lease)["ok"]
-    keeper = KeepAlive(cluster, [lease], every_s=ttl / 4)
+    keeper = KeepAlive(cluster, [lease], every_s=0.5)
     keeper.start()
     try:
         cluster.pause(leader)  # SIGSTOP past the TTL, while the owner keeps going
-        time.sleep(3 * ttl)
+        time.sleep(ttl + 2)
         cluster.resume(leader)
-        time.sleep(2 * ttl)
+        time.sleep(3)
     finally:
         keeper.stop()
     assert expired(cluster) == []

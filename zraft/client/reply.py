@@ -125,8 +125,8 @@ class Reply:
     @property
     def replayed(self) -> bool:
         """Whether this answers a retry of a write the cluster had applied already: the
-        first answer's values (`prev_kv`, `prev_kvs`, a transaction's `kvs`, a failed
-        cas's value) are left out of it."""
+        first answer's key-values (`prev_kv`, `prev_kvs`, a transaction's `kvs`) are
+        left out of it; a failed cas still says the value it saw."""
         return self.raw.get("replayed") is True
 
     @property

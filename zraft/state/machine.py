@@ -516,13 +516,14 @@ _VALUES = ("prev_kv", "prev_kvs", "kvs")
 
 def _replayable(reply: ReplyFields) -> ReplyFields:
     """What a session keeps of a write's reply to answer its retries: everything but the
-    values it carried (`prev_kv`, `prev_kvs`, a transaction's `kvs`, a failed cas's
-    value), which could make the table hold sessions x values (`SessionTable.answered`
-    marks a retry's answer `replayed`)."""
+    key-values it carried (`prev_kv`, `prev_kvs`, a transaction's `kvs`), which could make
+    the table hold sessions x ranges. A failed cas's `value` is kept: a retry must report
+    the value the first attempt saw (the nemesis caught a replayed cas answering None).
+    `SessionTable.answered` marks a retry's answer `replayed`."""
     extra = reply.get("extra")
-    if reply.get("value") is None and not extra:
+    if not extra:
         return reply  # nothing to leave out: kept as it is (no copy on the hot path)
-    kept = {**reply, "value": None}
+    kept = dict(reply)
     if extra:
         trimmed = {name: value for name, value in extra.items() if name not in _VALUES}
         responses = extra.get("responses")
