@@ -516,10 +516,8 @@ _VALUES = ("prev_kv", "prev_kvs", "kvs")
 
 def _replayable(reply: ReplyFields) -> ReplyFields:
     """What a session keeps of a write's reply to answer its retries: everything but the
-    key-values it carried (`prev_kv`, `prev_kvs`, a transaction's `kvs`), which could make
-    the table hold sessions x ranges. A failed cas's `value` is kept: a retry must report
-    the value the first attempt saw (the nemesis caught a replayed cas answering None).
-    `SessionTable.answered` marks a retry's answer `replayed`."""
+    key-values it carried (`prev_kv`, `prev_kvs`, a txn's `kvs`: sessions x ranges would
+    not be bounded). A failed cas's `value` stays: a retry reports what the first saw."""
     extra = reply.get("extra")
     if not extra:
         return reply  # nothing to leave out: kept as it is (no copy on the hot path)
