@@ -117,6 +117,11 @@ def test_every_op_round_trips_through_the_client_protocol(spec: ops.OpSpec) -> N
         "lease": 7,
         "ttl": 10,
         "keys": True,
+        "start_revision": 5,
+        "wait_ms": 250,
+        "max_events": 10,
+        "filters": ["nodelete"],
+        "require_leader": True,
     }
     fields = {name: samples[name] for name in (*spec.required, *spec.optional)}
     for alias in (spec.name, *spec.aliases):

@@ -108,6 +108,7 @@ def test_roles(role: str, allowed: set[str]) -> None:
         "alarm_list": "read",
         "lease_timetolive": "read",
         "lease_leases": "read",
+        "watch": "read",
         "status": "local",
         "members": "local",
         "put": "write",

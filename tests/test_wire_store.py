@@ -81,6 +81,18 @@ VALID = [
         ),
     ),
     ({"op": "txn"}, Request.of("txn")),
+    (
+        {"op": "watch", "key": "a", "prefix": True, "start_revision": 9, "filters": ["noput"]},
+        Request.of("watch", key=b"a", prefix=True, start_revision=9, filters=["noput"]),
+    ),
+    (
+        {"op": "watch", "key": "a", "range_end": "\0", "wait_ms": 0, "max_events": 10_000},
+        Request.of("watch", key=b"a", range_end=b"\0", wait_ms=0, max_events=10_000),
+    ),
+    (
+        {"op": "watch", "key": "a", "prev_kv": True, "require_leader": True},
+        Request.of("watch", key=b"a", prev_kv=True, require_leader=True),
+    ),
 ]
 
 
@@ -158,6 +170,16 @@ INVALID = [
     ({"op": "txn", "success": [{"op": "put", "key": "", "value": "v"}]}, "must not be empty"),
     ({"op": "txn", "success": [[1]]}, "must be a map"),
     ({"op": "txn", "success": [{"op": "put", "key": "k", "value": "v"}] * 129}, "limit is 128"),
+    ({"op": "watch"}, "missing field 'key'"),
+    ({"op": "watch", "key": "a", "wait_ms": 60_001}, "'wait_ms' must be an int from 0 to 60000"),
+    ({"op": "watch", "key": "a", "max_events": 0}, "'max_events' must be an int from 1"),
+    ({"op": "watch", "key": "a", "start_revision": -1}, "'start_revision' must be an int >= 0"),
+    ({"op": "watch", "key": "a", "filters": "noput"}, "'filters' must be an array of"),
+    ({"op": "watch", "key": "a", "filters": ["noput"] * 3}, "'filters' must be an array of"),
+    ({"op": "watch", "key": "a", "filters": ["nothing"]}, "'filters' must be an array of"),
+    ({"op": "watch", "key": "a", "require_leader": 1}, "'require_leader' must be a bool"),
+    ({"op": "watch", "key": "a", "prefix": True, "range_end": "b"}, "not both"),
+    ({"op": "watch", "key": "a", "revision": 3}, "unknown field 'revision'"),
 ]
 
 

@@ -122,6 +122,12 @@ def wrong_shapes() -> list[bytes]:
         pack({"op": "txn", "success": [{"op": "put", "key": "k", "value": "v", "seq": 1}]}),
         pack({"op": "delete_range", "key": "k", "prefix": "yes"}),
         pack({"op": "alarm_disarm", "alarm": "nospace"}),
+        # Watches (issue 15): refused before anything is held.
+        pack({"op": "watch", "key": "k", "wait_ms": 3_600_000}),
+        pack({"op": "watch", "key": "k", "max_events": 0}),
+        pack({"op": "watch", "key": "k", "filters": ["noput", "nodelete", "noput"]}),
+        pack({"op": "watch", "key": "k", "start_revision": -5}),
+        pack({"op": "watch", "key": "k", "prefix": True, "range_end": "z"}),
     ]
 
 

@@ -27,7 +27,7 @@ import argparse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from zraft.cli import handlers, kvargs, kvcommands, leasecommands
+from zraft.cli import handlers, kvargs, kvcommands, leasecommands, watchcommand
 from zraft.cli.handlers import SNAPSHOT_TIMEOUT_S, CommandContext
 from zraft.cli.kvrender import FORMATS
 from zraft.cli.repl import LEAVE_SUMMARY, LEAVE_WORDS
@@ -330,6 +330,23 @@ COMMANDS: Mapping[str, Command] = _declare(
         arguments=_alarm_arguments,
         handler=kvcommands.alarm,
         ops=("alarm_list", "alarm_disarm"),
+    ),
+    Command(
+        name="watch",
+        synopsis="watch KEY [RANGE_END] [--prefix|--from-key] [--rev N] [--prev-kv]",
+        summary="print every change of KEY or a range as it happens, until Ctrl-C",
+        description="Print each change of KEY (or of the range: RANGE_END excluded, "
+        "--prefix, --from-key) as it happens, as etcdctl does: PUT or DELETE, then the key "
+        "and its value (with --prev-kv, first the key and value it replaced); -w json: one "
+        "JSON line per event. Events come in revision order, each once, and the watch "
+        "carries on by itself when its node dies or loses its leader. It starts after a "
+        "linearizable read of the range; --rev N starts at revision N (its changes "
+        "included; 0: after the answering node's current revision). --filter noput or "
+        "--filter nodelete leaves those events out. Ctrl-C ends it; a compacted start "
+        "ends it with exit 1.",
+        arguments=watchcommand.watch_arguments,
+        handler=watchcommand.watch,
+        ops=("watch",),
     ),
     Command(
         name="lease",

@@ -97,7 +97,8 @@ def put_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
-def _bounds_arguments(parser: argparse.ArgumentParser) -> None:
+def bounds_arguments(parser: argparse.ArgumentParser) -> None:
+    """`KEY [RANGE_END] [--prefix|--from-key]`."""
     parser.add_argument("key", metavar="KEY")
     parser.add_argument(
         "range_end", nargs="?", metavar="RANGE_END", help="the end of the range, excluded"
@@ -110,7 +111,7 @@ def _bounds_arguments(parser: argparse.ArgumentParser) -> None:
 def get_arguments(parser: argparse.ArgumentParser, *, in_txn: bool = False) -> None:
     """`KEY [RANGE_END]` and the range options (inside a transaction: no --rev, sort or
     --serializable, which a transaction's range has no field for)."""
-    _bounds_arguments(parser)
+    bounds_arguments(parser)
     parser.add_argument("--limit", type=int_at_least(0), metavar="N", help="at most N keys")
     parser.add_argument("--keys-only", action="store_true", help="keys without values")
     parser.add_argument("--count-only", action="store_true", help="only how many keys match")
@@ -132,7 +133,7 @@ def get_arguments(parser: argparse.ArgumentParser, *, in_txn: bool = False) -> N
 
 def delete_arguments(parser: argparse.ArgumentParser) -> None:
     """`KEY [RANGE_END] [--prefix|--from-key] [--prev-kv]`."""
-    _bounds_arguments(parser)
+    bounds_arguments(parser)
     parser.add_argument("--prev-kv", action="store_true", help="also print the deleted kvs")
 
 

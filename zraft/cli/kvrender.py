@@ -212,3 +212,18 @@ def lease_list_lines(raw: Mapping[str, Any], fmt: str) -> list[str]:
     if fmt == "table":
         return [*aligned([["lease"], *([i] for i in ids)]), f"{len(ids)} leases"]
     return [f"found {len(ids)} leases", *ids]
+
+
+def watch_event_lines(raw: Mapping[str, Any], fmt: str) -> list[str]:
+    """One watch event: `PUT`/`DELETE`, the replaced kv's key and value (if any), the key
+    and its value (`simple`, as etcdctl); a one-row table with the type (`table`)."""
+    kind = str(raw.get("type", "")).upper()
+    kv = raw.get("kv") or {}
+    previous = raw.get("prev_kv")
+    if fmt == "table":
+        rows = [["type", *KV_COLUMNS], [kind, *(_table_cell(kv.get(c)) for c in KV_COLUMNS)]]
+        return aligned(rows)
+    lines = [kind]
+    if isinstance(previous, Mapping):
+        lines += kv_lines([previous], fmt)
+    return lines + kv_lines([kv], fmt)

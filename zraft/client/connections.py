@@ -11,6 +11,7 @@ to send, whether to send or what an outcome means: it asks the policy (`before_s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -18,7 +19,15 @@ import zmq
 from zraft import wire
 from zraft.client import monitor
 from zraft.client.policy import ClientPolicy, NoReply
+from zraft.client.reply import ClientError
 from zraft.net.security import ClientCurve
+
+INTERRUPT_CHECK_S = 0.1
+"""How often an interruptible wait looks at its `interrupt`."""
+
+
+class Interrupted(ClientError):
+    """An interruptible attempt was interrupted (`Connections.attempt`)."""
 
 
 class Connections:
@@ -40,11 +49,19 @@ class Connections:
         # timeout on a killed leader (seconds) instead of moving on at once.
         self._monitors: dict[str, zmq.Socket[bytes]] = {}
 
-    def attempt(self, endpoint: str, frame: bytes, wait_s: float) -> dict[str, Any] | NoReply:
+    def attempt(
+        self,
+        endpoint: str,
+        frame: bytes,
+        wait_s: float,
+        interrupt: Callable[[], bool] | None = None,
+    ) -> dict[str, Any] | NoReply:
         """One send and bounded wait on `endpoint`: the decoded reply, or why there is none.
 
         On any failure the endpoint's socket is closed (a REQ socket whose reply is
-        missing cannot send again), so the next attempt there starts clean.
+        missing cannot send again), so the next attempt there starts clean. With
+        `interrupt`, the wait looks at it every `INTERRUPT_CHECK_S` and raises
+        `Interrupted` once it returns True (a watch cancelled from another thread).
         """
         sock = self.socket(endpoint)
         monitor_sock = self._monitors[endpoint]
@@ -66,6 +83,10 @@ class Connections:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return NoReply.timed_out(wait_s)
+                if interrupt is not None:
+                    if interrupt():
+                        raise Interrupted("interrupted while waiting for a reply")
+                    remaining = min(remaining, INTERRUPT_CHECK_S)
                 ready = dict(poller.poll(max(1, int(remaining * 1000))))
                 if sock in ready:
                     break

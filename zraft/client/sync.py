@@ -48,7 +48,8 @@ belongs in the policy, where a second driver (an asyncio client) finds it too.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -57,6 +58,7 @@ import zmq
 
 from zraft import config as _config
 from zraft import wire
+from zraft.client.clustermethods import ClusterMethods
 from zraft.client.connections import Connections
 from zraft.client.kvmethods import KeyValueMethods
 from zraft.client.leases import KeepAlives, Lease, LeaseError, LostCallback, check_interval
@@ -69,21 +71,23 @@ from zraft.client.policy import (
     NoReply,
     Pause,
     Send,
-    check_endpoint,
     leader_to_ask,
     members_answer,
 )
 from zraft.client.reply import ClientError, ClientTimeout, Reply, timeout_error
+from zraft.client.txn import Key
+from zraft.client.watch import DEFAULT_WAIT_S, ErrorCallback, EventCallback, Watch, WatchCursor
 from zraft.net import security
 from zraft.net.security import ClientCurve
 from zraft.wire import ops
 
 
-class Client(KeyValueMethods):
+class Client(KeyValueMethods, ClusterMethods):
     """A connection to a zraft cluster through the client endpoints of its nodes.
 
     The store's ops (`put`, `get`, `range`, `delete_range`, `transaction`, `compact`, ...)
-    come from `KeyValueMethods` (`zraft.client.kvmethods`); this class carries them out.
+    come from `KeyValueMethods` (`zraft.client.kvmethods`), the membership and leadership
+    ops from `ClusterMethods` (`zraft.client.clustermethods`); this class carries them out.
 
     Args:
         endpoints: client endpoints (`tcp://HOST:PORT`) of one or more nodes; the first is
@@ -135,6 +139,7 @@ class Client(KeyValueMethods):
         self._curve = curve
         self._attempt_timeout = attempt_timeout  # as given: `clone` passes it on
         self._keepalives = KeepAlives()
+        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()  # with a callback thread
 
     @classmethod
     def from_config(
@@ -237,81 +242,6 @@ class Client(KeyValueMethods):
             return reply
         return members_answer(reply, Reply.from_map(raw, endpoint))
 
-    def add_member(
-        self,
-        node_id: str,
-        peer: str,
-        client_endpoint: str,
-        *,
-        learner: bool = False,
-        public_key: str | None = None,
-    ) -> Reply:
-        """Add `node_id` to the cluster as a learner (it receives the log but does not vote).
-
-        The reply (the `members` shape) comes once the change is applied on the leader.
-        The node must already be running (started with `zraft-node --join`).
-
-        Args:
-            node_id: the new member's id.
-            peer: its peer endpoint (`tcp://HOST:PORT`), where the members send to it.
-            client_endpoint: its client endpoint, for clients and forwards.
-            learner: True to keep it a learner (promote it later with `promote`); False to
-                let the leader promote it to voter by itself once its log has caught up.
-            public_key: its Z85 public key; required when the cluster runs CURVE (the
-                members admit and reach it by that key).
-
-        Returns:
-            The reply; `ok` False with `bad_request` when the id is already a member or an
-            endpoint is invalid, `conflict` while another change is uncommitted,
-            `timeout` when the outcome is unknown.
-
-        Raises:
-            ValueError: a malformed endpoint (checked here, before anything is sent).
-            ClientTimeout: the reply was lost: the outcome is unknown (not retried; see
-                the module doc).
-        """
-        check_endpoint(peer)
-        check_endpoint(client_endpoint)
-        fields: dict[str, Any] = {"id": node_id, "peer": peer, "client_endpoint": client_endpoint}
-        if learner:
-            fields["learner"] = True
-        if public_key is not None:
-            fields["public_key"] = public_key
-        return self.request("add_member", **fields)
-
-    def promote(self, node_id: str) -> Reply:
-        """Make the learner `node_id` a voter. Answered once the change is applied.
-
-        A learner whose log is still behind is refused with `unavailable`, which this
-        client retries until the deadline (nothing was changed).
-
-        Raises:
-            ClientTimeout: the reply was lost: the outcome is unknown (see `add_member`).
-        """
-        return self.request("promote_member", id=node_id)
-
-    def remove(self, node_id: str) -> Reply:
-        """Remove `node_id` (voter or learner) from the cluster; it may be the leader.
-
-        Answered once the change is applied. The removed node keeps running (stop it
-        yourself) and answers everything but `status` and `members` with `unavailable`.
-
-        Raises:
-            ClientTimeout: the reply was lost: the outcome is unknown (see `add_member`).
-        """
-        return self.request("remove_member", id=node_id)
-
-    def transfer_leader(self, node_id: str | None = None) -> Reply:
-        """Hand leadership to the voter `node_id` (default: the most up-to-date voter).
-
-        Answered once the target leads: `reply.raw["transferred_to"]` names it.
-
-        Raises:
-            ClientTimeout: the reply was lost: the outcome is unknown (see `add_member`).
-        """
-        fields = {} if node_id is None else {"id": node_id}
-        return self.request("transfer_leader", **fields)
-
     # --- node-addressed ops ---------------------------------------------------------------
 
     def snapshot(self, node: str | None = None) -> Reply:
@@ -382,9 +312,72 @@ class Client(KeyValueMethods):
             lease.start_keepalive(interval)
         return lease
 
-    def clone(self) -> Client:
+    # --- watches (issue 15) ----------------------------------------------------------------
+
+    def watch(
+        self,
+        key: Key,
+        range_end: Key | None = None,
+        *,
+        prefix: bool = False,
+        start_revision: int | None = None,
+        prev_kv: bool = False,
+        filters: Sequence[str] = (),
+        max_events: int | None = None,
+        require_leader: bool = True,
+        wait_s: float = DEFAULT_WAIT_S,
+        node: str | None = None,
+        callback: EventCallback | None = None,
+        on_error: ErrorCallback | None = None,
+    ) -> Watch:
+        """Watch a key or range: iterate the returned `Watch` for its events (or pass
+        `callback` to have a thread of its own call it); `zraft.client.watch` says how it
+        resumes, where it starts and how it ends.
+
+        Args:
+            key, range_end, prefix: the range, as `range`.
+            start_revision: None (default): after a linearizable read of the range; 0: after
+                the answering node's current revision; N: from N on, N's changes included.
+            prev_kv: events carry the record each change replaced.
+            filters: `noput` and/or `nodelete`: leave those events out.
+            max_events: events per poll at most (the node's default: 1,000).
+            require_leader: move on from a node that has no leader (default).
+            wait_s: how long a node holds one poll without news.
+            node: the node (id) or endpoint to watch from first (default: the first).
+            callback, on_error: see `Watch.start`; `close` stops the thread.
+
+        Raises:
+            ValueError: a bad range, revision, wait or node.
+        """
+        endpoints = list(self.endpoints)
+        if node is not None:
+            first = node if node in endpoints else self._policy.endpoint_of(node)
+            at = endpoints.index(first)
+            endpoints = endpoints[at:] + endpoints[:at]
+        cursor = WatchCursor(
+            endpoints,
+            key,
+            range_end=range_end,
+            prefix=prefix,
+            start_revision=start_revision,
+            prev_kv=prev_kv,
+            filters=filters,
+            max_events=max_events,
+            require_leader=require_leader,
+            wait_s=wait_s,
+        )
+        running = Watch(self, cursor)
+        if callback is not None:
+            self._watches.add(running)
+            running.start(callback, on_error)
+        return running
+
+    def clone(
+        self, *, timeout: float | None = None, attempt_timeout: float | None = None
+    ) -> Client:
         """A new client of the same cluster, for another thread: the same endpoints,
-        timeouts, node endpoints and keys, with a session and a ZeroMQ context of its own.
+        timeouts (unless given), node endpoints and keys, with a session and a ZeroMQ
+        context of its own.
 
         Raises:
             ClientError: this client is closed.
@@ -393,8 +386,8 @@ class Client(KeyValueMethods):
             raise ClientError("the client is closed")
         return Client(
             self.endpoints,
-            timeout=self.timeout,
-            attempt_timeout=self._attempt_timeout,
+            timeout=self.timeout if timeout is None else timeout,
+            attempt_timeout=self._attempt_timeout if attempt_timeout is None else attempt_timeout,
             node_endpoints=self._policy.rotation.node_endpoints,
             curve=self._curve,
         )
@@ -456,14 +449,38 @@ class Client(KeyValueMethods):
             shown = round(seconds, 2)
             raise timeout_error(exchange.op, shown, self.endpoints, exc.attempts) from None
 
-    def _run(self, exchange: Exchange) -> Reply:
+    def request_at(
+        self, endpoint: str, op: str, *, interrupt: Callable[[], bool] | None = None, **fields: Any
+    ) -> Reply:
+        """One attempt of `op` at `endpoint` (one of this client's), waiting up to the
+        timeout for whatever that node answers; no session is attached.
+
+        Args:
+            interrupt: looked at while waiting; once it returns True the attempt ends
+                with `Interrupted` (another thread cancelling a watch).
+
+        Raises:
+            ValueError: an unknown op or field, or an endpoint this client does not use.
+            ClientTimeout: no reply (its outcome is unknown); Interrupted; ClientError:
+                the client is closed.
+        """
+        if endpoint not in self.endpoints:
+            raise ValueError(f"{endpoint!r} is not one of this client's endpoints")
+        if self._closed:
+            raise ClientError("the client is closed")
+        exchange = self._policy.begin_at(endpoint, op, fields, time.monotonic())
+        return self._run(exchange, interrupt)
+
+    def _run(self, exchange: Exchange, interrupt: Callable[[], bool] | None = None) -> Reply:
         """Carry out `exchange`'s steps until it finishes: the driver's whole loop."""
         last: str | None = None  # the endpoint of the latest attempt
         while True:
             step = exchange.next_step(time.monotonic())
             if isinstance(step, Send):
                 last = step.endpoint
-                outcome = self._connections.attempt(step.endpoint, exchange.frame, step.wait_s)
+                outcome = self._connections.attempt(
+                    step.endpoint, exchange.frame, step.wait_s, interrupt
+                )
                 if isinstance(outcome, NoReply):
                     exchange.failed(outcome)
                 else:
@@ -482,6 +499,8 @@ class Client(KeyValueMethods):
         if self._closed:
             return
         self._keepalives.stop_all()
+        for running in list(self._watches):
+            running.close()
         self._closed = True
         self._connections.close()
         if self._own_context:

@@ -31,7 +31,6 @@ carrying on could acknowledge or vote on state that is not durable.
 
 from __future__ import annotations
 
-import math
 import random
 import signal
 import time
@@ -51,9 +50,10 @@ from zraft.diagnostics import NodeEvent
 from zraft.net import security
 from zraft.net.base import Transport
 from zraft.net.faults import FaultyTransport
-from zraft.net.transport import CLIENT_ZAP_DOMAIN, PEER_ZAP_DOMAIN, CurveKeys, ZmqTransport
+from zraft.net.transport import CLIENT_ZAP_DOMAIN, PEER_ZAP_DOMAIN, CurveKeys
 from zraft.net.zap import ZapHandler
 from zraft.node.admin import Admin, learn_config_endpoints, learn_snapshot_endpoints
+from zraft.node.assembly import machine_for, zmq_transport
 from zraft.node.leases import LeaseKeeper
 from zraft.node.members import Endpoints
 from zraft.node.pending import ReplyTo
@@ -61,7 +61,8 @@ from zraft.node.reports import Reporter
 from zraft.node.serving import RequestServer
 from zraft.node.snapshots import NodeSnapshots, restore_state
 from zraft.node.upkeep import Upkeep
-from zraft.state.machine import MAX_LEASE_TTL, KVMachine
+from zraft.node.watches import WatchHub
+from zraft.state.machine import KVMachine
 from zraft.storage import FileStorage, LogStorage
 from zraft.storage.snapstore import SnapshotStore
 from zraft.wire.codec import DecodeError
@@ -75,22 +76,6 @@ from zraft.wire.peer import (
     decode_peer_frame,
     encode_message,
 )
-
-
-def machine_for(cluster: ClusterConfig) -> KVMachine:
-    """The state machine with the cluster's limits (transactions, quota, lease TTLs)."""
-    return KVMachine(
-        max_txn_ops=cluster.max_txn_ops,
-        quota_bytes=cluster.quota_bytes,
-        lease_ttl=(min_lease_ttl(cluster), MAX_LEASE_TTL),
-    )
-
-
-def min_lease_ttl(cluster: ClusterConfig) -> int:
-    """The shortest lease TTL granted: 1.5 election timeouts, in whole seconds (etcd's
-    rule), so a lease outlives the election that follows a leader's failure."""
-    return max(1, math.ceil(1.5 * cluster.election_timeout_ms[1] / 1000))
-
 
 DRAIN_BUDGET = 256  # frames per socket per turn: big batches, bounded tick latency
 STALL_THRESHOLD_TICKS = 5  # a tick this late (in tick lengths) is logged as loop_stalled
@@ -193,24 +178,11 @@ class Node:
         if transport is not None:
             inner = transport(node_id, peers)
         else:
-            inner = ZmqTransport(
-                node_id,
-                me.peer,
-                me.client,
-                peers,
-                client_max_message_bytes=cluster.max_key_bytes + 2 * cluster.max_value_bytes + 8192,
-                peer_max_message_bytes=max(8 << 20, 4 * cluster.max_value_bytes),
-                curve=(
-                    None
-                    if keys is None
-                    else CurveKeys(
-                        keys.own.public,
-                        keys.own.secret,
-                        {**endpoints.keys_of(node_id), **keys.peer_server_keys},
-                    )
-                ),
-                context=context,
-            )
+            curve = None
+            if keys is not None:
+                known = {**endpoints.keys_of(node_id), **keys.peer_server_keys}
+                curve = CurveKeys(keys.own.public, keys.own.secret, known)
+            inner = zmq_transport(cluster, node_id, me, peers, curve, context)
         self._transport: Transport = inner
         if fault_file is not None:
             self._transport = FaultyTransport(
@@ -261,6 +233,7 @@ class Node:
             log=self._log,
             request_timeout_s=cluster.request_timeout_ms / 1000,
         )
+        self._watches = WatchHub(self._raft, self._machine, self._server, clock=clock)
         self._snapshots = NodeSnapshots(
             node_id,
             self._raft,
@@ -292,13 +265,17 @@ class Node:
             applied_membership=restored.membership or cluster.membership,
             status_extras=lambda: {
                 "pending_requests": len(self._server),
+                "watches": len(self._watches),
                 "log_bytes": self._snapshots.wal_bytes(),
                 **self._machine.status(),
             },
         )
         try:
             self._server.register(
-                self._admin.handlers(), self._snapshots.handlers(), self._leases.handlers()
+                self._admin.handlers(),
+                self._snapshots.handlers(),
+                self._leases.handlers(),
+                self._watches.handlers(),
             )
         except RuntimeError:
             self._transport.close()  # a node that cannot serve its ops must not start
@@ -438,6 +415,7 @@ class Node:
         self._transport.on_tick(now)
         self._upkeep.on_tick(now)
         self._leases.on_tick(now)
+        self._watches.on_tick(now)
         if self._admin.has_transfers:
             self._admin.settle_transfers()
         return True
@@ -525,6 +503,7 @@ class Node:
                     fields = self._admin.members_fields()  # a change's answer
             self._server.complete_write(entry, fields)
         self._server.release_reads(rd.read_states)
+        self._watches.applied()  # after the reads: a write's readers before its watchers
 
     def _after_role_change(self) -> None:
         role, leader = self._raft.role, self._raft.leader_id

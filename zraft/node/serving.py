@@ -9,7 +9,8 @@ op's route (`zraft.wire.ops.Route`):
   the request to its leader instead), answered when the entry is applied;
 - `READ` ops wait for a ReadIndex point, then for the state machine to reach it (a
   `serializable` read is served at once);
-- `LEADER` ops go to their handler on the leader, and are forwarded everywhere else.
+- `LEADER` ops go to their handler on the leader, and are forwarded everywhere else;
+- `LONG_POLL` ops go to their handler where they arrive (it holds them: watches).
 
 While a request is in flight it waits in `PendingRequests` (written, read, forwarded, or
 parked while no leader is known); every one is answered by its deadline at the latest.
@@ -38,7 +39,7 @@ Handler = Callable[[Pending], bool]
 """Serves one request of a `LOCAL`, `NODE` or `LEADER` op. Returns False when it cannot
 start yet (no leader, a transfer under way): the request is parked and tried again."""
 
-HANDLED_ROUTES = frozenset({Route.LOCAL, Route.NODE, Route.LEADER})
+HANDLED_ROUTES = frozenset({Route.LOCAL, Route.NODE, Route.LEADER, Route.LONG_POLL})
 """Routes whose ops need a registered `Handler` (the others are the state machine's)."""
 
 # Enum members as plain names: every request is routed, and a module global is read
@@ -67,10 +68,8 @@ def missing_handlers(handlers: Mapping[str, Handler], machine: StateMachine) -> 
             served = name in handlers
         elif spec.route is Route.LOG:
             served = name in machine.commands
-        elif spec.route is Route.READ:
+        else:
             served = name in machine.reads
-        else:  # LONG_POLL: no dispatcher yet
-            served = False
         if not served:
             missing.append(f"{name} ({spec.route})")
     return missing

@@ -1,9 +1,7 @@
 """A multi-version key-value store with etcd v3's data model (issue 13's foundation).
 
 Pure (floor L0 like `kv`): no I/O, no clock, no randomness, so every replica that applies
-the same writes in the same order holds the same state. It is not yet behind the node's
-`StateMachine` (the op table, the command codec and the snapshot format come next); it
-is the model those build on.
+the same writes in the same order holds the same state (`zraft.state.machine` serves it).
 
 The model
 ---------
@@ -33,74 +31,37 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from sortedcontainers import SortedList
 
+from zraft.state.changelog import ChangeLog
+
+# The store's values live in their own module; callers import them from here too.
+from zraft.state.kvtypes import (
+    SORT_ORDERS,
+    SORT_TARGETS,
+    Compacted,
+    FutureRevision,
+    KeyValue,
+    RangeResult,
+    prefix_end,
+)
+
 RECORD_OVERHEAD = 64
 """Bytes accounted per record beyond its key and value (the objects that hold it)."""
 
-SORT_TARGETS = ("key", "version", "create", "mod", "value")
-"""What `range` may sort by (etcd's `sort_target`)."""
-
-SORT_ORDERS = ("none", "ascend", "descend")
-"""How `range` may sort (`none`: by key, ascending, as etcd does)."""
-
-
-class Compacted(ValueError):
-    """A read (or compaction) at a revision that compaction already removed."""
-
-    def __init__(self, revision: int, compact_revision: int) -> None:
-        super().__init__(
-            f"revision {revision} is compacted (the compact revision is {compact_revision})"
-        )
-        self.compact_revision = compact_revision
-
-
-class FutureRevision(ValueError):
-    """A read (or compaction) at a revision the store has not reached."""
-
-    def __init__(self, revision: int, current: int) -> None:
-        super().__init__(f"revision {revision} is in the future (the current is {current})")
-        self.current = current
-
-
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    """One record of a key: a version of it, or (version 0) the tombstone of a delete."""
-
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int = 0
-
-    @property
-    def is_tombstone(self) -> bool:
-        """Whether this record marks a delete."""
-        return self.version == 0
-
-
-@dataclass(frozen=True, slots=True)
-class RangeResult:
-    """What `range` found: `kvs` (at most `limit`), whether `more` matched, and `count`,
-    how many keys matched in all, at `revision`."""
-
-    kvs: tuple[KeyValue, ...]
-    more: bool
-    count: int
-    revision: int
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The `range_end` of every key that starts with `prefix` (`b"\\0"`: to the end)."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return b"\0"
-    return stripped[:-1] + bytes([stripped[-1] + 1])
-
+__all__ = [
+    "SORT_ORDERS",
+    "SORT_TARGETS",
+    "Compacted",
+    "FutureRevision",
+    "KeyValue",
+    "MVCCStore",
+    "RangeResult",
+    "prefix_end",
+]
 
 Record = tuple[bytes, int, int, int, int]
 """One stored record: `(value, create_revision, mod_revision, version, lease)`; version 0
@@ -129,6 +90,8 @@ class MVCCStore:
         self._superseded: deque[tuple[int, bytes]] = deque()
         self._live = 0  # keys whose newest record is not a tombstone
         self._size = 0
+        self.changes = ChangeLog(floor=1)
+        """The index of recent history by revision (watches read it)."""
 
     # --- what it holds --------------------------------------------------------------------
 
@@ -162,6 +125,23 @@ class MVCCStore:
     def history(self, key: bytes) -> tuple[KeyValue, ...]:
         """Every record `key` holds, oldest first (empty if none)."""
         return tuple(_kv(key, r) for r in _history(self._records.get(key)))
+
+    def records(self, key: bytes) -> Sequence[Record]:
+        """The records `key` holds as stored, oldest first (empty if none): no copy."""
+        return _history(self._records.get(key))
+
+    def keys_between(self, key: bytes, range_end: bytes | None) -> Iterator[bytes]:
+        """Every key holding records (tombstones too) in the range, in byte order."""
+        return self._keys_in(key, range_end)
+
+    def count_between(self, key: bytes, range_end: bytes | None) -> int:
+        """How many keys `keys_between` would give, in O(log n)."""
+        if range_end is None or range_end == b"":
+            return int(key in self._records)
+        keys = self._keys
+        low = 0 if range_end == b"\0" and key == b"\0" else keys.bisect_left(key)
+        high = len(keys) if range_end == b"\0" else keys.bisect_left(range_end)
+        return max(0, high - low)
 
     def leased(self) -> Iterator[tuple[bytes, int]]:
         """`(key, lease)` of every live key attached to a lease."""
@@ -263,6 +243,7 @@ class MVCCStore:
             self._size += len(key) + len(value) + RECORD_OVERHEAD
             self._records[key] = (value, revision, revision, 1, lease)
             self._revision = revision
+            self.changes.add(revision, key)
             return None
         previous: Record = held if type(held[0]) is bytes else held[-1]  # type: ignore[assignment]
         if previous[_VERSION]:
@@ -279,6 +260,7 @@ class MVCCStore:
             self._keys.add(key)
             self._live += record[_VERSION] != 0
             self._size += len(key) + len(record[_VALUE]) + RECORD_OVERHEAD
+            self.changes.add(record[_MOD], key)
             if record[_VERSION]:
                 self._records[key] = record
             else:
@@ -305,6 +287,7 @@ class MVCCStore:
         else:
             held.append(record)  # type: ignore[union-attr]
         self._superseded.append((record[_MOD], key))
+        self.changes.add(record[_MOD], key)
 
     # --- compaction -----------------------------------------------------------------------
 
@@ -324,6 +307,7 @@ class MVCCStore:
         while superseded and superseded[0][0] <= revision:
             dropped += self._trim(superseded.popleft()[1], revision)
         self._compact_revision = revision
+        self.changes.forget_through(revision)
         return dropped
 
     def _trim(self, key: bytes, revision: int) -> int:
@@ -435,6 +419,7 @@ class MVCCStore:
         store._records, store._size, store._live = held, size, live
         store._keys = SortedList(held)  # one sort, not a million inserts
         store._superseded = deque(sorted(superseded))
+        store.changes = ChangeLog(floor=top)  # older history: in the records, unindexed
         return store
 
 

@@ -40,6 +40,21 @@ DEFAULT_MAX_TXN_OPS = 128
 MAX_LEASE_ID = (1 << 63) - 1
 """The largest lease id (etcd's are int64)."""
 
+MAX_WATCH_WAIT_MS = 60_000
+"""The longest a `watch` may be held without news (`wait_ms`)."""
+
+DEFAULT_WATCH_WAIT_MS = 1_000
+"""How long a `watch` without `wait_ms` is held: short enough for any REQ client's timeout."""
+
+MAX_WATCH_EVENTS = 10_000
+"""The most events a `watch` may ask for in one reply (`max_events`)."""
+
+DEFAULT_WATCH_EVENTS = 1_000
+"""The events a `watch` reply carries at most, unless it asks otherwise."""
+
+WATCH_FILTERS = ("noput", "nodelete")
+"""What a `watch` may filter out (etcd's `filters`)."""
+
 SORT_TARGETS = ("key", "version", "create", "mod", "value")
 """What a range may sort by (etcd's `sort_target`)."""
 
@@ -164,6 +179,26 @@ def _flag(name: str) -> Callable[[Any, Limits], bool]:
         return value
 
     return parse
+
+
+def _bounded(name: str, low: int, high: int) -> Callable[[Any, Limits], int]:
+    def parse(value: Any, limits: Limits) -> int:
+        if type(value) is not int or not low <= value <= high:
+            raise DecodeError(
+                f"field {name!r} must be an int from {low} to {high}, got {_shown(value)}"
+            )
+        return value
+
+    return parse
+
+
+def _filters(value: Any, limits: Limits) -> list[str]:
+    if type(value) is not list or len(value) > len(WATCH_FILTERS):
+        raise DecodeError(f"field 'filters' must be an array of: {', '.join(WATCH_FILTERS)}")
+    for item in value:
+        if type(item) is not str or item not in WATCH_FILTERS:
+            raise DecodeError(f"field 'filters' must be an array of: {', '.join(WATCH_FILTERS)}")
+    return value
 
 
 def _text(name: str, limit: int) -> Callable[[Any, Limits], str]:
@@ -316,6 +351,27 @@ FIELDS: Mapping[str, FieldSpec] = {
     ),
     "ttl": FieldSpec(_uint("ttl"), "`lease_grant`: seconds the lease lives without a keepalive"),
     "keys": FieldSpec(_flag("keys"), "`lease_timetolive`: true lists the attached keys", False),
+    "start_revision": FieldSpec(
+        _uint("start_revision"),
+        "`watch`: the first revision wanted (0: the one after the answering node's current)",
+        0,
+    ),
+    "wait_ms": FieldSpec(
+        _bounded("wait_ms", 0, MAX_WATCH_WAIT_MS),
+        "`watch`: how long to hold the request when nothing has happened yet",
+        DEFAULT_WATCH_WAIT_MS,
+    ),
+    "max_events": FieldSpec(
+        _bounded("max_events", 1, MAX_WATCH_EVENTS),
+        "`watch`: events per reply at most (a revision is never split)",
+        DEFAULT_WATCH_EVENTS,
+    ),
+    "filters": FieldSpec(_filters, "`watch`: `noput` and/or `nodelete`", ()),
+    "require_leader": FieldSpec(
+        _flag("require_leader"),
+        "`watch`: answer `unavailable` rather than wait on a node without a leader",
+        False,
+    ),
 }
 """Every request field an op may declare, with its validation."""
 

@@ -57,8 +57,8 @@ class Route(StrEnum):
     LEADER = "leader"
     """Carried out by the leader itself (membership, leadership); followers forward."""
     LONG_POLL = "long_poll"
-    """Held by the receiving node until its condition holds or its wait ends (room for
-    watches: no op uses it yet, and the node refuses to start with one it cannot serve)."""
+    """Held by the receiving node until its condition holds or its wait ends (`watch`);
+    served where it arrives, never forwarded."""
 
 
 class Retry(StrEnum):
@@ -231,6 +231,25 @@ OPS: Mapping[str, OpSpec] = _declare(
         Route.LOG,
         Retry.SESSION,
         reply=("alarms",),
+    ),
+    OpSpec(
+        "watch",
+        "the changes of a range from `start_revision` on, held until one happens",
+        "read",
+        Route.LONG_POLL,
+        Retry.ALWAYS,
+        ("key",),
+        (
+            "range_end",
+            "prefix",
+            "start_revision",
+            "prev_kv",
+            "filters",
+            "max_events",
+            "wait_ms",
+            "require_leader",
+        ),
+        reply=("events", "next_revision", "compact_revision"),
     ),
     # --- leases ---------------------------------------------------------------------------
     OpSpec(
