@@ -164,6 +164,17 @@ class WatchCursor:
         """The node the next poll goes to."""
         return self.endpoints[self._turn]
 
+    def move_to(self, endpoint: str) -> None:
+        """Send the next poll to `endpoint` (one of `endpoints`): nothing is lost or
+        repeated, the next poll asks from `next_revision` as always.
+
+        Raises:
+            ValueError: not one of the endpoints.
+        """
+        if endpoint not in self.endpoints:
+            raise ValueError(f"{endpoint!r} is not one of the watch's endpoints")
+        self._turn = self.endpoints.index(endpoint)
+
     def fields(self) -> dict[str, Any]:
         """The next poll's fields."""
         if self.next_revision is None:
@@ -260,6 +271,12 @@ class Watch:
     def cancelled(self) -> bool:
         """Whether `cancel()` was called."""
         return self._cancelled.is_set()
+
+    def move_to(self, node: str) -> None:
+        """Poll `node` (an id the client knows, or an endpoint) from the next poll on, as
+        if the current one had failed over: no event is lost or repeated."""
+        endpoint = node if node in self.cursor.endpoints else self._client.policy.endpoint_of(node)
+        self.cursor.move_to(endpoint)
 
     def cancel(self) -> None:
         """End the watch (from any thread): the iteration stops within `CANCEL_CHECK_S`."""
