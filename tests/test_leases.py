@@ -76,6 +76,23 @@ def test_puts_with_unknown_leases_are_refused() -> None:
     assert lost["error"] == "lease_not_found" and d.keys()[0][1] == b"v"
 
 
+def test_a_retry_of_an_applied_put_is_answered_after_its_lease_is_gone() -> None:
+    """The watch nemesis found it: a put with a lease was applied, its reply lost; the
+    lease expired; the session's retry was refused `lease_not_found`, as if never made.
+    A retry of an applied write is not judged again: its first answer comes back."""
+    d = Driver()
+    lease = grant(d)
+    put = {"key": b"k", "value": b"v", "lease": lease, "client": "c", "seq": 1}
+    first = d.write("put", **put)
+    assert first["ok"]
+    assert d.write("lease_revoke", lease=lease)["ok"]
+    retry = d.entry(d.machine.command(Request.of("put", **put)))  # not Refused
+    assert (retry["ok"], retry["replayed"], retry["index"]) == (True, True, first["index"])
+    assert d.keys() == []  # and not applied again
+    with pytest.raises(Refused):  # a new write still is judged
+        d.machine.command(Request.of("put", **{**put, "seq": 2}))
+
+
 def test_ttl_bounds_are_the_leaders_to_enforce() -> None:
     machine = KVMachine(model="mvcc", lease_ttl=(2, 100))
     for ttl in (0, 1, 101):

@@ -261,3 +261,22 @@ def test_the_watch_limit_per_node(cluster: InmemCluster, monkeypatch: pytest.Mon
     assert refused["error"]["code"] == "unavailable"
     assert "3 watches" in refused["error"]["message"]
     assert MAX_WATCHES > 3 and all(pending(cluster, c, rounds=1) for c in held)
+
+
+def test_identical_watches_woken_together_share_one_reply(cluster: InmemCluster) -> None:
+    leader = cluster.leader()
+    cluster.ask(leader, "put", key="s/1", value="zero")
+    start = revision(cluster, leader) + 1
+    same = [
+        cluster.send(leader, "watch", key="s/", prefix=True, start_revision=start, wait_ms=60_000)
+        for _ in range(3)
+    ]
+    other = cluster.send(leader, "watch", key="s/", prefix=True, prev_kv=True, wait_ms=60_000)
+    cluster.ask(leader, "put", key="s/1", value="one")
+    cluster.ask(leader, "put", key="s/1", value="two")
+    bodies = [cluster.network.replies[c][0] for c in same]
+    assert bodies[0] == bodies[1] == bodies[2]
+    assert shape(cluster.reply(same[0])) == [("put", b"s/1", start)]
+    assert "prev_kv" not in cluster.reply(same[1])["events"][0]
+    # Asked otherwise (prev_kv): a reply of its own.
+    assert cluster.reply(other)["events"][0]["prev_kv"]["value"] == b"zero"

@@ -69,6 +69,7 @@ class WriteOp:
     outcome: str = "unknown"
     revision: int | None = None
     deleted: int = 0  # delete, delete_range: how many keys it removed (when ok)
+    error: str = ""  # the error code of a refusal
 
 
 @dataclass(slots=True)
@@ -78,6 +79,7 @@ class Stream:
     name: str
     prefix: str
     node: str
+    start: int = 0  # the revision it started from
     events: list[tuple[int, str, str, str, int]] = field(default_factory=list)
     next_revision: int | None = None
     error: str | None = None
@@ -102,19 +104,22 @@ def check_watch(
     start: int,
     end: int,
 ) -> list[WatchAnomaly]:
-    """Every broken rule of the module doc's table, for streams that all began at `start`
-    (s0) and whose final read (key -> (value, mod revision)) was at revision `end` (R)."""
+    """Every broken rule of the module doc's list, for streams that began at `start` (s0;
+    a late one at its own `Stream.start`) and whose final read (key -> (value, mod
+    revision)) was at revision `end` (R)."""
     anomalies: list[WatchAnomaly] = []
     reference = next((s for s in streams if s.prefix == PREFIX), None)
     by_value = {v: w for w in writes for v in w.values if v}
     for stream in streams:
+        begin = max(start, stream.start)
+        alive = _alive_before(reference, stream.prefix, begin) if reference else set()
         found: list[WatchAnomaly] = []
         found += _order(stream)
-        found += _bounds(stream, start, end)
+        found += _bounds(stream, begin, end)
         if reference is not None and stream is not reference:
-            found += _agree(stream, reference, end)
-        found += _acknowledged(stream, writes, start, end)
-        found += _phantoms(stream, by_value)
+            found += _agree(stream, reference, begin, end)
+        found += _acknowledged(stream, writes, begin, end)
+        found += _phantoms(stream, by_value, alive)
         found += _final(stream, final)
         if stream.next_revision is None or stream.next_revision <= end:
             found.append(
@@ -144,9 +149,20 @@ def _bounds(stream: Stream, start: int, end: int) -> list[WatchAnomaly]:
     ]
 
 
-def _agree(stream: Stream, reference: Stream, end: int) -> list[WatchAnomaly]:
+def _alive_before(reference: Stream, prefix: str, begin: int) -> set[str]:
+    """The keys of the range that exist before `begin`, by the reference stream."""
+    alive: set[str] = set()
+    for revision, key, kind, _value, _ in reference.events:
+        if revision < begin and key.startswith(prefix):
+            (alive.add if kind == "put" else alive.discard)(key)
+    return alive
+
+
+def _agree(stream: Stream, reference: Stream, begin: int, end: int) -> list[WatchAnomaly]:
     mine = [e[:4] for e in stream.events if e[0] <= end]
-    theirs = [e[:4] for e in reference.events if e[1].startswith(stream.prefix) and e[0] <= end]
+    theirs = [
+        e[:4] for e in reference.events if e[1].startswith(stream.prefix) and begin <= e[0] <= end
+    ]
     if mine == theirs:
         return []
     at = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), None)
@@ -208,9 +224,11 @@ def _acknowledged(
     return found
 
 
-def _phantoms(stream: Stream, by_value: Mapping[str, WriteOp]) -> list[WatchAnomaly]:
+def _phantoms(
+    stream: Stream, by_value: Mapping[str, WriteOp], alive: set[str]
+) -> list[WatchAnomaly]:
     found = []
-    alive: set[str] = set()
+    alive = set(alive)
     for revision, key, kind, value, _ in stream.events:
         if kind == "put":
             write = by_value.get(value)
@@ -325,6 +343,7 @@ class Writer(threading.Thread):
             return  # unknown: it may have been applied
         write.complete_ns = time.monotonic_ns() - self.origin_ns
         if not reply.ok:
+            write.error = reply.error_code or ""
             write.outcome = "failed" if reply.error_code not in ("timeout",) else "unknown"
             return
         write.outcome = "ok"
@@ -482,19 +501,26 @@ def run_watch(
     holder: list[Client] = []
 
     def start_watcher(
-        name: str, prefix: str, node: str, *, switch: bool = False, max_events: int | None = None
+        name: str,
+        prefix: str,
+        node: str,
+        *,
+        switch: bool = False,
+        max_events: int | None = None,
+        start: int | None = None,
     ) -> None:
         owner = client()
         holder.append(owner)
+        begin = report.start if start is None else start
         watch = owner.watch(
             prefix,
             prefix=True,
-            start_revision=report.start,
+            start_revision=begin,
             node=node,
             wait_s=0.5,
             max_events=max_events,
         )
-        stream = Stream(name, prefix, node)
+        stream = Stream(name, prefix, node, begin)
         report.streams.append(stream)
         watcher = Watcher(stream, watch, rig.origin_ns, list(endpoints), switch)
         watchers.append(watcher)
@@ -519,7 +545,17 @@ def run_watch(
         late_started = False
         while time.monotonic() < deadline and not should_stop():
             if not late_started and time.monotonic() > deadline - duration_s / 2:
-                start_watcher("late", PREFIX, list(endpoints)[-1])
+                # From 2,000 revisions back (or s0): history that automatic compaction
+                # (10,000 revisions) keeps, read through the store's records and
+                # snapshots rather than the live stream.
+                try:
+                    with client() as probe:
+                        now = probe.put("marker", "late").header.revision  # type: ignore[union-attr]
+                except ClientError:
+                    continue
+                start_watcher(
+                    "late", PREFIX, list(endpoints)[-1], start=max(report.start, now - 2000)
+                )
                 late_started = True
             time.sleep(0.05)
         for writer in running:

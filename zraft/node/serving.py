@@ -377,6 +377,10 @@ class RequestServer:
             body = self._encode(op, fields, leader or self._raft.leader_id)
         self.send_reply(pending.reply_to, body)
 
+    def encode(self, op: str, fields: Mapping[str, Any]) -> bytes:
+        """The reply `reply` would send for these fields (to send it to many: watches)."""
+        return self._encode(op, fields, self._raft.leader_id)
+
     def _encode(self, op: str, fields: Mapping[str, Any], leader: str | None) -> bytes:
         """A reply from the machine's fields: its `revision` becomes the `header`."""
         revision = fields.get("revision")

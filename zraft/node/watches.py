@@ -36,6 +36,10 @@ from zraft.state.machine import KVMachine
 from zraft.state.mvcc import MVCCStore, prefix_end
 from zraft.wire.fields import DEFAULT_WATCH_EVENTS, DEFAULT_WATCH_WAIT_MS
 
+_Shared = dict[tuple[object, ...], tuple[int, bytes | None]]
+"""What a look found for a question, this turn: the next revision, and the encoded reply
+(None: no events yet)."""
+
 MAX_WATCHES = 20_000
 """Held watches per node at most; beyond it a new one is answered `unavailable`."""
 
@@ -166,10 +170,27 @@ class WatchHub:
 
     # --- answering ------------------------------------------------------------------------
 
-    def _answer(self, watcher: Watcher, *, final: bool) -> bool:
+    def _answer(self, watcher: Watcher, *, final: bool, shared: _Shared | None = None) -> bool:
         """Answer `watcher` if it has events (or, if `final`, in any case); returns whether
-        it was answered."""
+        it was answered. Watches woken together that ask the same thing from the same
+        revision get the same reply: with `shared`, it is looked up and encoded once."""
         store = self._store
+        asked = (
+            watcher.key,
+            watcher.end,
+            watcher.start,
+            watcher.max_events,
+            watcher.no_put,
+            watcher.no_delete,
+            watcher.prev_kv,
+        )
+        if shared is not None and asked in shared:
+            next_revision, body = shared[asked]
+            watcher.start = next_revision
+            if body is None:
+                return False
+            self._server.send_reply(watcher.pending.reply_to, body)
+            return True
         if watcher.start <= store.compact_revision:
             self._server.reply(
                 watcher.pending,
@@ -194,11 +215,17 @@ class WatchHub:
         )
         watcher.start = found.next_revision  # below it: delivered now, or filtered out
         if not found.changes and not final:
+            if shared is not None:
+                shared[asked] = (found.next_revision, None)
             return False
         events = [event_map(change, watcher.prev_kv) for change in found.changes]
         extra = {"events": events, "next_revision": found.next_revision}
-        reply = {"ok": True, "revision": store.revision, "extra": extra}
-        self._server.reply(watcher.pending, reply)
+        body = self._server.encode(
+            "watch", {"ok": True, "revision": store.revision, "extra": extra}
+        )
+        if shared is not None:
+            shared[asked] = (found.next_revision, body)
+        self._server.send_reply(watcher.pending.reply_to, body)
         return True
 
     # --- the loop's calls -----------------------------------------------------------------
@@ -220,9 +247,10 @@ class WatchHub:
         else:
             woken = self._matching(store)
         self._seen = store.revision
+        shared: _Shared = {}
         for wid in sorted(woken):  # in arrival order: answers go out deterministically
             watcher = self._watchers[wid]
-            if self._answer(watcher, final=False):
+            if self._answer(watcher, final=False, shared=shared):
                 self._drop(watcher)
 
     def _matching(self, store: MVCCStore) -> set[int]:

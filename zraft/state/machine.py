@@ -54,7 +54,7 @@ from zraft.state.leases import LeaseTable
 from zraft.state.leasing import LeaseEvent
 from zraft.state.legacy import LEGACY_OPS, convert, op_of, write_reply_fields
 from zraft.state.mvcc import RECORD_OVERHEAD, MVCCStore, Record, records_of
-from zraft.state.sessions import DEFAULT_MAX_SESSIONS, SessionTable
+from zraft.state.sessions import DEFAULT_MAX_SESSIONS, SessionTable, replayable
 from zraft.state.txn import DEFAULT_MAX_TXN_OPS, TxnRefused
 from zraft.wire.client import Request
 from zraft.wire.entries import (
@@ -263,6 +263,12 @@ class KVMachine:
         legacy = self._legacy is not None and not upgrading
         if legacy and (op not in LEGACY_OPS or fields.get("prev_kv")):
             raise Refused("unavailable", _UPGRADING)
+        client, seq = fields.get("client"), fields.get("seq")
+        if not legacy and seq is not None and self._sessions.applied(client, seq):
+            # A retry of a write already applied: its first answer comes back when this
+            # entry is applied. Judging it again (its lease expired since, the quota
+            # filled up) would refuse a write that WAS made.
+            return encode_write(request)
         if op != "put":  # a plain put (the hot path) has nothing of these to check
             try:
                 execute.check(op, fields, self._max_txn_ops)
@@ -380,7 +386,7 @@ class KVMachine:
                 return answered
         reply = self._write(request, index)
         if client is not None and seq is not None:
-            self._sessions.remember(client, seq, _replayable(reply))
+            self._sessions.remember(client, seq, replayable(reply))
         return reply
 
     def _write(self, request: Request, index: int) -> ReplyFields:
@@ -509,29 +515,6 @@ _UPGRADING = (
     "the store still has the previous release's model (no revisions): it is upgraded once "
     "every member runs this release; until then only put, delete, cas and get are served"
 )
-
-
-_VALUES = ("prev_kv", "prev_kvs", "kvs")
-
-
-def _replayable(reply: ReplyFields) -> ReplyFields:
-    """What a session keeps of a write's reply to answer its retries: everything but the
-    key-values it carried (`prev_kv`, `prev_kvs`, a txn's `kvs`: sessions x ranges would
-    not be bounded). A failed cas's `value` stays: a retry reports what the first saw."""
-    extra = reply.get("extra")
-    if not extra:
-        return reply  # nothing to leave out: kept as it is (no copy on the hot path)
-    kept = dict(reply)
-    if extra:
-        trimmed = {name: value for name, value in extra.items() if name not in _VALUES}
-        responses = extra.get("responses")
-        if responses:
-            trimmed["responses"] = [
-                {name: value for name, value in item.items() if name not in _VALUES}
-                for item in responses
-            ]
-        kept["extra"] = trimmed
-    return kept
 
 
 class _PackedRecords:

@@ -73,6 +73,12 @@ class SessionTable:
             }
         return None
 
+    def applied(self, client: str, seq: int) -> bool:
+        """Whether (client, seq) is not new: a retry or a stale seq (`answered` will not
+        be None). Changes nothing (recency follows the applied log only)."""
+        session = self._table.get(client)
+        return session is not None and seq <= session[0]
+
     def remember(self, client: str, seq: int, reply: Reply) -> None:
         """Record the reply of the new write (client, seq), evicting if the table is full."""
         self._table[client] = (seq, reply)
@@ -104,3 +110,26 @@ class SessionTable:
         while len(table._table) > max_sessions:
             table._table.popitem(last=False)
         return table
+
+
+_VALUES = ("prev_kv", "prev_kvs", "kvs")
+
+
+def replayable(reply: Reply) -> Reply:
+    """What a session keeps of a write's reply to answer its retries: everything but the
+    key-values it carried (`prev_kv`, `prev_kvs`, a txn's `kvs`: sessions x ranges would
+    not be bounded). A failed cas's `value` stays: a retry reports what the first saw."""
+    extra = reply.get("extra")
+    if not extra:
+        return reply  # nothing to leave out: kept as it is (no copy on the hot path)
+    kept = dict(reply)
+    if extra:
+        trimmed = {name: value for name, value in extra.items() if name not in _VALUES}
+        responses = extra.get("responses")
+        if responses:
+            trimmed["responses"] = [
+                {name: value for name, value in item.items() if name not in _VALUES}
+                for item in responses
+            ]
+        kept["extra"] = trimmed
+    return kept

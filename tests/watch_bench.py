@@ -1,0 +1,530 @@
+"""Watch benchmark (a tool, not a test file): how fast watchers hear of writes, and what
+they cost the writers, for zraft and, side by side in the same run, etcd 3.4.
+
+    PYTHONPATH=. .venv/bin/python tests/watch_bench.py                 # zraft, then etcd
+    PYTHONPATH=. .venv/bin/python tests/watch_bench.py --systems zraft --seconds 5
+
+Each system runs as 3 nodes on 127.0.0.1 (zraft: CURVE and fsync on, the defaults;
+etcd: its defaults with heartbeat 50 ms and election timeout 300 ms, through its v3 JSON
+gateway), driven from ONE thread of this process (a zmq poller for zraft, a selector for
+etcd's HTTP streams), in four phases:
+
+1. **throughput without watchers**: `--inflight` closed-loop clients put 256-byte values
+   to the leader for `--tput-seconds`: puts/s.
+2. **watchers**: `--key-watchers` watchers on distinct keys `k/0000...` and
+   `--prefix-watchers` on the prefix `k/`, spread over the three nodes, all from one
+   revision.
+3. **delivery**: puts at `--rate` per second to random watched keys for `--seconds`;
+   for each event a watcher receives: the time from the write's acknowledgement to its
+   arrival (p50, p99; key watchers and prefix watchers apart; 0 when the event arrived
+   first), and how many acknowledged writes a watcher never received.
+4. **throughput with watchers**: phase 1 again while every watcher keeps receiving.
+
+It starts its clusters in a temporary directory, stops every process it started by PID,
+and prints a table and one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import selectors
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.lease_bench import EtcdCluster  # noqa: E402
+from tests.lease_workload import percentile  # noqa: E402
+from tests.procs import ProcessCluster  # noqa: E402
+from zraft import wire  # noqa: E402
+
+VALUE = "v" * 256
+
+
+@dataclass
+class Measure:
+    """What one system's run measured."""
+
+    puts_per_s_alone: float = 0.0
+    puts_per_s_watched: float = 0.0
+    acked: dict[tuple[str, int], float] = field(default_factory=dict)  # (key, rev) -> ack time
+    received: dict[str, list[tuple[str, int, float]]] = field(
+        default_factory=lambda: {"key": [], "prefix": []}
+    )
+    window: tuple[float, float] = (0.0, 0.0)
+    paced_sent: int = 0
+    paced_late: int = 0
+
+    def delivery(self, kind: str, per_write: int) -> dict[str, Any]:
+        """Latency figures of one kind of watcher, and the deliveries it missed (writes
+        acknowledged up to 2 s before the end of the paced phase, times the watchers that
+        should receive each: 1 for key watchers, all of them for prefix watchers)."""
+        start, end = self.window
+        lags = []
+        for key, revision, at in self.received[kind]:
+            acked = self.acked.get((key, revision))
+            if acked is not None and start <= acked <= end:
+                lags.append(max(0.0, at - acked))
+        lags.sort()
+        due = {item for item, t in self.acked.items() if start <= t <= end - 2.0}
+        delivered = sum(1 for k, r, _ in self.received[kind] if (k, r) in due)
+        return {
+            "events": len(lags),
+            "p50_ms": round(1000 * percentile(lags, 0.5), 2) if lags else None,
+            "p99_ms": round(1000 * percentile(lags, 0.99), 2) if lags else None,
+            "missing": len(due) * per_write - delivered,
+        }
+
+
+# --- zraft ----------------------------------------------------------------------------------
+
+
+class ZraftDriver:
+    """Writers and watchers as REQ sockets on one poller."""
+
+    def __init__(self, cluster: ProcessCluster, args: argparse.Namespace) -> None:
+        self.cluster, self.args = cluster, args
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.context.set(zmq.MAX_SOCKETS, 16384)
+        self.poller = zmq.Poller()
+        self.leader = cluster.client_endpoints[cluster.wait_leader()]
+        self.nodes = list(cluster.client_endpoints.values())
+        self.handlers: dict[zmq.Socket[bytes], Callable[[dict[str, Any]], None]] = {}
+
+    def socket(self, endpoint: str) -> zmq.Socket[bytes]:
+        sock = self.context.socket(zmq.REQ)
+        sock.linger = 0
+        if self.cluster.curve is not None:
+            self.cluster.curve.apply(sock, endpoint)
+        sock.connect(endpoint)
+        self.poller.register(sock, zmq.POLLIN)
+        return sock
+
+    def turn(self, timeout_ms: int) -> None:
+        for sock, _ in self.poller.poll(timeout_ms):
+            self.handlers[sock](wire.decode_reply(sock.recv()))
+
+    def closed_loop(self, seconds: float) -> float:
+        """Puts/s of `--inflight` clients back to back."""
+        done = [0]
+        stop_at = time.monotonic() + seconds
+        sockets = [self.socket(self.leader) for _ in range(self.args.inflight)]
+        rng = random.Random(1)
+
+        def send(sock: zmq.Socket[bytes]) -> None:
+            key = f"k/{rng.randrange(self.args.key_watchers):04d}"
+            sock.send(wire.encode_request("put", key=key, value=VALUE))
+
+        for sock in sockets:
+            self.handlers[sock] = self._count(sock, done, stop_at, send)
+            send(sock)
+        began = time.monotonic()
+        while any(s in self.handlers for s in sockets):
+            self.turn(50)
+        elapsed = time.monotonic() - began
+        for sock in sockets:
+            self.poller.unregister(sock)
+            sock.close(linger=0)
+        return done[0] / elapsed
+
+    def _count(self, sock, done, stop_at, send):  # type: ignore[no-untyped-def]
+        def on_reply(reply: dict[str, Any]) -> None:
+            if reply.get("ok"):
+                done[0] += 1
+            if time.monotonic() < stop_at:
+                send(sock)
+            else:
+                del self.handlers[sock]
+
+        return on_reply
+
+    def start_watchers(self, measure: Measure) -> None:
+        sock = self.socket(self.leader)
+        sock.send(wire.encode_request("put", key="marker", value="x"))
+        sock.poll(5000)
+        start = wire.decode_reply(sock.recv())["header"]["revision"] + 1
+        self.poller.unregister(sock)
+        sock.close(linger=0)
+        specs = [("key", f"k/{n:04d}", False) for n in range(self.args.key_watchers)]
+        specs += [("prefix", "k/", True) for _ in range(self.args.prefix_watchers)]
+        for number, (kind, key, prefix) in enumerate(specs):
+            watcher = self.socket(self.nodes[number % len(self.nodes)])
+            state = {"next": start}
+
+            def poll(sock=watcher, key=key, prefix=prefix, state=state) -> None:  # type: ignore[no-untyped-def]
+                fields: dict[str, Any] = {"key": key, "start_revision": state["next"]}
+                if prefix:
+                    fields["prefix"] = True
+                sock.send(wire.encode_request("watch", wait_ms=5000, **fields))
+
+            def on_reply(reply, kind=kind, poll=poll, state=state) -> None:  # type: ignore[no-untyped-def]
+                now = time.monotonic()
+                if reply.get("ok"):
+                    got = measure.received[kind]
+                    for event in reply["events"]:
+                        kv = event["kv"]
+                        got.append((kv["key"].decode(), kv["mod_revision"], now))
+                    state["next"] = reply["next_revision"]
+                poll()
+
+            self.handlers[watcher] = on_reply
+            poll()
+
+    def paced(self, measure: Measure, seconds: float) -> None:
+        rate, rng = self.args.rate, random.Random(2)
+        writers = [self.socket(self.leader) for _ in range(64)]
+        idle = list(writers)
+        stop_at = time.monotonic() + seconds
+        due = time.monotonic()
+        measure.window = (due, stop_at)
+
+        for sock in writers:
+
+            def on_reply(reply, sock=sock) -> None:  # type: ignore[no-untyped-def]
+                if reply.get("ok"):
+                    measure.acked[(self.pending[sock], reply["header"]["revision"])] = (
+                        time.monotonic()
+                    )
+                idle.append(sock)
+
+            self.handlers[sock] = on_reply
+        self.pending: dict[zmq.Socket[bytes], str] = {}
+        while time.monotonic() < stop_at:
+            now = time.monotonic()
+            while due <= now:
+                if idle:
+                    sock = idle.pop()
+                    key = f"k/{rng.randrange(self.args.key_watchers):04d}"
+                    self.pending[sock] = key
+                    sock.send(wire.encode_request("put", key=key, value=VALUE))
+                    measure.paced_sent += 1
+                else:
+                    measure.paced_late += 1
+                due += 1 / rate
+            self.turn(max(0, int((due - time.monotonic()) * 1000)))
+        settle = time.monotonic() + 3
+        while time.monotonic() < settle:
+            self.turn(50)
+        for sock in writers:
+            del self.handlers[sock]
+            self.poller.unregister(sock)
+            sock.close(linger=0)
+
+    def close(self) -> None:
+        self.context.destroy(linger=0)
+
+
+def run_zraft(args: argparse.Namespace, directory: Path) -> Measure:
+    measure = Measure()
+    cluster = ProcessCluster(directory / "zraft", 3, request_timeout_ms=5000)
+    try:
+        cluster.start_all()
+        cluster.wait_leader(timeout=20)
+        driver = ZraftDriver(cluster, args)
+        try:
+            measure.puts_per_s_alone = driver.closed_loop(args.tput_seconds)
+            driver.start_watchers(measure)
+            driver.paced(measure, args.seconds)
+            measure.puts_per_s_watched = driver.closed_loop(args.tput_seconds)
+        finally:
+            driver.close()
+    finally:
+        cluster.close()
+    return measure
+
+
+# --- etcd -----------------------------------------------------------------------------------
+
+
+class Http:
+    """One HTTP/1.1 connection on the selector: unary requests (Content-Length replies) or
+    one streaming request (a chunked reply of JSON lines)."""
+
+    def __init__(self, url: str, selector: selectors.BaseSelector) -> None:
+        parsed = urlparse(url)
+        self.host = f"{parsed.hostname}:{parsed.port}"
+        self.sock = socket.create_connection((parsed.hostname, parsed.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setblocking(False)
+        self.buffer = b""
+        self.on_message: Callable[[dict[str, Any]], None] = lambda m: None
+        self.streaming = False
+        self.headers_done = False
+        self.selector = selector
+        selector.register(self.sock, selectors.EVENT_READ, self)
+
+    def post(self, path: str, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        ).encode()
+        self.sock.sendall(head + data)
+
+    def readable(self) -> None:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("etcd closed a connection")
+        self.buffer += chunk
+        while self._one():
+            pass
+
+    def _one(self) -> bool:
+        if not self.headers_done:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return False
+            head = self.buffer[:end].decode("latin-1").lower()
+            self.buffer = self.buffer[end + 4 :]
+            self.streaming = "transfer-encoding: chunked" in head
+            self.length = 0
+            for line in head.split("\r\n"):
+                if line.startswith("content-length:"):
+                    self.length = int(line.split(":")[1])
+            self.headers_done = True
+            self.lines = b""
+        if not self.streaming:
+            if len(self.buffer) < self.length:
+                return False
+            body, self.buffer = self.buffer[: self.length], self.buffer[self.length :]
+            self.headers_done = False
+            self.on_message(json.loads(body))
+            return True
+        end = self.buffer.find(b"\r\n")
+        if end < 0:
+            return False
+        size = int(self.buffer[:end], 16)
+        if len(self.buffer) < end + 2 + size + 2:
+            return False
+        self.lines += self.buffer[end + 2 : end + 2 + size]
+        self.buffer = self.buffer[end + 2 + size + 2 :]
+        while b"\n" in self.lines:
+            line, self.lines = self.lines.split(b"\n", 1)
+            if line.strip():
+                self.on_message(json.loads(line))
+        return True
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class EtcdDriver:
+    """Writers and watchers as HTTP connections on one selector."""
+
+    def __init__(self, etcd: EtcdCluster, args: argparse.Namespace) -> None:
+        self.etcd, self.args = etcd, args
+        self.selector = selectors.DefaultSelector()
+        self.leader = etcd.client[etcd.leader()]
+        self.nodes = list(etcd.client.values())
+        self.connections: list[Http] = []
+
+    def connect(self, url: str) -> Http:
+        connection = Http(url, self.selector)
+        self.connections.append(connection)
+        return connection
+
+    def drop(self, connection: Http) -> None:
+        self.selector.unregister(connection.sock)
+        connection.sock.close()
+        self.connections.remove(connection)
+
+    def turn(self, timeout_s: float) -> None:
+        for key, _ in self.selector.select(timeout_s):
+            key.data.readable()
+
+    def put(self, connection: Http, key: str) -> None:
+        connection.post("/v3/kv/put", {"key": _b64(key), "value": _b64(VALUE)})
+
+    def closed_loop(self, seconds: float) -> float:
+        done = [0]
+        stop_at = time.monotonic() + seconds
+        rng = random.Random(1)
+        writers = [self.connect(self.leader) for _ in range(self.args.inflight)]
+        active = set(range(len(writers)))
+        for number, connection in enumerate(writers):
+
+            def on_message(message, connection=connection, number=number) -> None:  # type: ignore[no-untyped-def]
+                if "header" in message:
+                    done[0] += 1
+                if time.monotonic() < stop_at:
+                    self.put(connection, f"k/{rng.randrange(self.args.key_watchers):04d}")
+                else:
+                    active.discard(number)
+
+            connection.on_message = on_message
+            self.put(connection, f"k/{rng.randrange(self.args.key_watchers):04d}")
+        began = time.monotonic()
+        while active:
+            self.turn(0.05)
+        elapsed = time.monotonic() - began
+        for connection in writers:
+            self.drop(connection)
+        return done[0] / elapsed
+
+    def start_watchers(self, measure: Measure) -> None:
+        first = self.connect(self.leader)
+        answer: list[dict[str, Any]] = []
+        first.on_message = answer.append
+        first.post("/v3/kv/put", {"key": _b64("marker"), "value": _b64("x")})
+        while not answer:
+            self.turn(0.05)
+        start = int(answer[0]["header"]["revision"]) + 1
+        self.drop(first)
+        created = [0]
+        specs = [("key", f"k/{n:04d}", None) for n in range(self.args.key_watchers)]
+        specs += [("prefix", "k/", "k0") for _ in range(self.args.prefix_watchers)]
+        for number, (kind, key, end) in enumerate(specs):
+            connection = self.connect(self.nodes[number % len(self.nodes)])
+
+            def on_message(message, kind=kind) -> None:  # type: ignore[no-untyped-def]
+                result = message.get("result", {})
+                if result.get("created"):
+                    created[0] += 1
+                now = time.monotonic()
+                got = measure.received[kind]
+                for event in result.get("events", ()):
+                    kv = event["kv"]
+                    got.append((base64.b64decode(kv["key"]).decode(), int(kv["mod_revision"]), now))
+
+            connection.on_message = on_message
+            request: dict[str, Any] = {"key": _b64(key), "start_revision": start}
+            if end is not None:
+                request["range_end"] = _b64(end)
+            connection.post("/v3/watch", {"create_request": request})
+        deadline = time.monotonic() + 30
+        while created[0] < len(specs) and time.monotonic() < deadline:
+            self.turn(0.05)
+
+    def paced(self, measure: Measure, seconds: float) -> None:
+        rate, rng = self.args.rate, random.Random(2)
+        writers = [self.connect(self.leader) for _ in range(64)]
+        idle = list(writers)
+        pending: dict[int, str] = {}
+        stop_at = time.monotonic() + seconds
+        due = time.monotonic()
+        measure.window = (due, stop_at)
+        for connection in writers:
+
+            def on_message(message, connection=connection) -> None:  # type: ignore[no-untyped-def]
+                header = message.get("header")
+                if header is not None:
+                    key = pending[id(connection)]
+                    measure.acked[(key, int(header["revision"]))] = time.monotonic()
+                idle.append(connection)
+
+            connection.on_message = on_message
+        while time.monotonic() < stop_at:
+            now = time.monotonic()
+            while due <= now:
+                if idle:
+                    connection = idle.pop()
+                    key = f"k/{rng.randrange(self.args.key_watchers):04d}"
+                    pending[id(connection)] = key
+                    self.put(connection, key)
+                    measure.paced_sent += 1
+                else:
+                    measure.paced_late += 1
+                due += 1 / rate
+            self.turn(max(0.0, due - time.monotonic()))
+        settle = time.monotonic() + 3
+        while time.monotonic() < settle:
+            self.turn(0.05)
+        for connection in writers:
+            self.drop(connection)
+
+    def close(self) -> None:
+        for connection in list(self.connections):
+            self.drop(connection)
+        self.selector.close()
+
+
+def run_etcd(args: argparse.Namespace, directory: Path) -> Measure:
+    measure = Measure()
+    path = directory / "etcd"
+    path.mkdir(parents=True, exist_ok=True)
+    etcd = EtcdCluster(args.etcd, path)
+    try:
+        for name in etcd.names:
+            etcd.start(name)
+        driver = EtcdDriver(etcd, args)
+        try:
+            measure.puts_per_s_alone = driver.closed_loop(args.tput_seconds)
+            driver.start_watchers(measure)
+            driver.paced(measure, args.seconds)
+            measure.puts_per_s_watched = driver.closed_loop(args.tput_seconds)
+        finally:
+            driver.close()
+    finally:
+        etcd.close()
+    return measure
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def figures(measure: Measure, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "puts_per_s_without_watchers": round(measure.puts_per_s_alone),
+        "puts_per_s_with_watchers": round(measure.puts_per_s_watched),
+        "throughput_kept": round(measure.puts_per_s_watched / measure.puts_per_s_alone, 3)
+        if measure.puts_per_s_alone
+        else None,
+        "paced_writes": measure.paced_sent,
+        "paced_late": measure.paced_late,
+        "acknowledged": len(measure.acked),
+        "key_watchers": measure.delivery("key", 1),
+        "prefix_watchers": measure.delivery("prefix", args.prefix_watchers),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="watch_bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--systems", default="zraft,etcd", help="zraft, etcd or both")
+    parser.add_argument("--key-watchers", type=int, default=1000)
+    parser.add_argument("--prefix-watchers", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=2000.0, help="paced puts per second")
+    parser.add_argument("--seconds", type=float, default=15.0, help="the paced phase")
+    parser.add_argument("--tput-seconds", type=float, default=8.0)
+    parser.add_argument("--inflight", type=int, default=64)
+    parser.add_argument("--etcd", default="etcd", help="the etcd binary")
+    parser.add_argument("--keep", type=Path, help="run in DIR and keep it")
+    args = parser.parse_args(argv)
+    directory = args.keep or Path(tempfile.mkdtemp(prefix="watch-bench-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    for system in [s.strip() for s in args.systems.split(",") if s.strip()]:
+        run = {"zraft": run_zraft, "etcd": run_etcd}[system]
+        print(f"-- {system}", file=sys.stderr, flush=True)
+        results[system] = figures(run(args, directory), args)
+    for system, result in results.items():
+        key, prefix = result["key_watchers"], result["prefix_watchers"]
+        print(
+            f"{system:<6} puts/s {result['puts_per_s_without_watchers']:>6} -> "
+            f"{result['puts_per_s_with_watchers']:>6} with watchers; delivery key p50 "
+            f"{key['p50_ms']} p99 {key['p99_ms']} ms (missing {key['missing']}), prefix p50 "
+            f"{prefix['p50_ms']} p99 {prefix['p99_ms']} ms (missing {prefix['missing']})",
+            file=sys.stderr,
+        )
+    print(json.dumps({"params": vars(args) | {"keep": str(args.keep)}, **results}))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    raise SystemExit(main())
