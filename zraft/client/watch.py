@@ -259,6 +259,8 @@ class Watch:
         )
         self._cancelled = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._iterating = False  # the iterating thread closes the client when it ends
         self.error: BaseException | None = None
         """What ended a callback watch's thread, if not `cancel()`."""
 
@@ -283,6 +285,10 @@ class Watch:
         self._cancelled.set()
 
     def __iter__(self) -> Iterator[WatchEvent]:
+        with self._lock:
+            if self._iterating:
+                raise RuntimeError("this watch is already being iterated")
+            self._iterating = True
         try:
             while not self._cancelled.is_set():
                 yield from self._poll()
@@ -348,9 +354,14 @@ class Watch:
         return not self._thread.is_alive()
 
     def close(self) -> None:
-        """Cancel, and wait for a callback thread to end."""
+        """Cancel, wait for a callback thread to end, and close the watch's client if no
+        iteration holds it (one that does closes it as it ends, within `CANCEL_CHECK_S`)."""
         self.cancel()
         self.join()
+        with self._lock:
+            idle, self._iterating = not self._iterating, True  # no iteration after this
+        if idle:
+            self._client.close()
 
     def __enter__(self) -> Watch:
         return self
