@@ -69,6 +69,7 @@ class Measure:
     window: tuple[float, float] = (0.0, 0.0)
     paced_sent: int = 0
     paced_late: int = 0
+    paced_cpu_s: float = 0.0  # this process's CPU time in the paced phase
 
     def delivery(self, kind: str, per_write: int) -> dict[str, Any]:
         """Latency figures of one kind of watcher, and the deliveries it missed (writes
@@ -239,7 +240,9 @@ def run_zraft(args: argparse.Namespace, directory: Path) -> Measure:
         try:
             measure.puts_per_s_alone = driver.closed_loop(args.tput_seconds)
             driver.start_watchers(measure)
+            cpu = time.process_time()
             driver.paced(measure, args.seconds)
+            measure.paced_cpu_s = time.process_time() - cpu
             measure.puts_per_s_watched = driver.closed_loop(args.tput_seconds)
         finally:
             driver.close()
@@ -387,6 +390,7 @@ class EtcdDriver:
         start = int(answer[0]["header"]["revision"]) + 1
         self.drop(first)
         created = [0]
+        names = {_b64(f"k/{n:04d}"): f"k/{n:04d}" for n in range(self.args.key_watchers)}
         specs = [("key", f"k/{n:04d}", None) for n in range(self.args.key_watchers)]
         specs += [("prefix", "k/", "k0") for _ in range(self.args.prefix_watchers)]
         for number, (kind, key, end) in enumerate(specs):
@@ -400,7 +404,7 @@ class EtcdDriver:
                 got = measure.received[kind]
                 for event in result.get("events", ()):
                     kv = event["kv"]
-                    got.append((base64.b64decode(kv["key"]).decode(), int(kv["mod_revision"]), now))
+                    got.append((names[kv["key"]], int(kv["mod_revision"]), now))
 
             connection.on_message = on_message
             request: dict[str, Any] = {"key": _b64(key), "start_revision": start}
@@ -466,7 +470,9 @@ def run_etcd(args: argparse.Namespace, directory: Path) -> Measure:
         try:
             measure.puts_per_s_alone = driver.closed_loop(args.tput_seconds)
             driver.start_watchers(measure)
+            cpu = time.process_time()
             driver.paced(measure, args.seconds)
+            measure.paced_cpu_s = time.process_time() - cpu
             measure.puts_per_s_watched = driver.closed_loop(args.tput_seconds)
         finally:
             driver.close()
@@ -487,6 +493,8 @@ def figures(measure: Measure, args: argparse.Namespace) -> dict[str, Any]:
         else None,
         "paced_writes": measure.paced_sent,
         "paced_late": measure.paced_late,
+        "paced_writes_per_s": round(len(measure.acked) / args.seconds),
+        "load_generator_cpu_s": round(measure.paced_cpu_s, 1),
         "acknowledged": len(measure.acked),
         "key_watchers": measure.delivery("key", 1),
         "prefix_watchers": measure.delivery("prefix", args.prefix_watchers),
@@ -515,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     for system, result in results.items():
         key, prefix = result["key_watchers"], result["prefix_watchers"]
         print(
-            f"{system:<6} puts/s {result['puts_per_s_without_watchers']:>6} -> "
+            f"{system:<6} paced {result['paced_writes_per_s']}/s (bench CPU "
+            f"{result['load_generator_cpu_s']} s); "
+            f"puts/s {result['puts_per_s_without_watchers']:>6} -> "
             f"{result['puts_per_s_with_watchers']:>6} with watchers; delivery key p50 "
             f"{key['p50_ms']} p99 {key['p99_ms']} ms (missing {key['missing']}), prefix p50 "
             f"{prefix['p50_ms']} p99 {prefix['p99_ms']} ms (missing {prefix['missing']})",

@@ -8,6 +8,8 @@ keys at the same revisions, in order, none missing and none twice.
 
 from __future__ import annotations
 
+import json
+import os
 import queue
 import signal
 import subprocess
@@ -168,3 +170,26 @@ def take(lines: queue.Queue[str], count: int, timeout: float = 15.0) -> list[str
     """The next `count` lines the CLI prints (bounded wait)."""
     deadline = time.monotonic() + timeout
     return [lines.get(timeout=max(0.01, deadline - time.monotonic())) for _ in range(count)]
+
+
+def test_the_watch_benchmark_runs(tmp_path: Path) -> None:
+    """A smoke run of `tests/watch_bench.py` (zraft alone, a few watchers): it prints its
+    JSON, and every watcher received every acknowledged write (figures are its to print,
+    not this test's to judge)."""
+    command = [sys.executable, str(ROOT / "tests" / "watch_bench.py"), "--systems", "zraft"]
+    command += ["--key-watchers", "20", "--prefix-watchers", "3", "--rate", "100"]
+    command += ["--seconds", "3", "--tput-seconds", "1", "--keep", str(tmp_path / "bench")]
+    ran = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    result = json.loads(ran.stdout.splitlines()[-1])["zraft"]
+    assert result["acknowledged"] > 0
+    for kind in ("key_watchers", "prefix_watchers"):
+        assert result[kind]["events"] > 0 and result[kind]["missing"] == 0, result
