@@ -76,6 +76,16 @@ FAULT_KINDS = (
 )  # fmt: skip
 """Every fault the nemesis knows, in the order a summary lists them."""
 
+SHORT_RUN_FAULTS: dict[str, tuple[float, float]] = {
+    "gap_s": (0.3, 1.0),
+    "down_s": (0.3, 1.0),
+    "partition_s": (0.8, 1.5),
+    "removed_s": (0.5, 1.0),
+}
+"""Nemesis options of the CI's short runs: faults held a little shorter than by default
+(pauses keep theirs: they must outlast an election), so a whole round of the eight kinds
+fits in about 20 s."""
+
 PROCESS_FAULT_KINDS = ("kill", "kill-leader", "pause", "pause-leader")
 """The faults made with signals only (no partition hook)."""
 

@@ -36,7 +36,7 @@ from tests.bank import (
     run_bank,
     write_ops,
 )
-from tests.nemesis import FAULT_KINDS
+from tests.nemesis import FAULT_KINDS, SHORT_RUN_FAULTS
 
 SEED = 20261201
 ACCOUNTS = account_keys(5)
@@ -55,12 +55,7 @@ def bank_run(tmp_path_factory: pytest.TempPathFactory) -> BankReport:
         seed=SEED,
         duration_s=22,
         faults=FAULT_KINDS,
-        nemesis_options={
-            "gap_s": (0.3, 1.0),
-            "down_s": (0.3, 1.0),
-            "partition_s": (0.8, 1.5),
-            "removed_s": (0.5, 1.0),
-        },
+        nemesis_options=SHORT_RUN_FAULTS,
     )
 
 

@@ -34,7 +34,7 @@ from tests.lease_workload import (
     refresh_window,
     run_lease,
 )
-from tests.nemesis import FAULT_KINDS
+from tests.nemesis import FAULT_KINDS, SHORT_RUN_FAULTS
 
 SEED = 20261204
 S = 1_000_000_000  # ns per second
@@ -53,12 +53,7 @@ def lease_run(tmp_path_factory: pytest.TempPathFactory) -> LeaseReport:
         seed=SEED,
         duration_s=20,
         faults=FAULT_KINDS,
-        nemesis_options={
-            "gap_s": (0.3, 1.0),
-            "down_s": (0.3, 1.0),
-            "partition_s": (0.8, 1.5),
-            "removed_s": (0.5, 1.0),
-        },
+        nemesis_options=SHORT_RUN_FAULTS,
         workload_options={"racing_share": 0.3},
     )
 

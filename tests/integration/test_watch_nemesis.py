@@ -16,7 +16,7 @@ import copy
 
 import pytest
 
-from tests.nemesis import FAULT_KINDS
+from tests.nemesis import FAULT_KINDS, SHORT_RUN_FAULTS
 from tests.watch_workload import PREFIX, Stream, WatchReport, check_watch, run_watch
 
 SEED = 20261205
@@ -30,12 +30,7 @@ def watch_run(tmp_path_factory: pytest.TempPathFactory) -> WatchReport:
         seed=SEED,
         duration_s=20,
         faults=FAULT_KINDS,
-        nemesis_options={
-            "gap_s": (0.3, 1.0),
-            "down_s": (0.3, 1.0),
-            "partition_s": (0.8, 1.5),
-            "removed_s": (0.5, 1.0),
-        },
+        nemesis_options=SHORT_RUN_FAULTS,
     )
 
 
