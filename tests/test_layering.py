@@ -120,6 +120,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "zraft.diagnostics",
     ),
     "zraft.client": ("zraft.wire", "zraft.net.security", "zraft.config"),
+    "zraft.aio": ("zraft.client",),  # the asyncio client's public name
     "zraft.bench": (
         "zraft.client",
         "zraft.wire",
