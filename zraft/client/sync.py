@@ -62,6 +62,7 @@ from zraft.client.clustermethods import ClusterMethods
 from zraft.client.connections import Connections
 from zraft.client.kvmethods import KeyValueMethods
 from zraft.client.leases import KeepAlives, Lease, LeaseError, LostCallback, check_interval
+from zraft.client.locks import CoordinationMethods
 from zraft.client.policy import (
     DEFAULT_TIMEOUT_S,
     RESEND_AFTER_LOST_REPLY,
@@ -82,7 +83,7 @@ from zraft.net.security import ClientCurve
 from zraft.wire import ops
 
 
-class Client(KeyValueMethods, ClusterMethods):
+class Client(KeyValueMethods, ClusterMethods, CoordinationMethods):
     """A connection to a zraft cluster through the client endpoints of its nodes.
 
     The store's ops (`put`, `get`, `range`, `delete_range`, `transaction`, `compact`, ...)
