@@ -5,12 +5,14 @@ the leader while a watch and a lease keepalive run in tasks of the same client."
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
 from tests.procs import ClusterFactory
 from zraft import aio
 from zraft.client import ClientError, txn
+from zraft.client.recipes import LockLost, LockTimeout
 from zraft.client.watch import Compacted, WatchEvent
 
 
@@ -105,5 +107,51 @@ def test_failover_while_a_watch_and_a_keepalive_run(make_cluster: ClusterFactory
             await asyncio.wait_for(follower, 2)
             await lease.revoke()
             assert not (await client.get("svc/me")).found
+
+    asyncio.run(main())
+
+
+def test_async_locks_and_elections(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster(3)
+    cluster.start_all()
+    cluster.wait_leader()
+
+    async def main() -> None:
+        async with aio.Client.from_config(cluster.config_path, timeout=10) as client:
+            sections: list[tuple[float, float, int]] = []
+
+            async def worker(n: int) -> None:
+                for _ in range(3):
+                    async with client.lock("jobs", ttl=5) as held:
+                        entered = asyncio.get_running_loop().time()
+                        value = (await client.get("jobs/count")).value or b"0"
+                        await held.put("jobs/count", str(int(value) + 1))
+                        await asyncio.sleep(0.01)
+                        sections.append(
+                            (entered, asyncio.get_running_loop().time(), held.fencing_token)
+                        )
+
+            await asyncio.gather(*(worker(n) for n in range(4)))
+            ordered = sorted(sections)
+            assert all(a[1] <= b[0] and a[2] < b[2] for a, b in itertools.pairwise(ordered))
+            assert (await client.get("jobs/count")).value == b"12"
+            # A timeout leaves the queue; a lost lease fences the holder off.
+            first = await client.lock("one", ttl=5).acquire()
+            with pytest.raises(LockTimeout):
+                await client.lock("one", ttl=5, timeout=0.3).acquire()
+            assert first.lease is not None
+            await client.lease_revoke(first.lease.id)
+            await asyncio.wait_for(first.lost.wait(), 10)
+            with pytest.raises(LockLost):
+                await first.put("one/x", "stale")
+            await first.release()
+            # An election.
+            election = client.election("primary")
+            assert await election.leader() is None
+            async with election.campaign("me", ttl=5) as leading:
+                assert (await election.leader()).value == b"me"  # type: ignore[union-attr]
+                await leading.proclaim("me-2")
+                assert (await election.leader()).value == b"me-2"  # type: ignore[union-attr]
+            assert await election.leader() is None
 
     asyncio.run(main())

@@ -36,6 +36,7 @@ import zmq.asyncio
 from zraft import config as _config
 from zraft.client.aioconnections import AsyncConnections
 from zraft.client.aioleases import AsyncLease
+from zraft.client.aiolocks import AsyncCoordinationMethods
 from zraft.client.aiowatch import AsyncWatch
 from zraft.client.clustermethods import ClusterMethods
 from zraft.client.kvmethods import KeyValueMethods
@@ -58,7 +59,7 @@ from zraft.net.security import ClientCurve
 from zraft.wire import ops
 
 
-class AsyncClient(KeyValueMethods, ClusterMethods):
+class AsyncClient(KeyValueMethods, ClusterMethods, AsyncCoordinationMethods):
     """A connection to a zraft cluster for asyncio programs (see the module doc).
 
     Its arguments are the sync `Client`'s (`zraft.client.sync.Client`): `endpoints`,

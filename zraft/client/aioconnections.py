@@ -20,8 +20,9 @@ from zraft.client import monitor
 from zraft.client.policy import ClientPolicy, NoReply
 from zraft.net.security import ClientCurve
 
-MAX_SOCKETS_PER_ENDPOINT = 256
-"""Concurrent requests to one node at most; more wait for a socket to come free."""
+MAX_SOCKETS_PER_ENDPOINT = 64
+"""Concurrent requests to one node at most; more wait for a socket to come free (each
+socket and its monitor hold a few file descriptors: the process's limit is often 1,024)."""
 
 
 class _Pool:
@@ -136,6 +137,8 @@ class AsyncConnections:
 
     @staticmethod
     def _close_pair(sock: zmq.asyncio.Socket, monitor_sock: zmq.asyncio.Socket) -> None:
+        if sock.closed:  # the client was closed (its context destroyed) meanwhile
+            return
         sock.disable_monitor()
         monitor_sock.close(linger=0)
         sock.close(linger=0)
