@@ -5,15 +5,22 @@ leaves the queue, and an election's campaign, proclaim, observe and resign."""
 from __future__ import annotations
 
 import itertools
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.procs import ClusterFactory, ProcessCluster
+from zraft.cli.usage import EXIT_FAILED, EXIT_INTERRUPTED
 from zraft.client import Client
 from zraft.client.recipes import LockLost, LockTimeout
 from zraft.testing.cluster import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def client_of(cluster: ProcessCluster) -> Client:
@@ -125,3 +132,93 @@ def test_election(make_cluster: ClusterFactory) -> None:
         observer.join(timeout=5)
         assert not observer.is_alive()
         assert seen == [None, b"a-1", b"a-2", b"b-1", None]
+
+
+def cli(cluster: ProcessCluster, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        str(ROOT / "bin" / "zraft-client"),
+        "--config",
+        str(cluster.config_path),
+        *args,
+    ]
+
+
+def test_zraft_client_lock_and_elect(make_cluster: ClusterFactory, tmp_path: Path) -> None:
+    cluster = make_cluster(3)
+    cluster.start_all()
+    cluster.wait_leader()
+    out = tmp_path / "token"
+    # A command run under the lock sees its fencing token.
+    ran = subprocess.run(
+        cli(cluster, "lock", "deploy", "--", "sh", "-c", f'echo "$ZRAFT_LOCK_TOKEN" > {out}'),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    first_token = int(out.read_text())
+    # Held by one process: another times out; Ctrl-C releases it.
+    holder = subprocess.Popen(cli(cluster, "lock", "deploy"), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        key = holder.stdout.readline().strip()
+        token_line = holder.stdout.readline().strip()
+        assert key.startswith("_locks/deploy/") and token_line.startswith("fencing token ")
+        assert int(token_line.split()[-1]) > first_token
+        blocked = subprocess.run(
+            cli(cluster, "lock", "deploy", "--timeout", "0.5"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert blocked.returncode == EXIT_FAILED and "timeout" in blocked.stderr
+        holder.send_signal(signal.SIGINT)
+        assert holder.wait(timeout=10) == EXIT_INTERRUPTED
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=10)
+    # A lost lock terminates the command and exits 1.
+    runner = subprocess.Popen(
+        cli(cluster, "lock", "deploy", "--ttl", "2", "--", "sleep", "60"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with client_of(cluster) as client:
+            found = wait_for(lambda: client.range("_locks/deploy/", prefix=True).kvs, timeout=10)
+            lease = int(found[0].key.decode().rsplit("/", 1)[1], 16)
+            client.lease_revoke(lease)
+        assert runner.wait(timeout=15) == EXIT_FAILED
+        assert "lock_lost" in (runner.stderr.read() if runner.stderr else "")
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait(timeout=10)
+    # An election: a candidate leads, an observer prints its value.
+    candidate = subprocess.Popen(
+        cli(cluster, "elect", "db", "primary-1"), stdout=subprocess.PIPE, text=True
+    )
+    observer = subprocess.Popen(cli(cluster, "elect", "db"), stdout=subprocess.PIPE, text=True)
+    try:
+        assert candidate.stdout is not None and observer.stdout is not None
+        assert candidate.stdout.readline().startswith("_elections/db/")
+        assert candidate.stdout.readline().strip() == "primary-1"
+        seen = [observer.stdout.readline().strip() for _ in range(1)]
+        while seen[-1] != "primary-1":
+            seen.append(observer.stdout.readline().strip())
+        candidate.send_signal(signal.SIGINT)  # resigns
+        assert candidate.wait(timeout=10) == EXIT_INTERRUPTED
+        assert observer.stdout.readline().strip() == "(no leader)"
+    finally:
+        for process in (candidate, observer):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)

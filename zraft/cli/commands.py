@@ -24,110 +24,23 @@ here, because it reads the table; the others live in `zraft.cli.handlers`.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 
-from zraft.cli import handlers, kvargs, kvcommands, leasecommands, watchcommand
+from zraft.cli import (
+    handlers,
+    kvargs,
+    kvcommands,
+    leasecommands,
+    lockcommands,
+    watchcommand,
+)
+from zraft.cli.command import Command, help_entry
 from zraft.cli.handlers import SNAPSHOT_TIMEOUT_S, CommandContext
-from zraft.cli.kvrender import FORMATS
 from zraft.cli.repl import LEAVE_SUMMARY, LEAVE_WORDS
-from zraft.cli.usage import EXIT_OK, EXIT_USAGE, CommandParser, int_at_least, positive_float
+from zraft.cli.usage import EXIT_OK, EXIT_USAGE, int_at_least, positive_float
 from zraft.wire.ops import lookup as lookup_op
 
-Handler = Callable[[CommandContext, argparse.Namespace], int]
-"""Runs a parsed command and returns its exit code."""
-
-SUMMARY_COLUMN = 30
-"""Where the summaries start in `help`; a longer synopsis gets a line of its own."""
-
-CHANGE_NOTE = (
-    "Any node accepts it and forwards it to the leader; one change at a time (conflict, "
-    "exit 1, while another is uncommitted). It is never re-sent once its outcome is "
-    "unknown (exit 3): check `members` before trying again."
-)
-"""Ends the description (`help CMD`) of every command that changes the membership."""
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """One `zraft-client` command.
-
-    Attributes:
-        name: what the user types (`add-learner`); also the prog of its parser.
-        synopsis: its shape in `help` (`add-learner ID PEER CLIENT [--public-key KEY]`).
-        summary: the one line `help` prints after the synopsis (aliases are appended).
-        description: the paragraph `help NAME` prints.
-        arguments: adds the command's arguments to its parser.
-        handler: runs it (`zraft.cli.handlers`); returns the exit code.
-        ops: the wire ops it sends (canonical `zraft.wire.ops.OPS` names); () for none.
-        aliases: other names for it (`delete` for `del`).
-        changes_membership: a membership change: never re-sent once its outcome is
-            unknown, so a lost reply tells the user to check `members`.
-        usage: the parser's usage line, when argparse's own would mislead (`cas`).
-        more_forms: further `(synopsis, summary)` lines for `help` (`cas --absent`).
-    """
-
-    name: str
-    synopsis: str
-    summary: str
-    description: str
-    arguments: Callable[[argparse.ArgumentParser], None]
-    handler: Handler
-    ops: tuple[str, ...]
-    aliases: tuple[str, ...] = ()
-    changes_membership: bool = False
-    usage: str | None = None
-    more_forms: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def words(self) -> tuple[str, ...]:
-        """The name and the aliases."""
-        return (self.name, *self.aliases)
-
-    def build_parser(self) -> CommandParser:
-        """A fresh parser for the arguments; its help is what `help NAME` prints."""
-        description = self.description
-        if self.changes_membership:
-            description = f"{description} {CHANGE_NOTE}"
-        parser = CommandParser(prog=self.name, description=description, usage=self.usage)
-        self.arguments(parser)
-        _output_arguments(parser)
-        return parser
-
-    def help_lines(self) -> list[str]:
-        """This command's lines in `help`: synopsis, then summary from `SUMMARY_COLUMN`."""
-        summary = self.summary
-        if self.aliases:
-            summary += f" (alias{'es' if len(self.aliases) > 1 else ''}: "
-            summary += f"{', '.join(self.aliases)})"
-        return [
-            line
-            for synopsis, text in ((self.synopsis, summary), *self.more_forms)
-            for line in _help_entry(synopsis, text)
-        ]
-
-
-def _help_entry(synopsis: str, summary: str) -> list[str]:
-    if len(synopsis) < SUMMARY_COLUMN:
-        return [synopsis.ljust(SUMMARY_COLUMN) + summary]
-    return [synopsis, " " * SUMMARY_COLUMN + summary]
-
-
 # --- arguments --------------------------------------------------------------------------
-
-
-def _output_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every command's: the output format, default the session's (`--json`, else simple)."""
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument(
-        "-w",
-        "--write-out",
-        choices=FORMATS,
-        help="output format: simple (default), json (the reply), table (kv lists aligned)",
-    )
-    output.add_argument(
-        "--json", dest="write_out", action="store_const", const="json", help="-w json"
-    )
 
 
 def _no_arguments(parser: argparse.ArgumentParser) -> None:
@@ -349,6 +262,36 @@ COMMANDS: Mapping[str, Command] = _declare(
         ops=("watch",),
     ),
     Command(
+        name="lock",
+        synopsis="lock NAME [--ttl N] [--timeout S] [-- CMD [ARG ...]]",
+        summary="hold lock NAME until Ctrl-C, or while CMD runs",
+        description="Acquire the lock NAME (waiting in line behind earlier contenders), print "
+        "its key and fencing token, and hold it until Ctrl-C. With a command (after --), run "
+        "it while holding the lock, with ZRAFT_LOCK_KEY and ZRAFT_LOCK_TOKEN in its "
+        "environment, then release it and exit with the command's exit code. The lock lives "
+        "on a lease of --ttl seconds (default 10) kept alive meanwhile; if the lease is lost "
+        "(this process hung, or no node answered for a TTL) the command is terminated and the "
+        "exit code is 1: the next holder has a higher fencing token, so a protected resource "
+        "that checks tokens refuses the old holder. --timeout S: give up after S seconds.",
+        arguments=lockcommands.lock_arguments,
+        handler=lockcommands.lock,
+        usage="lock [-h] [--ttl N] [--timeout S] [-w {simple,json,table} | --json] NAME "
+        "[-- CMD [ARG ...]]",
+        ops=("txn", "range", "delete", "lease_grant", "lease_keepalive", "lease_revoke", "watch"),
+    ),
+    Command(
+        name="elect",
+        synopsis="elect NAME [VALUE] [--ttl N] [--timeout S]",
+        summary="campaign in election NAME with VALUE, or follow its leader",
+        description="With VALUE, campaign: once elected, print the key, the value and the "
+        "fencing token, and lead until Ctrl-C (then resign); the leadership lives on a lease "
+        "of --ttl seconds kept alive meanwhile. Without VALUE, print the leader's value (or "
+        "(no leader)), then the new one each time the leadership changes, until Ctrl-C.",
+        arguments=lockcommands.elect_arguments,
+        handler=lockcommands.elect,
+        ops=("txn", "range", "delete", "lease_grant", "lease_keepalive", "lease_revoke", "watch"),
+    ),
+    Command(
         name="lease",
         synopsis=leasecommands.USAGE["grant"],
         summary="grant a lease of TTL seconds; prints its id",
@@ -513,7 +456,7 @@ def commands_for_op(op: str) -> list[Command]:
 def summary_lines(commands: Mapping[str, Command] = COMMANDS) -> list[str]:
     """What `help` prints: each command's lines, then the REPL's way out."""
     lines = [line for command in commands.values() for line in command.help_lines()]
-    return [*lines, *_help_entry(" | ".join(LEAVE_WORDS), LEAVE_SUMMARY)]
+    return [*lines, *help_entry(" | ".join(LEAVE_WORDS), LEAVE_SUMMARY)]
 
 
 COMMAND_SUMMARY = "\n".join(summary_lines())

@@ -112,9 +112,21 @@ def parse_words(parser: argparse.ArgumentParser, words: list[str]) -> argparse.N
     Raises:
         UsageError: the words do not parse (with a `CommandParser`).
     """
+    passthrough = parser.get_default(PASSTHROUGH)
+    if passthrough and "--" in words:
+        # `lock NAME --ttl 5 -- CMD ARGS`: the words after `--` are the command's own.
+        at = words.index("--")
+        namespace = parse_words(parser, words[:at])
+        setattr(namespace, passthrough, words[at + 1 :])
+        return namespace
     rest = values_may_start_with_dash(parser, words)
     parse = parser.parse_args if "--" in rest else parser.parse_intermixed_args
     return parse(rest)
+
+
+PASSTHROUGH = "passthrough_dest"
+"""A parser whose default for this names a destination takes every word after `--` into
+it, untouched (`parser.set_defaults(passthrough_dest="command", command=[])`)."""
 
 
 def values_may_start_with_dash(parser: argparse.ArgumentParser, words: list[str]) -> list[str]:

@@ -77,7 +77,8 @@ class Holding:
         self._client = client
         self._prefix = prefix
         self._ttl, self._timeout, self._on_lost = ttl, timeout, on_lost
-        self._value = value
+        self.value = value
+        """The value of the key (an election's candidate value)."""
         self._place: Place | None = None
         self.lease: Lease | None = None
         self._waiting: Watch | None = None
@@ -113,7 +114,7 @@ class Holding:
             timer.daemon = True
             timer.start()
         try:
-            self._place = self._drive(enqueue(self._prefix, self.lease.id, self._value))
+            self._place = self._drive(enqueue(self._prefix, self.lease.id, self.value))
             self._drive(wait_turn(self._place))
         except BaseException:
             self._quit()
