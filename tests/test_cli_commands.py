@@ -208,7 +208,8 @@ def test_completion_lists_exactly_the_declared_names_and_aliases() -> None:
 
 
 def test_the_repl_completes_a_commands_options() -> None:
-    """`get k --ser<TAB>` completes to `--serializable`; values are never guessed."""
+    """`get k --ser<TAB>` completes to `--serializable`; values are never guessed (keys
+    are offered only when a cluster answers: `tests/test_cli_kv.py`; none runs here)."""
     runner = session(io.StringIO())
     repl = Repl(runner, interactive=False, stdin=io.StringIO(), stdout=io.StringIO())
     assert repl.completedefault("--ser", "get k --ser", 6, 11) == ["--serializable"]
@@ -221,7 +222,7 @@ def test_the_repl_completes_a_commands_options() -> None:
 
 def test_the_repl_completes_the_fixed_first_words() -> None:
     """`lease gr<TAB>` and `alarm <TAB>`: a first argument with fixed words is completed,
-    free-form arguments (keys, values) are not."""
+    free-form arguments are not (nor keys, with no cluster to ask)."""
     runner = session(io.StringIO())
     repl = Repl(runner, interactive=False, stdin=io.StringIO(), stdout=io.StringIO())
     assert repl.completedefault("gr", "lease gr", 6, 8) == ["grant"]

@@ -20,7 +20,7 @@ import pytest
 
 from tests.fakeserver import FakeCluster
 from zraft.cli.client import Session, Target
-from zraft.cli.repl import run_repl
+from zraft.cli.repl import Repl, run_repl
 from zraft.cli.txnparse import parse_compare, parse_request
 from zraft.cli.usage import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from zraft.state.machine import MODEL, KVMachine
@@ -515,3 +515,27 @@ def test_table_cells_escape_newlines_and_show_bad_bytes(cluster: FakeCluster) ->
         "raw    \\x00\\xff\\x7f  3                3             1        0",
     ]
     assert run(cluster, "get", "multi").lines == ["one", "two"]  # simple: as it is
+
+
+def test_the_repl_completes_keys_the_cluster_holds(cluster: FakeCluster) -> None:
+    """`get app/<TAB>`: one serializable read of the keys that start with it; commands
+    whose first argument is not a key get none; keys with white space are left out."""
+    for key in ("app/a", "app/b", "apple", "other", "app/with space"):
+        assert run(cluster, "put", key, "v").code == EXIT_OK
+    session = Session(
+        Target(((None, cluster.endpoints[0]),), 3.0, 3.0),
+        json_output=False,
+        repl=True,
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        stdin=io.StringIO(),
+    )
+    repl = Repl(session, interactive=False, stdin=io.StringIO(), stdout=io.StringIO())
+    assert repl.completedefault("app/", "get app/", 4, 8) == ["app/a", "app/b"]
+    assert repl.completedefault("app", "del app", 4, 7) == ["app/a", "app/b", "apple"]
+    assert "other" in repl.completedefault("", "watch ", 6, 6)
+    assert repl.completedefault("", "compact ", 8, 8) == []  # a revision, not a key
+    assert repl.completedefault("app/a", "get app/a x", 10, 11) == []  # not the first
+    ranges = [req for _, req in cluster.requests if req.op == "range"]
+    assert ranges[-1].fields.get("serializable") and ranges[-1].fields.get("keys_only")
+    session.close()

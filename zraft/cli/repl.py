@@ -68,6 +68,11 @@ class CommandRunner(Protocol):
         """The fixed words of command `name`'s first argument (`lease grant`), if any."""
         ...
 
+    def keys_for(self, name: str, text: str) -> list[str]:
+        """Keys starting with `text`, when command `name`'s first argument is a KEY and
+        the cluster answers at once ([] otherwise)."""
+        ...
+
 
 def method_name(word: str) -> str:
     """The `do_` method that runs `word`: `add-learner` -> `do_add_learner`."""
@@ -157,8 +162,10 @@ class Repl(cmd.Cmd):
         return False
 
     def completedefault(self, text: str, line: str, *ignored: Any) -> list[str]:
-        """Complete a command's options (`get k --ser<TAB>`) and the fixed words of its
-        first argument (`lease gr<TAB>`); values are not guessed."""
+        """Complete a command's options (`get k --ser<TAB>`), the fixed words of its
+        first argument (`lease gr<TAB>`) and, where that argument is a key, the keys that
+        start with what is typed (`get app/<TAB>`: one serializable read of at most 50
+        keys, given up after half a second); other values are not guessed."""
         words = line.split()
         name = self._words.get(words[0]) if words else None
         if name is None:
@@ -169,7 +176,10 @@ class Repl(cmd.Cmd):
         first = len(words) == 1 or (len(words) == 2 and not line.endswith(" "))
         if not first:
             return []
-        return [word for word in self._runner.first_words_of(name) if word.startswith(text)]
+        fixed = self._runner.first_words_of(name)
+        if fixed:
+            return [word for word in fixed if word.startswith(text)]
+        return self._runner.keys_for(name, text)
 
     def completenames(self, text: str, *ignored: Any) -> list[str]:
         """Complete command names (EOF excluded)."""

@@ -32,7 +32,13 @@ from zraft.cli.usage import (
     UsageError,
     parse_words,
 )
-from zraft.client import Client, ClientAuthError, ClientTimeout
+from zraft.client import Client, ClientAuthError, ClientError, ClientTimeout
+
+COMPLETE_KEYS = 50
+"""Keys the REPL offers at most for one completion."""
+
+COMPLETE_WAIT_S = 0.5
+"""How long a key completion waits for the cluster before offering nothing."""
 
 
 class Session:
@@ -192,6 +198,45 @@ class Session:
             if not action.option_strings and action.dest != "help":
                 return sorted(str(choice) for choice in action.choices or ())
         return []
+
+    def keys_for(self, name: str, text: str) -> list[str]:
+        """Keys that start with `text` (at most `COMPLETE_KEYS`, UTF-8 and without white
+        space: words a line can hold), when command `name`'s first argument is a KEY;
+        [] when the cluster does not answer within `COMPLETE_WAIT_S`."""
+        command = find_command(name)
+        if command is None:
+            return []
+        first = next(
+            (
+                a
+                for a in command.build_parser()._actions
+                if not a.option_strings and a.dest != "help"
+            ),
+            None,
+        )
+        if first is None or first.dest != "key":
+            return []
+        shape = {"key": text, "prefix": True} if text else {"key": "\0", "range_end": "\0"}
+        try:
+            reply = self.client().request_within(
+                COMPLETE_WAIT_S,
+                "range",
+                keys_only=True,
+                limit=COMPLETE_KEYS,
+                serializable=True,
+                **shape,
+            )
+        except ClientError:
+            return []
+        found = []
+        for kv in reply.kvs or ():
+            try:
+                key = kv.key.decode()
+            except UnicodeDecodeError:
+                continue
+            if key and not any(c.isspace() for c in key):
+                found.append(key)
+        return found
 
     def auth_failed(self, message: str) -> None:
         """Report a refused security handshake (a reply-shaped object with --json)."""
