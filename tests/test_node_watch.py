@@ -280,3 +280,21 @@ def test_identical_watches_woken_together_share_one_reply(cluster: InmemCluster)
     assert "prev_kv" not in cluster.reply(same[1])["events"][0]
     # Asked otherwise (prev_kv): a reply of its own.
     assert cluster.reply(other)["events"][0]["prev_kv"]["value"] == b"zero"
+
+
+def test_a_quiet_held_watch_is_not_answered_compacted(cluster: InmemCluster) -> None:
+    """A held watch whose range saw no change while others wrote and compacted is still
+    past every change of its range: it gets its next event (or a progress reply), not
+    `compacted` (the review of issue 15 found the false `compacted`)."""
+    leader = cluster.leader()
+    cluster.ask(leader, "put", key="a", value="0")
+    held = cluster.send(leader, "watch", key="a", wait_ms=60_000)
+    quiet = cluster.send(leader, "watch", key="q", wait_ms=500)
+    for n in range(5):
+        cluster.ask(leader, "put", key="b", value=str(n))
+    assert cluster.ask(leader, "compact", revision=revision(cluster, leader))["ok"]
+    written = cluster.ask(leader, "put", key="a", value="1")["header"]["revision"]
+    assert shape(cluster.reply(held)) == [("put", b"a", written)]
+    progress = cluster.reply(quiet)
+    assert progress["ok"], progress
+    assert progress["events"] == [] and progress["next_revision"] == revision(cluster, leader) + 1

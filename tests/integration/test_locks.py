@@ -82,7 +82,7 @@ def test_a_lost_lease_is_reported_and_fenced(make_cluster: ClusterFactory) -> No
         other.lease_revoke(first.lease.id)
         wait_for(first.lost.is_set, timeout=10)
         assert losses and "does not exist" in losses[0]
-        with other.lock("job", ttl=5) as second:
+        with waiter as second:  # the one that timed out, entered again
             assert second.fencing_token > token
             with pytest.raises(LockLost):
                 first.put("job/result", "stale")  # fenced: nothing written

@@ -122,6 +122,18 @@ def test_cancel_compacted_and_callbacks(make_cluster: ClusterFactory) -> None:
         client.put("c", "4")
         deleted = client.delete("c").header.revision
         wait_for(lambda: [e.revision for e in running_deletes] == [deleted], timeout=10)
+        # A callback may close its own watch.
+        closing: list[Watch] = []
+        ready = threading.Event()
+
+        def close_it(event: WatchEvent) -> None:
+            ready.wait(5)
+            closing[0].close()
+
+        closing.append(client.watch("c", start_revision=last + 1, callback=close_it))
+        ready.set()
+        wait_for(lambda: closing[0].join(timeout=0), timeout=10)
+        assert closing[0].error is None and closing[0].cancelled
     # Closing the client stopped both callback threads.
     assert running.join(timeout=0) and deletes.join(timeout=0)
     assert running.error is None and deletes.error is None

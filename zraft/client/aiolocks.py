@@ -30,6 +30,7 @@ from zraft.client.recipes import (
 )
 from zraft.client.reply import KeyValue, Reply
 from zraft.client.txn import Key
+from zraft.client.watch import Compacted
 
 if TYPE_CHECKING:  # annotations only: `aio` imports this module
     from zraft.client.aio import AsyncClient
@@ -46,8 +47,11 @@ async def drive_async(client: AsyncClient, steps: Steps) -> Any:
                 step = steps.send(await client.request(step.op, **step.fields))
             else:
                 watch = client.watch(step.key, start_revision=step.after, filters=["noput"])
-                async for _event in watch:
-                    break  # the predecessor is gone: look at the queue again
+                try:
+                    async for _event in watch:
+                        break  # the predecessor is gone: look at the queue again
+                except Compacted:
+                    pass  # history gone since the queue was read: read the queue again
                 step = steps.send(None)
     except StopIteration as done:
         return done.value
@@ -91,6 +95,8 @@ class AsyncHolding:
 
     async def acquire(self) -> AsyncHolding:
         """Grant the lease, join the queue, wait for the turn (`LockTimeout`, `LockLost`)."""
+        self.lost.clear()  # may be entered again after a timeout or loss
+        self.lost_reason = None
         self.lease = await self._client.lease(self._ttl, keepalive=True, on_lost=self._lost)
         self._acquiring = asyncio.ensure_future(self._queue(self.lease.id))
         try:
@@ -137,6 +143,8 @@ class AsyncHolding:
         """Run `success` only while holding (`LockLost`: nothing was written)."""
         if self._place is None:
             raise LockLost(f"{self.name!r} is not held")
+        if self.lost.is_set():  # the cluster may not have expired it yet: do not write
+            raise LockLost(f"{self.name!r}: {self.lost_reason}")
         reply: Reply = await drive_async(self._client, guarded(self._place, success))
         return reply
 

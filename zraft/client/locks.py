@@ -42,6 +42,7 @@ from zraft.client.recipes import (
 )
 from zraft.client.reply import KeyValue, Reply
 from zraft.client.txn import Key
+from zraft.client.watch import Compacted
 
 if TYPE_CHECKING:  # annotations only: `sync` imports this module
     from zraft.client.sync import Client
@@ -107,6 +108,9 @@ class Holding:
             LockTimeout: not acquired within `timeout` (the key was deleted again).
             LockLost: the lease ended while waiting.
         """
+        self._give_up.clear()  # a Holding may be entered again after a timeout or loss
+        self.lost.clear()
+        self.lost_reason = None
         self.lease = self._client.lease(self._ttl, keepalive=True, on_lost=self._lease_lost)
         timer = None
         if self._timeout is not None:
@@ -142,6 +146,8 @@ class Holding:
         """
         if self._place is None:
             raise LockLost(f"{self.name!r} is not held")
+        if self.lost.is_set():  # the cluster may not have expired it yet: do not write
+            raise LockLost(f"{self.name!r}: {self.lost_reason}")
         reply: Reply = self._drive(guarded(self._place, success))
         return reply
 
@@ -171,6 +177,8 @@ class Holding:
                 watch.cancel()
             for _event in watch:
                 break  # the predecessor is gone: look at the queue again
+        except Compacted:
+            pass  # history gone since the queue was read: read the queue again
         finally:
             self._waiting = None
             watch.close()

@@ -347,9 +347,12 @@ class Watch:
         return self
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for a callback watch's thread to end; returns whether it has."""
+        """Wait for a callback watch's thread to end; returns whether it has (from the
+        callback itself, which runs in that thread: whether it was cancelled)."""
         if self._thread is None:
             return True
+        if self._thread is threading.current_thread():
+            return self._cancelled.is_set()
         self._thread.join(timeout)
         return not self._thread.is_alive()
 

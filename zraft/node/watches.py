@@ -246,10 +246,13 @@ class WatchHub:
             woken = set(self._watchers)
         else:
             woken = self._matching(store)
-        self._seen = store.revision
+        quiet, self._seen = self._seen, store.revision
         shared: _Shared = {}
         for wid in sorted(woken):  # in arrival order: answers go out deterministically
             watcher = self._watchers[wid]
+            # Held, it had no change up to `quiet` (one would have woken it): look from
+            # after it, so a compaction of those revisions is not taken for a gap.
+            watcher.start = max(watcher.start, quiet + 1)
             if self._answer(watcher, final=False, shared=shared):
                 self._drop(watcher)
 
@@ -274,10 +277,13 @@ class WatchHub:
     def on_tick(self, now: float) -> None:
         """Answer watches whose wait is over, and (`require_leader`) those left leaderless."""
         deadlines = self._deadlines
+        if deadlines and deadlines[0][0] <= now:
+            self._catch_up()  # every change applied so far is matched first
         while deadlines and deadlines[0][0] <= now:
             _, wid = heapq.heappop(deadlines)
             watcher = self._watchers.get(wid)
             if watcher is not None:
+                watcher.start = max(watcher.start, self._seen + 1)  # quiet up to `_seen`
                 self._answer(watcher, final=True)
                 self._drop(watcher)
         if self._require_leader and self._raft.leader_id is None:
