@@ -114,3 +114,16 @@ def test_bad_arguments() -> None:
         WatchCursor([A], b"k", wait_s=0)
     with pytest.raises(ValueError):
         WatchCursor([A], b"k", range_end=b"z", prefix=True)
+
+
+def test_settle_fixes_the_start_from_the_first_read_then_takes_replies() -> None:
+    cursor = WatchCursor([A, B], b"k")  # start: after a read
+    header = {"revision": 10, "raft_term": 1, "member": "n1"}
+    assert cursor.settle(None) == [] and cursor.endpoint == B  # no reply: next node
+    refused = Reply.from_map({"ok": False, "error": {"code": "forbidden", "message": "no"}}, A)
+    with pytest.raises(WatchError):
+        cursor.settle(refused)
+    assert cursor.settle(Reply.from_map({"ok": True, "header": header, "count": 0}, A)) == []
+    assert cursor.next_revision == 11
+    events = cursor.settle(answer([(b"k", 12)], 13))
+    assert [e.revision for e in events] == [12] and cursor.next_revision == 13

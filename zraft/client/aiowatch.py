@@ -9,9 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from zraft.client.policy import RETRYABLE_ERRORS
 from zraft.client.reply import ClientAuthError, ClientError, Reply
-from zraft.client.watch import REPLY_MARGIN_S, WatchCursor, WatchError, WatchEvent
+from zraft.client.watch import REPLY_MARGIN_S, WatchCursor, WatchEvent
 
 if TYPE_CHECKING:  # annotations only: `aio` imports this module
     from zraft.client.aio import AsyncClient
@@ -72,15 +71,7 @@ class AsyncWatch:
             raise
         except ClientError:
             reply = None
-        events: list[WatchEvent] = []
-        if reply is not None and not resolving:
-            events = cursor.take(reply)
-        elif reply is not None and reply.ok and reply.revision is not None:
-            cursor.next_revision = reply.revision + 1
-        elif reply is not None and reply.error_code not in RETRYABLE_ERRORS:
-            raise WatchError(f"watch: reading the start: {reply.error_code}", reply)
-        else:
-            cursor.failed()
+        events = cursor.settle(reply)
         if cursor.pause_s:
             await asyncio.sleep(cursor.pause_s * (0.5 + random.random()))  # jitter
             cursor.pause_s = 0.0

@@ -192,6 +192,25 @@ class WatchCursor:
         if not self._failures % len(self.endpoints):
             self.pause_s = self._backoff.next()
 
+    def settle(self, reply: Reply | None) -> list[WatchEvent]:
+        """What one poll's outcome means: the events of a watch reply (`take`), the start
+        fixed by the first read's revision, or (None: no usable reply; a retryable
+        refusal) a move to the next node. Drivers call it once per poll.
+
+        Raises:
+            WatchError: the first read was refused for good; as `take`.
+        """
+        resolving = self.next_revision is None
+        if reply is not None and not resolving:
+            return self.take(reply)
+        if reply is not None and reply.ok and reply.revision is not None:
+            self.next_revision = reply.revision + 1
+        elif reply is not None and reply.error_code not in RETRYABLE_ERRORS:
+            raise WatchError(f"watch: reading the start: {reply.error_code}", reply)
+        else:
+            self.failed()
+        return []
+
     def take(self, reply: Reply) -> list[WatchEvent]:
         """The events of a poll's reply, with the cursor moved past them.
 
@@ -312,15 +331,7 @@ class Watch:
         except ClientError:  # no usable reply: ask again, at the next node
             if self._cancelled.is_set():
                 return []
-        events: list[WatchEvent] = []
-        if reply is not None and not resolving:
-            events = cursor.take(reply)
-        elif reply is not None and reply.ok and reply.revision is not None:
-            cursor.next_revision = reply.revision + 1
-        elif reply is not None and reply.error_code not in RETRYABLE_ERRORS:
-            raise WatchError(f"watch: reading the start: {reply.error_code}", reply)
-        else:
-            cursor.failed()
+        events = cursor.settle(reply)
         if cursor.pause_s:
             self._cancelled.wait(cursor.pause_s * (0.5 + random.random()))  # jitter
             cursor.pause_s = 0.0
