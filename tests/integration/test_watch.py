@@ -98,7 +98,7 @@ def test_cancel_compacted_and_callbacks(make_cluster: ClusterFactory) -> None:
         idle = Collector(client.watch("idle", wait_s=30))
         idle.start()
         wait_for(lambda: idle.watch.next_revision is not None, timeout=10)
-        time.sleep(0.3)  # let the poll be held by the node (nothing to wait for)
+        wait_for(lambda: started(cluster), timeout=10)  # a node holds its poll now
         began = time.monotonic()
         idle.watch.cancel()
         idle.join(timeout=2)

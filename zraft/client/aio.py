@@ -33,7 +33,6 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from zraft import config as _config
 from zraft.client.aioconnections import AsyncConnections
 from zraft.client.aioleases import AsyncLease
 from zraft.client.aiolocks import AsyncCoordinationMethods
@@ -52,9 +51,9 @@ from zraft.client.policy import (
     Session,
 )
 from zraft.client.reply import ClientError, Reply
+from zraft.client.sync import arguments_from_config
 from zraft.client.txn import Key, as_lease_id
 from zraft.client.watch import DEFAULT_WAIT_S, WatchCursor
-from zraft.net import security
 from zraft.net.security import ClientCurve
 from zraft.wire import ops
 
@@ -104,17 +103,7 @@ class AsyncClient(KeyValueMethods, ClusterMethods, AsyncCoordinationMethods):
         **kwargs: Any,
     ) -> AsyncClient:
         """A client for every node of a cluster configuration file (as `Client.from_config`)."""
-        cluster = _config.load(path)
-        if "curve" not in kwargs:
-            kwargs["curve"] = security.client_curve(cluster, key_file)
-        if timeout is None:
-            timeout = cluster.request_timeout_ms / 1000 + 1.0
-        return cls(
-            [node.client for node in cluster.nodes],
-            timeout=timeout,
-            node_endpoints={node.id: node.client for node in cluster.nodes},
-            **kwargs,
-        )
+        return cls(**arguments_from_config(path, timeout, key_file, kwargs))
 
     @property
     def endpoints(self) -> tuple[str, ...]:

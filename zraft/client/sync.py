@@ -83,6 +83,27 @@ from zraft.net.security import ClientCurve
 from zraft.wire import ops
 
 
+def arguments_from_config(
+    path: Path | str, timeout: float | None, key_file: Path | str | None, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """A client's constructor arguments for every node of a cluster configuration file
+    (`Client.from_config`, `AsyncClient.from_config`): its endpoints and node ids, the
+    timeout (default the cluster's request timeout + 1 s), the CURVE keys, and `kwargs`.
+
+    Raises:
+        ConfigError, SecurityError: as `Client.from_config`.
+    """
+    cluster = _config.load(path)
+    if "curve" not in kwargs:
+        kwargs = {**kwargs, "curve": security.client_curve(cluster, key_file)}
+    return {
+        "endpoints": [node.client for node in cluster.nodes],
+        "timeout": cluster.request_timeout_ms / 1000 + 1.0 if timeout is None else timeout,
+        "node_endpoints": {node.id: node.client for node in cluster.nodes},
+        **kwargs,
+    }
+
+
 class Client(KeyValueMethods, ClusterMethods, CoordinationMethods):
     """A connection to a zraft cluster through the client endpoints of its nodes.
 
@@ -164,17 +185,7 @@ class Client(KeyValueMethods, ClusterMethods, CoordinationMethods):
             ConfigError: the file is unreadable or invalid (the message names it).
             SecurityError: the cluster runs CURVE and no usable client key was found.
         """
-        cluster = _config.load(path)
-        if "curve" not in kwargs:
-            kwargs["curve"] = security.client_curve(cluster, key_file)
-        if timeout is None:
-            timeout = cluster.request_timeout_ms / 1000 + 1.0
-        return cls(
-            [node.client for node in cluster.nodes],
-            timeout=timeout,
-            node_endpoints={node.id: node.client for node in cluster.nodes},
-            **kwargs,
-        )
+        return cls(**arguments_from_config(path, timeout, key_file, kwargs))
 
     # --- properties -------------------------------------------------------------------
 
