@@ -14,11 +14,8 @@ client = "tcp://127.0.0.1:7201"
 data_dir = "data/n1"
 ```
 
-Optional `[cluster]` keys and their defaults: see `_CLUSTER_DEFAULTS` (`tick_ms`,
-`max_key_bytes`, `max_value_bytes`, `snapshot_entries`, `snapshot_bytes`, `snapshot_retain`,
-`snapshot_trailing`, `wal_segment_bytes`, `max_txn_ops`, `auto_compaction_retention`,
-`auto_compaction_mode`, `quota_bytes`, `security`). Every integer is > 0, except `snapshot_trailing`
-and `auto_compaction_retention` (0: no automatic compaction), which may be 0.
+Optional `[cluster]` keys and their defaults: `_CLUSTER_DEFAULTS`. Every integer is > 0,
+except `snapshot_trailing` and `auto_compaction_retention` (0: none), which may be 0.
 
 Security (`zraft.net.security` reads the key files; this module only checks the schema):
 
@@ -61,9 +58,10 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from zraft.core.types import Membership, NodeId, RaftConfig
+if TYPE_CHECKING:  # at run time imported where used: a client never needs the core's types
+    from zraft.core.types import Membership, NodeId, RaftConfig
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # tcp://HOST:PORT where HOST is a name, an IPv4 address or a bracketed IPv6 address. A
@@ -209,6 +207,8 @@ class ClusterConfig:
     @property
     def membership(self) -> Membership:
         """The bootstrap membership: every node of the file is a voter."""
+        from zraft.core.types import Membership
+
         return Membership(voters=frozenset(self.node_ids))
 
     def node(self, node_id: NodeId) -> NodeConfig:
@@ -244,6 +244,8 @@ class ClusterConfig:
         """
         self.node(node_id)
         low_ms, high_ms = self.election_timeout_ms
+        from zraft.core.types import RaftConfig
+
         # `load` guarantees exact division, so no rounding can shrink the gap between the
         # heartbeat and the election timeout.
         return RaftConfig(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 
 from zraft.cli.handlers import CommandContext
 from zraft.cli.usage import EXIT_FAILED, EXIT_OK, PASSTHROUGH, UsageError, int_at_least
@@ -108,6 +107,8 @@ def _hold(ctx: CommandContext, held: Holding, command: list[str]) -> int:
 def _run(ctx: CommandContext, held: Holding, command: list[str], key: str) -> int:
     env = {**os.environ, "ZRAFT_LOCK_KEY": key, "ZRAFT_LOCK_TOKEN": str(held.fencing_token)}
     try:
+        import subprocess  # here: only `lock -- CMD` runs a child
+
         child = subprocess.Popen(command, env=env)
     except OSError as exc:
         raise UsageError(f"error: cannot run {command[0]!r}: {exc}") from None

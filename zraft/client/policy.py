@@ -56,7 +56,7 @@ impure default is a random session id when none is given (pass `client_id` to av
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -150,7 +150,7 @@ class Session:
             raise ValueError("first_seq must be >= 0")
         # The only randomness here, and no decision depends on it: a unique id is what
         # keeps two clients' seqs apart in the node's session table.
-        self._client_id = client_id or f"c-{secrets.token_hex(8)}"
+        self._client_id = client_id or f"c-{os.urandom(8).hex()}"
         self._next_seq = first_seq
 
     @property

@@ -20,7 +20,6 @@ authentication). This module holds everything about keys that is not socket glue
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
@@ -73,6 +72,8 @@ def fingerprint(public_key: bytes | str) -> str:
     Accepts the Z85 text (40 chars) or the raw 32 bytes a ZAP request carries; both
     give the same fingerprint.
     """
+    import hashlib  # here: loading OpenSSL costs a one-shot client call ~3 ms it never needs
+
     if isinstance(public_key, str):
         public_key = public_key.encode()
     if len(public_key) == 40:
