@@ -1,6 +1,6 @@
 """How long a one-shot `zraft-client` call takes, and where the time goes.
 
-    python -m zraft.bench.oneshot [--runs 30] [--json]
+    python -m zraft.bench.oneshot [--runs 30] [--no-cache] [--json]
 
 Starts a 3-node cluster (CURVE on, fsync on; free 127.0.0.1 ports, a temporary
 directory), writes one key, and then times whole processes as a script would run them,
@@ -13,14 +13,19 @@ each `--runs` times (medians and 90th percentiles of wall time):
 - `zraft-client --config F put KEY VALUE`: a write, end to end (fsync on two nodes).
 
 Each `zraft-client` run is `bin/zraft-client` under this interpreter, as the installed
-script runs. A benchmark that prints figures, never a pass/fail test; it starts and stops
-its own processes by PID (`zraft.testing.cluster`).
+script runs. Python caches compiled modules (`__pycache__`) as it does on a user's machine:
+the benchmark clears `PYTHONDONTWRITEBYTECODE` for its children (this machine's shell sets
+it, and then every start compiles every module again: `--no-cache` measures that).
+
+A benchmark that prints figures, never a pass/fail test; it starts and stops its own
+processes by PID (`zraft.testing.cluster`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -36,7 +41,7 @@ ROOT = Path(zraft.__file__).resolve().parent.parent
 CLIENT = ROOT / "bin" / "zraft-client"
 
 
-def time_process(command: list[str], runs: int) -> dict[str, float]:
+def time_process(command: list[str], runs: int, env: dict[str, str]) -> dict[str, float]:
     """Run `command` `runs` times (one warm-up first); its wall time p50 and p90 in ms.
 
     Raises:
@@ -45,7 +50,7 @@ def time_process(command: list[str], runs: int) -> dict[str, float]:
     samples = []
     for number in range(runs + 1):
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, check=False)
+        done = subprocess.run(command, capture_output=True, check=False, env=env)
         elapsed = (time.perf_counter() - start) * 1000
         if done.returncode != 0:
             raise RuntimeError(f"{command} exited {done.returncode}: {done.stderr.decode()}")
@@ -58,23 +63,28 @@ def time_process(command: list[str], runs: int) -> dict[str, float]:
     }
 
 
-def measure(directory: Path, runs: int) -> dict[str, dict[str, float]]:
+def measure(directory: Path, runs: int, cache: bool = True) -> dict[str, dict[str, float]]:
     """Start a cluster in `directory`, time each command, stop the cluster."""
     python = sys.executable
+    env = dict(os.environ)
+    if cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     cluster = ProcessCluster(directory, 3)
     try:
         cluster.start_all()
         cluster.wait_leader()
         client = [python, str(CLIENT), "--config", str(cluster.config_path)]
-        time_process([*client, "put", "bench/key", "v"], 1)  # the key `get` reads
+        time_process([*client, "put", "bench/key", "v"], 1, env)  # the key `get` reads
         return {
-            "python -c pass": time_process([python, "-c", "pass"], runs),
-            "import zmq, msgpack": time_process([python, "-c", "import zmq, msgpack"], runs),
+            "python -c pass": time_process([python, "-c", "pass"], runs, env),
+            "import zmq, msgpack": time_process([python, "-c", "import zmq, msgpack"], runs, env),
             "import zraft.cli.client": time_process(
-                [python, "-c", "import zraft.cli.client"], runs
+                [python, "-c", "import zraft.cli.client"], runs, env
             ),
-            "zraft-client get": time_process([*client, "get", "bench/key"], runs),
-            "zraft-client put": time_process([*client, "put", "bench/key", "w"], runs),
+            "zraft-client get": time_process([*client, "get", "bench/key"], runs, env),
+            "zraft-client put": time_process([*client, "put", "bench/key", "w"], runs, env),
         }
     finally:
         cluster.close()
@@ -87,12 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=30, help="runs of each command (30)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="compile every module at every start"
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be >= 1")
     directory = Path(tempfile.mkdtemp(prefix="zraft-oneshot-"))
     try:
-        figures = measure(directory, args.runs)
+        figures = measure(directory, args.runs, cache=not args.no_cache)
     except (RuntimeError, AssertionError) as exc:
         print(f"oneshot: failed: {exc}", file=sys.stderr)
         return 1
