@@ -36,7 +36,7 @@ from zraft.testing.cluster import free_ports, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 FIRST_SECTION = "### Keys, ranges, transactions and revisions"
 STEP_TIMEOUT_S = 30.0
-LOCAL_PORTS = (7101, 7102, 7103, 7201, 7202, 7203)
+LOCAL_PORTS = (7101, 7102, 7103, 7201, 7202, 7203, 9101, 9102, 9103)
 
 
 def _checkout(directory: Path) -> dict[str, str]:

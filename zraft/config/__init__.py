@@ -93,6 +93,33 @@ def is_endpoint(value: object) -> bool:
     return match is not None and 1 <= int(match["port"]) <= 65535
 
 
+def http_listen_address(url: object) -> str:
+    """The `tcp://HOST:PORT` to bind for an `http://HOST:PORT` URL (a node's `metrics`).
+
+    Raises:
+        ValueError: not an http URL with a host and a port in 1..65535 and nothing else.
+    """
+    from urllib.parse import urlsplit  # here: only a node with metrics needs it
+
+    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        port = parts.port if parts is not None else None
+    except ValueError:
+        port = None
+    if (
+        parts is None
+        or parts.scheme != "http"
+        or not parts.hostname
+        or not port
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.username
+    ):
+        raise ValueError(f"expected http://HOST:PORT with PORT in 1..65535, got {url!r}")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"tcp://{host}:{port}"
+
+
 class ConfigError(ValueError):
     """A configuration file is unreadable or invalid.
 
@@ -136,6 +163,8 @@ class NodeConfig:
     public_key: KeyRef | None = None
     secret_key_file: Path | None = None
     extra_public_keys: tuple[str, ...] = ()
+    metrics: str | None = None
+    """`http://HOST:PORT` where the node serves `/metrics` and `/health` (None: off)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from zraft.config import (
     KeyRef,
     NodeConfig,
     base_dir_for,
+    http_listen_address,
     is_endpoint,
 )
 
@@ -43,7 +44,13 @@ CLUSTER_DEFAULTS: dict[str, Any] = {
 }
 MAY_BE_ZERO = frozenset({"snapshot_trailing", "auto_compaction_retention"})
 NODE_KEYS = ("id", "peer", "client", "data_dir")
-NODE_KEY_OPTIONS = ("public_key", "public_key_file", "secret_key_file", "extra_public_keys")
+NODE_KEY_OPTIONS = (
+    "public_key",
+    "public_key_file",
+    "secret_key_file",
+    "extra_public_keys",
+    "metrics",
+)
 
 
 def parse_document(path: Path, data: dict[str, Any]) -> ClusterConfig:
@@ -126,9 +133,12 @@ class _Parser:
                 ("id", node.id),
                 ("peer", node.peer.lower()),  # host names are case-insensitive
                 ("client", node.client.lower()),
+                ("metrics", http_listen_address(node.metrics).lower() if node.metrics else None),
                 ("data_dir", node.data_dir),
             ):
-                group = "endpoint" if field in ("peer", "client") else field
+                if value is None:
+                    continue
+                group = "endpoint" if field in ("peer", "client", "metrics") else field
                 key = f"node[{i}].{field}"
                 if (group, value) in seen:
                     raise self.fail(
@@ -161,6 +171,13 @@ class _Parser:
                 "secret key file, e.g. keys/" + node_id + ".key",
             )
         extra = self.key_list(table, f"{prefix}.extra_public_keys")
+        metrics = None
+        if "metrics" in table:
+            metrics = self.string(table, f"{prefix}.metrics")
+            try:
+                http_listen_address(metrics)
+            except ValueError as exc:
+                raise self.fail(f"{prefix}.metrics", str(exc)) from None
         return NodeConfig(
             id=node_id,
             peer=peer,
@@ -169,6 +186,7 @@ class _Parser:
             public_key=public_key,
             secret_key_file=secret,
             extra_public_keys=extra,
+            metrics=metrics,
         )
 
     def key_ref(self, table: dict[str, Any], prefix: str, *, required: bool) -> KeyRef | None:

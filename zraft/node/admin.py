@@ -210,8 +210,16 @@ class Admin:
 
     def serve_status(self, pending: Pending) -> bool:
         """`status`: this node's own view."""
+        view = self.status_view()
+        self._server.reply(
+            pending, {"ok": True, "leader": view["leader"], "extra": {"status": view}}
+        )
+        return True
+
+    def status_view(self) -> dict[str, Any]:
+        """This node's own view: what `status` answers (and metrics and health read)."""
         status = self._raft.status()
-        view = {
+        return {
             "id": status.id,
             "role": str(status.role),
             "term": status.term,
@@ -228,10 +236,6 @@ class Admin:
             "log_bytes": 0,
             **self._status_extras(),
         }
-        self._server.reply(
-            pending, {"ok": True, "leader": status.leader, "extra": {"status": view}}
-        )
-        return True
 
     def serve_members(self, pending: Pending) -> bool:
         """`members`: the membership in force, with endpoints (and match indexes, leader)."""

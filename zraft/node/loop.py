@@ -35,7 +35,7 @@ import random
 import signal
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -44,18 +44,26 @@ from typing import Any
 import zmq
 
 from zraft import __version__, diagnostics
-from zraft.config import ClusterConfig, ConfigError, NodeConfig
-from zraft.core import EntryKind, Membership, Message, Raft, Ready, Role, SnapshotRequest
+from zraft.config import ClusterConfig, NodeConfig
+from zraft.core import (
+    AppendRequest,
+    AppendResponse,
+    EntryKind,
+    Message,
+    Raft,
+    Ready,
+    Role,
+    SnapshotRequest,
+)
 from zraft.diagnostics import NodeEvent
 from zraft.net import security
-from zraft.net.base import Transport
-from zraft.net.faults import FaultyTransport
-from zraft.net.transport import CLIENT_ZAP_DOMAIN, PEER_ZAP_DOMAIN, CurveKeys
-from zraft.net.zap import ZapHandler
+from zraft.net.base import TransportError
 from zraft.node.admin import Admin, learn_config_endpoints, learn_snapshot_endpoints
-from zraft.node.assembly import machine_for, zmq_transport
+from zraft.node.assembly import TransportFactory, bootstrap_membership, connect, machine_for
 from zraft.node.leases import LeaseKeeper
 from zraft.node.members import Endpoints
+from zraft.node.metrics import NO_METRICS, NodeMetrics
+from zraft.node.observe import Observer, observer
 from zraft.node.pending import ReplyTo
 from zraft.node.reports import Reporter
 from zraft.node.serving import RequestServer
@@ -79,9 +87,6 @@ from zraft.wire.peer import (
 
 DRAIN_BUDGET = 256  # frames per socket per turn: big batches, bounded tick latency
 STALL_THRESHOLD_TICKS = 5  # a tick this late (in tick lengths) is logged as loop_stalled
-
-TransportFactory = Callable[[str, Mapping[str, str]], Transport]
-"""Builds a node's transport from its id and its peers' endpoints (tests: in-memory)."""
 
 
 class Node:
@@ -136,7 +141,9 @@ class Node:
         self._tick_s = cluster.tick_ms / 1000
         log_path = log_path or cluster.log_dir / f"{node_id}.jsonl"
         self._log = diagnostics.configure(node_id, log_path, log_level, strict=strict_events)
-        self._reporter = Reporter(self._log, clock)
+        # Counted only when served (`metrics` in the node's table): else hooks that do nothing.
+        self._metrics = NodeMetrics() if me.metrics else NO_METRICS
+        self._reporter = Reporter(self._log, clock, self._metrics)
         # The WAL first: it takes the data dir's lock, which covers the snapshot dir too.
         self._storage = (
             storage
@@ -158,7 +165,8 @@ class Node:
             learn_snapshot_endpoints(endpoints, loaded.header, loaded.meta.index)
         else:
             restored = replace(
-                restored, membership=restored.membership or self._bootstrap(cluster, join)
+                restored,
+                membership=restored.membership or bootstrap_membership(cluster, node_id, join),
             )
         # The tunables are cluster-wide; a joining node need not be named in the file.
         raft_config = replace(cluster.raft_config(cluster.nodes[0].id), node_id=node_id)
@@ -166,42 +174,21 @@ class Node:
         for entry in restored.entries:
             if entry.kind is EntryKind.CONFIG:
                 learn_config_endpoints(endpoints, entry)
-        # A node joining a cluster does not dial anyone until a member talks to it: the
-        # members would refuse its key until they have added it, and libzmq never retries
-        # a refused handshake.
         awaiting_contact = join and node_id not in self._raft.membership.members
-        peer_ids = frozenset(endpoints.peers_of(node_id))
-        peers = {} if awaiting_contact else endpoints.peers_of(node_id)
-        if keys is not None:
-            server_keys = endpoints.keys_of(node_id)
-            peers = {i: e for i, e in peers.items() if i in server_keys}
-        if transport is not None:
-            inner = transport(node_id, peers)
-        else:
-            curve = None
-            if keys is not None:
-                known = {**endpoints.keys_of(node_id), **keys.peer_server_keys}
-                curve = CurveKeys(keys.own.public, keys.own.secret, known)
-            inner = zmq_transport(cluster, node_id, me, peers, curve, context)
-        self._transport: Transport = inner
-        if fault_file is not None:
-            self._transport = FaultyTransport(
-                inner,
-                fault_file,
-                peer_ids,
-                lambda reason: self._reporter.bad_frame("test", "fault_file", reason),
-            )
-        self._transport.accept_from(peer_ids)
-        zap = None
-        if keys is not None and inner.zap_socket is not None:
-            zap = ZapHandler(
-                inner.zap_socket,
-                {PEER_ZAP_DOMAIN: "peer", CLIENT_ZAP_DOMAIN: "client"},
-                keys.peer_ids_by_key,
-                keys.clients_by_key,
-            )
-            # Members the file does not name, learned from the log or a snapshot.
-            zap.admit_peers({security.raw_key(k): i for i, k in endpoints.keys_of(node_id).items()})
+        self._context = None  # made here when metrics need one (else the transport's own)
+        if me.metrics and transport is None and context is None:
+            context = self._context = zmq.Context()
+        self._transport, zap = connect(
+            cluster,
+            me,
+            keys,
+            endpoints,
+            awaiting_contact=awaiting_contact,
+            context=context,
+            fault_file=fault_file,
+            transport=transport,
+            report=lambda reason: self._reporter.bad_frame("test", "fault_file", reason),
+        )
         self._zap = zap
         self._upkeep = Upkeep(
             node_id,
@@ -222,6 +209,7 @@ class Node:
             request_timeout_s=cluster.request_timeout_ms / 1000,
             clock=clock,
             reporter=self._reporter,
+            metrics=self._metrics,
             before_write=self._upkeep.before_write,
             raise_alarm=self._upkeep.raise_alarm,
         )
@@ -248,6 +236,7 @@ class Node:
             every_bytes=cluster.snapshot_bytes,
             trailing=cluster.snapshot_trailing,
             directory=lambda: {i: list(e) for i, e in endpoints.as_dict().items()},
+            metrics=self._metrics,
         )
         self._admin = Admin(
             node_id,
@@ -266,10 +255,14 @@ class Node:
             status_extras=lambda: {
                 "pending_requests": len(self._server),
                 "watches": len(self._watches),
+                "proposals_pending": len(self._server.pending.writes),
+                "forwarded_pending": len(self._server.pending.forwarded),
+                "quota_bytes": cluster.quota_bytes,
                 "log_bytes": self._snapshots.wal_bytes(),
                 **self._machine.status(),
             },
         )
+        self._observer: Observer | None = None
         try:
             self._server.register(
                 self._admin.handlers(),
@@ -277,8 +270,13 @@ class Node:
                 self._leases.handlers(),
                 self._watches.handlers(),
             )
-        except RuntimeError:
+            if me.metrics and isinstance(self._metrics, NodeMetrics) and context is not None:
+                self._observer = observer(
+                    context, me.metrics, node_id, self._metrics, self._admin.status_view, clock
+                )
+        except (RuntimeError, TransportError):
             self._transport.close()  # a node that cannot serve its ops must not start
+            self._close_context()
             self._storage.close()
             diagnostics.close(self._log)
             raise
@@ -287,18 +285,6 @@ class Node:
         self._stop_reason = "signal"
         self._last_role = self._raft.role
         self._last_leader = self._raft.leader_id
-
-    def _bootstrap(self, cluster: ClusterConfig, join: bool) -> Membership:
-        """The membership of a brand-new log: the file's nodes, or for a node joining an
-        existing cluster, the others (it is not a voter until a leader makes it one)."""
-        if not join:
-            return cluster.membership
-        others = frozenset(cluster.node_ids) - {self.id}
-        if not others:
-            raise ConfigError(
-                cluster.path, None, "--join needs the file to name at least one existing member"
-            )
-        return Membership(voters=others)
 
     # === lifecycle =============================================================================
     def run(self) -> int:
@@ -346,9 +332,16 @@ class Node:
     def close(self) -> None:
         """Emit `node_stopping` and release sockets, storage and the log file."""
         diagnostics.emit_node(self._log, NodeEvent.NODE_STOPPING, reason=self._stop_reason)
+        if self._observer is not None:
+            self._observer.close()  # its socket, before a context can be terminated
         self._transport.close()
+        self._close_context()
         self._storage.close()
         diagnostics.close(self._log)
+
+    def _close_context(self) -> None:
+        if self._context is not None:
+            self._context.term()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         del signum, frame
@@ -372,6 +365,7 @@ class Node:
     def run_once(self, timeout_ms: int) -> None:
         """Poll once, process what arrived, fire a due tick, and handle one Ready."""
         ready = self._transport.poll(timeout_ms)
+        began = time.perf_counter()
         if ready.zap and self._zap is not None:
             # First, so handshakes waiting on us finish as early as possible.
             for record in self._zap.handle():
@@ -388,6 +382,7 @@ class Node:
         self._leases.flush()  # this turn's keepalives: one refresh entry
         self._handle_ready()
         self._snapshots.maybe_start()
+        self._metrics.turn(time.perf_counter() - began)
 
     def _poll_timeout_ms(self) -> int:
         if self._raft.has_ready():
@@ -409,6 +404,7 @@ class Node:
                 diagnostics.emit_node(
                     self._log, NodeEvent.LOOP_STALLED, lag_ms=round(lag * 1000, 1)
                 )
+                self._metrics.loop_stalled()
         else:
             self._next_tick += self._tick_s
         self._server.expire(now)
@@ -416,11 +412,14 @@ class Node:
         self._upkeep.on_tick(now)
         self._leases.on_tick(now)
         self._watches.on_tick(now)
+        if self._observer is not None:
+            self._observer.on_tick(now)  # scrapes and probes: answered within a tick
         if self._admin.has_transfers:
             self._admin.settle_transfers()
         return True
 
     def _drain_peers(self) -> None:
+        metrics = self._metrics
         for sender, frame in self._transport.recv_peers(DRAIN_BUDGET):
             sender_id = sender.decode("utf-8", "replace")
             try:
@@ -451,6 +450,8 @@ class Node:
             elif isinstance(item, Hello):
                 self._upkeep.heard(item)
             else:
+                if metrics.enabled and type(item) is AppendResponse:
+                    metrics.heartbeat_answered(item.src, item.seq, time.perf_counter())
                 self._raft.step(item)
 
     # === the Ready =============================================================================
@@ -472,7 +473,9 @@ class Node:
             # 1. Durable before anything that depends on it leaves (one fsync). A Ready
             # whose only change is the commit index skips the write: commit is a hint
             # that the next save carries and a leader re-establishes after a crash.
+            began = time.perf_counter()
             self._storage.save(rd.hard_state, rd.entries, rd.snapshot)
+            self._metrics.fsync(time.perf_counter() - began)
         if received is not None:
             loaded = self._snapshots.adopt(received)  # the reset is durable: new state
             self._admin.snapshot_adopted(loaded.header, loaded.meta.index, loaded.meta.membership)
@@ -483,13 +486,19 @@ class Node:
 
     def _send_messages(self, messages: tuple[Message, ...]) -> None:
         dropped = 0
+        metrics = self._metrics
         for msg in messages:
             if isinstance(msg, SnapshotRequest):
                 self._snapshots.start_transfer(msg)  # streamed in chunks, not one message
-            elif not self._transport.has_peer(msg.dst):
-                dropped += 1  # a member whose endpoints we have not learned (yet)
-            elif not self._transport.send_message(msg.dst, encode_message(msg)):
-                dropped += 1  # queue full or peer absent: Raft retries by design
+            # Not connected: a member whose endpoints we have not learned (yet). Not sent:
+            # queue full or peer absent. Raft retries by design.
+            elif not self._transport.has_peer(msg.dst) or not self._transport.send_message(
+                msg.dst, encode_message(msg)
+            ):
+                dropped += 1
+                metrics.sends_dropped(msg.dst, 1)
+            elif metrics.enabled and type(msg) is AppendRequest and not msg.entries:
+                metrics.heartbeat_sent(msg.dst, msg.seq, time.perf_counter())
         self._reporter.sends_dropped(dropped)
 
     def _apply(self, rd: Ready) -> None:
@@ -509,6 +518,8 @@ class Node:
         role, leader = self._raft.role, self._raft.leader_id
         if role is self._last_role and leader == self._last_leader:
             return
+        if leader is not None and leader != self._last_leader:
+            self._metrics.leader_changed()
         self._last_role, self._last_leader = role, leader
         if leader is not None and self._server.has_parked:
             self._server.retry_parked()

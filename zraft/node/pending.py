@@ -28,11 +28,14 @@ Bucket = Literal["writes", "reads", "forwarded", "parked"]
 
 @dataclass(frozen=True, slots=True)
 class ReplyTo:
-    """Where an answer goes: a client envelope, or (peer, request id) for a forward."""
+    """Where an answer goes: a client envelope, or (peer, request id) for a forward; and,
+    for the metrics, the op asked (empty until decoded) and when it arrived."""
 
     envelope: tuple[bytes, ...] | None = None
     peer: str | None = None
     request_id: int = 0
+    op: str = ""
+    started: float = 0.0
 
     @property
     def is_forwarded(self) -> bool:

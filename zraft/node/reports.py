@@ -14,6 +14,7 @@ from collections.abc import Callable
 from zraft import diagnostics
 from zraft.diagnostics import FilteringBoundLogger, NodeEvent
 from zraft.net.zap import AuthRecord, EventLimiter
+from zraft.node.metrics import NO_METRICS, NoMetrics
 
 BAD_FRAME_EVENTS_PER_S = 50  # per source; the rest are counted in the next one's `suppressed`
 DROP_REPORT_INTERVAL_S = 1.0  # at most one peer_send_dropped event per second
@@ -25,10 +26,17 @@ class Reporter:
     Args:
         log: the node's bound logger.
         clock: a monotonic clock in seconds.
+        metrics: counts every refusal and bad frame, the held back ones too.
     """
 
-    def __init__(self, log: FilteringBoundLogger, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        log: FilteringBoundLogger,
+        clock: Callable[[], float],
+        metrics: NoMetrics = NO_METRICS,
+    ) -> None:
         self._log = log
+        self._metrics = metrics
         self._clock = clock
         self._bad_frame_limiters: dict[str, EventLimiter] = {}  # per `source` of bad_frame
         # Separate budgets: a flood of refused connections must not hide admissions.
@@ -39,6 +47,7 @@ class Reporter:
 
     def bad_frame(self, source: str, sender: str, reason: str) -> None:
         """Report input that was dropped (`source`: `peer`, `client` or `test`)."""
+        self._metrics.bad_frame(source)
         limiter = self._bad_frame_limiters.get(source)
         if limiter is None:
             limiter = EventLimiter(self._clock, limit=BAD_FRAME_EVENTS_PER_S)
@@ -57,6 +66,8 @@ class Reporter:
 
     def auth(self, record: AuthRecord) -> None:
         """Report one decision of the ZAP handler."""
+        if not record.admitted:
+            self._metrics.auth_denied()
         limiter = self._admitted_limiter if record.admitted else self._denied_limiter
         suppressed = limiter.admit()
         if suppressed is None:

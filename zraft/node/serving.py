@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from zraft.core import Entry, NotLeader, ProposalDropped, Raft, ReadState, Role
 from zraft.net.transport import BadInput, ClientRequest
+from zraft.node.metrics import NO_METRICS, NoMetrics
 from zraft.node.pending import Bucket, Pending, PendingRequests, ReplyTo
 from zraft.node.reports import Reporter
 from zraft.state.machine import Refused, ReplyFields, StateMachine
@@ -91,6 +92,7 @@ class RequestServer:
             that must precede it: `zraft.node.upkeep`); True when a model entry of this
             term precedes the write (see `StateMachine.command`).
         raise_alarm: called with the alarm a refused write asks the cluster to raise.
+        metrics: counts answers, forwards and failed proposals (`zraft.node.metrics`).
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class RequestServer:
         reporter: Reporter,
         before_write: Callable[[], bool] = lambda: False,
         raise_alarm: Callable[[str], None] = lambda alarm: None,
+        metrics: NoMetrics = NO_METRICS,
     ) -> None:
         self._id = node_id
         self._raft = raft
@@ -117,6 +120,7 @@ class RequestServer:
         self._reporter = reporter
         self._before_write = before_write
         self._raise_alarm = raise_alarm
+        self._metrics = metrics
         self._handlers: dict[str, Handler] = {}
         self.pending = PendingRequests()
         self._next_id = 1  # read contexts, forward ids and park ids; never reused
@@ -143,9 +147,10 @@ class RequestServer:
 
     def accept(self, incoming: Iterable[ClientRequest]) -> None:
         """Decode, check and serve requests read from the client socket."""
+        now = self._clock()
         for request in incoming:
             envelope, role = request.envelope, request.user
-            reply_to = ReplyTo(envelope=tuple(envelope))
+            reply_to = ReplyTo(envelope=tuple(envelope), started=now)
             try:
                 decoded = decode_request(
                     request.body,
@@ -165,6 +170,7 @@ class RequestServer:
                 self.reply_error(reply_to, "bad_request", exc.reason)
                 continue
             spec = decoded.spec
+            reply_to = ReplyTo(envelope=reply_to.envelope, op=decoded.op, started=now)
             if role is not None and not role_allows(role, spec):
                 # The role comes from the ZAP handler (the key), never from the request.
                 # Forwarded requests skip this: the node that took them checked it.
@@ -185,7 +191,8 @@ class RequestServer:
             )
             self._reporter.bad_frame(bad.source, sender, str(bad.reason))
             if bad.envelope is not None:
-                self.reply_error(ReplyTo(envelope=bad.envelope), "bad_request", str(bad.reason))
+                reply_to = ReplyTo(envelope=bad.envelope, started=self._clock())
+                self.reply_error(reply_to, "bad_request", str(bad.reason))
 
     # --- dispatch ---------------------------------------------------------------------
 
@@ -242,6 +249,7 @@ class RequestServer:
             # A write proposed here in an earlier term is gone from OUR log, but a copy on
             # another node may still be committed by a later leader (Figure 8): its
             # outcome is unknown, not "not applied". Its session makes a retry safe.
+            self._metrics.proposal_failed()
             self.reply_error(
                 displaced.reply_to,
                 "timeout",
@@ -275,6 +283,7 @@ class RequestServer:
         if not self._sink.send(leader, encode_forward(self._id, forward_id, pending.request)):
             return False  # not sent at all (no connection): safe to try again
         self.pending.add("forwarded", forward_id, pending)
+        self._metrics.forwarded()
         return True
 
     def relay(self, item: ForwardReply) -> None:
@@ -283,12 +292,13 @@ class RequestServer:
         if pending is None:
             return  # already timed out
         try:
-            decode_reply(item.reply)
+            relayed = decode_reply(item.reply)
         except DecodeError as exc:
             self._reporter.bad_frame("peer", item.src, f"forward reply: {exc.reason}")
             self.reply_error(pending.reply_to, "internal", "the leader sent a malformed reply")
             return
-        self.send_reply(pending.reply_to, item.reply)
+        error = relayed.get("error")
+        self.send_reply(pending.reply_to, item.reply, error["code"] if error else "ok")
 
     def retry_parked(self) -> None:
         """Dispatch parked requests again (a leader is known now)."""
@@ -314,6 +324,7 @@ class RequestServer:
         if pending is None:
             return
         if pending.term != entry.term or fields is None:
+            self._metrics.proposal_failed()
             self.reply_error(
                 pending.reply_to,
                 "unavailable",
@@ -338,7 +349,8 @@ class RequestServer:
     def _answer_read(self, pending: Pending) -> None:
         request = pending.request
         fields = self._machine.read(request)
-        self.send_reply(pending.reply_to, self._encode(request.op, fields, self._raft.leader_id))
+        body = self._encode(request.op, fields, self._raft.leader_id)
+        self.send_reply(pending.reply_to, body, fields.get("error") or "ok")
 
     def expire(self, now: float) -> None:
         """Answer every request whose deadline has passed."""
@@ -351,6 +363,8 @@ class RequestServer:
                 pending.reply_to, "unavailable", "no leader within the request timeout"
             )
         else:
+            if bucket == "writes":
+                self._metrics.proposal_failed()
             what = "the write may or may not be applied" if bucket != "reads" else "read"
             self.reply_error(pending.reply_to, "timeout", f"request timed out; {what}")
 
@@ -359,6 +373,7 @@ class RequestServer:
         clients now (their sessions make a retry elsewhere safe) rather than at the timeout."""
         for index in sorted(self.pending.writes):
             pending = self.pending.writes.pop(index)
+            self._metrics.proposal_failed()
             self.reply_error(
                 pending.reply_to,
                 "timeout",
@@ -375,7 +390,7 @@ class RequestServer:
             body = encode_reply(op=op, **fields)
         else:
             body = self._encode(op, fields, leader or self._raft.leader_id)
-        self.send_reply(pending.reply_to, body)
+        self.send_reply(pending.reply_to, body, fields.get("error") or "ok")
 
     def encode(self, op: str, fields: Mapping[str, Any]) -> bytes:
         """The reply `reply` would send for these fields (to send it to many: watches)."""
@@ -394,12 +409,15 @@ class RequestServer:
     def reply_error(self, reply_to: ReplyTo, code: str, message: str) -> None:
         """Answer with error `code`."""
         body = encode_reply(ok=False, error=code, message=message, leader=self._raft.leader_id)
-        self.send_reply(reply_to, body)
+        self.send_reply(reply_to, body, code)
 
-    def send_reply(self, reply_to: ReplyTo, body: bytes) -> None:
-        """Send an encoded reply to a client, or back to the follower that forwarded it."""
+    def send_reply(self, reply_to: ReplyTo, body: bytes, outcome: str = "ok") -> None:
+        """Send an encoded reply to a client (counted under `outcome`: `ok` or an error
+        code), or back to the follower that forwarded it."""
         if reply_to.envelope is not None:
             self._sink.reply(reply_to.envelope, body)
+            if self._metrics.enabled:
+                self._metrics.answered(reply_to, outcome, self._clock())
         elif reply_to.peer is not None:
             self._sink.send(
                 reply_to.peer, encode_forward_reply(self._id, reply_to.request_id, body)

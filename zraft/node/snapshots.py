@@ -22,6 +22,7 @@ from typing import Any
 from zraft import diagnostics
 from zraft.core import Raft, Ready, RestoredState, SnapshotRequest
 from zraft.diagnostics import FilteringBoundLogger, NodeEvent
+from zraft.node.metrics import NO_METRICS, NoMetrics
 from zraft.node.pending import Pending
 from zraft.node.serving import Handler, RequestServer
 from zraft.node.snapshot_maker import SnapshotMaker, SnapshotStats
@@ -104,6 +105,7 @@ class NodeSnapshots:
         every_entries, every_bytes, trailing: the config's `snapshot_entries`,
             `snapshot_bytes` and `snapshot_trailing`.
         directory: the member directory to write into each snapshot's header.
+        metrics: told each snapshot's duration and size.
     """
 
     def __init__(
@@ -122,8 +124,10 @@ class NodeSnapshots:
         every_bytes: int,
         trailing: int,
         directory: Callable[[], dict[str, Any]],
+        metrics: NoMetrics = NO_METRICS,
     ) -> None:
         self._raft = raft
+        self._metrics = metrics
         self._machine = machine
         self._storage = storage
         self._store = store
@@ -198,6 +202,7 @@ class NodeSnapshots:
             max_slice_ms=round(stats.max_slice_ms, 1),
             total_ms=round(stats.total_ms, 1),
         )
+        self._metrics.snapshot_saved(stats.total_ms / 1000, stats.info.size_bytes)
         # Keep `snapshot_trailing` entries in memory for followers that lag a little.
         keep_from = max(self._raft.log.snapshot_index, meta.index - self._trailing)
         self._raft.compact(meta, keep_from)

@@ -118,6 +118,7 @@ def write_cluster_config(
     election_timeout_ms: tuple[int, int] = (300, 600),
     request_timeout_ms: int = 3000,
     security_mode: str = "curve",
+    metrics: bool = False,
     **cluster_options: int | str,
 ) -> Path:
     """Write `directory/cluster.toml` for n nodes on 127.0.0.1 with OS-chosen ports, data
@@ -126,10 +127,11 @@ def write_cluster_config(
 
     Args:
         security_mode: `curve` (keys generated, see `security_lines`) or `none`.
+        metrics: give every node `metrics = "http://127.0.0.1:PORT"` (a free port).
         cluster_options: more `[cluster]` keys, e.g. `max_value_bytes=1024`.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(2 * n)
+    ports = free_ports(3 * n if metrics else 2 * n)
     low, high = election_timeout_ms
     ids = node_ids(n)
     per_node, tail = security_lines(directory / "keys", ids, security_mode)
@@ -152,6 +154,7 @@ def write_cluster_config(
             f'client = "tcp://127.0.0.1:{ports[2 * i + 1]}"',
             f'data_dir = "{directory / "data" / node_id}"',
             *per_node[node_id],
+            *([f'metrics = "http://127.0.0.1:{ports[2 * n + i]}"'] if metrics else []),
         ]
     path = directory / "cluster.toml"
     path.write_text("\n".join([*lines, *tail]) + "\n")
@@ -264,6 +267,8 @@ class ProcessCluster:
         self.log_dir = directory / "logs"
         self.keys_dir = directory / "keys"
         self.client_endpoints = {node.id: node.client for node in self.config.nodes}
+        self.metrics_urls = {n.id: n.metrics for n in self.config.nodes if n.metrics}
+        """node id -> its `http://HOST:PORT` (with `metrics=True`)."""
         self.peer_endpoints = {node.id: node.peer for node in self.config.nodes}
         self.curve = client_curve_for(self.config)
         """The `admin` client's CURVE setup (None for a plaintext cluster)."""
