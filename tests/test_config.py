@@ -69,6 +69,7 @@ def test_local_toml_has_three_nodes_rooted_at_the_repository() -> None:
         data_dir=REPO / "data" / "n2",
         public_key=config.KeyRef(file=REPO / "keys" / "n2.pub", where="node[1].public_key_file"),
         secret_key_file=REPO / "keys" / "n2.key",
+        metrics="http://127.0.0.1:9102",
     )
     assert cfg.security == "curve"
     assert [(k.role, k.name) for k in cfg.client_keys] == [("admin", "demo")]
@@ -291,6 +292,22 @@ BAD = [
      'role = "read"\nsecret = "x"\n')], "client_key[0].secret", "unknown key"),
     ("client-table-unknown-key", [(NODES, NODES + '[client]\nkey = "x"\n')], "client.key",
      "unknown key; expected one of: secret_key_file"),
+    # metrics
+    ("metrics-not-http", [('data_dir = "data/n1"', 'data_dir = "data/n1"\n'
+     'metrics = "tcp://127.0.0.1:9101"')], "node[0].metrics",
+     "expected http://HOST:PORT with PORT in 1..65535, got 'tcp://127.0.0.1:9101'"),
+    ("metrics-no-port", [('data_dir = "data/n1"', 'data_dir = "data/n1"\n'
+     'metrics = "http://127.0.0.1"')], "node[0].metrics", "expected http://HOST:PORT"),
+    ("metrics-a-path", [('data_dir = "data/n1"', 'data_dir = "data/n1"\n'
+     'metrics = "http://127.0.0.1:9101/metrics"')], "node[0].metrics", "expected http://HOST:PORT"),
+    ("metrics-not-a-string", [('data_dir = "data/n1"', 'data_dir = "data/n1"\nmetrics = 9101')],
+     "node[0].metrics", "expected a non-empty string, got integer 9101"),
+    ("metrics-on-a-peer-port", [('data_dir = "data/n2"', 'data_dir = "data/n2"\n'
+     'metrics = "http://127.0.0.1:7101"')], "node[1].metrics",
+     "duplicate endpoint tcp://127.0.0.1:7101, also at node[0].peer"),
+    ("metrics-shared", [('data_dir = "data/n1"', 'data_dir = "data/n1"\nmetrics = "http://h:9"'),
+     ('data_dir = "data/n2"', 'data_dir = "data/n2"\nmetrics = "http://H:9"')],
+     "node[1].metrics", "duplicate endpoint tcp://h:9, also at node[0].metrics"),
 ]  # fmt: skip
 
 
@@ -412,3 +429,12 @@ def test_only_a_str_is_an_endpoint(value: object) -> None:
     assert config.is_endpoint(value) is False
     with pytest.raises(ValueError, match="bad endpoint"):
         check_endpoint(value)  # type: ignore[arg-type]
+
+
+def test_metrics_is_off_unless_given(root: Path) -> None:
+    text = VALID.replace(
+        'data_dir = "data/n1"', 'data_dir = "data/n1"\nmetrics = "http://[::1]:9101"'
+    )
+    nodes = config.load(write(root, text)).nodes
+    assert [n.metrics for n in nodes] == ["http://[::1]:9101", None]
+    assert config.http_listen_address(nodes[0].metrics) == "tcp://[::1]:9101"

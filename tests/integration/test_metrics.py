@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,10 +17,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from zraft import config
 from zraft.client import Client
-from zraft.testing.cluster import ProcessCluster, wait_for
+from zraft.testing.cluster import ProcessCluster, wait_for, write_cluster_config
 
 pytestmark = pytest.mark.integration
+CLIENT = Path(__file__).resolve().parents[2] / "bin" / "zraft-client"
+NODE = CLIENT.parent / "zraft-node"
 
 EXPECTED = {
     "zraft_node_info",
@@ -147,10 +152,22 @@ def test_openmetrics_when_asked_and_404_elsewhere(cluster: ProcessCluster) -> No
     assert missing.value.code == 404
 
 
+def endpoint(cluster: ProcessCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """`zraft-client --config F endpoint ARGS`."""
+    command = [sys.executable, str(CLIENT), "--config", str(cluster.config_path), "endpoint"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)
+
+
 def test_health_turns_503_without_a_quorum(cluster: ProcessCluster) -> None:
     cluster.wait_leader()
     for url in cluster.metrics_urls.values():
         wait_for(lambda url=url: health(url)[0] == 200, 10, what="every node healthy")
+    healthy = endpoint(cluster, "health")
+    assert healthy.returncode == 0, healthy.stderr
+    assert healthy.stdout.count(" is healthy: took = ") == 3
+    table = endpoint(cluster, "status", "-w", "table").stdout.splitlines()
+    assert table[0].split()[:3] == ["ENDPOINT", "ID", "VERSION"] and len(table) == 4
+    assert sum(" true " in row for row in table[1:]) == 1  # one leader, no learner
     survivor, *others = cluster.ids
     for node in others:
         cluster.kill(node)
@@ -159,6 +176,11 @@ def test_health_turns_503_without_a_quorum(cluster: ProcessCluster) -> None:
     _, body = health(url)
     assert body["health"] is False and body["node"] == survivor
     assert any(reason.startswith("no leader") for reason in body["reasons"])
+    sick = endpoint(cluster, "health")
+    assert sick.returncode == 1
+    lone = cluster.client_endpoints[survivor]
+    assert f"{lone} is unhealthy: no leader" in sick.stderr
+    assert sick.stderr.count("is unhealthy: no reply within") == 2
 
 
 def test_hostile_http_input_changes_nothing(cluster: ProcessCluster) -> None:
@@ -188,3 +210,32 @@ def test_hostile_http_input_changes_nothing(cluster: ProcessCluster) -> None:
     wait_for(lambda: health(url)[0] == 200, 10, what="still healthy and serving")
     assert cluster.is_running(leader)
     assert not [e for e in cluster.node_events(leader) if e["event"] == "fatal_error"]
+
+
+def test_a_node_whose_metrics_port_is_taken_refuses_to_start(tmp_path: Path) -> None:
+    path = write_cluster_config(tmp_path, 1, metrics=True)
+    url = config.load(path).nodes[0].metrics
+    assert url is not None
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.socket() as squatter:
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        done = subprocess.run(
+            [sys.executable, str(NODE), "--config", str(path), "--id", "n1"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    assert f"zraft-node: cannot start n1: cannot serve metrics at {url}" in done.stderr
+    # Nothing was left behind: the data dir's lock is free, and with the port free the
+    # same node starts.
+    log = tmp_path / "logs" / "n1.jsonl"
+    node = subprocess.Popen([sys.executable, str(NODE), "--config", str(path), "--id", "n1"])
+    try:
+        wait_for(lambda: log.exists() and "node_started" in log.read_text(), 20, what="a start")
+        with urllib.request.urlopen(url + "/metrics", timeout=5) as reply:
+            assert reply.status == 200
+    finally:
+        node.terminate()
+        node.wait(10)

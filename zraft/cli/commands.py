@@ -27,6 +27,7 @@ import argparse
 from collections.abc import Mapping
 
 from zraft.cli import (
+    endpointcommand,
     handlers,
     kvargs,
     kvcommands,
@@ -330,6 +331,22 @@ COMMANDS: Mapping[str, Command] = _declare(
         description="Ask every node for its role, term, leader and log indexes.",
         arguments=_status_arguments,
         handler=handlers.status,
+        ops=("status",),
+    ),
+    Command(
+        name="endpoint",
+        synopsis="endpoint health|status",
+        summary="each node's health (as its /health judges it), or a status row each",
+        description="Ask every node of the config (or the --endpoint node) for its status, "
+        "each on its own. health: `ENDPOINT is healthy: took = Nms` when the node knows a "
+        "leader, applies what is committed (within 5000 entries) and has no alarm raised, "
+        "else `ENDPOINT is unhealthy: REASONS` on stderr; exit 1 if any node is unhealthy "
+        "or silent, 3 if none answered. status: per node its endpoint, id, version, store "
+        "size, whether it leads and whether it is a learner, term, commit and applied "
+        "indexes, and errors (alarms, or why it did not answer); -w table aligns them "
+        "under a header, -w json prints one object.",
+        arguments=endpointcommand.endpoint_arguments,
+        handler=endpointcommand.endpoint,
         ops=("status",),
     ),
     Command(

@@ -12,7 +12,14 @@ from pathlib import Path
 
 from zraft import __version__
 from zraft.cli import keygen
-from zraft.config import ClusterConfig, ConfigError, NodeConfig, is_endpoint, load
+from zraft.config import (
+    ClusterConfig,
+    ConfigError,
+    NodeConfig,
+    http_listen_address,
+    is_endpoint,
+    load,
+)
 from zraft.net.security import SecurityError
 from zraft.net.transport import TransportError
 from zraft.node import Node
@@ -53,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--secret-key-file",
         type=Path,
         help="with --join and CURVE: this node's secret key file (zraft-node keygen)",
+    )
+    parser.add_argument(
+        "--metrics",
+        metavar="URL",
+        help="with --join and endpoints: serve /metrics and /health at http://HOST:PORT",
     )
     parser.add_argument("--log-dir", type=Path, help="write <node>.jsonl here (default: config)")
     parser.add_argument(
@@ -115,8 +127,9 @@ def joining_node(args: argparse.Namespace, cluster: ClusterConfig) -> NodeConfig
     """
     flags = (args.peer, args.client, args.data_dir)
     if all(f is None for f in flags):
-        if args.secret_key_file is not None:
-            raise ConfigError(cluster.path, None, "--secret-key-file needs --join and endpoints")
+        if args.secret_key_file is not None or args.metrics is not None:
+            flag = "--metrics" if args.metrics is not None else "--secret-key-file"
+            raise ConfigError(cluster.path, None, f"{flag} needs --join and endpoints")
         return None
     if not args.join:
         raise ConfigError(cluster.path, None, "--peer/--client/--data-dir need --join")
@@ -135,9 +148,19 @@ def joining_node(args: argparse.Namespace, cluster: ClusterConfig) -> NodeConfig
         raise ConfigError(
             cluster.path, None, "CURVE is on: --join with endpoints needs --secret-key-file"
         )
+    if args.metrics is not None:
+        try:
+            http_listen_address(args.metrics)
+        except ValueError as exc:
+            raise ConfigError(cluster.path, None, f"--metrics: {exc}") from None
     key_file = args.secret_key_file.resolve() if args.secret_key_file else None
     return NodeConfig(
-        args.id, args.peer, args.client, args.data_dir.resolve(), secret_key_file=key_file
+        args.id,
+        args.peer,
+        args.client,
+        args.data_dir.resolve(),
+        secret_key_file=key_file,
+        metrics=args.metrics,
     )
 
 

@@ -65,7 +65,8 @@ def probe_status(
             sock.send(frame, zmq.NOBLOCK)
             poller.register(sock, zmq.POLLIN)
             poller.register(monitor_sock, zmq.POLLIN)
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
+        deadline = began + timeout
         while len(results) < len(sockets):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -83,7 +84,9 @@ def probe_status(
                 poller.unregister(ready)
                 try:
                     reply = Reply.from_map(wire.decode_reply(ready.recv(zmq.NOBLOCK)), endpoint)
-                    results[endpoint] = StatusProbe(endpoint, reply)
+                    results[endpoint] = StatusProbe(
+                        endpoint, reply, took_s=time.monotonic() - began
+                    )
                 except wire.DecodeError as exc:
                     problem = NoReply.malformed(exc.reason).text
                     results[endpoint] = StatusProbe(endpoint, None, problem)

@@ -390,11 +390,13 @@ class StatusProbe:
         reply: the reply, or None when the node did not answer in time.
         problem: why there is no reply ("no reply within 1.0 s", "malformed reply ..."),
             None when there is one.
+        took_s: seconds from the probe's start to this reply (connecting included).
     """
 
     endpoint: str
     reply: Reply | None
     problem: str | None = None
+    took_s: float = 0.0
 
     @property
     def reachable(self) -> bool:

@@ -258,6 +258,7 @@ class Node:
                 "proposals_pending": len(self._server.pending.writes),
                 "forwarded_pending": len(self._server.pending.forwarded),
                 "quota_bytes": cluster.quota_bytes,
+                "version": __version__,
                 "log_bytes": self._snapshots.wal_bytes(),
                 **self._machine.status(),
             },
