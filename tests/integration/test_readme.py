@@ -1,10 +1,11 @@
 """The README's commands run as written, against a live cluster started as it says.
 
 A temporary directory plays a fresh checkout: `conf/local.toml` is the repository's own
-file with its ports (7101-7103, 7201-7203) replaced by free ones and one more client key
-(`dash`, role `read`, which the README's role example uses); `.venv/bin/zraft-node` and
-`zraft-client` run this checkout's `bin/` scripts, and `.venv/bin` is first on PATH so the
-bare `zraft-client` of the examples is the same program. The cluster is started with the
+file with its ports (7101-7103, 7201-7203, 9101-9103) replaced by free ones (in the
+commands too) and one more client key (`dash`, role `read`, which the README's role
+example uses); `.venv/bin/zraft-node` and `zraft-client` run this checkout's `bin/`
+scripts, and `.venv/bin` is first on PATH so the bare `zraft-client` of the examples is
+the same program. The cluster is started with the
 quick start's own commands (`zraft-node keygen --config conf/local.toml`, then `--all`).
 
 Then every step of `tests/readme_recipes.py` that no skip names runs through `bash -c`
@@ -37,13 +38,24 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRST_SECTION = "### Keys, ranges, transactions and revisions"
 STEP_TIMEOUT_S = 30.0
 LOCAL_PORTS = (7101, 7102, 7103, 7201, 7202, 7203, 9101, 9102, 9103)
+PORTS: dict[int, int] = {}
+"""conf/local.toml's port -> the free one this run uses (in the config and the commands)."""
+
+
+def _as_run(command: str) -> str:
+    """`command` with conf/local.toml's ports replaced by this run's."""
+    return re.sub(
+        r"127\.0\.0\.1:(\d+)", lambda m: f"127.0.0.1:{PORTS.get(int(m[1]), int(m[1]))}", command
+    )
 
 
 def _checkout(directory: Path) -> dict[str, str]:
     """Lay out the fake checkout; returns the environment the steps run with."""
     (directory / "conf").mkdir()
     config = (ROOT / "conf" / "local.toml").read_text()
-    for old, new in zip(LOCAL_PORTS, free_ports(len(LOCAL_PORTS)), strict=True):
+    PORTS.clear()
+    PORTS.update(zip(LOCAL_PORTS, free_ports(len(LOCAL_PORTS)), strict=True))
+    for old, new in PORTS.items():
         config = config.replace(f':{old}"', f':{new}"')
     config += '\n[[client_key]]\nname = "dash"\npublic_key_file = "keys/dash.pub"\nrole = "read"\n'
     (directory / "conf" / "local.toml").write_text(config)
@@ -73,7 +85,7 @@ def _run(step: Step, directory: Path, env: dict[str, str]) -> list[str]:
     """Run one step; the problems found (empty when it did what the README shows)."""
     if step.kind == "python":
         done = subprocess.run(
-            [sys.executable, "-c", step.command],
+            [sys.executable, "-c", _as_run(step.command)],
             cwd=directory,
             env=env,
             capture_output=True,
@@ -86,7 +98,7 @@ def _run(step: Step, directory: Path, env: dict[str, str]) -> list[str]:
     if step.follow:
         return _follow(step, directory, env)
     done = subprocess.run(
-        ["bash", "-c", step.command],
+        ["bash", "-c", _as_run(step.command)],
         cwd=directory,
         env=env,
         stdout=subprocess.PIPE,
@@ -112,7 +124,7 @@ def _follow(step: Step, directory: Path, env: dict[str, str]) -> list[str]:
     err = directory / "follow.err"
     with out.open("w") as stdout, err.open("w") as stderr:
         proc = subprocess.Popen(
-            ["bash", "-c", step.command],
+            ["bash", "-c", _as_run(step.command)],
             cwd=directory,
             env=env,
             stdout=stdout,
@@ -169,7 +181,7 @@ def test_the_readme_commands_run_as_written(tmp_path: Path) -> None:
     pids: list[int] = []
     failures: list[str] = []
     ran = 0
-    without_jq = 0
+    without_tools = 0
     try:
         wait_for(
             lambda: len(re.findall(r"\(pid \d+\)", (tmp_path / "all.out").read_text())) == 3,
@@ -189,9 +201,10 @@ def test_the_readme_commands_run_as_written(tmp_path: Path) -> None:
         wait_for(has_leader, 30, what="a leader")
         for step in _section_order(text, steps(text)):
             reason = step.skip_reason()
-            if reason is None and "jq " in step.command and shutil.which("jq") is None:
-                reason = "jq is not installed"  # .ci/run installs it where it can
-                without_jq += 1
+            for tool in ("jq", "curl"):
+                if reason is None and f"{tool} " in step.command and not shutil.which(tool):
+                    reason = f"{tool} is not installed"  # .ci/run installs it where it can
+                    without_tools += 1
             if reason is not None:
                 continue
             ran += 1
@@ -211,7 +224,7 @@ def test_the_readme_commands_run_as_written(tmp_path: Path) -> None:
         for pid in pids:
             if pid_running(pid):
                 os.kill(pid, signal.SIGKILL)
-    if without_jq:
-        warnings.warn(f"{without_jq} README steps not run: jq is not installed", stacklevel=1)
+    if without_tools:
+        warnings.warn(f"{without_tools} README steps not run: jq or curl is missing", stacklevel=1)
     assert ran >= 50, f"only {ran} README steps ran: did the parser or a skip rule break?"
     assert not failures, "\n".join(failures)
