@@ -122,6 +122,8 @@ def test_every_op_round_trips_through_the_client_protocol(spec: ops.OpSpec) -> N
         "max_events": 10,
         "filters": ["nodelete"],
         "require_leader": True,
+        "offset": 1 << 20,
+        "snapshot_index": 12000,
     }
     fields = {name: samples[name] for name in (*spec.required, *spec.optional)}
     for alias in (spec.name, *spec.aliases):

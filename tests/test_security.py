@@ -126,6 +126,7 @@ def test_roles(role: str, allowed: set[str]) -> None:
         "remove_member": "admin",
         "transfer_leader": "admin",
         "snapshot": "admin",
+        "snapshot_read": "admin",
     }
     assert set(kinds) == set(ops.OPS)
     for op, kind in kinds.items():

@@ -464,3 +464,37 @@ def test_close_keeps_a_given_context(ctx: zmq.Context[zmq.Socket[bytes]]) -> Non
     with ZmqTransport("n1", endpoint(), endpoint(), {"n2": endpoint()}) as t2:
         own = t2._context  # private: checking ownership of the context it created
     assert own.closed
+
+
+# --- cluster identity ---------------------------------------------------------------
+
+
+def test_frames_naming_another_cluster_are_refused(cluster: Callable[[int], Cluster]) -> None:
+    c = cluster(3)
+    mine = c.start("n1", cluster_id="aaaaaaaaaaaaaaaa")
+    same = c.start("n2", cluster_id="aaaaaaaaaaaaaaaa")
+    other = c.start("n3", cluster_id="bbbbbbbbbbbbbbbb")
+    assert send_until_received(same, "n1", mine, b"ours")
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and not mine.counters().peer_bad_input:
+        other.send("n1", b"theirs")
+        if mine.peer_socket.poll(20, zmq.POLLIN):
+            assert all(frame != b"theirs" for _, frame in mine.recv_peers())
+    assert mine.counters().peer_bad_input > 0
+    refused = mine.take_bad_inputs()
+    assert refused and {bad.reason for bad in refused} == {BadInputReason.OTHER_CLUSTER}
+    assert {bad.sender for bad in refused} == {b"n3"}
+
+
+def test_a_link_naming_no_identity_is_accepted_and_teaches_a_joiner(
+    cluster: Callable[[int], Cluster],
+) -> None:
+    c = cluster(2)
+    joiner = c.start("n1")  # no identity yet
+    member = c.start("n2", cluster_id="cccccccccccccccc")
+    send_until_received(member, "n1", joiner, b"hello")
+    assert joiner.learned_cluster_id == "cccccccccccccccc"
+    joiner.set_cluster_id(joiner.learned_cluster_id)
+    older = ZmqTransport("n2", endpoint(), endpoint(), {"n1": c.peer_ep["n1"]})  # no identity
+    c.made.append(older)
+    assert send_until_received(older, "n1", joiner, b"from an older release")

@@ -128,6 +128,11 @@ def wrong_shapes() -> list[bytes]:
         pack({"op": "watch", "key": "k", "filters": ["noput", "nodelete", "noput"]}),
         pack({"op": "watch", "key": "k", "start_revision": -5}),
         pack({"op": "watch", "key": "k", "prefix": True, "range_end": "z"}),
+        # Backups (issue 17): a read of a snapshot file needs a sound offset.
+        pack({"op": "snapshot_read"}),
+        pack({"op": "snapshot_read", "offset": -1}),
+        pack({"op": "snapshot_read", "offset": "0"}),
+        pack({"op": "snapshot_read", "offset": 0, "snapshot_index": True}),
     ]
 
 

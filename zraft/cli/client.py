@@ -43,7 +43,13 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from zraft.cli.commands import COMMAND_ALIASES, COMMAND_SUMMARY, COMMANDS, command_parsers
+from zraft.cli.commands import (
+    COMMAND_ALIASES,
+    COMMAND_SUMMARY,
+    COMMANDS,
+    command_parsers,
+    find_command,
+)
 from zraft.cli.handlers import SNAPSHOT_TIMEOUT_S, STATUS_TIMEOUT_S
 from zraft.cli.repl import run_repl
 from zraft.cli.session import Session
@@ -163,8 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HelpShown as exc:  # argparse has printed the help
         return exc.status
     except UsageError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_USAGE
+        command = find_command(args.command[0]) if args.command else None
+        if command is None or command.ops:
+            print(exc, file=sys.stderr)
+            return EXIT_USAGE
+        # A command that sends nothing (help, backup-status) needs no cluster.
+        target = Target((), args.timeout, DEFAULT_TIMEOUT_S)
     except (ConfigError, SecurityError) as exc:
         print(f"zraft-client: {exc}", file=sys.stderr)
         return EXIT_USAGE

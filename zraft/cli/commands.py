@@ -27,6 +27,7 @@ import argparse
 from collections.abc import Mapping
 
 from zraft.cli import (
+    backupcommands,
     endpointcommand,
     handlers,
     kvargs,
@@ -332,6 +333,33 @@ COMMANDS: Mapping[str, Command] = _declare(
         arguments=_status_arguments,
         handler=handlers.status,
         ops=("status",),
+    ),
+    Command(
+        name="backup",
+        synopsis="backup FILE [NODE]",
+        summary="copy a fresh snapshot of NODE (default: the leader) into FILE",
+        description="Ask NODE (a node id of the config; default: the leader) to take a "
+        "snapshot now, then copy that file into FILE, 1 MiB a request, while clients go on "
+        "writing: the backup is the state at the snapshot's index. The copy is verified "
+        "(CRC, structure, the state restoring) and sealed with its SHA-256 before FILE "
+        "appears; until then it is FILE.partial, removed if anything fails. An existing FILE "
+        "is never overwritten. Prints the index, term, revision and key count. Restore with "
+        "zraft-node restore --from FILE --config NEW.toml.",
+        arguments=backupcommands.backup_arguments,
+        handler=backupcommands.backup,
+        ops=("status", "snapshot", "snapshot_read"),
+    ),
+    Command(
+        name="backup-status",
+        synopsis="backup-status FILE",
+        summary="verify a backup file and say what it holds (no cluster needed)",
+        description="Read FILE in full, check its checksum and the snapshot inside, and "
+        "print its cluster, node, index, term, revision, key count, creation time and "
+        "SHA-256; -w json prints them as one object. A truncated, damaged or unknown file is "
+        "refused with what is wrong (exit 1).",
+        arguments=backupcommands.status_arguments,
+        handler=backupcommands.backup_status,
+        ops=(),
     ),
     Command(
         name="endpoint",

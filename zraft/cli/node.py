@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from zraft import __version__
-from zraft.cli import keygen
+from zraft.cli import keygen, restore
 from zraft.config import (
     ClusterConfig,
     ConfigError,
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zraft-node",
         description="Run a zraft node (one per host), or a whole local cluster with --all. "
-        "`zraft-node keygen --help` writes CURVE keys.",
+        "`zraft-node keygen --help` writes CURVE keys; `zraft-node restore --help` builds a "
+        "new cluster from a backup.",
     )
     parser.add_argument("--config", required=True, type=Path, help="cluster TOML file")
     who = parser.add_mutually_exclusive_group(required=True)
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["keygen"]:
         return keygen.main(argv[1:])
+    if argv[:1] == ["restore"]:
+        return restore.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         cluster = load(args.config)

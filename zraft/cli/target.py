@@ -43,6 +43,7 @@ class Target:
     timeout: float | None  # --timeout, or None for the defaults
     request_timeout: float  # the default for requests
     curve: ClientCurve | None = None  # the client's keys when the cluster runs CURVE
+    cluster_name: str = ""  # the config's `[cluster] name` (empty with --endpoint alone)
 
     @property
     def endpoints(self) -> list[str]:
@@ -84,8 +85,10 @@ class Target:
         request_timeout = DEFAULT_TIMEOUT_S
         nodes: tuple[tuple[str | None, str], ...] = ()
         curve = None
+        name = ""
         if args.config is not None:
             cluster = load(args.config)
+            name = cluster.name
             nodes = tuple((node.id, node.client) for node in cluster.nodes)
             request_timeout = cluster.request_timeout_ms / 1000 + 1.0
             curve = client_curve(cluster, args.key)
@@ -98,4 +101,4 @@ class Target:
             nodes = ((known.get(args.endpoint), args.endpoint),)
             if server_key is not None:
                 curve = endpoint_curve(args.endpoint, server_key, args.key)
-        return cls(nodes, args.timeout, request_timeout, curve)
+        return cls(nodes, args.timeout, request_timeout, curve, name)

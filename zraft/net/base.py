@@ -46,6 +46,7 @@ class BadInputReason(StrEnum):
     EMPTY_FRAME = "empty_frame"  # peer: a zero-length frame (no message encodes to b"")
     UNKNOWN_SENDER = "unknown_sender"  # peer: routing id is not a configured peer
     NO_DELIMITER = "no_delimiter"  # client: no empty frame ends the envelope
+    OTHER_CLUSTER = "other_cluster"  # peer: its connection names another cluster identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,15 @@ class Transport(Protocol):
 
     def set_blocked_peers(self, peer_ids: Iterable[str]) -> None:
         """TESTS ONLY: drop all traffic to and from these peers."""
+        ...
+
+    @property
+    def learned_cluster_id(self) -> str:
+        """The first cluster identity a peer's link named ("" if none yet)."""
+        ...
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        """Name and require `cluster_id` on peer links from now on (a joiner learned it)."""
         ...
 
     def on_tick(self, now: float) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import zmq
 
 from zraft.net.base import BadInput, BadInputReason, ClientRequest
+from zraft.net.dealers import CLUSTER_PROPERTY
 
 
 def recv_authenticated(sock: zmq.Socket[bytes], *, secured: bool) -> tuple[list[bytes], bytes]:
@@ -32,6 +33,23 @@ def recv_authenticated(sock: zmq.Socket[bytes], *, secured: bool) -> tuple[list[
     # always a delivered frame (the first is the ROUTER's routing id).
     user = frames[-1].get("User-Id") or ""
     return [frame.bytes for frame in frames], user.encode()
+
+
+def recv_peer(sock: zmq.Socket[bytes], *, secured: bool) -> tuple[list[bytes], bytes, str]:
+    """One peer message, who sent it (as `recv_authenticated`), and the cluster identity
+    its connection named (`CLUSTER_PROPERTY`; empty when it named none).
+
+    Raises:
+        zmq.Again: nothing to read.
+    """
+    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+    last = frames[-1]
+    sender = (last.get("User-Id") or "").encode() if secured else frames[0].bytes
+    try:
+        cluster = last.get(CLUSTER_PROPERTY) or ""
+    except zmq.ZMQError:  # no such property: a node of an older release, or a new joiner
+        cluster = ""
+    return [frame.bytes for frame in frames], sender, cluster
 
 
 class ClientRouter:

@@ -9,6 +9,7 @@ through the two callables it hands in, so that it can close them all at once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -53,6 +54,12 @@ class DealerOptions:
     heartbeat_ivl_ms: int
     heartbeat_timeout_ms: int
     connect_timeout_ms: int
+    cluster_id: str = ""
+    """Sent in every connection's handshake (`CLUSTER_PROPERTY`); empty: none."""
+
+
+CLUSTER_PROPERTY = "X-Zraft-Cluster"
+"""The ZMTP metadata property that names the sender's cluster identity on a peer link."""
 
 
 class Dealers:
@@ -93,6 +100,10 @@ class Dealers:
         self._monitors: dict[str, zmq.Socket[bytes]] = {}
         self._redial_at: dict[str, float] = {}
         self._redial_backoff: dict[str, float] = {}
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        """Name this cluster identity on the connections made from now on."""
+        self._options = dataclasses.replace(self._options, cluster_id=cluster_id)
 
     @property
     def connected(self) -> frozenset[str]:
@@ -173,6 +184,9 @@ class Dealers:
             sock.setsockopt(zmq.CURVE_SERVERKEY, self._server_keys[peer_id])
             sock.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public)
             sock.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
+        if options.cluster_id:
+            property_line = f"{CLUSTER_PROPERTY}:{options.cluster_id}"
+            sock.setsockopt(zmq.METADATA, property_line.encode())
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.SNDHWM, options.sndhwm)
         sock.setsockopt(zmq.RCVHWM, _RCVHWM)

@@ -170,6 +170,15 @@ class FaultyTransport:
         """See `Transport.set_blocked_peers`."""
         self._inner.set_blocked_peers(peer_ids)
 
+    @property
+    def learned_cluster_id(self) -> str:
+        """See `Transport.learned_cluster_id`."""
+        return self._inner.learned_cluster_id
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        """See `Transport.set_cluster_id`."""
+        self._inner.set_cluster_id(cluster_id)
+
     def close(self) -> None:
         """See `Transport.close`."""
         self._inner.close()

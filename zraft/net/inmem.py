@@ -148,6 +148,11 @@ class InmemTransport:
         """Drop frames to and from these peers."""
         self.blocked = frozenset(peer_ids)
 
+    learned_cluster_id = ""  # in-memory links name no cluster identity
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        """Nothing to name: in-memory links carry no metadata."""
+
     def on_tick(self, now: float) -> None:
         """No upkeep."""
 

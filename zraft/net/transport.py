@@ -17,12 +17,11 @@ Sockets (STYLE.md B5 "Sockets"):
 Socket options, and why (measurements are in PLATFORM.md §4, libzmq 4.3.5):
 
 - `LINGER=0` everywhere: `ctx.term()` with an unsent message and the default linger hangs
-  forever (§4c). Raft retransmits, so unsent frames are worth nothing at shutdown.
-- `IMMEDIATE=1` on DEALERs: without it, frames sent while a peer is dead are queued and
-  delivered to its *next incarnation* (§4c, 531 stale messages). With it, a send to an
-  absent peer fails at once with `zmq.Again`, which we count as a drop.
-- `SNDHWM` small (default 1000) on DEALERs, `NOBLOCK` sends: a slow or stopped peer can
-  hold at most that many frames; past it the send is dropped, never blocking the loop.
+  forever (§4c); Raft retransmits, so unsent frames are worth nothing at shutdown.
+- `IMMEDIATE=1` on DEALERs: else frames sent while a peer is dead reach its *next
+  incarnation* (§4c, 531 stale messages); with it such a send fails at once (a drop).
+- `SNDHWM` (default 1000) on DEALERs, `NOBLOCK` sends: a slow or stopped peer holds at
+  most that many frames; past it a send is dropped, never blocking the loop.
 - `HEARTBEAT_IVL`/`HEARTBEAT_TIMEOUT` on DEALERs: without heartbeats a stopped or
   partitioned peer looks connected and frames pile up for it (§4c "stop" rows); with them
   the dead link is closed and `IMMEDIATE` turns sends into drops. Pings are answered by
@@ -43,9 +42,10 @@ Socket options, and why (measurements are in PLATFORM.md §4, libzmq 4.3.5):
   impersonating peer `n2` (§4b, re-verified in tests). Clients must speak ZMTP 3.x
   (libzmq >= 4.0). If a ZAP handler is ever bound in the same context (for CURVE), it
   will also be asked about these NULL-mechanism connections (domain `zraft`).
-- `ROUTER_MANDATORY=0` on the client ROUTER (the default, set explicitly): a reply to a
-  client that has gone away is silently discarded by libzmq; with mandatory on it raises
-  `EHOSTUNREACH` (measured), which is not worth handling for a client that left.
+- `ROUTER_MANDATORY=0` on the client ROUTER (explicitly): a reply to a client gone away
+  is discarded; with it on, libzmq raises `EHOSTUNREACH` (measured) for nothing.
+- `METADATA` `X-Zraft-Cluster: <identity>` on DEALERs: a peer frame whose connection
+  names another cluster is refused (`other_cluster`); see `zraft.node.identity`.
 
 CURVE (`curve=CurveKeys(...)`, zraft's default; see zraft/net/security.py and zraft/net/zap.py):
 
@@ -65,9 +65,8 @@ CURVE (`curve=CurveKeys(...)`, zraft's default; see zraft/net/security.py and zr
   take over another's, and a restarted peer is simply a new connection. A client
   request carries the `User-Id` of its connection too: the role of its key.
 
-Remote input never raises: malformed messages are dropped, counted, and kept (a bounded
-number) as `BadInput` records for the node to log as `bad_frame`. Local misuse (an
-unknown peer id, a bad endpoint) raises.
+Remote input never raises: malformed messages are dropped, counted, and kept (bounded) as
+`BadInput` records for the node to log as `bad_frame`. Local misuse raises.
 """
 
 from __future__ import annotations
@@ -87,7 +86,7 @@ from zraft.net.base import (
     TransportCounters,
     TransportError,
 )
-from zraft.net.clients import ClientRouter, recv_authenticated
+from zraft.net.clients import ClientRouter, recv_peer
 from zraft.net.dealers import REDIAL_FIRST_S as REDIAL_FIRST_S
 from zraft.net.dealers import REDIAL_MAX_S as REDIAL_MAX_S
 from zraft.net.dealers import DealerOptions, Dealers
@@ -160,10 +159,12 @@ class ZmqTransport:
         rcvhwm: per-connection incoming queue bound on the peer ROUTER.
         reconnect_ivl_ms: first reconnect delay of the DEALERs.
         reconnect_ivl_max_ms: reconnect backoff ceiling of the DEALERs.
-        heartbeat_ivl_ms: ZMTP ping interval on the DEALERs (0 disables heartbeats).
-        heartbeat_timeout_ms: a DEALER link with no traffic for this long is closed.
+        heartbeat_ivl_ms, heartbeat_timeout_ms: ZMTP pings on the DEALERs (0: none), and
+            how long a silent DEALER link lives.
         connect_timeout_ms: a TCP connect pending this long is abandoned and retried.
         curve: CURVE keys; None runs plaintext (then no peer is authenticated).
+        cluster_id: this cluster's identity, named on our links and required of theirs
+            (one naming none is accepted; the first seen is `learned_cluster_id`).
         context: a zmq.Context to use; if None, the transport creates one and terminates
             it in `close()`. A given context is left running.
 
@@ -191,6 +192,7 @@ class ZmqTransport:
         connect_timeout_ms: int = 1000,
         curve: CurveKeys | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        cluster_id: str = "",
     ) -> None:
         if node_id in peers:
             raise ValueError(f"peers must not contain this node's own id {node_id!r}")
@@ -208,6 +210,8 @@ class ZmqTransport:
         self._dropped_by_peer: dict[str, int] = dict.fromkeys(peers, 0)
         self._bad: deque[BadInput] = deque(maxlen=_MAX_BAD_KEPT)
         self._curve = curve
+        self._cluster_id = cluster_id
+        self.learned_cluster_id = ""
         self._zap: zmq.Socket[bytes] | None = None
         self._poller: zmq.Poller | None = None
         if curve is not None:
@@ -241,6 +245,7 @@ class ZmqTransport:
                     heartbeat_ivl_ms=heartbeat_ivl_ms,
                     heartbeat_timeout_ms=heartbeat_timeout_ms,
                     connect_timeout_ms=connect_timeout_ms,
+                    cluster_id=cluster_id,
                 ),
             )
             self._dealers.update(peers, None)
@@ -344,10 +349,7 @@ class ZmqTransport:
         self.redial_refused(now)
 
     def readable(self, events: Mapping[zmq.Socket[bytes], int]) -> tuple[bool, bool]:
-        """Return `(peers_ready, clients_ready)` from `dict(poller.poll(timeout))`.
-
-        `events` may hold other sockets too; they are ignored.
-        """
+        """`(peers_ready, clients_ready)` from `dict(poller.poll(timeout))` (others ignored)."""
         peers_ready = bool(events.get(self._peer_in, 0) & zmq.POLLIN)
         clients_ready = bool(events.get(self._client_in, 0) & zmq.POLLIN)
         return peers_ready, clients_ready
@@ -357,15 +359,10 @@ class ZmqTransport:
     def send(self, peer_id: str, frame: bytes) -> bool:
         """Send one frame to a peer without blocking.
 
-        Args:
-            peer_id: a peer id given to the constructor.
-            frame: the payload; sent as a single ZeroMQ frame.
-
         Returns:
             True if libzmq accepted the frame (it may still be lost with the connection).
-            False if it was dropped: the peer is not connected (`IMMEDIATE`), its queue
-            is at `sndhwm`, or it is blocked by `set_blocked_peers`. Drops are counted;
-            Raft retries, so callers do nothing else.
+            False if it was dropped (counted): the peer is not connected (`IMMEDIATE`), its
+            queue is at `sndhwm`, or it is blocked. Raft retries: callers do nothing else.
 
         Raises:
             KeyError: `peer_id` is not a configured peer (a local bug, not remote input).
@@ -448,10 +445,12 @@ class ZmqTransport:
         out: list[tuple[bytes, bytes]] = []
         for _ in range(budget):
             try:
-                parts, sender = recv_authenticated(self._peer_in, secured=self._curve is not None)
+                parts, sender, cluster = recv_peer(self._peer_in, secured=self._curve is not None)
             except zmq.Again:
                 break
-            if len(parts) != 2:
+            if cluster and self._cluster_id and cluster != self._cluster_id:
+                self._bad_peer(sender, BadInputReason.OTHER_CLUSTER)
+            elif len(parts) != 2:
                 self._bad_peer(sender, BadInputReason.FRAME_COUNT)
             elif sender not in self._peer_ids:
                 self._bad_peer(sender, BadInputReason.UNKNOWN_SENDER)
@@ -461,8 +460,14 @@ class ZmqTransport:
                 self._counts["peer_blocked_dropped"] += 1
             else:
                 self._counts["peer_frames_received"] += 1
+                self.learned_cluster_id = self.learned_cluster_id or cluster
                 out.append((sender, parts[1]))
         return out
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        """Adopt `cluster_id` (a joiner that learned it): required and named from now on."""
+        self._cluster_id = cluster_id
+        self._dealers.set_cluster_id(cluster_id)
 
     def _bad_peer(self, sender: bytes, reason: BadInputReason) -> None:
         self._counts["peer_bad_input"] += 1

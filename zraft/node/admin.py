@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from zraft import diagnostics
+from zraft import __version__, diagnostics
 from zraft.config import is_endpoint
 from zraft.core import (
     ChangeKind,
@@ -234,6 +234,7 @@ class Admin:
             "snapshot_index": status.snapshot_index,
             "first_index": status.first_index,
             "log_bytes": 0,
+            "version": __version__,
             **self._status_extras(),
         }
 

@@ -66,6 +66,7 @@ def zmq_transport(
     peers: dict[str, str],
     curve: CurveKeys | None,
     context: zmq.Context[Any] | None,
+    cluster_id: str = "",
 ) -> ZmqTransport:
     """The node's ZeroMQ sockets, with message size limits from the cluster's."""
     return ZmqTransport(
@@ -77,6 +78,7 @@ def zmq_transport(
         peer_max_message_bytes=max(8 << 20, 4 * cluster.max_value_bytes),
         curve=curve,
         context=context,
+        cluster_id=cluster_id,
     )
 
 
@@ -91,6 +93,7 @@ def connect(
     fault_file: Path | None,
     transport: TransportFactory | None,
     report: Callable[[str], None],
+    cluster_id: str = "",
 ) -> tuple[Transport, ZapHandler | None]:
     """The node's transport, accepting frames from its peers, and its ZAP handler (CURVE).
 
@@ -111,7 +114,7 @@ def connect(
         if keys is not None:
             known = {**endpoints.keys_of(node_id), **keys.peer_server_keys}
             curve = CurveKeys(keys.own.public, keys.own.secret, known)
-        inner = zmq_transport(cluster, node_id, me, peers, curve, context)
+        inner = zmq_transport(cluster, node_id, me, peers, curve, context, cluster_id)
     outer = inner if fault_file is None else FaultyTransport(inner, fault_file, peer_ids, report)
     outer.accept_from(peer_ids)
     zap = None

@@ -58,12 +58,13 @@ from zraft.core import (
 from zraft.diagnostics import NodeEvent
 from zraft.net import security
 from zraft.net.base import TransportError
+from zraft.node import identity
 from zraft.node.admin import Admin, learn_config_endpoints, learn_snapshot_endpoints
 from zraft.node.assembly import TransportFactory, bootstrap_membership, connect, machine_for
 from zraft.node.leases import LeaseKeeper
 from zraft.node.members import Endpoints
 from zraft.node.metrics import NO_METRICS, NodeMetrics
-from zraft.node.observe import Observer, observer
+from zraft.node.observe import observer
 from zraft.node.pending import ReplyTo
 from zraft.node.reports import Reporter
 from zraft.node.serving import RequestServer
@@ -178,6 +179,9 @@ class Node:
         self._context = None  # made here when metrics need one (else the transport's own)
         if me.metrics and transport is None and context is None:
             context = self._context = zmq.Context()
+        joining = join and not self._storage.last_index() and loaded is None
+        cluster_id = identity.establish(me.data_dir, cluster.name, joining=joining)
+        self._identity = identity.Identity(me.data_dir, cluster_id)
         self._transport, zap = connect(
             cluster,
             me,
@@ -188,6 +192,7 @@ class Node:
             fault_file=fault_file,
             transport=transport,
             report=lambda reason: self._reporter.bad_frame("test", "fault_file", reason),
+            cluster_id=cluster_id,
         )
         self._zap = zap
         self._upkeep = Upkeep(
@@ -253,17 +258,12 @@ class Node:
             replayed_until=restored.hard_state.commit,
             applied_membership=restored.membership or cluster.membership,
             status_extras=lambda: {
-                "pending_requests": len(self._server),
+                **self._server.status(),
                 "watches": len(self._watches),
-                "proposals_pending": len(self._server.pending.writes),
-                "forwarded_pending": len(self._server.pending.forwarded),
-                "quota_bytes": cluster.quota_bytes,
-                "version": __version__,
                 "log_bytes": self._snapshots.wal_bytes(),
                 **self._machine.status(),
             },
         )
-        self._observer: Observer | None = None
         try:
             self._server.register(
                 self._admin.handlers(),
@@ -271,10 +271,9 @@ class Node:
                 self._leases.handlers(),
                 self._watches.handlers(),
             )
-            if me.metrics and isinstance(self._metrics, NodeMetrics) and context is not None:
-                self._observer = observer(
-                    context, me.metrics, node_id, self._metrics, self._admin.status_view, clock
-                )
+            self._observer = observer(
+                context, me.metrics, node_id, self._metrics, self._admin.status_view, clock
+            )
         except (RuntimeError, TransportError):
             self._transport.close()  # a node that cannot serve its ops must not start
             self._close_context()
@@ -451,6 +450,7 @@ class Node:
             elif isinstance(item, Hello):
                 self._upkeep.heard(item)
             else:
+                self._identity.learn(self._transport)  # a joiner, once a member spoke
                 if metrics.enabled and type(item) is AppendResponse:
                     metrics.heartbeat_answered(item.src, item.seq, time.perf_counter())
                 self._raft.step(item)

@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from zraft import __version__
 from zraft.net.base import TransportError
 from zraft.net.http import HttpResponse, HttpServer
-from zraft.node.metrics import Histogram, NodeMetrics
+from zraft.node.metrics import Histogram, NodeMetrics, NoMetrics
 from zraft.wire.health import health_problems
 
 StatusView = Callable[[], Mapping[str, Any]]
@@ -150,7 +150,7 @@ class NodeCollector(Collector):
             "zraft_store_compact_revision", "compacted up to", s.get("compact_revision", 0)
         )
         yield _gauge("zraft_store_size_bytes", "what the quota counts", s.get("store_bytes", 0))
-        yield _gauge("zraft_store_quota_bytes", "the space quota", s["quota_bytes"])
+        yield _gauge("zraft_store_quota_bytes", "the space quota", s.get("quota_bytes", 0))
         alarms = GaugeMetricFamily("zraft_alarms_active", "1 if raised", labels=["alarm"])
         for alarm in ("nospace", *sorted(set(s.get("alarms", ())) - {"nospace"})):
             alarms.add_metric([alarm], int(alarm in s.get("alarms", ())))
@@ -222,15 +222,18 @@ class Observer:
 
 
 def observer(
-    context: zmq.Context[Any],
-    url: str,
+    context: zmq.Context[Any] | None,
+    url: str | None,
     node_id: str,
-    metrics: NodeMetrics,
+    metrics: NoMetrics,
     status: StatusView,
     clock: Callable[[], float],
-) -> Observer:
-    """An `Observer`; a socket that cannot be bound is a `TransportError` naming the URL
+) -> Observer | None:
+    """An `Observer`, or None without a URL (metrics off) or a context (an in-memory
+    transport: tests). A socket that cannot be bound is a `TransportError` naming the URL
     (the node then refuses to start, as for its other endpoints)."""
+    if url is None or context is None or not isinstance(metrics, NodeMetrics):
+        return None
     try:
         return Observer(context, url, node_id, metrics, status, clock)
     except zmq.ZMQError as exc:

@@ -425,3 +425,11 @@ class RequestServer:
 
     def __len__(self) -> int:
         return len(self.pending)
+
+    def status(self) -> dict[str, int]:
+        """The `status` fields about requests in flight here."""
+        return {
+            "pending_requests": len(self.pending),
+            "proposals_pending": len(self.pending.writes),
+            "forwarded_pending": len(self.pending.forwarded),
+        }

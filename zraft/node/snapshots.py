@@ -34,6 +34,7 @@ from zraft.storage.snapfile import LoadedSnapshot
 from zraft.storage.snapstore import SnapshotStore
 from zraft.wire.peer import SnapshotAck, SnapshotChunk, encode_snapshot_ack
 
+READ_CHUNK_BYTES = 1 << 20  # a `snapshot_read` reply's bytes at most: ~1 ms of the loop
 MAX_SNAPSHOT_TRANSFER_BYTES = 64 << 30  # a follower refuses a bigger incoming snapshot
 
 
@@ -145,7 +146,7 @@ class NodeSnapshots:
 
     def handlers(self) -> dict[str, Handler]:
         """The ops this module serves."""
-        return {"snapshot": self.serve_snapshot}
+        return {"snapshot": self.serve_snapshot, "snapshot_read": self.serve_snapshot_read}
 
     # --- our own snapshots ------------------------------------------------------------------
 
@@ -230,6 +231,13 @@ class NodeSnapshots:
                 size_bytes=self.wal_bytes(),
                 first_index=self._storage.first_index(),
             )
+
+    def serve_snapshot_read(self, pending: Pending) -> bool:
+        """`snapshot_read`: a chunk of one of our snapshot files (a backup reads it)."""
+        fields = pending.request.fields
+        chunk = read_chunk(self._store, fields.get("snapshot_index", 0), fields["offset"])
+        self._server.reply(pending, chunk)
+        return True
 
     def serve_snapshot(self, pending: Pending) -> bool:
         """The operator's `snapshot`: take one now; answer once it is durable."""
@@ -337,6 +345,31 @@ class NodeSnapshots:
                 older.path.unlink(missing_ok=True)
         self.compact_storage(loaded.meta.term)
         return loaded
+
+
+def read_chunk(store: SnapshotStore, index: int, offset: int) -> dict[str, Any]:
+    """The reply fields of `snapshot_read`: up to `READ_CHUNK_BYTES` of snapshot `index`
+    (0: the newest) from `offset`, or an error when there is no such snapshot (any more)."""
+    files = store.list()
+    chosen = max(files, key=lambda f: f.index, default=None) if index == 0 else None
+    chosen = chosen or next((f for f in files if f.index == index), None)
+    if chosen is None:
+        what = "no snapshot yet" if index == 0 else f"no snapshot {index} (a newer one replaced it)"
+        return {"ok": False, "error": "conflict", "message": f"{what}: start again"}
+    try:
+        with chosen.path.open("rb") as file:
+            file.seek(min(offset, chosen.size_bytes))
+            data = file.read(READ_CHUNK_BYTES)
+    except FileNotFoundError:
+        message = f"snapshot {chosen.index} was replaced by a newer one: start again"
+        return {"ok": False, "error": "conflict", "message": message}
+    described = {
+        "index": chosen.index,
+        "term": chosen.term,
+        "size_bytes": chosen.size_bytes,
+        "offset": offset,
+    }
+    return {"ok": True, "extra": {"snapshot": described, "data": data}}
 
 
 def _snapshot_fields(index: int, size_bytes: int | None) -> dict[str, Any]:

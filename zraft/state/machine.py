@@ -221,7 +221,7 @@ class KVMachine:
     def status(self) -> dict[str, Any]:
         """What `status` reports about the store: its model, revisions, size and alarms."""
         if self._legacy is not None:
-            return {"model": "legacy", "keys": len(self._legacy)}
+            return {"model": "legacy", "keys": len(self._legacy), "quota_bytes": self._quota}
         store = self.store
         return {
             "model": MODEL,
@@ -230,6 +230,7 @@ class KVMachine:
             "compact_revision": store.compact_revision,
             "store_bytes": store.size_bytes,
             "alarms": sorted(self.alarms),
+            "quota_bytes": self._quota,
             "leases": len(self.leases),
         }
 

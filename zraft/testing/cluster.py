@@ -244,6 +244,8 @@ class ProcessCluster:
         n: the number of nodes, called `n1` .. `nN`.
         security: `curve` (default: keys in `directory/keys`) or `none` (plaintext).
         start_timeout_s: how long a start may take until the node logs `node_started`.
+        config_text: a whole config to run instead of writing one (the nodes are still
+            `n1` .. `nN`; `security` and `options` are then ignored).
         options: `write_cluster_config`'s keywords (`name`, `heartbeat_ms`,
             `election_timeout_ms`, `request_timeout_ms`) and integer `[cluster]` keys.
     """
@@ -255,12 +257,18 @@ class ProcessCluster:
         *,
         security: str = "curve",
         start_timeout_s: float = START_TIMEOUT_S,
+        config_text: str | None = None,
         **options: Any,
     ) -> None:
         self.directory = directory
         self.ids = node_ids(n)
         self.start_timeout_s = start_timeout_s
-        self.config_path = write_cluster_config(directory, n, security_mode=security, **options)
+        if config_text is None:
+            self.config_path = write_cluster_config(directory, n, security_mode=security, **options)
+        else:  # a config made elsewhere (its keys too): written as given
+            directory.mkdir(parents=True, exist_ok=True)
+            self.config_path = directory / "cluster.toml"
+            self.config_path.write_text(config_text)
         self.config = config.load(self.config_path)
         self.election_timeout_ms = self.config.election_timeout_ms
         self.request_timeout_ms = self.config.request_timeout_ms

@@ -367,6 +367,10 @@ FIELDS: Mapping[str, FieldSpec] = {
         DEFAULT_WATCH_EVENTS,
     ),
     "filters": FieldSpec(_filters, "`watch`: `noput` and/or `nodelete`", ()),
+    "offset": FieldSpec(_uint("offset"), "`snapshot_read`: the first byte wanted"),
+    "snapshot_index": FieldSpec(
+        _uint("snapshot_index"), "`snapshot_read`: which snapshot (0: the newest)", 0
+    ),
     "require_leader": FieldSpec(
         _flag("require_leader"),
         "`watch`: answer `unavailable` rather than wait on a node without a leader",

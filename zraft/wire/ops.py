@@ -355,6 +355,16 @@ OPS: Mapping[str, OpSpec] = _declare(
         Retry.NEVER,
         reply=("snapshot",),
     ),
+    OpSpec(
+        "snapshot_read",
+        "bytes of one of the receiving node's snapshot files, from `offset` (backups)",
+        "admin",
+        Route.NODE,
+        Retry.ALWAYS,
+        ("offset",),
+        ("snapshot_index",),
+        reply=("snapshot", "data"),
+    ),
 )
 """Every op a request may name, by canonical name."""
 
