@@ -19,8 +19,12 @@ ROW = re.compile(r"^\| `(?P<name>[a-z_]+)` \| (?P<level>[a-z]*) \|", re.MULTILIN
 
 
 def readme_levels() -> dict[str, str]:
-    """Event name -> level, from the README's event table."""
-    return {m["name"]: m["level"] for m in ROW.finditer(README.read_text())}
+    """Event name -> level, from the README's event table (its section "Events and `jq`":
+    other tables, such as the metrics', have rows of the same shape)."""
+    text = README.read_text()
+    section = text[text.index("\n## Events and `jq`\n") :]
+    section = section[: section.index("\n## ", 1)]
+    return {m["name"]: m["level"] for m in ROW.finditer(section)}
 
 
 ALL_NAMES = sorted({str(n) for n in EventName} | {str(n) for n in NodeEvent})
