@@ -24,6 +24,8 @@ from dataclasses import dataclass
 FENCE = re.compile(r"^```(\w*)\s*$")
 NUMBER = r"\d+(?:\.\d+)?(?:[KMGT]|B\b)?"
 """A number as the CLI prints it, with `human_bytes`' unit (`512B`, `1.2K`, `35M`)."""
+HEX = r"[0-9a-f]{16,}"
+"""A digest or an identity (16 hex digits or more): any other one matches."""
 
 SKIPS: tuple[tuple[str, str], ...] = (
     (r"^bin/zraft-demo$", "the demo: tests/integration/test_demo.py, through a terminal"),
@@ -149,13 +151,15 @@ def console_steps(first: int, body: list[str]) -> list[Step]:
 
 
 def output_pattern(shown: str) -> re.Pattern[str]:
-    """A shown output line as a pattern: any number for a number, any run of blanks for
-    a run of blanks, anything for `...`; the rest literally."""
-    parts = re.split(rf"(\.\.\.|{NUMBER}|\s+)", shown.strip())
+    """A shown output line as a pattern: any number for a number, any digest for a
+    digest, any run of blanks for a run of blanks, anything for `...`; the rest literally."""
+    parts = re.split(rf"(\.\.\.|{HEX}|{NUMBER}|\s+)", shown.strip())
     pattern = []
     for part in parts:
         if part == "...":
             pattern.append(".*")
+        elif re.fullmatch(HEX, part):
+            pattern.append(HEX)
         elif re.fullmatch(NUMBER, part):
             pattern.append(NUMBER)
         elif part and part.isspace():

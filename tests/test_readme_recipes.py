@@ -53,6 +53,9 @@ def test_patterns_allow_numbers_widths_and_ellipses_only() -> None:
     assert not row.fullmatch("n2 tcp://127.0.0.1:49583 follower 115B yes")
     assert output_pattern("error: x (a; ...)").fullmatch("error: x (a; b; c)")
     assert not output_pattern("OK").fullmatch("OK!")
+    digest = output_pattern("in b.zbk, sha256 3f2a9c1d0b7e4a55...")
+    assert digest.fullmatch("in b.zbk, sha256 1892c0cdcd63ad59...")
+    assert not digest.fullmatch("in c.zbk, sha256 1892c0cdcd63ad59...")
 
 
 def test_unmatched_names_missing_and_extra_lines_in_any_row_order() -> None:

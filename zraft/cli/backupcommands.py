@@ -19,7 +19,7 @@ import argparse
 import datetime
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zraft.cli.handlers import SNAPSHOT_TIMEOUT_S, STATUS_TIMEOUT_S, CommandContext
 from zraft.cli.render import human_bytes
@@ -27,9 +27,12 @@ from zraft.cli.usage import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, UsageError, 
 from zraft.client.probe import probe_status
 from zraft.client.reply import ClientTimeout, Reply
 from zraft.client.sync import Client
-from zraft.node.backup import describe_backup, snapshot_contents
-from zraft.storage.backup import BackupError, BackupWriter
-from zraft.storage.base import CorruptSnapshotError
+
+if TYPE_CHECKING:
+    from zraft.storage.backup import BackupWriter
+
+# The node's and the storage's modules are imported in the handlers: loading them costs a
+# one-shot `zraft-client get` tens of milliseconds it does not need.
 
 ATTEMPTS = 3
 """Fresh snapshots a backup tries before it gives up (each replaced before copied)."""
@@ -55,6 +58,8 @@ def status_arguments(parser: argparse.ArgumentParser) -> None:
 
 def backup(ctx: CommandContext, args: argparse.Namespace) -> int:
     """Stream a fresh snapshot of one node into FILE (see the module doc)."""
+    from zraft.storage.backup import BackupError, BackupWriter
+
     target = ctx.target
     endpoint = _source(ctx, args.node)
     if endpoint is None:
@@ -80,7 +85,8 @@ def backup(ctx: CommandContext, args: argparse.Namespace) -> int:
                 except _Restart:
                     writer.restart()
             else:
-                raise BackupError(args.file, f"the snapshot changed {ATTEMPTS} times mid-copy")
+                message = f"the snapshot changed {ATTEMPTS} times mid-copy"
+                raise BackupError(args.file, message)
             contents = _verify(writer)
             info.update(contents, node=names.get(endpoint, endpoint), created=time.time())
             info["cluster"] = target.cluster_name
@@ -169,6 +175,10 @@ def _read(client: Client, endpoint: str, index: int, offset: int) -> Reply:
 
 def _verify(writer: BackupWriter) -> dict[str, Any]:
     """What the copied snapshot holds, after checking it in full."""
+    from zraft.node.backup import snapshot_contents
+    from zraft.storage.backup import BackupError
+    from zraft.storage.base import CorruptSnapshotError
+
     try:
         contents = snapshot_contents(writer.path, writer.read_back())
     except (CorruptSnapshotError, ValueError) as exc:
@@ -178,6 +188,9 @@ def _verify(writer: BackupWriter) -> dict[str, Any]:
 
 def backup_status(ctx: CommandContext, args: argparse.Namespace) -> int:
     """Verify a backup file and print what it holds."""
+    from zraft.node.backup import describe_backup
+    from zraft.storage.backup import BackupError
+
     try:
         info = describe_backup(args.file)
     except BackupError as exc:

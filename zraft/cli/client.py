@@ -163,14 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `zraft-client`; returns the exit code (`EXIT_*`)."""
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         target = Target.from_args(args)
     except HelpShown as exc:  # argparse has printed the help
         return exc.status
     except UsageError as exc:
-        command = find_command(args.command[0]) if args.command else None
-        if command is None or command.ops:
+        command = find_command(args.command[0]) if args is not None and args.command else None
+        if args is None or command is None or command.ops:
             print(exc, file=sys.stderr)
             return EXIT_USAGE
         # A command that sends nothing (help, backup-status) needs no cluster.
