@@ -15,7 +15,8 @@ each `--runs` times (medians and 90th percentiles of wall time):
 Each `zraft-client` run is `bin/zraft-client` under this interpreter, as the installed
 script runs. Python caches compiled modules (`__pycache__`) as it does on a user's machine:
 the benchmark clears `PYTHONDONTWRITEBYTECODE` for its children (this machine's shell sets
-it, and then every start compiles every module again: `--no-cache` measures that).
+it, and then every start compiles zraft's modules again). `--no-cache` measures the worst
+case: no compiled module is used at all, the standard library's included.
 
 A benchmark that prints figures, never a pass/fail test; it starts and stops its own
 processes by PID (`zraft.testing.cluster`).
@@ -69,8 +70,10 @@ def measure(directory: Path, runs: int, cache: bool = True) -> dict[str, dict[st
     env = dict(os.environ)
     if cache:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-    else:
+        env.pop("PYTHONPYCACHEPREFIX", None)
+    else:  # no compiled module is found (an empty cache tree) and none is written
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONPYCACHEPREFIX"] = str(directory / "no-pycache")
     cluster = ProcessCluster(directory, 3)
     try:
         cluster.start_all()
