@@ -50,3 +50,20 @@ def test_commands_that_send_nothing_need_no_cluster(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "missing.zbk: cannot read" in missing.stderr
     needs = run("get", "k")
     assert needs.returncode == 2 and "give --config FILE" in needs.stderr
+
+
+def test_commands_that_send_nothing_read_no_config_or_key(tmp_path: Path) -> None:
+    """Even where a config exists whose key file does not (a fresh checkout)."""
+    (tmp_path / "conf").mkdir()
+    config = Path(__file__).resolve().parents[1] / "conf" / "local.toml"
+    (tmp_path / "conf" / "local.toml").write_text(config.read_text())
+    client = [sys.executable, str(Path(__file__).resolve().parents[1] / "bin" / "zraft-client")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZRAFT_")}
+    done = subprocess.run(
+        [*client, "backup-status", "missing.zbk"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "missing.zbk: cannot read" in done.stderr

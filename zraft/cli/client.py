@@ -163,19 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `zraft-client`; returns the exit code (`EXIT_*`)."""
     parser = build_parser()
-    args = None
     try:
         args = parser.parse_args(argv)
-        target = Target.from_args(args)
+        command = find_command(args.command[0]) if args.command else None
+        if command is not None and command.offline:
+            # help, backup-status: no cluster, config or key is needed.
+            target = Target((), args.timeout, DEFAULT_TIMEOUT_S)
+        else:
+            target = Target.from_args(args)
     except HelpShown as exc:  # argparse has printed the help
         return exc.status
     except UsageError as exc:
-        command = find_command(args.command[0]) if args is not None and args.command else None
-        if args is None or command is None or command.ops:
-            print(exc, file=sys.stderr)
-            return EXIT_USAGE
-        # A command that sends nothing (help, backup-status) needs no cluster.
-        target = Target((), args.timeout, DEFAULT_TIMEOUT_S)
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     except (ConfigError, SecurityError) as exc:
         print(f"zraft-client: {exc}", file=sys.stderr)
         return EXIT_USAGE

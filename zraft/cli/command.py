@@ -44,6 +44,7 @@ class Command:
             unknown, so a lost reply tells the user to check `members`.
         usage: the parser's usage line, when argparse's own would mislead (`cas`).
         more_forms: further `(synopsis, summary)` lines for `help` (`cas --absent`).
+        offline: it needs no cluster (`help`, `backup-status`): no config or key is read.
     """
 
     name: str
@@ -57,6 +58,7 @@ class Command:
     changes_membership: bool = False
     usage: str | None = None
     more_forms: tuple[tuple[str, str], ...] = ()
+    offline: bool = False
 
     @property
     def words(self) -> tuple[str, ...]:

@@ -360,6 +360,7 @@ COMMANDS: Mapping[str, Command] = _declare(
         arguments=backupcommands.status_arguments,
         handler=backupcommands.backup_status,
         ops=(),
+        offline=True,
     ),
     Command(
         name="endpoint",
@@ -474,6 +475,7 @@ COMMANDS: Mapping[str, Command] = _declare(
         arguments=_help_arguments,
         handler=show_help,
         ops=(),
+        offline=True,
     ),
 )
 """Every command, by name, in the order `help` lists them."""
