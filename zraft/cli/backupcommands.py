@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zraft.cli.handlers import SNAPSHOT_TIMEOUT_S, STATUS_TIMEOUT_S, CommandContext
+from zraft.cli.handlers import STATUS_TIMEOUT_S, CommandContext, node_client
 from zraft.cli.render import human_bytes
 from zraft.cli.usage import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, UsageError, exit_code
 from zraft.client.probe import probe_status
@@ -70,14 +70,8 @@ def backup(ctx: CommandContext, args: argparse.Namespace) -> int:
     except BackupError as exc:
         raise UsageError(f"error: {exc}") from None
     names = {ep: i for i, ep in target.nodes if i is not None}
-    endpoints = {i: ep for i, ep in target.nodes if i is not None}
     try:
-        with Client(
-            [endpoint],
-            timeout=target.timeout or SNAPSHOT_TIMEOUT_S,
-            node_endpoints=endpoints,
-            curve=target.curve,
-        ) as client:
+        with node_client(target, endpoint) as client:
             for _ in range(ATTEMPTS):
                 try:
                     info = _copy(client, endpoint, writer)

@@ -129,6 +129,17 @@ def status(ctx: CommandContext, args: argparse.Namespace) -> int:
     return EXIT_OK if reachable else EXIT_UNAVAILABLE
 
 
+def node_client(target: Target, endpoint: str) -> Client:
+    """A client of its own for one node's snapshot work: its deadline is a snapshot's
+    (longer than a request's), and the session's client must not be pointed at one node."""
+    return Client(
+        [endpoint],
+        timeout=target.timeout or SNAPSHOT_TIMEOUT_S,
+        node_endpoints={i: ep for i, ep in target.nodes if i is not None},
+        curve=target.curve,
+    )
+
+
 def snapshot(ctx: CommandContext, args: argparse.Namespace) -> int:
     """`snapshot [NODE]`: one request to one node, never retried elsewhere.
 
@@ -141,16 +152,9 @@ def snapshot(ctx: CommandContext, args: argparse.Namespace) -> int:
     if args.node is not None and args.node not in target.node_ids:
         known = ", ".join(str(i) for i in target.node_ids if i is not None) or "none"
         raise UsageError(f"snapshot: unknown node {args.node!r} (known: {known})")
-    # A client of its own: the snapshot's deadline is longer than a request's, and the
-    # session client must not be pointed at this node.
     endpoints = {i: ep for i, ep in target.nodes if i is not None}
     endpoint = endpoints[args.node] if args.node is not None else target.endpoints[0]
-    with Client(
-        [endpoint],
-        timeout=target.timeout or SNAPSHOT_TIMEOUT_S,
-        node_endpoints=endpoints,
-        curve=target.curve,
-    ) as client:
+    with node_client(target, endpoint) as client:
         reply = client.snapshot()
     if ctx.json_output:
         ctx.out_json(reply.raw)
