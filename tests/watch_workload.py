@@ -53,6 +53,8 @@ PREFIX = "watch/"
 SUB_PREFIX = "watch/a/"
 KEYS = [f"watch/{group}/{n}" for group in "ab" for n in range(4)]
 RANGE_B = "watch/b/"
+LEASES_END_S = 30.0
+"""How long the writers' last leases may take to expire after the run (TTLs of seconds)."""
 
 
 @dataclass(slots=True)
@@ -576,8 +578,18 @@ def run_watch(
             setup=setup,
         )
         report.writes = sorted((w for r in running for w in r.writes), key=lambda w: w.invoke_ns)
-        say("reading the range; waiting for every watcher to pass it")
+        say("waiting for the writers' leases to end; reading the range")
         with client() as last:
+            # A lease left to expire deletes its key at its expiry: one ending after the
+            # final read would be a write the checks bound out (seed 1702 did that).
+            deadline = time.monotonic() + LEASES_END_S
+            while time.monotonic() < deadline:
+                leases = last.request("lease_leases")
+                if leases.ok and not leases.raw.get("leases"):
+                    break
+                time.sleep(0.2)
+            else:
+                report.errors.append(f"leases still granted {LEASES_END_S:g}s after the run")
             read = last.range(PREFIX, prefix=True)
         if not read.ok or read.header is None or read.kvs is None:
             report.errors.append(f"the final read failed: {read}")
