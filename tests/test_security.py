@@ -171,6 +171,13 @@ def test_decide(
     assert bool(decision.reason) != admitted
 
 
+def test_a_removed_members_key_is_refused_and_readmitted_when_no_longer_revoked() -> None:
+    removed = decide("peer", b"CURVE", MEMBER, PEERS, CLIENTS, frozenset({"n2"}))
+    assert not removed.admitted and removed.reason == "the key of n2, removed from the cluster"
+    other = decide("peer", b"CURVE", MEMBER, PEERS, CLIENTS, frozenset({"n3"}))
+    assert other.admitted and other.user_id == "n2"
+
+
 def test_the_event_limiter_counts_what_it_holds_back() -> None:
     now = [100.0]
     limiter = EventLimiter(lambda: now[0], limit=3, window_s=1.0)

@@ -70,6 +70,7 @@ def decide(
     client_key: bytes | None,
     peers_by_key: Mapping[bytes, str],
     clients_by_key: Mapping[bytes, ClientKey],
+    revoked: frozenset[str] = frozenset(),
 ) -> Decision:
     """Decide one connection attempt (pure: no sockets, no clock).
 
@@ -80,6 +81,7 @@ def decide(
         client_key: the raw 32-byte CURVE public key of the connecting side, if any.
         peers_by_key: raw key -> member id (members' keys, including rotation extras).
         clients_by_key: raw key -> the admitted client key's role and name.
+        revoked: member ids removed from the cluster: their keys are refused.
     """
     if source is None:
         return Decision(False, reason="unknown ZAP domain")
@@ -89,6 +91,8 @@ def decide(
         member = peers_by_key.get(client_key)
         if member is None:
             return Decision(False, reason="not a cluster member's key")
+        if member in revoked:
+            return Decision(False, reason=f"the key of {member}, removed from the cluster")
         return Decision(True, user_id=member)
     client = clients_by_key.get(client_key)
     if client is None:
@@ -116,11 +120,16 @@ class ZapHandler:
         self._domains = dict(domains)
         self._peers = dict(peers_by_key)
         self._clients = dict(clients_by_key)
+        self._revoked: frozenset[str] = frozenset()
 
     def admit_peers(self, peers_by_key: Mapping[bytes, str]) -> None:
         """Also admit these member keys (raw 32 bytes -> member id): a membership change
         added a node the configuration file does not name."""
         self._peers.update(peers_by_key)
+
+    def revoke(self, member_ids: frozenset[str]) -> None:
+        """Refuse the keys of these members from now on (removed; re-added: not any more)."""
+        self._revoked = member_ids
 
     @property
     def socket(self) -> zmq.Socket[bytes]:
@@ -150,7 +159,7 @@ class ZapHandler:
         if version != _ZAP_VERSION:
             decision = Decision(False, reason="bad ZAP version")
         else:
-            decision = decide(source, mechanism, key, self._peers, self._clients)
+            decision = decide(source, mechanism, key, self._peers, self._clients, self._revoked)
         status = b"200" if decision.admitted else b"400"
         text = b"OK" if decision.admitted else decision.reason.encode()[:_MAX_TEXT]
         reply = [rid, b"", _ZAP_VERSION, request_id, status, text, decision.user_id.encode(), b""]

@@ -126,6 +126,9 @@ class Admin:
         # transfer_leader requests waiting to see the target lead: (request, target).
         self._transfers_waiting: list[tuple[Pending, str]] = []
         self.peer_ids = frozenset(endpoints.peers_of(node_id))
+        self.revoked: frozenset[str] = frozenset()
+        """Removed members: their keys are refused and their frames dropped."""
+        self._revoke_removed()
 
     def handlers(self) -> dict[str, Handler]:
         """The ops this module serves."""
@@ -163,6 +166,25 @@ class Admin:
         self.peer_ids = frozenset(self.endpoints.peers_of(self._id))
         self._links.accept_from(self.peer_ids)
 
+    def heard_from(self, peer: str) -> bool:
+        """A peer sent us a frame: False (reported) if it was removed from the cluster,
+        whose frames are dropped; else it counts as contact (`contacted_by`)."""
+        if peer in self.revoked:
+            self._reporter.bad_frame("peer", peer, "removed from the cluster: its key is revoked")
+            return False
+        self.contacted_by(peer)
+        return True
+
+    def _revoke_removed(self) -> None:
+        """Revoke every known member that is neither in the membership in force (appended)
+        nor in the one applied: a removal counts once committed and applied (a removal
+        that is truncated away revokes nothing), an addition as soon as it is appended."""
+        current = self._raft.membership.members | self._applied_membership.members
+        known = frozenset(self.endpoints.peers_of(self._id))
+        self.revoked = known - current - {self._id}
+        if self._zap is not None:
+            self._zap.revoke(self.revoked)
+
     def contacted_by(self, peer: str) -> None:
         """A member sent us a frame: a joining node now knows it was added."""
         if self._awaiting_contact:
@@ -176,6 +198,7 @@ class Admin:
             self._reporter.bad_frame("peer", self._raft.leader_id or "", changed)
         elif changed:
             self.sync_peers()
+        self._revoke_removed()
 
     def snapshot_adopted(self, header: dict[str, Any], index: int, membership: Membership) -> None:
         """A snapshot replaced the state: take its directory and membership."""
@@ -185,11 +208,13 @@ class Admin:
         elif changed:
             self.sync_peers()
         self._applied_membership = membership
+        self._revoke_removed()
 
     def config_applied(self, entry: Entry) -> None:
         """Log who joined, was promoted or left, once a CONFIG entry is applied."""
         new, _ = decode_config(entry.data)
         old, self._applied_membership = self._applied_membership, new
+        self._revoke_removed()
         if entry.index <= self._replayed_until:
             return  # replayed at start: logged when it first happened
         for member in sorted(new.members - old.members):

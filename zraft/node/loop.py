@@ -436,7 +436,8 @@ class Node:
                 # The routing id (the connection) decides who speaks, not the payload.
                 self._reporter.bad_frame("peer", sender_id, f"claims to be {item.src!r}")
                 continue
-            self._admin.contacted_by(sender_id)
+            if not self._admin.heard_from(sender_id):  # False: removed from the cluster
+                continue
             if isinstance(item, Forward):
                 self._server.serve(item.request, ReplyTo(peer=item.src, request_id=item.request_id))
             elif isinstance(item, ForwardReply):
@@ -471,9 +472,8 @@ class Node:
             # we write ours (thesis §10.2.1); the core counts us only once durable.
             self._send_messages(rd.early_messages)
         if rd.must_sync:
-            # 1. Durable before anything that depends on it leaves (one fsync). A Ready
-            # whose only change is the commit index skips the write: commit is a hint
-            # that the next save carries and a leader re-establishes after a crash.
+            # 1. Durable before anything that depends on it leaves (one fsync). A Ready that
+            # only moves the commit index skips the write: the next save carries commit.
             began = time.perf_counter()
             self._storage.save(rd.hard_state, rd.entries, rd.snapshot)
             self._metrics.fsync(time.perf_counter() - began)
