@@ -5,6 +5,7 @@ the old cluster refused by the restored one, even with the same keys and node id
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -105,6 +106,17 @@ def test_damaged_or_truncated_backups_are_refused_and_nothing_is_written(tmp_pat
         assert made.returncode == 0, made.stderr
         again = zraft("zraft-client", "--config", str(cluster.config_path), "backup", str(backup))
         assert again.returncode == 2 and "exists already" in again.stderr
+        as_json = zraft(
+            "zraft-client",
+            "--config",
+            str(cluster.config_path),
+            "backup",
+            str(backup) + "2",
+            "-w",
+            "json",
+        )
+        shape = json.loads(as_json.stdout)
+        assert shape["ok"] and shape["keys"] == 50 and len(shape["sha256"]) == 64, as_json.stdout
     finally:
         cluster.close()
     data = backup.read_bytes()

@@ -122,6 +122,16 @@ def _short(figures: dict[str, float]) -> str:
     return ", ".join(f"{key} {value:.3g}" for key, value in figures.items())
 
 
+def medians(rounds: list[dict[str, dict[str, Any]]], key: str, *sides: str) -> list[float]:
+    """The median of figure `key` over the rounds, for each of `sides` (`base`, `on`...)."""
+    return [statistics.median(r[side][key] for r in rounds) for side in sides]
+
+
+def shown(key: str, value: float) -> str:
+    """A figure as the tables print it: rates as whole numbers, times with 3 decimals."""
+    return f"{value:,.0f}" if key.endswith("_per_s") else f"{value:.3f}"
+
+
 def table(report: dict[str, Any]) -> list[str]:
     """The medians, the ratio current/base, and each round's figures, as text lines."""
     rounds = report["rounds"]
@@ -130,14 +140,13 @@ def table(report: dict[str, Any]) -> list[str]:
     ]
     lines.append("|---|---|---|---|---|")
     for label, key, _ in FIGURES:
-        base = [r["base"][key] for r in rounds]
-        current = [r["current"][key] for r in rounds]
-        ratio = statistics.median(current) / statistics.median(base)
-        shown = "{:,.0f}" if key.endswith("_per_s") else "{:.3f}"
-        each = "; ".join(", ".join(shown.format(v) for v in vs) for vs in (base, current))
+        base, current = medians(rounds, key, "base", "current")
+        each = "; ".join(
+            ", ".join(shown(key, r[side][key]) for r in rounds) for side in ("base", "current")
+        )
         lines.append(
-            f"| {label} | {shown.format(statistics.median(base))} "
-            f"| {shown.format(statistics.median(current))} | {ratio:.3f} | {each} |"
+            f"| {label} | {shown(key, base)} | {shown(key, current)} "
+            f"| {current / base:.3f} | {each} |"
         )
     return lines
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from zraft.bench.compare import medians, shown
 from zraft.bench.load import BenchProgress, BenchSpec, run_bench
 from zraft.testing.cluster import ProcessCluster
 
@@ -108,14 +108,11 @@ def table(rounds: list[dict[str, dict[str, Any]]]) -> list[str]:
     lines = ["| figure | without metrics | with metrics | with / without | cost |"]
     lines.append("|---|---|---|---|---|")
     for label, key, more_is_better in FIGURES:
-        off = statistics.median(r["off"][key] for r in rounds)
-        on = statistics.median(r["on"][key] for r in rounds)
+        off, on = medians(rounds, key, "off", "on")
         ratio = on / off
         cost = (1 - ratio) if more_is_better else (ratio - 1)
-        shown = "{:,.0f}" if key.endswith("_per_s") else "{:.3f}"
         lines.append(
-            f"| {label} | {shown.format(off)} | {shown.format(on)} | {ratio:.3f} "
-            f"| {cost * 100:+.1f}% |"
+            f"| {label} | {shown(key, off)} | {shown(key, on)} | {ratio:.3f} | {cost * 100:+.1f}% |"
         )
     return lines
 

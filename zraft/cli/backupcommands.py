@@ -100,6 +100,9 @@ def backup(ctx: CommandContext, args: argparse.Namespace) -> int:
     except BaseException:
         writer.abort()
         raise
+    if ctx.write_out == "json":
+        ctx.out_json({"ok": True, "file": str(args.file), "sha256": writer.sha256, **info})
+        return EXIT_OK
     ctx.out(
         f"backup of {info['node']} at index {info['index']} (term {info['term']}, revision "
         f"{info['revision']}, {info['keys']} keys): {human_bytes(writer.snapshot_bytes)} "
@@ -160,7 +163,7 @@ def _copy(client: Client, endpoint: str, writer: BackupWriter) -> dict[str, Any]
 def _read(client: Client, endpoint: str, index: int, offset: int) -> Reply:
     for attempt in range(READ_RETRIES + 1):
         try:
-            return client.request_at(endpoint, "snapshot_read", snapshot_index=index, offset=offset)
+            return client.snapshot_read(endpoint, offset, snapshot_index=index)
         except ClientTimeout:
             if attempt == READ_RETRIES:
                 raise

@@ -87,6 +87,20 @@ class ClusterMethods:
         """
         return self.request("remove_member", id=node_id)
 
+    def snapshot_read(self, endpoint: str, offset: int, snapshot_index: int = 0) -> Reply:
+        """Up to 1 MiB of snapshot `snapshot_index` (0: the newest) of the node at
+        `endpoint` (one of this client's), from `offset`: `reply.raw["data"]` and
+        `reply.raw["snapshot"]` (`index`, `term`, `size_bytes`, `offset`); `conflict` when
+        the node no longer has it. One attempt at that node (`zraft-client backup` uses it).
+        """
+        return self.request_at(
+            endpoint, "snapshot_read", offset=offset, snapshot_index=snapshot_index
+        )
+
+    def request_at(self, endpoint: str, op: str, **fields: Any) -> Reply:
+        """One attempt of `op` at `endpoint` (the driver implements it)."""
+        raise NotImplementedError
+
     def transfer_leader(self, node_id: str | None = None) -> Reply:
         """Hand leadership to the voter `node_id` (default: the most up-to-date voter).
 

@@ -107,8 +107,8 @@ class Identity:
         self.cluster_id = cluster_id
 
     def learn(self, transport: Transport) -> None:
-        """Adopt the identity a member's link named, if none is known yet (cheap when
-        known: one comparison per call)."""
+        """Adopt the identity a member's link named, if none is known yet (called once a
+        tick: links opened before name none, which is accepted)."""
         if not self.cluster_id and transport.learned_cluster_id:
             write(self.data_dir, transport.learned_cluster_id)
             self.cluster_id = transport.learned_cluster_id

@@ -412,6 +412,7 @@ class Node:
         self._upkeep.on_tick(now)
         self._leases.on_tick(now)
         self._watches.on_tick(now)
+        self._identity.learn(self._transport)  # a joiner, once a member spoke: off the frame path
         if self._observer is not None:
             self._observer.on_tick(now)  # scrapes and probes: answered within a tick
         if self._admin.has_transfers:
@@ -451,7 +452,6 @@ class Node:
             elif isinstance(item, Hello):
                 self._upkeep.heard(item)
             else:
-                self._identity.learn(self._transport)  # a joiner, once a member spoke
                 if metrics.enabled and type(item) is AppendResponse:
                     metrics.heartbeat_answered(item.src, item.seq, time.perf_counter())
                 self._raft.step(item)
