@@ -12,13 +12,17 @@ time, holds it, and undoes it:
   inside the nodes while TCP stays up; client traffic is untouched, so clients keep talking
   to the cut-off side. (Network-namespace partitions, PLATFORM.md §1, are not used.)
 - `loss`: every node drops 10-30% of its outgoing peer messages for a while (same hook).
-- `membership`: remove a random voter other than the leader (it keeps running, and
-  answers clients `unavailable` "not a member"), hold, then add it back with
-  `add_member` (`learner` false: the leader promotes it once its log caught up; it keeps
-  its old data dir, which Raft allows) and wait, bounded, until it is a voter again. A
-  leader change in between loses the automatic promotion, so after `PROMOTION_WAIT_S` it
-  is promoted explicitly (noted in the fault). A change is re-sent only after the
-  leader's member list shows it was not made (never blindly after a lost reply).
+- `membership`: remove a random voter other than the leader (it keeps running, its key
+  revoked, and answers clients `unavailable` "not a member"), hold, then replace it as an
+  operator replaces a host: the removed node is stopped for good (its id is retired and
+  can never be added again) and a new host joins under a new id (`n4`, `n5`, ...) with a
+  new key, peer endpoint and empty data dir, at the old node's client endpoint
+  (`ProcessCluster.replace`), by `add_member` (`learner` false: the leader promotes it
+  once its log caught up, through InstallSnapshot when the log was compacted); then wait,
+  bounded, until it is a voter. A leader change in between loses the automatic promotion,
+  so after `PROMOTION_WAIT_S` it is promoted explicitly (noted in the fault). A change is
+  re-sent only after the leader's member list shows it was not made (never blindly after
+  a lost reply).
 - `transfer-leader`: ask the leader to hand leadership to a random other voter (half of
   the time naming none: the most up-to-date one); the answer is noted when not ok.
 
@@ -50,7 +54,8 @@ runs under exactly the same faults and snapshot settings.
 
 Only the nemesis thread uses the `ProcessCluster` while the workload runs (its REQ helper is
 not thread-safe); the workload has its own ZeroMQ context and sockets. `heal` (after the
-thread stopped) also makes every node a voter again; a membership change that cannot be
+thread stopped) also completes every replacement (so the cluster has its size again, every
+member a voter); a membership change that cannot be
 completed within its bounds is a `Nemesis.problems` entry, which fails the run.
 """
 
@@ -161,7 +166,7 @@ class Nemesis(PlannedNemesis):
             "pause-leader": self._pause,
             "partition": self._partition,
             "loss": self._lose_packets,
-            "membership": self._remove_and_add_back,
+            "membership": self._remove_and_replace,
             "transfer-leader": self._transfer_leader,
         }
         self._plan = FaultPlan(
@@ -185,7 +190,8 @@ class Nemesis(PlannedNemesis):
         self._paused: set[str] = set()
         self._killed: set[str] = set()
         self._partitioned = False
-        self._removed: set[str] = set()  # voters removed and not yet voters again
+        self._removed: set[str] = set()  # voters removed and not yet replaced
+        self._joining: set[str] = set()  # their replacements, not yet voters
         self.problems: list[str] = []  # membership changes that could not be completed
 
     def _heal(self) -> None:
@@ -200,9 +206,13 @@ class Nemesis(PlannedNemesis):
         if down:
             self._cluster.start_all(down)
         self._killed.clear()
+        # Final reads and convergence expect a cluster of the initial size, all voters.
         for node_id in sorted(self._removed):
-            # Final reads and convergence expect the initial membership back.
-            problem = self._add_back(node_id)
+            problem = self._replace(node_id)
+            if problem is not None:
+                self.problems.append(f"heal: {problem}")
+        for node_id in sorted(self._joining):
+            problem = self._make_voter(node_id, self._cluster.member_fields(node_id))
             if problem is not None:
                 self.problems.append(f"heal: {problem}")
 
@@ -292,8 +302,9 @@ class Nemesis(PlannedNemesis):
 
     # --- membership and leadership (through the cluster's admin ops) ----------------------
 
-    def _remove_and_add_back(self, kind: str) -> Injection:
-        """Remove a non-leader voter (still running), hold, add it back, wait till voter."""
+    def _remove_and_replace(self, kind: str) -> Injection:
+        """Remove a non-leader voter (still running), hold, replace it by a new host under a
+        new id, wait till that one is a voter."""
         leader = self._find_leader()
         view = self._members(leader) if leader is not None else None
         if leader is None or view is None:
@@ -302,23 +313,38 @@ class Nemesis(PlannedNemesis):
         node_id = self._rng.choice(voters)
 
         def remove(fault: Fault) -> None:
-            self._removed.add(node_id)
             problem = self._change("remove_member", lambda v: node_id not in v, id=node_id)
             if problem is not None:
                 self.problems.append(problem)
                 fault.note = problem
+            else:
+                self._removed.add(node_id)
 
-        def add_back(fault: Fault) -> None:
-            problem = self._add_back(node_id, fault)
+        def replace(fault: Fault) -> None:
+            if node_id not in self._removed:
+                return  # the removal failed (a problem already): nothing to replace
+            problem = self._replace(node_id, fault)
             if problem is not None:
                 self.problems.append(problem)
                 fault.note = problem
 
-        return Injection([node_id], None, remove, self._removed_s, add_back, restamp=True)
+        return Injection([node_id], None, remove, self._removed_s, replace, restamp=True)
 
-    def _add_back(self, node_id: str, fault: Fault | None = None) -> str | None:
-        """Make `node_id` a voter again (add, then wait for its promotion); None or why not."""
-        fields = self._cluster.member_fields(node_id)
+    def _replace(self, old_id: str, fault: Fault | None = None) -> str | None:
+        """Retire removed `old_id` and make a new host a voter in its place; None or why not."""
+        new_id, fields = self._cluster.replace(old_id)
+        self._removed.discard(old_id)
+        self._joining.add(new_id)
+        if fault is not None:
+            fault.note = f"replaced by {new_id}"
+        self._cluster.start(new_id)
+        return self._make_voter(new_id, fields, fault)
+
+    def _make_voter(
+        self, node_id: str, fields: dict[str, str], fault: Fault | None = None
+    ) -> str | None:
+        """Add `node_id` and wait for its promotion (promote it explicitly after
+        `PROMOTION_WAIT_S`); None or why not."""
         problem = self._change("add_member", lambda v: node_id in v, id=node_id, **fields)
         if problem is not None:
             return problem
@@ -327,14 +353,14 @@ class Nemesis(PlannedNemesis):
             leader = self._find_leader(while_stopping=True)
             view = self._members(leader) if leader is not None else None
             if view is not None and view.get(node_id) == "voter":
-                self._removed.discard(node_id)
+                self._joining.discard(node_id)
                 return None
             time.sleep(0.1)  # the leader promotes it once its log has caught up
         if fault is not None:
-            fault.note = f"not promoted within {PROMOTION_WAIT_S:g}s; promoted explicitly"
+            fault.note = f"{node_id} not promoted within {PROMOTION_WAIT_S:g}s; promoted explicitly"
         problem = self._change("promote_member", lambda v: v.get(node_id) == "voter", id=node_id)
         if problem is None:
-            self._removed.discard(node_id)
+            self._joining.discard(node_id)
         return problem
 
     def _change(self, op: str, done: Callable[[dict[str, str]], bool], **fields: Any) -> str | None:

@@ -5,7 +5,9 @@ with fresh keys and OS-chosen ports, processes started and signalled by PID, eve
 `status`, `wait_leader`), run from `bin/zraft-node`, plus what only tests need:
 
 - the partition hooks of `zraft.net.faults` (`--test-fault-file`: `partition`, `heal`,
-  `set_loss`) and nodes that join by `add_member` (`add_joiner`, `member_fields`);
+  `set_loss`), nodes that join by `add_member` (`add_joiner`, `member_fields`) and the
+  replacement of a removed node by a new host under a new id (`replace`: ids are never
+  reused);
 - a REQ helper of its own for requests and raw frames (`ReqClient`: it depends only on
   `zraft.wire` and the admin key, never on the client library), `client_socket` as
   another role and `peer_dealer` to speak to a node's peer endpoint as a peer would;
@@ -40,6 +42,7 @@ from typing import Any
 import zmq
 
 from tests import logscan
+from zraft import config as zconfig
 from zraft import wire
 from zraft.net import security
 from zraft.testing import cluster as harness
@@ -232,6 +235,13 @@ class ProcessCluster(harness.ProcessCluster):
         )
         # Started with --join: peer and client endpoints, secret key file (CURVE only).
         self._joiners: dict[str, tuple[str, str, Path | None]] = {}
+        self._joined_from_file: set[str] = set()  # `replace`d in: in the file, --join
+        self.retired: list[str] = []
+        """Nodes `replace`d: removed from the cluster, stopped, out of `ids` (logs kept)."""
+        if self.curve is not None:
+            # One mutable endpoint -> key map, shared by everyone holding `curve` (the
+            # workloads too): a replacement serving an old endpoint is reached with its key.
+            self.curve = dataclasses.replace(self.curve, server_keys=dict(self.curve.server_keys))
         self._client = ReqClient(self.curve)
 
     # --- processes ------------------------------------------------------------------
@@ -245,6 +255,8 @@ class ProcessCluster(harness.ProcessCluster):
         flags = ["--test-fault-file", str(self.fault_path(node_id))]
         if os.environ.get("ZRAFT_TEST_LOG_LEVEL"):  # e.g. debug, to see every request
             flags += ["--log-level", os.environ["ZRAFT_TEST_LOG_LEVEL"]]
+        if node_id in self._joined_from_file:
+            flags.append("--join")
         if node_id in self._joiners:
             peer, client, key_file = self._joiners[node_id]
             data_dir = self.directory / "data" / node_id
@@ -261,7 +273,7 @@ class ProcessCluster(harness.ProcessCluster):
             The `add_member` fields that describe it: `peer`, `client_endpoint`, and with
             CURVE `public_key`.
         """
-        assert node_id not in self.ids, f"{node_id} is already known"
+        assert node_id not in self.ids and node_id not in self.retired, f"{node_id} is known"
         peer_port, client_port = free_ports(2)
         peer, client = f"tcp://127.0.0.1:{peer_port}", f"tcp://127.0.0.1:{client_port}"
         fields = {"peer": peer, "client_endpoint": client}
@@ -271,16 +283,56 @@ class ProcessCluster(harness.ProcessCluster):
             security.keygen(self.keys_dir / node_id)
             public = security.read_public_key(self.keys_dir / f"{node_id}.pub")
             fields["public_key"] = public.decode()
-            # Our own client must know the new node's server key to talk to it.
-            self.curve = dataclasses.replace(
-                self.curve, server_keys={**self.curve.server_keys, client: public}
-            )
-            self._client.curve = self.curve
+            # Our clients (and the workloads') must know the new node's server key.
+            server_keys = self.curve.server_keys
+            assert isinstance(server_keys, dict)
+            server_keys[client] = public
         self._joiners[node_id] = (peer, client, key_file)
         self.ids.append(node_id)
         self.client_endpoints[node_id] = client
         self.peer_endpoints[node_id] = peer
         return fields
+
+    def replace(self, old_id: str) -> tuple[str, dict[str, str]]:
+        """Replace `old_id` (already removed from the cluster) by a new host, as the
+        README's runbook does: a new id, key, peer endpoint and data dir, serving clients
+        at `old_id`'s client endpoint (a new machine at the old address, so clients that
+        knew the old node reach the new one), and the config file naming the new host in
+        the old one's place (a node joining later must know the members' keys, whoever
+        leads by then). `old_id` is stopped and leaves `ids`; the new node is started
+        with `--join` (by `start`).
+
+        Returns:
+            The new id (`n<k>`, never used before) and its `add_member` fields.
+        """
+        if self.is_running(old_id):
+            self.kill(old_id)
+        self.ids.remove(old_id)
+        self.retired.append(old_id)
+        numbers = [int(i[1:]) for i in [*self.ids, *self.retired] if i[1:].isdigit()]
+        new_id = f"n{max(numbers, default=0) + 1}"
+        old = self.config.node(old_id)
+        (port,) = free_ports(1)
+        lines = ["[[node]]", f'id = "{new_id}"', f'peer = "tcp://127.0.0.1:{port}"']
+        lines += [f'client = "{old.client}"', f'data_dir = "{self.directory / "data" / new_id}"']
+        if self.curve is not None:
+            security.keygen(self.keys_dir / new_id)
+            public = security.read_public_key(self.keys_dir / f"{new_id}.pub")
+            lines += [f'public_key = "{public.decode()}"']
+            lines += [f'secret_key_file = "{self.keys_dir / new_id}.key"']
+            server_keys = self.curve.server_keys  # ours and the workloads': one map
+            assert isinstance(server_keys, dict)
+            server_keys[old.client] = public
+            self._client.drop(old.client)  # a socket made with the old node's key
+        blocks = self.config_path.read_text().split("\n\n")
+        blocks = ["\n".join(lines) if f'id = "{old_id}"' in b else b for b in blocks]
+        self.config_path.write_text("\n\n".join(blocks))
+        self.config = zconfig.load(self.config_path)
+        self._joined_from_file.add(new_id)
+        self.ids.append(new_id)
+        self.client_endpoints[new_id] = self.client_endpoints.pop(old_id)
+        self.peer_endpoints[new_id] = f"tcp://127.0.0.1:{port}"
+        return new_id, self.member_fields(new_id)
 
     def member_fields(self, node_id: str) -> dict[str, str]:
         """The `add_member` fields for `node_id` (a node of the file or an `add_joiner`):
@@ -477,7 +529,7 @@ class ProcessCluster(harness.ProcessCluster):
 
     def assert_safety(self) -> None:
         """Assert election safety and monotonic terms over every event logged so far."""
-        assert_election_safety(self.events(), self.ids, self.describe)
+        assert_election_safety(self.events(), [*self.ids, *self.retired], self.describe)
 
     def describe(self) -> str:
         """For failure messages: each node's process state, last 20 events, stderr tail."""

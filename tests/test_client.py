@@ -823,3 +823,37 @@ def test_cli_repl_completes_options_on_a_terminal(
     command = [sys.executable, str(CLIENT_BIN), "--endpoint", cluster.endpoints[0]]
     assert type_session(command, env, steps, timeout=SUBPROCESS_TIMEOUT_S) == 0
     assert history.read_text().splitlines() == ["put a 1", "get a --serializable"]
+
+
+_FULL_MONITOR = """
+import time, zmq
+from zraft.client import monitor
+ctx = zmq.Context()
+sock = ctx.socket(zmq.REQ)
+sock.reconnect_ivl = sock.reconnect_ivl_max = 1  # a dead node, retried every millisecond
+watcher = sock.get_monitor_socket(zmq.EVENT_ALL)
+sock.connect("tcp://127.0.0.1:%d")
+time.sleep(2.5)  # about 2,000 unread events by then: the queue is full (measured)
+%s(sock, watcher)
+print("closed")
+"""
+
+
+@pytest.mark.parametrize("how", ["monitor.release", "naive"])
+def test_a_monitor_left_unread_does_not_hang_the_close(how: str) -> None:
+    """A socket retrying a dead node with its monitor unread fills the monitor's queue;
+    libzmq's `disable_monitor` then blocks the whole process (it holds the GIL). The
+    client's `monitor.release` reads the queue first and returns; the naive close (what
+    the client did before: a watcher thread hung in it for minutes) is shown hanging."""
+    (port,) = free_ports(1)
+    naive = "(lambda s, m: (s.disable_monitor(), m.close(0), s.close(0)))"
+    script = _FULL_MONITOR % (port, how if how != "naive" else naive)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=6
+        )
+    except subprocess.TimeoutExpired:
+        assert how == "naive", "monitor.release hung"
+        return
+    assert how != "naive", "the naive close did not hang: the test no longer shows the bug"
+    assert done.returncode == 0 and done.stdout == "closed\n", done.stderr

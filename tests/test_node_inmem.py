@@ -22,7 +22,9 @@ from zraft import config, wire
 from zraft.config import ClusterConfig
 from zraft.net.inmem import InmemNetwork
 from zraft.node import Node
-from zraft.storage import MemoryStorage
+from zraft.node.admin import learn_snapshot_endpoints
+from zraft.node.members import Endpoints
+from zraft.storage import MemoryStorage, snapfile
 from zraft.wire import ops
 
 
@@ -185,3 +187,42 @@ def test_every_declared_op_needs_a_handler(tmp_path: Path, monkeypatch: pytest.M
             storage=MemoryStorage(),
             transport=InmemNetwork().transport,
         )
+
+
+def test_a_removed_id_is_retired_for_good(cluster: InmemCluster) -> None:
+    """Member ids are never reused (etcd's rule): once a removal is applied, `add_member`
+    of that id is refused with a clear `bad_request` (its endpoints and key left out of
+    the directory), every member lists it as retired, the next snapshot's header records
+    it (so a node restarted from that snapshot still refuses it), and a new id joins."""
+    leader = cluster.leader()
+    gone = cluster.follower()
+    assert cluster.ask(leader, "remove_member", id=gone)["ok"]
+    stayed = [i for i in cluster.nodes if i != gone]
+    for node_id in stayed:
+        cluster.run_until(
+            lambda n=node_id: cluster.ask(n, "members")["retired"] == [gone], f"{node_id} retired"
+        )
+    again = cluster.ask(
+        leader, "add_member", id=gone, peer="tcp://127.0.0.1:1", client_endpoint="tcp://127.0.0.1:2"
+    )
+    assert again["error"]["code"] == "bad_request", again
+    assert "never reused" in again["error"]["message"], again
+    assert cluster.nodes[leader]._admin.endpoints.peer(gone) != "tcp://127.0.0.1:1"
+    taken = cluster.ask(leader, "snapshot")
+    assert taken["ok"], taken
+    path = cluster.cluster.node(leader).data_dir / "snapshots"
+    newest = max(path.glob("*.snap"))
+    loaded = snapfile.load_snapshot(newest)
+    assert loaded.header["retired"] == [gone]
+    restarted = Endpoints()  # what a node starting from this snapshot learns
+    learn_snapshot_endpoints(restarted, loaded.header, loaded.meta)
+    assert restarted.retired == {gone}
+    added = cluster.ask(
+        leader,
+        "add_member",
+        id="n9",
+        peer="tcp://127.0.0.1:3",
+        client_endpoint="tcp://127.0.0.1:4",
+        learner=True,
+    )
+    assert added["ok"] and added["retired"] == [gone], added

@@ -1,7 +1,7 @@
-"""Removing a member revokes its key: once the removal is applied, every remaining member
-refuses the removed node's handshake and drops its frames, so a process holding that key
-can neither vote, nor append, nor read; adding it back (an operator's explicit act,
-carrying its key) admits it again."""
+"""Removing a member retires its id and revokes its key: once the removal is applied, every
+remaining member refuses the removed node's handshake and drops its frames, so a process
+holding that key can neither vote, nor append, nor read; the id can never be added again
+(as etcd's member ids), and a new host joins under a new id with its own key."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import ProcessCluster
 from zraft.client import Client
 from zraft.net import security
-from zraft.testing.cluster import ProcessCluster, wait_for
+from zraft.testing.cluster import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def test_a_removed_members_key_is_refused_until_it_is_added_back(tmp_path: Path) -> None:
+def test_a_removed_member_is_refused_for_good_and_replaced_under_a_new_id(
+    tmp_path: Path,
+) -> None:
     cluster = ProcessCluster(tmp_path, 3)
     try:
         cluster.start_all()
@@ -52,21 +55,36 @@ def test_a_removed_members_key_is_refused_until_it_is_added_back(tmp_path: Path)
             wait_for(refused_everywhere, 15, what="every member refusing the removed key")
             assert cluster.status(leader)["term"] == term  # it reached no vote
             assert cluster.status(leader)["leader"] == leader
-            assert cluster.status(victim)["leader"] is None  # and heard from nobody
+            # It serves no reads: it is not a member (it may have heard the leader's last
+            # round to departing members, which is how it learns its removal committed).
+            assert cluster.request(victim, "get", key="after-removal")["error"]["code"] == (
+                "unavailable"
+            )
             assert client.put("after-removal", "ok").ok
-            # Added back by an operator, with its key: admitted again, a voter again.
+            # Its id is retired: adding it back is refused, even with its key.
             node = cluster.config.node(victim)
             key = security.public_key_text(node)
-            assert client.add_member(victim, node.peer, node.client, public_key=key).ok
-
-            def voter_again() -> bool:
-                rows = client.request("members").raw.get("members") or []
-                return any(row["id"] == victim and row["role"] == "voter" for row in rows)
-
-            wait_for(voter_again, 20, what=f"{victim} a voter again")
-            wait_for(
-                lambda: cluster.status(victim)["leader"] is not None, 10, what="it hears a leader"
+            again = client.add_member(victim, node.peer, node.client, public_key=key)
+            assert again.error_code == "bad_request", again.raw
+            assert "never reused" in (again.error_message or ""), again.raw
+            assert client.request("members").retired == [victim]
+            # A new host takes its place under a new id, with a new key.
+            fields = cluster.add_joiner("n4")
+            cluster.start("n4")
+            added = client.add_member(
+                "n4", fields["peer"], fields["client_endpoint"], public_key=fields["public_key"]
             )
-            assert client.put("after-readd", "ok").ok
+            assert added.ok, added.raw
+
+            def voter() -> bool:
+                rows = client.request("members").raw.get("members") or []
+                return any(row["id"] == "n4" and row["role"] == "voter" for row in rows)
+
+            wait_for(voter, 20, what="n4 a voter")
+            wait_for(
+                lambda: cluster.status("n4")["leader"] is not None, 10, what="n4 hears a leader"
+            )
+            assert client.put("after-replacement", "ok").ok
+            assert cluster.status(leader)["term"] == term  # n1 never disturbed an election
     finally:
         cluster.close()

@@ -183,7 +183,8 @@ def members_table(reply: Reply) -> list[str]:
     answered_by = reply.endpoint or "?"
     if not any(row[3] != "-" for row in rows[1:]):
         footer += f" (match indexes unknown: answered by {answered_by}, not the leader)"
-    return [*aligned(rows), footer]
+    retired = [f"retired (never reused): {', '.join(reply.retired)}"] if reply.retired else []
+    return [*aligned(rows), footer, *retired]
 
 
 def aligned(rows: list[list[str]]) -> list[str]:

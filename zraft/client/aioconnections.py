@@ -105,7 +105,7 @@ class AsyncConnections:
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
-            self._close_pair(sock, monitor_sock)
+            monitor.release(sock, monitor_sock)
             pool.open -= 1
             raise ValueError(f"cannot connect to {endpoint!r}: {exc}") from exc
         return sock, monitor_sock
@@ -121,7 +121,7 @@ class AsyncConnections:
         if keep:
             pool.free.append(pair)
         else:
-            self._close_pair(*pair)
+            monitor.release(*pair)
             pool.open -= 1
             if not pool.open:
                 self._policy.links.forget(endpoint)  # no connection left to know about
@@ -135,18 +135,10 @@ class AsyncConnections:
             event: int = struct.unpack("=H", frames[0][:2])[0]
             monitor.apply_event(self._policy.links, endpoint, event, curve=curve)
 
-    @staticmethod
-    def _close_pair(sock: zmq.asyncio.Socket, monitor_sock: zmq.asyncio.Socket) -> None:
-        if sock.closed:  # the client was closed (its context destroyed) meanwhile
-            return
-        sock.disable_monitor()
-        monitor_sock.close(linger=0)
-        sock.close(linger=0)
-
     def close(self) -> None:
         """Close every pooled socket (sockets in use close as their attempts end)."""
         for pool in self._pools.values():
             for pair in pool.free:
-                self._close_pair(*pair)
+                monitor.release(*pair)
             pool.open -= len(pool.free)
             pool.free.clear()

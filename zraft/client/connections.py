@@ -127,7 +127,7 @@ class Connections:
             try:
                 sock.connect(endpoint)
             except zmq.ZMQError as exc:
-                self._close_pair(sock, self._monitors.pop(endpoint))
+                monitor.release(sock, self._monitors.pop(endpoint))
                 raise ValueError(f"cannot connect to {endpoint!r}: {exc}") from exc
             self._sockets[endpoint] = sock
         return sock
@@ -140,17 +140,11 @@ class Connections:
             event = monitor.read_event(monitor_sock)
             monitor.apply_event(self._policy.links, endpoint, event, curve=curve)
 
-    @staticmethod
-    def _close_pair(sock: zmq.Socket[bytes], monitor_sock: zmq.Socket[bytes]) -> None:
-        sock.disable_monitor()
-        monitor_sock.close(linger=0)
-        sock.close(linger=0)
-
     def drop(self, endpoint: str) -> None:
         """Close `endpoint`'s socket (if any); the policy forgets what it knew of it."""
         sock = self._sockets.pop(endpoint, None)
         if sock is not None:
-            self._close_pair(sock, self._monitors.pop(endpoint))
+            monitor.release(sock, self._monitors.pop(endpoint))
             self._policy.links.forget(endpoint)  # a new socket starts a new connection
 
     def close(self) -> None:

@@ -3,8 +3,8 @@
 A REQ socket never says that its node died or refused it; its monitor does. Every zmq
 driver (the blocking `Client`, `probe_status`, a future asyncio client) reads monitor
 events and hands them to `apply_event`, so they all draw the same conclusions. This
-module knows zmq's event numbers; it makes no decision about retries (that is
-`zraft.client.policy`'s) and owns no socket.
+module knows zmq's event numbers and how a monitor is stopped safely (`release`); it
+makes no decision about retries (that is `zraft.client.policy`'s) and owns no socket.
 """
 
 from __future__ import annotations
@@ -69,3 +69,25 @@ def read_event(monitor: zmq.Socket[Any]) -> int:
     frames = monitor.recv_multipart()
     event: int = struct.unpack("=H", frames[0][:2])[0]
     return event
+
+
+def release(sock: zmq.Socket[Any], monitor: zmq.Socket[Any]) -> None:
+    """Stop `sock`'s monitor and close both sockets (linger 0).
+
+    The monitor's pending events are read first: libzmq's `disable_monitor` sends one
+    last event, and waits, holding the GIL (the whole process stops), while the monitor's
+    queue is full; a socket reconnecting to a dead or refusing node for a few minutes,
+    its monitor unread, fills it (about 2,000 events). Works for asyncio sockets too (it
+    reads through a blocking shadow of the same socket).
+    """
+    if sock.closed:  # the client was closed (its context destroyed) meanwhile
+        return
+    reader = zmq.Socket.shadow(monitor.underlying)
+    try:
+        while True:
+            reader.recv_multipart(zmq.NOBLOCK)
+    except zmq.Again:
+        pass
+    sock.disable_monitor()
+    monitor.close(linger=0)
+    sock.close(linger=0)

@@ -154,6 +154,12 @@ class Reply:
         index = self.raw.get("config_index")
         return index if type(index) is int else None
 
+    @property
+    def retired(self) -> list[str]:
+        """The ids removed from the cluster (never members again), if the reply has them."""
+        ids = self.raw.get("retired")
+        return ids if isinstance(ids, list) and all(type(i) is str for i in ids) else []
+
     def member(self, node_id: str) -> dict[str, Any] | None:
         """The row of `node_id` in `members`, or None if it is not a member."""
         return next((row for row in self.members or () if row.get("id") == node_id), None)

@@ -25,12 +25,18 @@ from zraft.core import (
     ProposalDropped,
     Raft,
     Role,
+    SnapshotMeta,
 )
 from zraft.core.membership import decode_config
 from zraft.diagnostics import FilteringBoundLogger, NodeEvent
 from zraft.net import security
 from zraft.net.zap import ZapHandler
-from zraft.node.members import Endpoints, decode_endpoints, endpoints_from_plain
+from zraft.node.members import (
+    Endpoints,
+    decode_endpoints,
+    endpoints_from_plain,
+    retired_from_header,
+)
 from zraft.node.pending import Pending
 from zraft.node.reports import Reporter
 from zraft.node.serving import Handler, RequestServer
@@ -51,25 +57,29 @@ class PeerLinks(Protocol):
 
 
 def learn_config_endpoints(endpoints: Endpoints, entry: Entry) -> bool | str:
-    """Merge the directory a CONFIG entry carries: whether anything changed, or why the
-    entry's directory could not be read."""
+    """Merge the directory (and retired ids) a CONFIG entry carries: whether an entry
+    changed, or why the entry's directory could not be read."""
     try:
         _, context = decode_config(entry.data)
-        directory = decode_endpoints(context)
+        directory, retired = decode_endpoints(context)
     except ValueError as exc:  # the core validated the membership; this is ours
         return f"config {entry.index}: {exc}"
-    return endpoints.merge(directory)
+    return endpoints.merge(directory, retired)
 
 
 def learn_snapshot_endpoints(
-    endpoints: Endpoints, header: dict[str, Any], index: int
+    endpoints: Endpoints, header: dict[str, Any], meta: SnapshotMeta
 ) -> bool | str:
-    """Merge the directory a snapshot's header carries (see `learn_config_endpoints`)."""
+    """Merge the directory and retired ids a snapshot's header carries (see
+    `learn_config_endpoints`)."""
     try:
         directory = endpoints_from_plain(header.get("endpoints", {}))
     except ValueError as exc:
-        return f"snapshot {index}: {exc}"
-    return endpoints.merge(directory)
+        return f"snapshot {meta.index}: {exc}"
+    retired = retired_from_header(header, meta.membership.members)
+    if isinstance(retired, str):
+        return f"snapshot {meta.index}: {retired}"
+    return endpoints.merge(directory, retired)
 
 
 class Admin:
@@ -88,6 +98,10 @@ class Admin:
         awaiting_contact: a joining node that dials nobody until a member talks to it.
         replayed_until: CONFIG entries up to this index are a replay (no events).
         applied_membership: the membership of the last applied CONFIG entry.
+        applied_from_log: whether `applied_membership` came from a snapshot or the log
+            (not the config file): then a member missing from the next CONFIG entry
+            applied was removed, and is marked retired even where the entry (written by an
+            earlier release) did not mark it.
         status_extras: more `status` fields, computed when asked (pending requests, WAL
             bytes on disk).
     """
@@ -107,6 +121,7 @@ class Admin:
         awaiting_contact: bool,
         replayed_until: int,
         applied_membership: Membership,
+        applied_from_log: bool,
         status_extras: Callable[[], dict[str, Any]],
     ) -> None:
         self._id = node_id
@@ -121,6 +136,7 @@ class Admin:
         self._awaiting_contact = awaiting_contact
         self._replayed_until = replayed_until
         self._applied_membership = applied_membership
+        self._applied_from_log = applied_from_log
         self._status_extras = status_extras
         self._secured = zap is not None
         # transfer_leader requests waiting to see the target lead: (request, target).
@@ -200,20 +216,25 @@ class Admin:
             self.sync_peers()
         self._revoke_removed()
 
-    def snapshot_adopted(self, header: dict[str, Any], index: int, membership: Membership) -> None:
-        """A snapshot replaced the state: take its directory and membership."""
-        changed = learn_snapshot_endpoints(self.endpoints, header, index)
+    def snapshot_adopted(self, header: dict[str, Any], meta: SnapshotMeta) -> None:
+        """A snapshot replaced the state: take its directory, retired ids and membership."""
+        changed = learn_snapshot_endpoints(self.endpoints, header, meta)
         if isinstance(changed, str):
             self._reporter.bad_frame("peer", "", changed)
         elif changed:
             self.sync_peers()
-        self._applied_membership = membership
+        self._applied_membership = meta.membership
+        self._applied_from_log = True
         self._revoke_removed()
 
     def config_applied(self, entry: Entry) -> None:
         """Log who joined, was promoted or left, once a CONFIG entry is applied."""
         new, _ = decode_config(entry.data)
         old, self._applied_membership = self._applied_membership, new
+        if self._applied_from_log:  # an earlier release's removals carry no mark
+            for gone in old.members - new.members:
+                self.endpoints.retire(gone)
+        self._applied_from_log = True
         self._revoke_removed()
         if entry.index <= self._replayed_until:
             return  # replayed at start: logged when it first happened
@@ -230,6 +251,17 @@ class Admin:
             diagnostics.emit_node(
                 self._log, NodeEvent.MEMBER_REMOVED, member=member, index=entry.index
             )
+
+    @property
+    def retired(self) -> frozenset[str]:
+        """Ids removed from the cluster (from the moment the removal is in force): never
+        members again."""
+        return self.endpoints.retired - self._raft.membership.members
+
+    def snapshot_header(self) -> dict[str, Any]:
+        """What a snapshot's header carries for this module: directory and retired ids."""
+        directory = {i: list(e) for i, e in self.endpoints.as_dict().items()}
+        return {"endpoints": directory, "retired": sorted(self.retired)}
 
     # --- views ------------------------------------------------------------------------------
 
@@ -287,7 +319,11 @@ class Admin:
                         "match_index": match if leading else None,
                     }
                 )
-        extra = {"members": rows, "config_index": status.config_index}
+        extra = {
+            "members": rows,
+            "config_index": status.config_index,
+            "retired": sorted(self.retired),
+        }
         return {"ok": True, "leader": status.leader, "extra": extra}
 
     # --- changes ----------------------------------------------------------------------------
@@ -300,6 +336,8 @@ class Admin:
             self._server.reply_error(pending.reply_to, "bad_request", change)
             return True
         previous = self.endpoints.entry(change.node_id)
+        # Marked in the entry's directory: every replica learns the id is retired with it.
+        newly_retired = change.kind is ChangeKind.REMOVE and self.endpoints.retire(change.node_id)
         if change.kind is ChangeKind.ADD_LEARNER:
             # Reachable before the entry is even replicated: the leader must send it.
             key = request.get("public_key") or ""
@@ -312,6 +350,8 @@ class Admin:
             # Nothing was appended: forget the endpoints (and key) the request brought,
             # so a refused add never spreads in a later CONFIG entry.
             self.endpoints.restore(change.node_id, previous)
+            if newly_retired:
+                self.endpoints.unretire(change.node_id)
             if isinstance(exc, ProposalDropped):
                 return False  # a leadership transfer is under way; retry after it
             code = {"invalid": "bad_request", "in_progress": "conflict"}.get(exc.code)
@@ -332,6 +372,11 @@ class Admin:
                 return "add_member needs `peer` and `client_endpoint` as tcp://HOST:PORT"
             if node_id == self._id:
                 return f"{node_id} is this node"
+            if node_id in self.retired:
+                return (
+                    f"{node_id} was removed from this cluster and member ids are never "
+                    "reused: add the new host under a new id, with its own key"
+                )
             if self._secured and not security.is_public_key(request.get("public_key") or ""):
                 return "add_member needs `public_key`, the new node's Z85 key (CURVE is on)"
             return MembershipChange(

@@ -126,6 +126,7 @@ def _new_cluster_snapshot(
     )
     header = dict(backup.snapshot.header)
     header["endpoints"] = {i: list(e) for i, e in directory.as_dict().items()}
+    header["retired"] = []  # a new cluster: the old one's retired ids mean nothing here
     return meta, header
 
 

@@ -163,7 +163,7 @@ class Node:
         self._machine = machine_for(cluster)
         restored, loaded = restore_state(self._storage, store, self._machine, self._log)
         if loaded is not None:
-            learn_snapshot_endpoints(endpoints, loaded.header, loaded.meta.index)
+            learn_snapshot_endpoints(endpoints, loaded.header, loaded.meta)
         else:
             restored = replace(
                 restored,
@@ -240,7 +240,7 @@ class Node:
             every_entries=cluster.snapshot_entries,
             every_bytes=cluster.snapshot_bytes,
             trailing=cluster.snapshot_trailing,
-            directory=lambda: {i: list(e) for i, e in endpoints.as_dict().items()},
+            header_fields=lambda: self._admin.snapshot_header(),
             metrics=self._metrics,
         )
         self._admin = Admin(
@@ -254,9 +254,9 @@ class Node:
             log=self._log,
             clock=clock,
             awaiting_contact=awaiting_contact,
-            # Membership events are for changes applied from now on, not for a replay.
             replayed_until=restored.hard_state.commit,
             applied_membership=restored.membership or cluster.membership,
+            applied_from_log=loaded is not None,
             status_extras=lambda: {
                 **self._server.status(),
                 "watches": len(self._watches),
@@ -479,7 +479,7 @@ class Node:
             self._metrics.fsync(time.perf_counter() - began)
         if received is not None:
             loaded = self._snapshots.adopt(received)  # the reset is durable: new state
-            self._admin.snapshot_adopted(loaded.header, loaded.meta.index, loaded.meta.membership)
+            self._admin.snapshot_adopted(loaded.header, loaded.meta)
         self._send_messages(rd.messages)  # 2.
         self._apply(rd)  # 3.
         self._raft.advance(rd)  # 4.

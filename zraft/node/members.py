@@ -12,9 +12,19 @@ from its log or a snapshot, or one that joined later, knows how to reach every m
 the file never mentioned.
 
 The directory only grows or updates once a change is appended: an id once seen keeps
-its last endpoints, even after the member is removed (a removed member may be added
-back; a dealer to it is harmless). A change the leader refuses leaves nothing behind
+its last endpoints, even after the member is removed (a dealer to it is harmless; its key
+is revoked, see `zraft.node.admin`). A change the leader refuses leaves nothing behind
 (`restore`). Whom to send to is the core's decision, not the directory's.
+
+Member ids are never reused (as etcd's). When the leader proposes a removal it marks the
+id *retired* in the directory that entry carries (its entry gains a fourth element,
+``"retired"``), and the mark stays: every later CONFIG entry and snapshot carries it, so
+every replica knows the same retired ids as soon as it holds the removal. A snapshot's
+header lists them (``"retired"``) beside its directory. Data of an earlier release has no
+marks: a removal found in its log (a CONFIG entry without a member of the one before it)
+marks the id when applied, and a snapshot header without ``"retired"`` retires the
+directory's ids that are not members (`retired_from_header`), which may include an id
+whose addition never committed.
 """
 
 from __future__ import annotations
@@ -31,6 +41,9 @@ MAX_ENDPOINT_LEN = 256
 MAX_MEMBERS = 1024
 Z85_KEY_LEN = 40
 
+RETIRED = "retired"
+"""The fourth element of a retired id's directory entry."""
+
 Entry = tuple[str, str, str]
 """(peer endpoint, client endpoint, Z85 public key or "")."""
 
@@ -40,8 +53,25 @@ class Endpoints:
 
     def __init__(self, initial: Iterable[tuple[NodeId, str, str, str]] = ()) -> None:
         self._by_id: dict[NodeId, Entry] = {}
+        self._retired: set[NodeId] = set()
         for node_id, peer, client, key in initial:
             self._by_id[node_id] = (peer, client, key)
+
+    @property
+    def retired(self) -> frozenset[NodeId]:
+        """The ids marked retired (removed from the cluster: never members again)."""
+        return frozenset(self._retired)
+
+    def retire(self, node_id: NodeId) -> bool:
+        """Mark `node_id` retired; returns whether it was not marked before."""
+        if node_id in self._retired:
+            return False
+        self._retired.add(node_id)
+        return True
+
+    def unretire(self, node_id: NodeId) -> None:
+        """Undo a `retire` whose removal was refused."""
+        self._retired.discard(node_id)
 
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._by_id
@@ -76,13 +106,15 @@ class Endpoints:
         else:
             self._by_id[node_id] = entry
 
-    def merge(self, other: Mapping[NodeId, Entry]) -> bool:
-        """Take every entry of `other`; returns whether anything changed."""
+    def merge(self, other: Mapping[NodeId, Entry], retired: Iterable[NodeId] = ()) -> bool:
+        """Take every entry of `other` and every retired mark; returns whether an entry
+        changed (marks never go away)."""
         changed = False
         for node_id, endpoints in other.items():
             if self._by_id.get(node_id) != endpoints:
                 self._by_id[node_id] = endpoints
                 changed = True
+        self._retired.update(retired)
         return changed
 
     def peers_of(self, own_id: NodeId) -> dict[NodeId, str]:
@@ -100,36 +132,46 @@ class Endpoints:
     def encode(self) -> bytes:
         """The directory as a CONFIG entry's context (or a snapshot header value)."""
         return msgpack.packb(  # type: ignore[no-any-return]
-            {i: list(entry) for i, entry in sorted(self._by_id.items())},
+            {
+                i: [*entry, RETIRED] if i in self._retired else list(entry)
+                for i, entry in sorted(self._by_id.items())
+            },
             use_bin_type=True,
         )
 
 
-def decode_endpoints(data: bytes) -> dict[NodeId, Entry]:
-    """Parse a CONFIG entry's context; an empty context is an empty directory.
+def decode_endpoints(data: bytes) -> tuple[dict[NodeId, Entry], frozenset[NodeId]]:
+    """Parse a CONFIG entry's context into the directory and its retired ids; an empty
+    context is an empty directory.
 
     Raises:
         ValueError: `data` is not a valid directory.
     """
     if not data:
-        return {}
+        return {}, frozenset()
     try:
         raw = msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=True,
             max_map_len=MAX_MEMBERS,
-            max_array_len=3,
+            max_array_len=4,
             max_str_len=MAX_ENDPOINT_LEN,
             max_bin_len=0,
         )
     except (msgpack.UnpackException, ValueError, TypeError, OverflowError) as exc:
         raise ValueError(f"not a member directory: {exc}") from exc
-    return endpoints_from_plain(raw)
+    return directory_from_plain(raw)
 
 
 def endpoints_from_plain(raw: Any) -> dict[NodeId, Entry]:
-    """Validate ``{id: [peer, client, public_key]}`` (as msgpack decodes it).
+    """Validate ``{id: [peer, client, public_key]}`` (as msgpack decodes it)."""
+    return directory_from_plain(raw)[0]
+
+
+def directory_from_plain(raw: Any) -> tuple[dict[NodeId, Entry], frozenset[NodeId]]:
+    """Validate ``{id: [peer, client, public_key(, "retired")]}`` (as msgpack decodes it):
+    the directory and the ids marked retired.
 
     Raises:
         ValueError: the shape or a value is wrong.
@@ -137,9 +179,13 @@ def endpoints_from_plain(raw: Any) -> dict[NodeId, Entry]:
     if type(raw) is not dict:
         raise ValueError("a member directory must be a map")
     out: dict[NodeId, Entry] = {}
+    retired: set[NodeId] = set()
     for node_id, entry in raw.items():
         if type(node_id) is not str or not is_valid_id(node_id):
             raise ValueError(f"bad member id {node_id!r}")
+        if type(entry) is list and len(entry) == 4 and entry[3] == RETIRED:
+            retired.add(node_id)
+            entry = entry[:3]
         if (
             type(entry) is not list
             or len(entry) != 3
@@ -149,4 +195,27 @@ def endpoints_from_plain(raw: Any) -> dict[NodeId, Entry]:
         ):
             raise ValueError(f"member {node_id}: expected [peer, client, public key]")
         out[node_id] = (entry[0], entry[1], entry[2])
-    return out
+    return out, frozenset(retired)
+
+
+def retired_from_header(
+    header: dict[str, Any], members: Iterable[NodeId]
+) -> frozenset[NodeId] | str:
+    """The retired ids a snapshot header records, or why they cannot be read.
+
+    A header without ``"retired"`` (written by an earlier release) retires every id its
+    directory names that is not a member.
+    """
+    members = frozenset(members)
+    if "retired" not in header:
+        directory = header.get("endpoints")
+        known = frozenset(directory) if type(directory) is dict else frozenset()
+        return frozenset(i for i in known if type(i) is str) - members
+    raw = header["retired"]
+    if (
+        type(raw) is not list
+        or len(raw) > MAX_MEMBERS
+        or not all(type(i) is str and is_valid_id(i) for i in raw)
+    ):
+        return f"the snapshot's retired ids are not a list of at most {MAX_MEMBERS} node ids"
+    return frozenset(raw) - members

@@ -105,7 +105,8 @@ class NodeSnapshots:
         clock: a monotonic clock in seconds.
         every_entries, every_bytes, trailing: the config's `snapshot_entries`,
             `snapshot_bytes` and `snapshot_trailing`.
-        directory: the member directory to write into each snapshot's header.
+        header_fields: what to write into each snapshot's header beside the state (the
+            member directory and retired ids: `Admin.snapshot_header`).
         metrics: told each snapshot's duration and size.
     """
 
@@ -124,7 +125,7 @@ class NodeSnapshots:
         every_entries: int,
         every_bytes: int,
         trailing: int,
-        directory: Callable[[], dict[str, Any]],
+        header_fields: Callable[[], dict[str, Any]],
         metrics: NoMetrics = NO_METRICS,
     ) -> None:
         self._raft = raft
@@ -136,7 +137,7 @@ class NodeSnapshots:
         self._server = server
         self._log = log
         self._trailing = trailing
-        self._directory = directory
+        self._header_fields = header_fields
         self._maker = SnapshotMaker(store, every_entries=every_entries, every_bytes=every_bytes)
         self._sender = SnapshotSender(send, clock)
         self._inbox = SnapshotInbox(node_id, store, max_bytes=MAX_SNAPSHOT_TRANSFER_BYTES)
@@ -184,7 +185,7 @@ class NodeSnapshots:
         self._maker.start(
             self._raft.snapshot_meta(view.applied_index),
             view,
-            extra_header={"endpoints": self._directory()},
+            extra_header=self._header_fields(),
         )
         self._maker.note_copy_ms((time.perf_counter() - began) * 1000)
         return True

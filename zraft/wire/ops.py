@@ -111,7 +111,7 @@ class OpSpec:
         return self.retry is Retry.SESSION
 
 
-_MEMBER_REPLY = ("members", "config_index")
+_MEMBER_REPLY = ("members", "config_index", "retired")
 
 
 def _declare(*specs: OpSpec) -> Mapping[str, OpSpec]:
