@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from tests.fakeclock import FakeClock
@@ -226,3 +227,26 @@ def test_a_removed_id_is_retired_for_good(cluster: InmemCluster) -> None:
         learner=True,
     )
     assert added["ok"] and added["retired"] == [gone], added
+
+
+def test_removals_an_earlier_release_made_are_retired_as_they_apply(
+    cluster: InmemCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upgrade path: an earlier release's CONFIG entries carry no retired marks. A node
+    applying a removal from such an entry (a member missing from the CONFIG entry after
+    the one it was in) retires the id all the same."""
+    monkeypatch.setattr(
+        Endpoints,
+        "encode",
+        lambda self: msgpack.packb({i: list(e) for i, e in sorted(self.as_dict().items())}),
+    )
+    leader = cluster.leader()
+    gone, other = (i for i in cluster.nodes if i != leader)
+    learner = {"peer": "tcp://127.0.0.1:1", "client_endpoint": "tcp://127.0.0.1:2"}
+    assert cluster.ask(leader, "add_member", id="n9", learner=True, **learner)["ok"]
+    assert cluster.ask(leader, "remove_member", id=gone)["ok"]
+    config = cluster.nodes[other]._admin
+    cluster.run_until(lambda: gone not in config._applied_membership.members, "removal applied")
+    assert config.endpoints.retired == {gone}  # no mark came with the entry: derived
+    again = cluster.ask(other, "add_member", id=gone, **learner)  # forwarded to the leader
+    assert again["error"]["code"] == "bad_request", again
