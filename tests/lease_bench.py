@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,8 +56,8 @@ if str(ROOT) not in sys.path:
 from tests.lease_workload import node_marks, percentile  # noqa: E402
 from tests.procs import ProcessCluster  # noqa: E402
 from zraft import wire  # noqa: E402
+from zraft.bench.etcd import EtcdCluster, b64, etcd_request  # noqa: E402
 from zraft.net.security import ClientCurve  # noqa: E402
-from zraft.testing.cluster import free_ports, wait_for  # noqa: E402
 
 LEASE_BASE = 7_000_000
 """Bench lease ids start here (ids of our own: grants are idempotent by id)."""
@@ -401,99 +400,14 @@ def _delay_result(
 # --- etcd -----------------------------------------------------------------------------
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
 def _etcd(url: str, path: str, body: dict[str, Any], timeout: float = 1.0) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
-        return json.loads(answer.read())
-
-
-class EtcdCluster:
-    """A 3-member etcd 3.4 on 127.0.0.1 (ports from the OS, data in `directory`)."""
-
-    def __init__(self, binary: str, directory: Path, members: int = 3) -> None:
-        self.binary, self.directory = binary, directory
-        ports = free_ports(2 * members)
-        self.names = [f"m{i + 1}" for i in range(members)]
-        self.client = {n: f"http://127.0.0.1:{ports[2 * i]}" for i, n in enumerate(self.names)}
-        self.peer = {n: f"http://127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(self.names)}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.pids: list[int] = []
-
-    def start(self, name: str, state: str = "new") -> None:
-        """Start member `name` (its data dir is kept across restarts)."""
-        initial = ",".join(f"{n}={self.peer[n]}" for n in self.names)
-        log = (self.directory / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [
-                self.binary,
-                "--name",
-                name,
-                "--data-dir",
-                str(self.directory / name),
-                "--listen-client-urls",
-                self.client[name],
-                "--advertise-client-urls",
-                self.client[name],
-                "--listen-peer-urls",
-                self.peer[name],
-                "--initial-advertise-peer-urls",
-                self.peer[name],
-                "--initial-cluster",
-                initial,
-                "--initial-cluster-state",
-                state,
-                "--heartbeat-interval",
-                "50",
-                "--election-timeout",
-                "300",
-            ],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        self.procs[name] = proc
-        self.pids.append(proc.pid)
-
-    def leader(self) -> str:
-        """The member that leads (polled)."""
-
-        def find() -> str | None:
-            for name in self.names:
-                if self.procs[name].poll() is not None:
-                    continue
-                try:
-                    status = _etcd(self.client[name], "/v3/maintenance/status", {}, 0.5)
-                except OSError:
-                    continue
-                if status.get("leader") and status["leader"] == status["header"]["member_id"]:
-                    return name
-            return None
-
-        found: str = wait_for(find, 20, what="an etcd leader")
-        return found
-
-    def kill(self, name: str) -> None:
-        """SIGKILL member `name` and reap it."""
-        self.procs[name].kill()
-        self.procs[name].wait(5)
-
-    def close(self) -> None:
-        """Kill every process this cluster started, by PID."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+    answer: dict[str, Any] = etcd_request(url, path, body, timeout)
+    return answer
 
 
 def etcd_delay(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     """The same trials as `delay`, against etcd's v3 JSON gateway."""
-    etcd = EtcdCluster(args.etcd, directory)
+    etcd = EtcdCluster(args.etcd, directory, timings=(50, 300))
     seen: list[float] = []
     try:
         for name in etcd.names:
@@ -506,7 +420,7 @@ def etcd_delay(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             for n in range(args.per_trial):
                 lease = _etcd(url, "/v3/lease/grant", {"TTL": args.ttl})["ID"]
                 key = f"{prefix}{n}"
-                _etcd(url, "/v3/kv/put", {"key": _b64(key), "value": _b64("x"), "lease": lease})
+                _etcd(url, "/v3/kv/put", {"key": b64(key), "value": b64("x"), "lease": lease})
                 acks[key] = (lease, 0.0)
             time.sleep(args.ttl / 3)
             for key, (lease, _) in acks.items():
@@ -523,7 +437,7 @@ def etcd_delay(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             while len(gone) < len(acks) and time.monotonic() < deadline:
                 try:
                     reply = _etcd(
-                        reader, "/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(end)}
+                        reader, "/v3/kv/range", {"key": b64(prefix), "range_end": b64(end)}
                     )
                 except OSError:
                     time.sleep(0.01)

@@ -48,10 +48,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.lease_bench import EtcdCluster  # noqa: E402
 from tests.lease_workload import percentile  # noqa: E402
 from tests.procs import ProcessCluster  # noqa: E402
 from zraft import wire  # noqa: E402
+from zraft.bench.etcd import EtcdCluster  # noqa: E402
 
 VALUE = "v" * 256
 
@@ -462,7 +462,7 @@ def run_etcd(args: argparse.Namespace, directory: Path) -> Measure:
     measure = Measure()
     path = directory / "etcd"
     path.mkdir(parents=True, exist_ok=True)
-    etcd = EtcdCluster(args.etcd, path)
+    etcd = EtcdCluster(args.etcd, path, timings=(50, 300))
     try:
         for name in etcd.names:
             etcd.start(name)

@@ -165,6 +165,18 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
+def latency_summary(latencies: Sequence[float]) -> dict[str, float]:
+    """p50, p90, p99, max and mean in milliseconds of ascending latencies in seconds (0s if
+    there are none)."""
+    return {
+        "p50": percentile(latencies, 50) * 1000,
+        "p90": percentile(latencies, 90) * 1000,
+        "p99": percentile(latencies, 99) * 1000,
+        "max": (latencies[-1] if latencies else 0.0) * 1000,
+        "mean": (sum(latencies) / len(latencies) if latencies else 0.0) * 1000,
+    }
+
+
 class _Engine:
     """Runs one phase (prefill or measured) of a benchmark over a set of slots."""
 
@@ -359,13 +371,6 @@ def run_bench(
         if own:
             ctx.term()
     latencies = sorted(engine.latencies)
-    summary = {
-        "p50": percentile(latencies, 50) * 1000,
-        "p90": percentile(latencies, 90) * 1000,
-        "p99": percentile(latencies, 99) * 1000,
-        "max": (latencies[-1] if latencies else 0.0) * 1000,
-        "mean": (sum(latencies) / len(latencies) if latencies else 0.0) * 1000,
-    }
     return BenchResult(
         spec=spec,
         endpoints=tuple(endpoints),
@@ -373,5 +378,5 @@ def run_bench(
         errors=engine.errors.total(),
         error_codes=dict(engine.errors),
         elapsed=elapsed,
-        latencies_ms=summary,
+        latencies_ms=latency_summary(latencies),
     )

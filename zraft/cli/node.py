@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["debug", "info", "warning"], help="event level"
     )
     parser.add_argument(
+        "--trace-writes",
+        type=Path,
+        metavar="FILE",
+        help="note when each write passed each stage; JSON lines written to FILE at the "
+        "stop (benchmarks: python -m zraft.bench.breakdown)",
+    )
+    parser.add_argument(
         "--test-fault-file",
         type=Path,
         metavar="PATH",
@@ -100,9 +107,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.log_dir is not None:
             cluster = dataclasses.replace(cluster, log_dir=args.log_dir.resolve())
+        if args.trace_writes is not None:
+            try:  # a path that cannot be written fails the start, not the stop
+                args.trace_writes.open("w").close()
+            except OSError as exc:
+                print(f"zraft-node: --trace-writes: {exc}", file=sys.stderr)
+                return 2
         if args.all:
-            if args.test_fault_file is not None:
-                print("zraft-node: --test-fault-file needs --id", file=sys.stderr)
+            if args.test_fault_file is not None or args.trace_writes is not None:
+                flag = "--test-fault-file" if args.test_fault_file else "--trace-writes"
+                print(f"zraft-node: {flag} needs --id", file=sys.stderr)
                 return 2
             return run_all(args, cluster)
         node = Node(
@@ -112,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             fault_file=args.test_fault_file,
             join=args.join,
             me=joining_node(args, cluster),
+            trace_path=args.trace_writes.resolve() if args.trace_writes else None,
         )
     except (ConfigError, SecurityError) as exc:
         print(f"zraft-node: {exc}", file=sys.stderr)

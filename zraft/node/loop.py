@@ -46,14 +46,11 @@ import zmq
 from zraft import __version__, diagnostics
 from zraft.config import ClusterConfig, NodeConfig
 from zraft.core import (
-    AppendRequest,
     AppendResponse,
     EntryKind,
-    Message,
     Raft,
     Ready,
     Role,
-    SnapshotRequest,
 )
 from zraft.diagnostics import NodeEvent
 from zraft.net import security
@@ -65,10 +62,12 @@ from zraft.node.leases import LeaseKeeper
 from zraft.node.members import Endpoints
 from zraft.node.metrics import NO_METRICS, NodeMetrics
 from zraft.node.observe import observer
+from zraft.node.outbox import Outbox
 from zraft.node.pending import ReplyTo
 from zraft.node.reports import Reporter
 from zraft.node.serving import RequestServer
 from zraft.node.snapshots import NodeSnapshots, restore_state
+from zraft.node.trace import NO_TRACE, WriteTrace
 from zraft.node.upkeep import Upkeep
 from zraft.node.watches import WatchHub
 from zraft.state.machine import KVMachine
@@ -83,7 +82,6 @@ from zraft.wire.peer import (
     SnapshotAck,
     SnapshotChunk,
     decode_peer_frame,
-    encode_message,
 )
 
 DRAIN_BUDGET = 256  # frames per socket per turn: big batches, bounded tick latency
@@ -109,6 +107,8 @@ class Node:
         me: this node's endpoints and data dir when the file does not name it (`--join`).
         transport: TESTS ONLY: builds the transport instead of ZeroMQ sockets (for
             `zraft.net.inmem`; the cluster must run with `security = "none"`).
+        trace_path: note when each write passed each stage, written here at the end
+            (`--trace-writes`, `zraft.node.trace`).
     """
 
     def __init__(
@@ -127,6 +127,7 @@ class Node:
         join: bool = False,
         me: NodeConfig | None = None,
         transport: TransportFactory | None = None,
+        trace_path: Path | None = None,
     ) -> None:
         me = me if me is not None else cluster.node(node_id)
         self.id = node_id
@@ -144,6 +145,7 @@ class Node:
         self._log = diagnostics.configure(node_id, log_path, log_level, strict=strict_events)
         # Counted only when served (`metrics` in the node's table): else hooks that do nothing.
         self._metrics = NodeMetrics() if me.metrics else NO_METRICS
+        self._trace = WriteTrace(node_id, trace_path) if trace_path else NO_TRACE
         self._reporter = Reporter(self._log, clock, self._metrics)
         # The WAL first: it takes the data dir's lock, which covers the snapshot dir too.
         self._storage = (
@@ -215,6 +217,7 @@ class Node:
             clock=clock,
             reporter=self._reporter,
             metrics=self._metrics,
+            trace=self._trace,
             before_write=self._upkeep.before_write,
             raise_alarm=self._upkeep.raise_alarm,
         )
@@ -242,6 +245,13 @@ class Node:
             trailing=cluster.snapshot_trailing,
             header_fields=lambda: self._admin.snapshot_header(),
             metrics=self._metrics,
+        )
+        self._outbox = Outbox(
+            self._transport,
+            self._snapshots.start_transfer,
+            self._reporter,
+            self._metrics,
+            self._trace,
         )
         self._admin = Admin(
             node_id,
@@ -337,6 +347,7 @@ class Node:
         self._transport.close()
         self._close_context()
         self._storage.close()
+        self._trace.close()
         diagnostics.close(self._log)
 
     def _close_context(self) -> None:
@@ -454,6 +465,7 @@ class Node:
             else:
                 if metrics.enabled and type(item) is AppendResponse:
                     metrics.heartbeat_answered(item.src, item.seq, time.perf_counter())
+                self._trace.received(item)
                 self._raft.step(item)
 
     # === the Ready =============================================================================
@@ -470,39 +482,24 @@ class Node:
         if rd.early_messages:
             # 0. A leader's appends go out first, so followers write their copies while
             # we write ours (thesis §10.2.1); the core counts us only once durable.
-            self._send_messages(rd.early_messages)
+            self._outbox.send(rd.early_messages)
         if rd.must_sync:
             # 1. Durable before anything that depends on it leaves (one fsync). A Ready that
             # only moves the commit index skips the write: the next save carries commit.
             began = time.perf_counter()
             self._storage.save(rd.hard_state, rd.entries, rd.snapshot)
             self._metrics.fsync(time.perf_counter() - began)
+            self._trace.persisted(rd.entries)
         if received is not None:
             loaded = self._snapshots.adopt(received)  # the reset is durable: new state
             self._admin.snapshot_adopted(loaded.header, loaded.meta)
-        self._send_messages(rd.messages)  # 2.
+        self._outbox.send(rd.messages)  # 2.
         self._apply(rd)  # 3.
         self._raft.advance(rd)  # 4.
         self._after_role_change()
 
-    def _send_messages(self, messages: tuple[Message, ...]) -> None:
-        dropped = 0
-        metrics = self._metrics
-        for msg in messages:
-            if isinstance(msg, SnapshotRequest):
-                self._snapshots.start_transfer(msg)  # streamed in chunks, not one message
-            # Not connected: a member whose endpoints we have not learned (yet). Not sent:
-            # queue full or peer absent. Raft retries by design.
-            elif not self._transport.has_peer(msg.dst) or not self._transport.send_message(
-                msg.dst, encode_message(msg)
-            ):
-                dropped += 1
-                metrics.sends_dropped(msg.dst, 1)
-            elif metrics.enabled and type(msg) is AppendRequest and not msg.entries:
-                metrics.heartbeat_sent(msg.dst, msg.seq, time.perf_counter())
-        self._reporter.sends_dropped(dropped)
-
     def _apply(self, rd: Ready) -> None:
+        self._trace.committed(rd.committed)
         for entry in rd.committed:
             self._snapshots.note_applied(len(entry.data))
             fields = self._machine.apply(entry)

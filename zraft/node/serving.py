@@ -29,6 +29,7 @@ from zraft.net.transport import BadInput, ClientRequest
 from zraft.node.metrics import NO_METRICS, NoMetrics
 from zraft.node.pending import Bucket, Pending, PendingRequests, ReplyTo
 from zraft.node.reports import Reporter
+from zraft.node.trace import NO_TRACE, NoTrace
 from zraft.state.machine import Refused, ReplyFields, StateMachine
 from zraft.wire.client import Request, decode_reply, decode_request, encode_reply
 from zraft.wire.codec import DecodeError, TooLarge
@@ -93,6 +94,7 @@ class RequestServer:
             term precedes the write (see `StateMachine.command`).
         raise_alarm: called with the alarm a refused write asks the cluster to raise.
         metrics: counts answers, forwards and failed proposals (`zraft.node.metrics`).
+        trace: notes when writes were accepted, proposed and answered (`zraft.node.trace`).
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class RequestServer:
         before_write: Callable[[], bool] = lambda: False,
         raise_alarm: Callable[[str], None] = lambda alarm: None,
         metrics: NoMetrics = NO_METRICS,
+        trace: NoTrace = NO_TRACE,
     ) -> None:
         self._id = node_id
         self._raft = raft
@@ -121,6 +124,7 @@ class RequestServer:
         self._before_write = before_write
         self._raise_alarm = raise_alarm
         self._metrics = metrics
+        self._trace = trace
         self._handlers: dict[str, Handler] = {}
         self.pending = PendingRequests()
         self._next_id = 1  # read contexts, forward ids and park ids; never reused
@@ -238,6 +242,7 @@ class RequestServer:
             return self.forward(pending, exc.leader_hint)
         except ProposalDropped:
             return False  # a leadership transfer is under way; retry after it
+        self._trace.proposed(index, pending.reply_to.started)
         self.await_apply(pending, term, index)
         return True
 
@@ -332,6 +337,7 @@ class RequestServer:
             )
             return
         self.reply(pending, fields, leader=self._id)
+        self._trace.replied(entry.index)
 
     def release_reads(self, read_states: Iterable[ReadState]) -> None:
         """Take the ReadIndex points the core released, and answer every read whose
