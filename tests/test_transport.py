@@ -197,6 +197,24 @@ def test_restarted_peer_gets_frames_again(cluster: Callable[[int], Cluster]) -> 
     assert all(frame != b"while-down" for _, frame in got)
 
 
+def test_a_broken_link_is_reported_once_by_on_tick(cluster: Callable[[int], Cluster]) -> None:
+    """When a peer's process goes away, its established link breaks and the next ticks
+    report it (once), so the node can tell its core (`Raft.leader_unreachable`); a peer
+    that never connected, or a link that holds, is not reported."""
+    c = cluster(3)
+    t1, t2 = c.start("n1"), c.start("n2")  # n3 never runs
+    send_until_received(t1, "n2", t2, b"up")
+    assert t1.on_tick(time.monotonic()) == []
+    t2.close()
+    lost: list[str] = []
+    deadline = time.monotonic() + WAIT_S
+    while not lost and time.monotonic() < deadline:
+        t1.peer_socket.poll(5)
+        lost = t1.on_tick(time.monotonic())
+    assert lost == ["n2"]
+    assert t1.on_tick(time.monotonic()) == []
+
+
 def test_handover_newcomer_replaces_stale_connection(
     cluster: Callable[[int], Cluster], ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:

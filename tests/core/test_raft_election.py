@@ -224,6 +224,47 @@ def test_leader_lease_expires_after_the_minimum_election_timeout() -> None:
     assert r.term == 1 and r.voted_for is None
 
 
+def test_a_broken_link_to_the_leader_ends_the_lease_and_the_fixed_wait() -> None:
+    """The driver saw the link to the leader break (its process died): the follower
+    grants pre-votes at once and campaigns when the random part of its timeout has passed
+    (20 drawn, 10 the fixed minimum: 10 ticks, not 20). A broken link to another peer,
+    or to the leader while we are not a follower, changes nothing."""
+    r = make_raft("n1", ("n2", "n3"), term=1, rand=ScriptedRand(20))
+    r.step(append_req("n2", "n1", 1))
+    drain(r)
+    r.leader_unreachable("n3")  # not the leader: the lease holds
+    r.step(vote_req("n3", "n1", 2, prevote=True))
+    assert drain(r).messages == ()
+    r.leader_unreachable("n2")
+    r.step(vote_req("n3", "n1", 2, prevote=True))
+    rd = drain(r)
+    assert [(m.term, m.granted, m.prevote) for m in rd.messages] == [(2, True, True)]
+    for _ in range(9):
+        r.tick()
+    assert "election_started" not in event_names(drain(r))
+    r.tick()
+    rd = drain(r)
+    assert "election_started" in event_names(rd) and r.role is Role.PRE_CANDIDATE
+    r.leader_unreachable("n2")  # no longer a follower: ignored
+    assert r.role is Role.PRE_CANDIDATE and drain(r).messages == ()
+
+
+def test_a_broken_link_is_ignored_by_a_leader_and_without_a_leader() -> None:
+    """A leader told its link to a follower broke keeps leading (check-quorum decides
+    that); a follower that knows no leader keeps its whole timeout."""
+    sim = started_cluster()
+    sim.raft("n1").leader_unreachable("n2")
+    sim.tick(100)
+    assert count(sim, "leader_elected") == 1 and sim.leader() == "n1"
+    orphan = make_raft("n1", ("n2", "n3"), term=1, rand=ScriptedRand(20))
+    orphan.leader_unreachable("n2")
+    for _ in range(19):
+        orphan.tick()
+    assert "election_started" not in event_names(drain(orphan))
+    orphan.tick()
+    assert "election_started" in event_names(drain(orphan))
+
+
 def test_transfer_vote_request_overrides_the_lease() -> None:
     """Thesis §3.10: a vote request started by TimeoutNow is granted even while the
     follower still hears from the old leader.

@@ -19,7 +19,7 @@ over every node, followers forwarding). Per cluster it measures:
 - `--failovers` times: kill -9 the leader, then one client writing to the surviving
   nodes (each attempt waits at most 250 ms, then the next node) until a put is
   acknowledged: the time from the kill to that acknowledgement; the killed node is then
-  restarted and the cluster given a leader again.
+  restarted and the cluster left to settle (`SETTLE_S`) before the next trial.
 
 It prints the medians over the rounds, zraft / etcd, the goal of issue 18 for each ratio,
 and every round's figures (`--json`: one object). Without an `etcd` binary (or with
@@ -59,6 +59,9 @@ FIGURES = (
 )
 """(label, key, goal for zraft / etcd or None) of each figure, in the order printed. For
 rates the goal is a lower bound, for times and memory an upper bound."""
+
+SETTLE_S = 2.0
+"""How long a cluster is left alone after a restarted node is back, before the next trial."""
 
 ATTEMPT_S = 0.25
 """How long one failover write attempt waits before trying the next node."""
@@ -209,6 +212,9 @@ def failover_s(target: Target, trial: int) -> float:
     took = time.monotonic() - killed_at
     target.restart(leader)
     target.leader()
+    # Each trial starts from a settled cluster: every link up again (a DEALER's reconnect
+    # backoff reaches 1 s while its peer is down), the restarted node caught up.
+    time.sleep(SETTLE_S)
     return took
 
 

@@ -196,6 +196,18 @@ class Raft:
         else:
             self._tick_election()
 
+    def leader_unreachable(self, peer: NodeId) -> None:
+        """The driver saw its link to `peer` break (a process that dies closes its
+        connections at once). If `peer` is our leader, stop waiting out the fixed part of
+        the election timeout (campaign when its random part has passed) and stop
+        vouching for the leader (grant pre-votes): a dead leader is then replaced in tens
+        of milliseconds instead of a whole timeout. Only liveness can change: a leader
+        that is alive keeps the other followers, which refuse the pre-vote, and elections
+        are as safe as ever. Anything else is ignored."""
+        self._check_not_outstanding()
+        if self.role is Role.FOLLOWER and peer == self.leader_id:
+            self._election_elapsed = max(self._election_elapsed, self.config.election_ticks_min)
+
     def step(self, msg: Message) -> None:
         """Process one message from a peer.
 

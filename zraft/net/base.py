@@ -157,8 +157,10 @@ class Transport(Protocol):
         """Name and require `cluster_id` on peer links from now on (a joiner learned it)."""
         ...
 
-    def on_tick(self, now: float) -> None:
-        """Periodic upkeep (once a tick), `now` in monotonic seconds."""
+    def on_tick(self, now: float) -> list[str]:
+        """Periodic upkeep (once a tick), `now` in monotonic seconds; returns the peers
+        whose established link broke since the last tick (their process died, or closed
+        it), for `Raft.leader_unreachable`."""
         ...
 
     def close(self) -> None:

@@ -26,7 +26,8 @@ REDIAL_MAX_S = 5.0
 """Ceiling of that delay, which doubles while the peer keeps refusing."""
 
 _MONITOR_EVENTS = (
-    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -96,8 +97,10 @@ class Dealers:
         self._endpoints: dict[str, str] = {}
         # Peer id -> server key; grows when membership changes add peers (`update`).
         self._server_keys: dict[str, bytes] = dict(curve.peer_server_keys) if curve else {}
-        # CURVE only: a monitor per DEALER, and when to dial again a peer that refused us.
+        # A monitor per DEALER: broken links, and (CURVE) when to dial again a peer that
+        # refused us.
         self._monitors: dict[str, zmq.Socket[bytes]] = {}
+        self._lost: list[str] = []
         self._redial_at: dict[str, float] = {}
         self._redial_backoff: dict[str, float] = {}
 
@@ -145,6 +148,12 @@ class Dealers:
             changed.append(pid)
         return changed
 
+    def take_lost(self) -> list[str]:
+        """The peers whose established link broke since the last call (read from the
+        monitors by `redial_refused`): a peer process that died closed its connections."""
+        lost, self._lost = self._lost, []
+        return lost
+
     def redial_refused(self, now: float) -> list[str]:
         """Dial again the peers whose CURVE handshake failed; returns those redialed now.
 
@@ -162,7 +171,9 @@ class Dealers:
         for pid, monitor in self._monitors.items():
             while monitor.poll(0, zmq.POLLIN):
                 event = recv_monitor_message(monitor)["event"]
-                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if event == zmq.EVENT_DISCONNECTED:
+                    self._lost.append(pid)  # an established link broke
+                elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self._redial_backoff.pop(pid, None)
                 elif pid not in self._redial_at:  # refused: by ZAP, or a key mismatch
                     delay = self._redial_backoff.get(pid, REDIAL_FIRST_S)
@@ -197,10 +208,12 @@ class Dealers:
         if options.heartbeat_ivl_ms > 0:
             sock.setsockopt(zmq.HEARTBEAT_IVL, options.heartbeat_ivl_ms)
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, options.heartbeat_timeout_ms)
-        if self._curve is not None:
-            monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
-            self._track(monitor)  # closed with the transport's other sockets
-            self._monitors[peer_id] = monitor
+        # Every DEALER has a monitor: broken links (`take_lost`); with CURVE, refusals too.
+        monitor = sock.get_monitor_socket(
+            _MONITOR_EVENTS if self._curve is not None else zmq.EVENT_DISCONNECTED
+        )
+        self._track(monitor)  # closed with the transport's other sockets
+        self._monitors[peer_id] = monitor
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:

@@ -111,15 +111,16 @@ class FaultyTransport:
         """The inner transport's ZAP socket."""
         return self._inner.zap_socket
 
-    def on_tick(self, now: float) -> None:
-        """The inner upkeep, then the control file (every few ticks)."""
-        self._inner.on_tick(now)
+    def on_tick(self, now: float) -> list[str]:
+        """The inner upkeep (its broken links returned), then the control file."""
+        lost = self._inner.on_tick(now)
         change = self._file.poll()
         if isinstance(change, str):
             self._report(change)
         elif change is not None:
             self._inner.set_blocked_peers(change.block)
             self._loss = change.loss
+        return lost
 
     def send_message(self, peer_id: str, frame: bytes) -> bool:
         """Send a Raft message, or drop it as the file's `loss` says (a drop is silent,

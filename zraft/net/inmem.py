@@ -153,8 +153,9 @@ class InmemTransport:
     def set_cluster_id(self, cluster_id: str) -> None:
         """Nothing to name: in-memory links carry no metadata."""
 
-    def on_tick(self, now: float) -> None:
-        """No upkeep."""
+    def on_tick(self, now: float) -> list[str]:
+        """No upkeep; links never break."""
+        return []
 
     def close(self) -> None:
         """Detach: nothing is delivered to this node any more."""

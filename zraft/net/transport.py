@@ -344,9 +344,10 @@ class ZmqTransport:
         zap = self._zap is not None and bool(events.get(self._zap, 0) & zmq.POLLIN)
         return Readiness(peers=peers, clients=clients, zap=zap)
 
-    def on_tick(self, now: float) -> None:
-        """Once a tick: dial again the peers that refused our handshake."""
+    def on_tick(self, now: float) -> list[str]:
+        """Once a tick: redial the peers that refused us; return those whose link broke."""
         self.redial_refused(now)
+        return self._dealers.take_lost()
 
     def readable(self, events: Mapping[zmq.Socket[bytes], int]) -> tuple[bool, bool]:
         """`(peers_ready, clients_ready)` from `dict(poller.poll(timeout))` (others ignored)."""

@@ -419,7 +419,8 @@ class Node:
         else:
             self._next_tick += self._tick_s
         self._server.expire(now)
-        self._transport.on_tick(now)
+        for peer in self._transport.on_tick(now):  # its link broke: if it led, it may be dead
+            self._raft.leader_unreachable(peer)
         self._upkeep.on_tick(now)
         self._leases.on_tick(now)
         self._watches.on_tick(now)
