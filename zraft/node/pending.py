@@ -102,11 +102,23 @@ class PendingRequests:
         self.parked[key] = pending
 
     def expire(self, now: float) -> list[tuple[Bucket, Pending]]:
-        """Remove and return every request whose deadline has passed."""
+        """Remove and return every request whose deadline has passed.
+
+        The deadline queue also lets go of the requests answered meanwhile, from its front
+        (they are answered in about the order they came, all with one timeout): kept until
+        their deadlines, a leader held every request of the last timeout's worth of load
+        (30,000 at 10,000 puts/s with a 3 s timeout, values included), which was most of
+        why its memory was twice a follower's.
+        """
         expired: list[tuple[Bucket, Pending]] = []
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, bucket, key, pending = self._deadlines.popleft()
-            if getattr(self, bucket).get(key) is pending:
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, bucket, key, pending = deadlines[0]
+            live = getattr(self, bucket).get(key) is pending
+            if live and deadline > now:
+                break
+            deadlines.popleft()
+            if live:
                 del getattr(self, bucket)[key]
                 expired.append((bucket, pending))
         return expired
