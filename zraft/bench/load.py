@@ -45,6 +45,8 @@ from zraft.net.security import ClientCurve
 BENCH_OPS = ("put", "get")
 """Operations `run_bench` can drive."""
 
+_NOBLOCK = int(zmq.NOBLOCK)  # an int: pyzmq's enum flag costs a construction per use
+
 PROGRESS_INTERVAL_S = 1.0
 """How often the progress callback is called while a run lasts."""
 
@@ -195,6 +197,11 @@ class _Engine:
         self._clock = clock
         self._value = (b"0123456789abcdef" * (spec.value_size // 16 + 1))[: spec.value_size]
         self._keys = [f"bench-{i}".encode() for i in range(spec.keys)]
+        # A get of a key is the same request every time: encoded once (the etcd load of
+        # `zraft.bench.etcd` builds its requests once too).
+        self._gets = [
+            wire.encode_request("get", key=key, consistency=spec.consistency) for key in self._keys
+        ]
         run_id = secrets.token_hex(4)
         self._poller = zmq.Poller()
         self._slots: dict[zmq.Socket[bytes], _Slot] = {}
@@ -223,13 +230,14 @@ class _Engine:
         self._slots.clear()
 
     def _send(self, slot: _Slot, op: str, now: float) -> None:
-        key = self._keys[self._counter % len(self._keys)]
+        index = self._counter % len(self._keys)
         self._counter += 1
         if op == "put":
-            frame = wire.encode_request("put", key=key, value=self._value, **slot.session.take())
+            fields = slot.session.take()
+            frame = wire.encode_request("put", key=self._keys[index], value=self._value, **fields)
         else:
-            frame = wire.encode_request("get", key=key, consistency=self._spec.consistency)
-        slot.sock.send(frame, zmq.NOBLOCK)
+            frame = self._gets[index]
+        slot.sock.send(frame, _NOBLOCK)
         slot.sent_at = now
         slot.busy = True
         if slot.left is not None:
@@ -277,7 +285,7 @@ class _Engine:
             issuing = now < stop_at and silent_for <= 2 * timeout
             for sock, _ in events:
                 slot = self._slots[sock]
-                buf = sock.recv(zmq.NOBLOCK)
+                buf = sock.recv(_NOBLOCK)
                 slot.busy = False
                 busy -= 1
                 last_reply = now

@@ -86,7 +86,7 @@ from zraft.net.base import (
     TransportCounters,
     TransportError,
 )
-from zraft.net.clients import ClientRouter, recv_peer
+from zraft.net.clients import NOBLOCK, POLLIN, ClientRouter, recv_peer
 from zraft.net.dealers import REDIAL_FIRST_S as REDIAL_FIRST_S
 from zraft.net.dealers import REDIAL_MAX_S as REDIAL_MAX_S
 from zraft.net.dealers import DealerOptions, Dealers
@@ -341,7 +341,7 @@ class ZmqTransport:
             self.register(self._poller)
         events = dict(self._poller.poll(timeout_ms))
         peers, clients = self.readable(events)
-        zap = self._zap is not None and bool(events.get(self._zap, 0) & zmq.POLLIN)
+        zap = self._zap is not None and bool(events.get(self._zap, 0) & POLLIN)
         return Readiness(peers=peers, clients=clients, zap=zap)
 
     def on_tick(self, now: float) -> list[str]:
@@ -351,8 +351,8 @@ class ZmqTransport:
 
     def readable(self, events: Mapping[zmq.Socket[bytes], int]) -> tuple[bool, bool]:
         """`(peers_ready, clients_ready)` from `dict(poller.poll(timeout))` (others ignored)."""
-        peers_ready = bool(events.get(self._peer_in, 0) & zmq.POLLIN)
-        clients_ready = bool(events.get(self._client_in, 0) & zmq.POLLIN)
+        peers_ready = bool(events.get(self._peer_in, 0) & POLLIN)
+        clients_ready = bool(events.get(self._client_in, 0) & POLLIN)
         return peers_ready, clients_ready
 
     # --- peers ----------------------------------------------------------------
@@ -373,7 +373,7 @@ class ZmqTransport:
             self._counts["peer_blocked_dropped"] += 1
             return False
         try:
-            dealer.send(frame, zmq.NOBLOCK)
+            dealer.send(frame, NOBLOCK)
         except zmq.Again:
             self._counts["peer_send_dropped"] += 1
             self._dropped_by_peer[peer_id] += 1
