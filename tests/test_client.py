@@ -839,21 +839,17 @@ print("closed")
 """
 
 
-@pytest.mark.parametrize("how", ["monitor.release", "naive"])
-def test_a_monitor_left_unread_does_not_hang_the_close(how: str) -> None:
+def test_a_monitor_left_unread_does_not_hang_the_close() -> None:
     """A socket retrying a dead node with its monitor unread fills the monitor's queue;
-    libzmq's `disable_monitor` then blocks the whole process (it holds the GIL). The
-    client's `monitor.release` reads the queue first and returns; the naive close (what
-    the client did before: a watcher thread hung in it for minutes) is shown hanging."""
+    libzmq's `disable_monitor` then blocks the whole process (it holds the GIL): the
+    client's naive close (`disable_monitor`, then close) hung a watcher thread for minutes
+    in a nemesis run, and hangs this script too. `monitor.release` reads the queue first."""
     (port,) = free_ports(1)
-    naive = "(lambda s, m: (s.disable_monitor(), m.close(0), s.close(0)))"
-    script = _FULL_MONITOR % (port, how if how != "naive" else naive)
+    script = _FULL_MONITOR % (port, "monitor.release")
     try:
         done = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, timeout=6
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=8
         )
     except subprocess.TimeoutExpired:
-        assert how == "naive", "monitor.release hung"
-        return
-    assert how != "naive", "the naive close did not hang: the test no longer shows the bug"
+        pytest.fail("monitor.release hung on a full monitor queue")
     assert done.returncode == 0 and done.stdout == "closed\n", done.stderr

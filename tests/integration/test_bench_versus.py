@@ -21,7 +21,7 @@ def test_versus_runs_a_round_of_each_system() -> None:
     them (with the ratio column only when etcd ran)."""
     systems = ["zraft", "etcd"] if shutil.which("etcd") else ["zraft"]
     command = [sys.executable, "-m", "zraft.bench.versus", "--rounds", "1", "--json"]
-    command += ["--duration", "0.3", "--seq-requests", "30", "--failovers", "1"]
+    command += ["--duration", "0.3", "--seq-requests", "30", "--failovers", "1", "--settle", "0"]
     command += ["--put-clients", "8", "--get-clients", "4", "--systems", ",".join(systems)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stderr

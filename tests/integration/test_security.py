@@ -358,11 +358,12 @@ def test_one_node_without_a_config_by_its_server_key(make_cluster: ClusterFactor
     put = run("--server-key", str(keys / "n2.pub"), "--key", admin, "put", "solo", "yes")
     assert (put.returncode, put.stdout) == (0, "OK\n"), put.stderr
     text_key = (keys / "n2.pub").read_text().strip()
-    got = run("--server-key", text_key, "--key", admin, "get", "solo")
+    # `=`: a Z85 key may start with `-`, which argparse would take for an option.
+    got = run(f"--server-key={text_key}", "--key", admin, "get", "solo")
     assert (got.returncode, got.stdout) == (0, "yes\n"), got.stderr
     wrong = run("--server-key", str(keys / "n1.pub"), "--key", admin, "--timeout", "2", "get", "x")
     assert wrong.returncode == 4 and "auth_failed" in wrong.stderr, wrong.stderr
-    no_key = run("--server-key", text_key, "get", "solo")
+    no_key = run(f"--server-key={text_key}", "get", "solo")
     assert no_key.returncode == 2 and "--key" in no_key.stderr
     plain = run("--timeout", "2", "get", "solo")  # no server key: plaintext to a CURVE node
     assert plain.returncode == 4 and "auth_failed" in plain.stderr, plain.stderr

@@ -197,7 +197,7 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def failover_s(target: Target, trial: int) -> float:
+def failover_s(target: Target, trial: int, settle_s: float = SETTLE_S) -> float:
     """Kill the leader; seconds until a put to a surviving node is acknowledged. The
     killed node is restarted and a leader awaited before returning."""
     leader = target.leader()
@@ -214,7 +214,7 @@ def failover_s(target: Target, trial: int) -> float:
     target.leader()
     # Each trial starts from a settled cluster: every link up again (a DEALER's reconnect
     # backoff reaches 1 s while its peer is down), the restarted node caught up.
-    time.sleep(SETTLE_S)
+    time.sleep(settle_s)
     return took
 
 
@@ -252,7 +252,7 @@ def measure(target: Target, args: argparse.Namespace) -> dict[str, float]:
         "leader_rss_mib": peak_rss_mib(target.pid(leader)),
         "follower_rss_mib": max(followers),
     }
-    trials = [failover_s(target, trial) for trial in range(args.failovers)]
+    trials = [failover_s(target, trial, args.settle) for trial in range(args.failovers)]
     figures["failover_s"] = statistics.median(trials) if trials else 0.0
     return figures
 
@@ -333,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3, choices=(3, 5), help="cluster size")
     parser.add_argument("--spread", action="store_true", help="requests to every node")
     parser.add_argument("--failovers", type=int, default=3, help="leader kills per cluster")
+    parser.add_argument(
+        "--settle", type=float, default=SETTLE_S, help=f"seconds after a restart ({SETTLE_S:g})"
+    )
     parser.add_argument("--systems", default="zraft,etcd", help="zraft, etcd or both")
     parser.add_argument("--etcd", default="etcd", help="the etcd binary (etcd)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -346,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         args.systems = [s for s in args.systems if s != "etcd"] or ["zraft"]
     if min(args.rounds, args.seq_requests, args.put_clients, args.get_clients) < 1:
         parser.error("--rounds, --seq-requests and the client counts must be >= 1")
-    if args.duration <= 0 or args.failovers < 0 or args.value_size < 0:
-        parser.error("--duration must be > 0, --failovers and --value-size >= 0")
+    if args.duration <= 0 or min(args.failovers, args.value_size, args.settle) < 0:
+        parser.error("--duration must be > 0, --failovers, --value-size and --settle >= 0")
     directory = args.keep or Path(tempfile.mkdtemp(prefix="zraft-versus-"))
     directory.mkdir(parents=True, exist_ok=True)
     try:

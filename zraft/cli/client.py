@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--server-key",
         metavar="KEY",
         help="with --endpoint and no config: that node's public key (Z85 text or its .pub "
-        "file), to reach a secured node",
+        "file), to reach a secured node (--server-key=KEY when the text starts with -)",
     )
     parser.add_argument(
         "--endpoint",
