@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ from typing import Any
 import zmq
 
 from zraft import wire
+from zraft.bench.workdir import run_in_workdir
 from zraft.testing.cluster import ProcessCluster
 
 STAGES = (
@@ -203,17 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.writes < 1 or args.warmup < 0 or args.value_size < 0:
         parser.error("--writes must be >= 1, --warmup and --value-size >= 0")
-    directory = args.keep or Path(tempfile.mkdtemp(prefix="zraft-breakdown-"))
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        report = measure(args, directory)
-    except (RuntimeError, TimeoutError, AssertionError, OSError) as exc:
-        print(f"breakdown: failed: {exc}; files kept in {directory}", file=sys.stderr)
-        return 1
-    if args.keep is None:
-        shutil.rmtree(directory, ignore_errors=True)
-    print(json.dumps(report) if args.json else "\n".join(table(report)))
-    return 0
+    return run_in_workdir(
+        "breakdown",
+        args.keep,
+        lambda directory: measure(args, directory),
+        table,
+        as_json=args.json,
+        failures=(RuntimeError, TimeoutError, AssertionError, OSError),
+    )
 
 
 if __name__ == "__main__":

@@ -20,18 +20,16 @@ directory removed at the end (`--keep DIR` keeps the clusters' files there).
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import zraft
 from zraft.bench.load import BenchSpec, run_bench
+from zraft.bench.workdir import run_in_workdir, say
 from zraft.testing.cluster import ProcessCluster
 
 FIGURES = (
@@ -168,24 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.seq_requests < 1:
         parser.error("--rounds and --seq-requests must be >= 1, --duration > 0")
-    directory = args.keep or Path(tempfile.mkdtemp(prefix="zraft-compare-"))
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        report = compare(
-            args.base,
-            args.rounds,
-            args.duration,
-            directory,
-            lambda line: print(line, file=sys.stderr, flush=True),
-            args.seq_requests,
-        )
-    except (subprocess.CalledProcessError, RuntimeError, AssertionError) as exc:
-        print(f"compare: failed: {exc}; files kept in {directory}", file=sys.stderr)
-        return 1
-    if args.keep is None:
-        shutil.rmtree(directory, ignore_errors=True)
-    print(json.dumps(report) if args.json else "\n".join(table(report)))
-    return 0
+    return run_in_workdir(
+        "compare",
+        args.keep,
+        lambda directory: compare(
+            args.base, args.rounds, args.duration, directory, say, args.seq_requests
+        ),
+        table,
+        as_json=args.json,
+        failures=(subprocess.CalledProcessError, RuntimeError, AssertionError),
+    )
 
 
 if __name__ == "__main__":

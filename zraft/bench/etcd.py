@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from zraft.bench.load import BenchResult, BenchSpec, latency_summary
+from zraft.bench.load import BenchResult, BenchSpec
 from zraft.testing.cluster import free_ports, wait_for
 
 RECV_BYTES = 1 << 16
@@ -272,13 +272,4 @@ def run_etcd_bench(urls: list[str], spec: BenchSpec) -> BenchResult:
         elapsed = engine.run(spec.op, counts, spec.duration)
     finally:
         engine.close()
-    latencies = sorted(engine.latencies)
-    return BenchResult(
-        spec=spec,
-        endpoints=tuple(urls),
-        ops=len(latencies),
-        errors=sum(engine.errors.values()),
-        error_codes=dict(engine.errors),
-        elapsed=elapsed,
-        latencies_ms=latency_summary(latencies),
-    )
+    return BenchResult.of(spec, urls, engine.latencies, engine.errors, elapsed)

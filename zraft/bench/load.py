@@ -113,6 +113,26 @@ class BenchResult:
     elapsed: float
     latencies_ms: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def of(
+        cls,
+        spec: BenchSpec,
+        endpoints: Sequence[str],
+        latencies: Sequence[float],
+        errors: Counter[str],
+        elapsed: float,
+    ) -> BenchResult:
+        """The result of a run: its ok latencies in seconds, its failures by code."""
+        return cls(
+            spec=spec,
+            endpoints=tuple(endpoints),
+            ops=len(latencies),
+            errors=errors.total(),
+            error_codes=dict(errors),
+            elapsed=elapsed,
+            latencies_ms=latency_summary(sorted(latencies)),
+        )
+
     @property
     def ops_per_s(self) -> float:
         """Successful requests per second over the run."""
@@ -378,13 +398,4 @@ def run_bench(
     finally:
         if own:
             ctx.term()
-    latencies = sorted(engine.latencies)
-    return BenchResult(
-        spec=spec,
-        endpoints=tuple(endpoints),
-        ops=len(latencies),
-        errors=engine.errors.total(),
-        error_codes=dict(engine.errors),
-        elapsed=elapsed,
-        latencies_ms=latency_summary(latencies),
-    )
+    return BenchResult.of(spec, endpoints, engine.latencies, engine.errors, elapsed)

@@ -31,11 +31,9 @@ ports, in a temporary directory removed at the end (`--keep DIR` keeps it).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +44,7 @@ import zmq
 from zraft import wire
 from zraft.bench.etcd import EtcdCluster, b64, etcd_request, run_etcd_bench
 from zraft.bench.load import BenchResult, BenchSpec, run_bench
+from zraft.bench.workdir import run_in_workdir, say
 from zraft.testing.cluster import ProcessCluster
 
 FIGURES = (
@@ -351,17 +350,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds, --seq-requests and the client counts must be >= 1")
     if args.duration <= 0 or min(args.failovers, args.value_size, args.settle) < 0:
         parser.error("--duration must be > 0, --failovers, --value-size and --settle >= 0")
-    directory = args.keep or Path(tempfile.mkdtemp(prefix="zraft-versus-"))
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        report = run_rounds(args, directory, lambda line: print(line, file=sys.stderr, flush=True))
-    except (RuntimeError, AssertionError, OSError, TimeoutError) as exc:
-        print(f"versus: failed: {exc}; files kept in {directory}", file=sys.stderr)
-        return 1
-    if args.keep is None:
-        shutil.rmtree(directory, ignore_errors=True)
-    print(json.dumps(report) if args.json else "\n".join(table(report)))
-    return 0
+    return run_in_workdir(
+        "versus",
+        args.keep,
+        lambda directory: run_rounds(args, directory, say),
+        table,
+        as_json=args.json,
+        failures=(RuntimeError, AssertionError, OSError, TimeoutError),
+    )
 
 
 if __name__ == "__main__":
