@@ -101,7 +101,7 @@ CHANGE_TIMEOUT_S = 20.0
 """How long one membership change may take, retries included, before it counts as stuck."""
 
 PROMOTION_WAIT_S = 8.0
-"""How long a re-added node may stay a learner before it is promoted explicitly."""
+"""How long a replacement node may stay a learner before it is promoted explicitly."""
 
 _CHANGE_RETRY_CODES = frozenset({"unavailable", "not_leader", "conflict", "timeout"})
 
@@ -143,7 +143,7 @@ class Nemesis(PlannedNemesis):
             timeout, so the rest of the cluster elects a new leader meanwhile (and some
             pauses outlast a client's attempt timeout).
         partition_s: how long a partition lasts.
-        removed_s: how long a removed voter stays out before it is added back.
+        removed_s: how long a removed voter stays out before it is replaced.
     """
 
     def __init__(
