@@ -22,7 +22,8 @@ SEED = 20261125
 
 def test_faults_leave_a_linearizable_history(tmp_path: Path) -> None:
     """Kills, pauses (of any node and of the leader), partitions, packet loss, membership
-    changes (a voter removed and replaced by a new host under a new id) and leadership transfers under load: no anomaly.
+    changes (a voter removed and replaced by a new host under a new id) and leadership
+    transfers under load: no anomaly.
 
     The cluster snapshots every 100 entries (`SNAPSHOT_OPTIONS`), so the faults also hit
     snapshot writes, compactions and InstallSnapshot transfers.
