@@ -19,6 +19,13 @@ etcd's HTTP streams), in four phases:
    arrival (p50, p99; key watchers and prefix watchers apart; 0 when the event arrived
    first), and how many acknowledged writes a watcher never received.
 4. **throughput with watchers**: phase 1 again while every watcher keeps receiving.
+5. **throughput with watchers and leases** (`--leases`, default 10,000; 0 skips it):
+   that many leases of `--lease-ttl` seconds are granted, each with a key `svc/<n>`,
+   and kept alive at TTL/3 (the client libraries' pace: `--leases` x 3 / TTL
+   keepalives per second, spread evenly over 128 connections to the leader) while phase 1
+   runs again with every watcher receiving: puts/s, keepalives acknowledged, refused (a
+   lease that expired: must be 0) and how far the keepalives fell behind their pace; then
+   the leader's peak resident memory (`VmHWM`).
 
 It starts its clusters in a temporary directory, stops every process it started by PID,
 and prints a table and one JSON object.
@@ -52,8 +59,50 @@ from tests.lease_workload import percentile  # noqa: E402
 from tests.procs import ProcessCluster  # noqa: E402
 from zraft import wire  # noqa: E402
 from zraft.bench.etcd import EtcdCluster  # noqa: E402
+from zraft.bench.versus import peak_rss_mib  # noqa: E402
 
 VALUE = "v" * 256
+LEASE_BASE = 7_000_000
+"""The first lease id phase 5 grants (ids are chosen by the benchmark, the same for both)."""
+KEEPERS = 128
+"""Connections to the leader that carry phase 5's keepalives."""
+
+
+@dataclass
+class Keeper:
+    """Phase 5's keepalives: every lease once per `interval` (TTL/3), spread evenly, so
+    `len(ids) / interval` keepalives are due per second; what came back."""
+
+    ids: list[int]
+    interval: float
+    began: float = field(default_factory=time.monotonic)
+    sent: int = 0
+    acked: int = 0
+    refused: int = 0
+    behind_max_s: float = 0.0
+
+    def due(self, now: float) -> int:
+        """How many keepalives are due and not yet sent at `now`."""
+        return int((now - self.began) * len(self.ids) / self.interval) - self.sent
+
+    def take(self, now: float) -> int:
+        """The next lease to keep alive; notes how late its keepalive is."""
+        self.behind_max_s = max(
+            self.behind_max_s, now - self.began - self.sent * self.interval / len(self.ids)
+        )
+        lease = self.ids[self.sent % len(self.ids)]
+        self.sent += 1
+        return lease
+
+    def figures(self, seconds: float) -> dict[str, Any]:
+        """What a report shows of it."""
+        return {
+            "leases": len(self.ids),
+            "keepalives_per_s_due": round(len(self.ids) / self.interval),
+            "keepalives_per_s_acked": round(self.acked / seconds),
+            "refused": self.refused,
+            "behind_max_ms": round(1000 * self.behind_max_s, 1),
+        }
 
 
 @dataclass
@@ -70,6 +119,9 @@ class Measure:
     paced_sent: int = 0
     paced_late: int = 0
     paced_cpu_s: float = 0.0  # this process's CPU time in the paced phase
+    puts_per_s_leases: float = 0.0
+    keeper: Keeper | None = None
+    leader_rss_mib: float = 0.0
 
     def delivery(self, kind: str, per_write: int) -> dict[str, Any]:
         """Latency figures of one kind of watcher, and the deliveries it missed (writes
@@ -120,11 +172,12 @@ class ZraftDriver:
         for sock, _ in self.poller.poll(timeout_ms):
             self.handlers[sock](wire.decode_reply(sock.recv()))
 
-    def closed_loop(self, seconds: float) -> float:
-        """Puts/s of `--inflight` clients back to back."""
+    def closed_loop(self, seconds: float, keeper: Keeper | None = None) -> float:
+        """Puts/s of `--inflight` clients back to back (and `keeper`'s keepalives)."""
         done = [0]
         stop_at = time.monotonic() + seconds
         sockets = [self.socket(self.leader) for _ in range(self.args.inflight)]
+        feed = self._keepalives(keeper) if keeper is not None else None
         rng = random.Random(1)
 
         def send(sock: zmq.Socket[bytes]) -> None:
@@ -136,12 +189,75 @@ class ZraftDriver:
             send(sock)
         began = time.monotonic()
         while any(s in self.handlers for s in sockets):
-            self.turn(50)
+            if feed is not None:
+                feed()
+            self.turn(5 if feed is not None else 50)
         elapsed = time.monotonic() - began
         for sock in sockets:
             self.poller.unregister(sock)
             sock.close(linger=0)
         return done[0] / elapsed
+
+    def _keepalives(self, keeper: Keeper) -> Callable[[], None]:
+        """A function that sends the keepalives due now over idle keepalive sockets."""
+        idle = [self.socket(self.leader) for _ in range(KEEPERS)]
+        for sock in idle:
+
+            def on_reply(reply: dict[str, Any], sock: zmq.Socket[bytes] = sock) -> None:
+                if reply.get("ok") and reply.get("remaining", 0) > 0:
+                    keeper.acked += 1
+                else:
+                    keeper.refused += 1
+                idle.append(sock)
+
+            self.handlers[sock] = on_reply
+
+        def feed() -> None:
+            now = time.monotonic()
+            for _ in range(min(keeper.due(now), len(idle))):
+                lease = keeper.take(now)
+                idle.pop().send(wire.encode_request("lease_keepalive", lease=lease))
+
+        return feed
+
+    def grant(self, count: int, ttl: int) -> list[int]:
+        """Grant `count` leases, then put a key `svc/<id>` on each."""
+        ids = [LEASE_BASE + n for n in range(count)]
+        self._all([wire.encode_request("lease_grant", ttl=ttl, lease=i) for i in ids])
+        self._all([wire.encode_request("put", key=f"svc/{i}", value="up", lease=i) for i in ids])
+        return ids
+
+    def _all(self, requests: list[bytes]) -> None:
+        """Send every request to the leader, 64 in flight; raise unless all succeed."""
+        waiting = list(reversed(requests))
+        failed: list[dict[str, Any]] = []
+        sockets = [self.socket(self.leader) for _ in range(64)]
+        busy: set[zmq.Socket[bytes]] = set()
+
+        def next_one(sock: zmq.Socket[bytes]) -> None:
+            if waiting:
+                sock.send(waiting.pop())
+                busy.add(sock)
+
+        for sock in sockets:
+
+            def on_reply(reply: dict[str, Any], sock: zmq.Socket[bytes] = sock) -> None:
+                if not reply.get("ok"):
+                    failed.append(reply)
+                busy.discard(sock)
+                next_one(sock)
+
+            self.handlers[sock] = on_reply
+            next_one(sock)
+        deadline = time.monotonic() + 120
+        while busy and time.monotonic() < deadline:
+            self.turn(50)
+        for sock in sockets:
+            del self.handlers[sock]
+            self.poller.unregister(sock)
+            sock.close(linger=0)
+        if busy or failed:
+            raise RuntimeError(f"setting up leases failed: {failed[:3]} ({len(busy)} unanswered)")
 
     def _count(self, sock, done, stop_at, send):  # type: ignore[no-untyped-def]
         def on_reply(reply: dict[str, Any]) -> None:
@@ -244,6 +360,11 @@ def run_zraft(args: argparse.Namespace, directory: Path) -> Measure:
             driver.paced(measure, args.seconds)
             measure.paced_cpu_s = time.process_time() - cpu
             measure.puts_per_s_watched = driver.closed_loop(args.tput_seconds)
+            if args.leases:
+                ids = driver.grant(args.leases, args.lease_ttl)
+                measure.keeper = Keeper(ids, args.lease_ttl / 3)
+                measure.puts_per_s_leases = driver.closed_loop(args.tput_seconds, measure.keeper)
+            measure.leader_rss_mib = peak_rss_mib(cluster.pid(cluster.wait_leader()))
         finally:
             driver.close()
     finally:
@@ -314,6 +435,10 @@ class Http:
         size = int(self.buffer[:end], 16)
         if len(self.buffer) < end + 2 + size + 2:
             return False
+        if size == 0:  # the last chunk: the stream ended (a keepalive's), the next reply follows
+            self.buffer = self.buffer[end + 4 :]
+            self.headers_done = False
+            return True
         self.lines += self.buffer[end + 2 : end + 2 + size]
         self.buffer = self.buffer[end + 2 + size + 2 :]
         while b"\n" in self.lines:
@@ -354,11 +479,12 @@ class EtcdDriver:
     def put(self, connection: Http, key: str) -> None:
         connection.post("/v3/kv/put", {"key": _b64(key), "value": _b64(VALUE)})
 
-    def closed_loop(self, seconds: float) -> float:
+    def closed_loop(self, seconds: float, keeper: Keeper | None = None) -> float:
         done = [0]
         stop_at = time.monotonic() + seconds
         rng = random.Random(1)
         writers = [self.connect(self.leader) for _ in range(self.args.inflight)]
+        feed = self._keepalives(keeper) if keeper is not None else None
         active = set(range(len(writers)))
         for number, connection in enumerate(writers):
 
@@ -374,11 +500,77 @@ class EtcdDriver:
             self.put(connection, f"k/{rng.randrange(self.args.key_watchers):04d}")
         began = time.monotonic()
         while active:
-            self.turn(0.05)
+            if feed is not None:
+                feed()
+            self.turn(0.005 if feed is not None else 0.05)
         elapsed = time.monotonic() - began
         for connection in writers:
             self.drop(connection)
         return done[0] / elapsed
+
+    def _keepalives(self, keeper: Keeper) -> Callable[[], None]:
+        """A function that sends the keepalives due now over idle connections (one
+        keepalive per request: the gateway ends the stream when the body ends)."""
+        idle = [self.connect(self.leader) for _ in range(KEEPERS)]
+        for connection in idle:
+
+            def on_message(message: dict[str, Any], connection: Http = connection) -> None:
+                if int(message.get("result", {}).get("TTL", 0)) > 0:
+                    keeper.acked += 1
+                else:
+                    keeper.refused += 1
+                idle.append(connection)
+
+            connection.on_message = on_message
+
+        def feed() -> None:
+            now = time.monotonic()
+            for _ in range(min(keeper.due(now), len(idle))):
+                idle.pop().post("/v3/lease/keepalive", {"ID": keeper.take(now)})
+
+        return feed
+
+    def grant(self, count: int, ttl: int) -> list[int]:
+        """Grant `count` leases, then put a key `svc/<id>` on each."""
+        ids = [LEASE_BASE + n for n in range(count)]
+        self._all([("/v3/lease/grant", {"TTL": ttl, "ID": i}) for i in ids])
+        self._all(
+            [
+                ("/v3/kv/put", {"key": _b64(f"svc/{i}"), "value": _b64("up"), "lease": i})
+                for i in ids
+            ]
+        )
+        return ids
+
+    def _all(self, requests: list[tuple[str, dict[str, Any]]]) -> None:
+        """POST every request to the leader, 64 in flight; raise unless all succeed."""
+        waiting = list(reversed(requests))
+        failed: list[dict[str, Any]] = []
+        connections = [self.connect(self.leader) for _ in range(64)]
+        busy: set[int] = set()
+
+        def next_one(connection: Http) -> None:
+            if waiting:
+                connection.post(*waiting.pop())
+                busy.add(id(connection))
+
+        for connection in connections:
+
+            def on_message(message: dict[str, Any], connection: Http = connection) -> None:
+                if "header" not in message or "error" in message:
+                    failed.append(message)
+                busy.discard(id(connection))
+                next_one(connection)
+
+            connection.on_message = on_message
+            next_one(connection)
+        deadline = time.monotonic() + 120
+        while busy and time.monotonic() < deadline:
+            self.turn(0.05)
+        for connection in connections:
+            self.drop(connection)
+        if busy or failed:
+            raise RuntimeError(f"setting up leases failed: {failed[:3]} ({len(busy)} unanswered)")
 
     def start_watchers(self, measure: Measure) -> None:
         first = self.connect(self.leader)
@@ -474,6 +666,11 @@ def run_etcd(args: argparse.Namespace, directory: Path) -> Measure:
             driver.paced(measure, args.seconds)
             measure.paced_cpu_s = time.process_time() - cpu
             measure.puts_per_s_watched = driver.closed_loop(args.tput_seconds)
+            if args.leases:
+                ids = driver.grant(args.leases, args.lease_ttl)
+                measure.keeper = Keeper(ids, args.lease_ttl / 3)
+                measure.puts_per_s_leases = driver.closed_loop(args.tput_seconds, measure.keeper)
+            measure.leader_rss_mib = peak_rss_mib(etcd.pid(etcd.leader()))
         finally:
             driver.close()
     finally:
@@ -498,6 +695,9 @@ def figures(measure: Measure, args: argparse.Namespace) -> dict[str, Any]:
         "acknowledged": len(measure.acked),
         "key_watchers": measure.delivery("key", 1),
         "prefix_watchers": measure.delivery("prefix", args.prefix_watchers),
+        "puts_per_s_with_watchers_and_leases": round(measure.puts_per_s_leases),
+        "keepalives": measure.keeper.figures(args.tput_seconds) if measure.keeper else None,
+        "leader_peak_rss_mib": round(measure.leader_rss_mib, 1),
     }
 
 
@@ -510,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="the paced phase")
     parser.add_argument("--tput-seconds", type=float, default=8.0)
     parser.add_argument("--inflight", type=int, default=64)
+    parser.add_argument("--leases", type=int, default=10_000, help="phase 5's (0: skip it)")
+    parser.add_argument("--lease-ttl", type=int, default=30, help="seconds")
     parser.add_argument("--etcd", default="etcd", help="the etcd binary")
     parser.add_argument("--keep", type=Path, help="run in DIR and keep it")
     args = parser.parse_args(argv)
@@ -531,6 +733,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{prefix['p50_ms']} p99 {prefix['p99_ms']} ms (missing {prefix['missing']})",
             file=sys.stderr,
         )
+        keep = result["keepalives"]
+        if keep:
+            print(
+                f"{system:<6} with {keep['leases']} leases kept alive too: puts/s "
+                f"{result['puts_per_s_with_watchers_and_leases']:>6}, keepalives/s "
+                f"{keep['keepalives_per_s_acked']} of {keep['keepalives_per_s_due']} due "
+                f"(refused {keep['refused']}, behind at most {keep['behind_max_ms']} ms); "
+                f"leader peak RSS {result['leader_peak_rss_mib']} MiB",
+                file=sys.stderr,
+            )
     print(json.dumps({"params": vars(args) | {"keep": str(args.keep)}, **results}))
     return 0
 

@@ -14,8 +14,12 @@ over every node, followers forwarding). Per cluster it measures:
 - sequential puts, one client (`--seq-requests`): p50 and p99;
 - puts/s with `--put-clients` in flight, linearizable gets/s with `--get-clients`, each
   for `--duration` seconds;
-- the peak resident memory (`VmHWM`) of the leader and of the largest follower after
-  that load;
+- what each put and each get cost in CPU time (user + system, every thread: libzmq's
+  and Go's included), in microseconds per acknowledged request, on the leader, on all
+  followers together and in this process (the load generator); the get figures include
+  the not-measured prefill of the keys, about 2% of the requests;
+- the resident memory of the leader once elected, before any load (`VmRSS`), and the
+  peak (`VmHWM`) of the leader and of the largest follower after the load;
 - `--failovers` times: kill -9 the leader, then one client writing to the surviving
   nodes (each attempt waits at most 250 ms, then the next node) until a put is
   acknowledged: the time from the kill to that acknowledgement; the killed node is then
@@ -31,6 +35,7 @@ ports, in a temporary directory removed at the end (`--keep DIR` keeps it).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -55,6 +60,13 @@ FIGURES = (
     ("kill -9 leader -> first acknowledged write (s)", "failover_s", 0.3),
     ("peak RSS of the leader (MiB)", "leader_rss_mib", 0.4),
     ("peak RSS of the largest follower (MiB)", "follower_rss_mib", None),
+    ("RSS of the leader before the load (MiB)", "idle_rss_mib", None),
+    ("CPU per put, leader (µs)", "put_cpu_us_leader", None),
+    ("CPU per put, followers (µs)", "put_cpu_us_followers", None),
+    ("CPU per put, load generator (µs)", "put_cpu_us_client", None),
+    ("CPU per get, leader (µs)", "get_cpu_us_leader", None),
+    ("CPU per get, followers (µs)", "get_cpu_us_followers", None),
+    ("CPU per get, load generator (µs)", "get_cpu_us_client", None),
 )
 """(label, key, goal for zraft / etcd or None) of each figure, in the order printed. For
 rates the goal is a lower bound, for times and memory an upper bound."""
@@ -190,10 +202,31 @@ class EtcdTarget:
 
 def peak_rss_mib(pid: int) -> float:
     """A process's peak resident set (`VmHWM`), in MiB."""
+    return _status_kib(pid, "VmHWM:") / 1024
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident set now (`VmRSS`), in MiB."""
+    return _status_kib(pid, "VmRSS:") / 1024
+
+
+def _status_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process `pid` used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds this process used so far (the load generator, its threads included)."""
+    times = os.times()
+    return times.user + times.system
 
 
 def failover_s(target: Target, trial: int, settle_s: float = SETTLE_S) -> float:
@@ -228,12 +261,27 @@ def measure(target: Target, args: argparse.Namespace) -> dict[str, float]:
             raise RuntimeError(f"{result.errors} errors: {dict(result.error_codes)}")
         return result
 
+    pids = {n: target.pid(n) for n in target.nodes()}
+    figures = {"idle_rss_mib": rss_mib(pids[leader])}
+
+    def costed(spec: BenchSpec) -> BenchResult:
+        """Run `spec`; note its CPU per acknowledged request, by role."""
+        before = {n: cpu_s(pid) for n, pid in pids.items()}
+        own = own_cpu_s()
+        result = run(spec)
+        used = {n: cpu_s(pid) - before[n] for n, pid in pids.items()}
+        per_op = 1e6 / max(1, result.ops)
+        figures[f"{spec.op}_cpu_us_leader"] = used.pop(leader) * per_op
+        figures[f"{spec.op}_cpu_us_followers"] = sum(used.values()) * per_op
+        figures[f"{spec.op}_cpu_us_client"] = (own_cpu_s() - own) * per_op
+        return result
+
     size = args.value_size
     seq = run(BenchSpec(clients=1, requests=args.seq_requests, value_size=size))
-    puts = run(
+    puts = costed(
         BenchSpec(clients=args.put_clients, requests=None, duration=args.duration, value_size=size)
     )
-    gets = run(
+    gets = costed(
         BenchSpec(
             clients=args.get_clients,
             requests=None,
@@ -242,13 +290,13 @@ def measure(target: Target, args: argparse.Namespace) -> dict[str, float]:
             value_size=size,
         )
     )
-    followers = [peak_rss_mib(target.pid(n)) for n in target.nodes() if n != leader]
-    figures = {
+    followers = [peak_rss_mib(pid) for n, pid in pids.items() if n != leader]
+    figures |= {
         "seq_p50_ms": seq.latencies_ms["p50"],
         "seq_p99_ms": seq.latencies_ms["p99"],
         "puts_per_s": puts.ops_per_s,
         "gets_per_s": gets.ops_per_s,
-        "leader_rss_mib": peak_rss_mib(target.pid(leader)),
+        "leader_rss_mib": peak_rss_mib(pids[leader]),
         "follower_rss_mib": max(followers),
     }
     trials = [failover_s(target, trial, args.settle) for trial in range(args.failovers)]
@@ -294,7 +342,7 @@ def run_rounds(
 
 
 def _shown(key: str, value: float) -> str:
-    if key.endswith("_per_s"):
+    if key.endswith("_per_s") or "_cpu_us_" in key:
         return f"{value:,.0f}"
     return f"{value:.1f}" if key.endswith("_mib") else f"{value:.3f}"
 
