@@ -35,6 +35,7 @@ from zraft.storage import (
     StorageError,
     TailRepair,
 )
+from zraft.storage import file as storage_file
 from zraft.storage.wal import (
     FRAME_SAVE,
     FRAME_SEGMENT_HEADER,
@@ -43,6 +44,7 @@ from zraft.storage.wal import (
     encode_frame,
     encode_save,
     encode_segment_header,
+    read_frame,
     segment_name,
 )
 
@@ -63,6 +65,21 @@ def ents(lo: int, hi: int, term: int = 1) -> list[Entry]:
 def segments(data_dir: Path) -> list[Path]:
     """The WAL segment files, oldest first."""
     return sorted(data_dir.glob("wal-*.log"))
+
+
+@pytest.fixture
+def growing_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments that grow with every save (no preallocation), as releases before issue 18
+    wrote them: the byte-level tests below cut and flip bytes at the file's end."""
+    monkeypatch.setattr(storage_file, "PREALLOCATE_BYTES", 0)
+
+
+def frame_ends(path: Path) -> list[int]:
+    """Where each valid frame of a segment ends, up to the first invalid one."""
+    data, ends = path.read_bytes(), [0]
+    while (frame := read_frame(data, ends[-1])) is not None:
+        ends.append(frame.end)
+    return ends[1:]
 
 
 def snap(index: int, term: int = 1) -> SnapshotMeta:
@@ -420,6 +437,7 @@ def assert_repaired(data_dir: Path, path: Path, start: int, dropped: int) -> Non
     store.close()
 
 
+@pytest.mark.usefixtures("growing_files")
 @pytest.mark.parametrize("kept", range(1, LAST_FRAME_LEN))
 def test_torn_tail_at_every_byte(tmp_path: Path, kept: int) -> None:
     """The last record cut after `kept` bytes: dropped and reported, earlier ones intact."""
@@ -428,6 +446,7 @@ def test_torn_tail_at_every_byte(tmp_path: Path, kept: int) -> None:
     assert_repaired(tmp_path, path, start, kept)
 
 
+@pytest.mark.usefixtures("growing_files")
 @pytest.mark.parametrize("position", range(LAST_FRAME_LEN))
 def test_flipped_byte_in_last_record(tmp_path: Path, position: int) -> None:
     """Any damaged byte in the final record (header or payload) is a torn tail."""
@@ -438,9 +457,10 @@ def test_flipped_byte_in_last_record(tmp_path: Path, position: int) -> None:
     assert_repaired(tmp_path, path, start, LAST_FRAME_LEN)
 
 
-@pytest.mark.parametrize("junk", [b"\x00" * 4096, b"\x02" * 33, bytes(range(256)) * 4])
+@pytest.mark.usefixtures("growing_files")
+@pytest.mark.parametrize("junk", [b"\x02" * 33, bytes(range(256)) * 4, b"\x00" * 99 + b"\x01"])
 def test_junk_after_the_last_record_is_a_torn_tail(tmp_path: Path, junk: bytes) -> None:
-    """Zeros (a file extended but never written) or junk after valid records are cut."""
+    """Junk after valid records (even zeros with one byte set) is cut off and reported."""
     path, _ = three_saves(tmp_path)
     size = path.stat().st_size
     with path.open("ab") as f:
@@ -451,6 +471,129 @@ def test_junk_after_the_last_record_is_a_torn_tail(tmp_path: Path, junk: bytes) 
     store.close()
 
 
+@pytest.mark.usefixtures("growing_files")
+def test_zeros_after_the_last_record_are_room_not_damage(tmp_path: Path) -> None:
+    """Zeros to the end of the file (preallocated room, or a file an older build extended
+    and never wrote) are the log's clean end: nothing reported, the next save goes right
+    after the last record, and the log reads back whole."""
+    path, _ = three_saves(tmp_path)
+    size = path.stat().st_size
+    with path.open("ab") as f:
+        f.write(b"\x00" * 4096)
+    store = FileStorage(tmp_path)
+    assert store.tail_repair is None
+    assert store.last_index() == 3
+    store.save(None, [ent(4)])
+    store.close()
+    assert frame_ends(path)[-1] == size + len(
+        encode_frame(0, FRAME_SAVE, encode_save(None, [ent(4)], None))
+    )
+    assert path.stat().st_size == size + 4096  # written into the room, not after it
+    store = FileStorage(tmp_path)
+    assert store.tail_repair is None
+    assert store.load().entries == (*ents(1, 2), LAST_ENTRY, ent(4))
+    store.close()
+
+
+def test_segments_are_preallocated_and_reopen_where_they_ended(tmp_path: Path) -> None:
+    """A segment's file is reserved ahead of its writes (up to the segment size); a reopen
+    reports no repair and continues at the last record; zeros at the end of a segment that
+    is no longer the last (room it never used) are no damage either; nothing is lost."""
+    store = FileStorage(tmp_path, segment_bytes=1 << 20, preallocate_bytes=65536)
+    for index in range(1, 21):
+        store.save(HardState(term=1, commit=index - 1), [ent(index, data=bytes(200))])
+    store.close()
+    (first,) = segments(tmp_path)
+    assert first.stat().st_size > frame_ends(first)[-1] + 32768  # zeros after the frames
+    store = FileStorage(tmp_path, segment_bytes=4096, preallocate_bytes=65536)
+    assert store.tail_repair is None
+    for index in range(21, 41):  # rolls: the first segment keeps its unused room
+        store.save(HardState(term=1, commit=index - 1), [ent(index, data=bytes(200))])
+    store.close()
+    files = segments(tmp_path)
+    assert len(files) > 2 and first.stat().st_size > frame_ends(first)[-1]
+    assert all(path.stat().st_size <= max(4096, frame_ends(path)[-1]) for path in files[1:])
+    for round_ in range(2):
+        store = FileStorage(tmp_path, segment_bytes=4096, preallocate_bytes=65536)
+        assert store.tail_repair is None
+        assert [e.index for e in store.load().entries] == list(range(1, 41 + round_))
+        store.save(HardState(term=1, commit=40), [ent(41 + round_)])
+        store.close()
+    store = FileStorage(tmp_path, preallocate_bytes=0)  # and as a build that never preallocates
+    assert store.tail_repair is None and store.last_index() == 42
+    store.close()
+
+
+@pytest.mark.parametrize("kept", range(0, LAST_FRAME_LEN))
+def test_torn_record_in_preallocated_room(tmp_path: Path, kept: int) -> None:
+    """The last record written into preallocated room and torn after `kept` bytes (the
+    rest still zeros): dropped, reported when something of it reached the disk, the log
+    before it intact, and the next save goes where it was."""
+    store = FileStorage(tmp_path)
+    store.save(HardState(term=1, voted_for="n1", commit=0), [ent(1)])
+    store.save(HardState(term=1, voted_for="n1", commit=1), [ent(2)])
+    (path,) = segments(tmp_path)
+    start = frame_ends(path)[-1]
+    store.save(LAST_HARD_STATE, [LAST_ENTRY])
+    store.close()
+    size = path.stat().st_size
+    assert size > start + LAST_FRAME_LEN
+    data = bytearray(path.read_bytes())
+    data[start + kept : start + LAST_FRAME_LEN] = bytes(LAST_FRAME_LEN - kept)
+    path.write_bytes(bytes(data))
+    store = FileStorage(tmp_path)
+    if any(data[start : start + kept]):
+        assert store.tail_repair == TailRepair(str(path), start, size - start, last_index=2)
+    else:
+        assert store.tail_repair is None  # nothing of it reached the disk
+    assert store.load().entries == (ent(1), ent(2))
+    store.save(None, [ent(3, 2)])
+    store.close()
+    assert frame_ends(path)[-1] > start
+    store = FileStorage(tmp_path)
+    assert store.tail_repair is None
+    assert store.load().entries == (ent(1), ent(2), ent(3, 2))
+    store.close()
+
+
+def test_a_valid_record_after_zeros_is_corruption(tmp_path: Path) -> None:
+    """Zeros are the end only when nothing valid follows: a record after a zeroed one is
+    corruption (lost writes in mid-log), never skipped."""
+    store = FileStorage(tmp_path)
+    store.save(HardState(term=1), [ent(1)])
+    (path,) = segments(tmp_path)
+    start = frame_ends(path)[-1]
+    store.save(None, [ent(2)])
+    store.close()
+    data = bytearray(path.read_bytes())
+    gap = start + 64
+    frame = encode_frame(gap, FRAME_SAVE, encode_save(None, [ent(2)], None))
+    data[start:gap] = bytes(64)
+    data[gap : gap + len(frame)] = frame
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptLogError, match="followed by a valid record"):
+        FileStorage(tmp_path)
+
+
+def test_refused_preallocation_falls_back_to_growing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filesystem that refuses fallocate (no support, no room for the reserve) costs
+    nothing but the speed-up: saves grow the file and read back."""
+    monkeypatch.setattr(storage_file, "preallocate", lambda fd, offset, length: False)
+    store = FileStorage(tmp_path)
+    store.save(HardState(term=1), ents(1, 3))
+    store.save(HardState(term=1, commit=3), [ent(4)])
+    (path,) = segments(tmp_path)
+    assert path.stat().st_size == frame_ends(path)[-1]
+    store.close()
+    monkeypatch.undo()
+    store = FileStorage(tmp_path)
+    assert store.tail_repair is None and store.last_index() == 4
+    store.close()
+
+
+@pytest.mark.usefixtures("growing_files")
 def test_torn_truncation_keeps_the_old_suffix(tmp_path: Path) -> None:
     """A crash while a truncating save is written leaves the old log whole, never half."""
     store = FileStorage(tmp_path)
@@ -549,6 +692,7 @@ def test_corruption_in_the_middle_names_file_and_offset(tmp_path: Path) -> None:
         FileStorage(tmp_path)
 
 
+@pytest.mark.usefixtures("growing_files")
 def test_damaged_non_final_segment_is_corruption(tmp_path: Path) -> None:
     """Even a damaged last record is corruption when a later segment exists."""
     store = FileStorage(tmp_path, segment_bytes=1)
@@ -605,6 +749,7 @@ def test_segment_base_mismatch_is_corruption(tmp_path: Path) -> None:
         FileStorage(tmp_path)
 
 
+@pytest.mark.usefixtures("growing_files")
 def test_flipped_byte_in_a_read_back_frame(tmp_path: Path) -> None:
     """A frame damaged after open is caught by the CRC when it is read back."""
     store = FileStorage(tmp_path)
@@ -622,16 +767,16 @@ def test_flipped_byte_in_a_read_back_frame(tmp_path: Path) -> None:
 
 
 def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """os.write returning short counts (a nearly full disk) is looped until done."""
+    """os.pwrite returning short counts (a nearly full disk) is looped until done."""
     store = FileStorage(tmp_path)
-    real_write = os.write
+    real_pwrite = os.pwrite
     calls = []
 
-    def short_write(fd: int, data: bytes) -> int:
+    def short_write(fd: int, data: bytes, offset: int) -> int:
         calls.append(len(data))
-        return real_write(fd, bytes(data)[:7])
+        return real_pwrite(fd, bytes(data)[:7], offset)
 
-    monkeypatch.setattr(os, "write", short_write)
+    monkeypatch.setattr(os, "pwrite", short_write)
     store.save(HardState(term=4, voted_for="n2", commit=0), ents(1, 5))
     monkeypatch.undo()
     assert len(calls) > 10
@@ -646,14 +791,14 @@ def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_zero_byte_write_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that makes no progress raises instead of spinning forever."""
     store = FileStorage(tmp_path)
-    monkeypatch.setattr(os, "write", lambda fd, data: 0)
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: 0)
     with pytest.raises(StorageError):
         store.save(None, [ent(1)])
     store.close()
 
 
 def failing(error_number: int) -> Callable[..., int]:
-    """A stand-in for os.write/os.fdatasync/os.fsync that raises OSError(error_number)."""
+    """A stand-in for os.pwrite/os.fdatasync/os.fsync that raises OSError(error_number)."""
 
     def fail(*args: object) -> int:
         raise OSError(error_number, os.strerror(error_number))
@@ -664,8 +809,8 @@ def failing(error_number: int) -> Callable[..., int]:
 @pytest.mark.parametrize(
     ("function", "error_number"),
     [
-        ("write", errno.ENOSPC),
-        ("write", errno.EIO),
+        ("pwrite", errno.ENOSPC),
+        ("pwrite", errno.EIO),
         ("fdatasync", errno.EIO),
         ("fsync", errno.EIO),
     ],
@@ -718,16 +863,16 @@ def test_half_written_record_before_a_failure_is_repaired(
     """Write some bytes, then ENOSPC: the next open cuts the partial record off."""
     store = FileStorage(tmp_path)
     store.save(None, [ent(1)])
-    real_write = os.write
+    real_pwrite = os.pwrite
     calls = []
 
-    def half_then_enospc(fd: int, data: bytes) -> int:
+    def half_then_enospc(fd: int, data: bytes, offset: int) -> int:
         calls.append(fd)
         if len(calls) == 1:
-            return real_write(fd, bytes(data)[: len(data) // 2])
+            return real_pwrite(fd, bytes(data)[: len(data) // 2], offset)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "write", half_then_enospc)
+    monkeypatch.setattr(os, "pwrite", half_then_enospc)
     with pytest.raises(StorageError):
         store.save(None, ents(2, 4))
     monkeypatch.undo()
@@ -749,6 +894,7 @@ RESET_FRAME_LEN = len(
 )
 
 
+@pytest.mark.usefixtures("growing_files")
 @pytest.mark.parametrize("kept", [*range(1, 40), *range(40, RESET_FRAME_LEN, 7)])
 def test_torn_reset_record_keeps_the_old_log(tmp_path: Path, kept: int) -> None:
     """A reset frame cut short is the save in flight: the old log and hard state come back."""

@@ -3,8 +3,8 @@
 `failio.c` (next to this file) wraps fsync, fdatasync and write. A node started with
 `FailIO.env(shim)` in its environment behaves normally until one of its trigger files
 exists; from then on, for its files whose path contains `match`, `arm("fsync")` makes
-fsync/fdatasync fail with EIO, `arm("write")` makes write fail with ENOSPC, and
-`arm("short")` makes every write return a legal short count (half the bytes). Removing
+fsync/fdatasync fail with EIO, `arm("write")` makes write and pwrite fail with ENOSPC, and
+`arm("short")` makes every (p)write return a legal short count (half the bytes). Removing
 the trigger files (`heal`) ends the fault:
 
     shim = build_shim(cache_dir)             # pytest.skip()s when gcc is missing

@@ -5,11 +5,11 @@
  *   FAILIO_MATCH          substring of a file's path; only matching fds are affected
  *   FAILIO_FSYNC_TRIGGER  while this file exists, fsync/fdatasync on a matching fd
  *                         fail with EIO
- *   FAILIO_WRITE_TRIGGER  while this file exists, write on a matching fd fails with
- *                         ENOSPC
- *   FAILIO_SHORT_TRIGGER  while this file exists, write on a matching fd writes only the
- *                         first half of the buffer and returns that short count, as
- *                         write(2) may near a full disk (callers must loop)
+ *   FAILIO_WRITE_TRIGGER  while this file exists, write and pwrite on a matching fd fail
+ *                         with ENOSPC
+ *   FAILIO_SHORT_TRIGGER  while this file exists, write and pwrite on a matching fd write
+ *                         only the first half of the buffer and return that short count,
+ *                         as write(2) may near a full disk (callers must loop)
  * Removing a trigger file heals the fault. Each injected failure is reported as one line
  * on stderr ("failio: injected EIO into fdatasync fd=5 path=...") so a test can prove
  * the failure it observed was the injected one.
@@ -26,6 +26,7 @@
 
 typedef int (*sync_fn)(int);
 typedef ssize_t (*write_fn)(int, const void *, size_t);
+typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
 
 /* The next definition of `name` after this library (libc's), looked up once. */
 static void *real(void **cache, const char *name) {
@@ -109,4 +110,35 @@ ssize_t write(int fd, const void *buf, size_t count) {
         count /= 2; /* a legal partial write: the caller must write the rest */
     }
     return f(fd, buf, count);
+}
+
+/* Shared body of pwrite and pwrite64 (the WAL writes at offsets since issue 18). */
+static ssize_t failing_pwrite(int fd, const void *buf, size_t count, off_t offset,
+                              const char *name, void **cache) {
+    char path[4096];
+    if (fd > 2 && should_fail(fd, "FAILIO_WRITE_TRIGGER", path, sizeof path)) {
+        report(name, "ENOSPC", fd, path);
+        errno = ENOSPC;
+        return -1;
+    }
+    pwrite_fn f = (pwrite_fn)real(cache, name);
+    if (f == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    if (count > 1 && fd > 2 && should_fail(fd, "FAILIO_SHORT_TRIGGER", path, sizeof path)) {
+        report(name, "a short count", fd, path);
+        count /= 2;
+    }
+    return f(fd, buf, count, offset);
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset) {
+    static void *cache;
+    return failing_pwrite(fd, buf, count, offset, "pwrite", &cache);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset) {
+    static void *cache;
+    return failing_pwrite(fd, buf, count, offset, "pwrite64", &cache);
 }

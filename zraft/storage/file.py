@@ -8,7 +8,9 @@ What it owns: the files in one data directory::
 Each `save()` appends exactly ONE CRC-framed record holding the truncation point (if the
 entries overwrite stored ones) or a RESET (when a snapshot is saved), the entries and the
 hard state, then calls `fdatasync` once. Rolling to a new segment adds a directory fsync to
-that one save.
+that one save. Files are preallocated ahead of the writes (`fsio.preallocate`), so most
+fdatasyncs commit no size change; replay takes zeros up to the end of a file as its clean
+end (no frame has type 0). An older release cuts them off as a torn tail, losing nothing.
 
 Snapshots themselves live in their own files (`snapstore.py`); the log only learns where
 they cut it. Two ways, two meanings:
@@ -22,10 +24,9 @@ they cut it. Two ways, two meanings:
   frame as the entries after it and the hard state.
 
 Why the hard state lives in the WAL and not in its own file: Raft persists term, vote and
-commit on nearly every loop turn (the commit index moves with every batch). A separate file
-written atomically costs write + fsync + rename + directory fsync on top of the log's
-fsync; inside the WAL it costs ~25 bytes under the same single fsync. The contract "hard
-state is written atomically" holds because a frame is all-or-nothing (next paragraph).
+commit on nearly every loop turn. A separate file written atomically costs write + fsync +
+rename + directory fsync on top of the log's fsync; inside the WAL it costs ~25 bytes under
+the same fsync, and a frame is all-or-nothing (next paragraph), so it is written atomically.
 Each segment header repeats the hard state of its time, so deleting old segments
 (`compact`) never loses it.
 
@@ -35,23 +36,23 @@ Crash-safety argument, point by point:
   after a crash the frame is either wholly valid or detected as damaged. Truncation, new
   entries and hard state share that frame: no crash leaves the log truncated without its
   replacement entries, or a hard state without the entries it was saved with.
-- *A save is durable when it returns.* `os.write` is looped until every byte is written (a
-  nearly full disk returns short counts without raising), then `fdatasync` covers the data
-  and the file size; a new segment also gets its directory fsync'ed before returning.
+- *A save is durable when it returns.* `os.pwrite` is looped until every byte is written
+  (a nearly full disk returns short counts), then `fdatasync` covers the data and the file
+  size; a new segment also gets its directory fsync'ed before returning.
 - *Only the last frame can be torn.* A frame is written only after the previous save's
   fsync returned, and a segment is started only when the previous one is complete. So a bad
   frame with nothing valid after it, at the end of the last segment, is the save that was
   in flight, which no caller saw succeed: cutting it off (`TailRepair`) loses nothing that
   was acknowledged. A bad frame anywhere else, or entries that do not follow each other, is
   real corruption: `CorruptLogError` names the file and offset, and nothing is skipped.
+  A save that left only zeros (or nothing) is dropped the same way, unreported.
 - *A half-started segment is harmless.* If even its header is torn, it holds no
   acknowledged save and is removed (reported as a repair).
 - *A RESET is atomic like any save*: the reset, the entries after it and the hard state are
-  one frame, so no crash leaves the old log dropped without the new start. If the frame is
-  torn, the old log is back on restart. The node must therefore make the snapshot file
-  durable (install it) BEFORE it saves the RESET: after a crash in between, it finds a
-  snapshot newer than its log and saves the RESET again (see `load`). The reverse order
-  could leave a log that starts after every snapshot on disk.
+  one frame, so no crash leaves the old log dropped without the new start; if it is torn,
+  the old log is back. So the node makes the snapshot file durable (installs it) BEFORE it
+  saves the RESET: after a crash in between, it finds a snapshot newer than its log and
+  saves the RESET again (see `load`); the reverse could leave a log after every snapshot.
 - *Compaction deletes the oldest segments first*, so a crash midway leaves a contiguous run.
   It deletes a segment only if none of its entries is live (not overwritten by a later
   truncation, not dropped by a later RESET) at an index above `index`. Replaying the
@@ -81,7 +82,7 @@ from zraft.storage.base import (
     check_append,
 )
 from zraft.storage.frameindex import FrameIndex
-from zraft.storage.fsio import lock_dir, make_dir, sync_data, sync_dir, write_all
+from zraft.storage.fsio import lock_dir, make_dir, preallocate, pwrite_all, sync_data, sync_dir
 from zraft.storage.wal import (
     FRAME_HEADER_SIZE,
     FRAME_SAVE,
@@ -104,6 +105,8 @@ from zraft.storage.wal import (
 )
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
+PREALLOCATE_BYTES = 4 << 20
+"""How far ahead of a segment's end its file is preallocated (one fallocate per 4 MiB)."""
 
 
 @dataclass(slots=True)
@@ -112,6 +115,7 @@ class _Segment:
     path: Path
     size: int  # bytes of valid frames; the active segment's append position
     header_size: int  # a segment holding nothing but its header is never rolled over
+    allocated: int = 0  # the file's length: `size` plus preallocated zeros
 
 
 class FileStorage:
@@ -124,6 +128,8 @@ class FileStorage:
     Args:
         data_dir: the node's data directory.
         segment_bytes: start a new segment once the active one has reached this size.
+        preallocate_bytes: how far ahead of its end a segment's file is preallocated, up
+            to `segment_bytes` (default `PREALLOCATE_BYTES`; 0: never, files just grow).
 
     Raises:
         DataDirLockedError: another open store holds the data dir.
@@ -132,12 +138,18 @@ class FileStorage:
     """
 
     def __init__(
-        self, data_dir: str | os.PathLike[str], *, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        preallocate_bytes: int | None = None,
     ) -> None:
-        if segment_bytes < 1:
-            raise ValueError("segment_bytes must be >= 1")
+        ahead = PREALLOCATE_BYTES if preallocate_bytes is None else preallocate_bytes
+        if segment_bytes < 1 or ahead < 0:
+            raise ValueError("segment_bytes must be >= 1 and preallocate_bytes >= 0")
         self._dir = Path(data_dir)
         self._segment_bytes = segment_bytes
+        self._preallocate_bytes = ahead
         self._lock_fd = -1
         self._fd = -1  # the active (last) segment, opened for appending
         self._closed = False
@@ -154,7 +166,7 @@ class FileStorage:
             self._recover()
             if self._segments:
                 active = self._segments[-1].path
-                self._fd = os.open(active, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                self._fd = os.open(active, os.O_WRONLY | os.O_CLOEXEC)
             else:
                 self._start_segment(seq=1)
                 sync_data(self._fd)
@@ -264,9 +276,7 @@ class FileStorage:
                 self._roll()
             segment = self._segments[-1]
             offset = segment.size
-            frame = encode_frame(offset, FRAME_SAVE, payload)
-            write_all(self._fd, frame)
-            segment.size += len(frame)
+            self._append(segment, encode_frame(offset, FRAME_SAVE, payload))
             sync_data(self._fd)
             if rolled:
                 sync_dir(self._dir)
@@ -351,12 +361,8 @@ class FileStorage:
     # --- recovery ------------------------------------------------------------------
 
     def _recover(self) -> None:
-        found: list[tuple[int, Path]] = []
-        for path in self._dir.iterdir():
-            parsed = parse_segment_name(path.name)
-            if parsed is not None:
-                found.append((parsed[0], path))
-        found.sort()
+        named = ((parse_segment_name(path.name), path) for path in self._dir.iterdir())
+        found = sorted((parsed[0], path) for parsed, path in named if parsed is not None)
         for (prev_seq, _), (seq, path) in itertools.pairwise(found):
             if seq != prev_seq + 1:
                 raise CorruptLogError(str(path), 0, f"segment {prev_seq + 1:016x} is missing")
@@ -378,16 +384,19 @@ class FileStorage:
             raise CorruptLogError(str(path), 0, "no valid segment header")
         self._replay_header(seq, path, frame)
         header_size = offset = frame.end
+        allocated = len(data)
         while offset < len(data):
             frame = read_frame(data, offset)
             if frame is None:
-                self._cut_torn_tail(path, data, offset, is_last=is_last)
+                if data.count(0, offset) != len(data) - offset:  # not just preallocated room
+                    self._cut_torn_tail(path, data, offset, is_last=is_last)
+                    allocated = offset
                 break
             if frame.type != FRAME_SAVE:
                 raise CorruptLogError(str(path), offset, "a segment header in mid-segment")
             self._replay_save(seq, path, frame)
             offset = frame.end
-        self._segments.append(_Segment(seq, path, offset, header_size))
+        self._segments.append(_Segment(seq, path, offset, header_size, allocated))
 
     def _replay_header(self, seq: int, path: Path, frame: Frame) -> None:
         try:
@@ -489,13 +498,22 @@ class FileStorage:
         """Create segment `seq` and write its header; the caller syncs file and directory."""
         base_index = self._last_index + 1
         path = self._dir / segment_name(seq, base_index)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-        self._fd = os.open(path, flags, 0o644)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         header = SegmentHeader(seq=seq, base_index=base_index, hard_state=self._hard_state)
         frame = encode_frame(0, FRAME_SEGMENT_HEADER, encode_segment_header(header))
         self._segments.append(_Segment(seq, path, 0, len(frame)))
-        write_all(self._fd, frame)
-        self._segments[-1].size = len(frame)
+        self._append(self._segments[-1], frame)
+
+    def _append(self, segment: _Segment, frame: bytes) -> None:
+        """Write `frame` at the end of the active `segment`, preallocating room first."""
+        end = segment.size + len(frame)
+        if end > segment.allocated and self._preallocate_bytes:
+            room = max(end, min(end + self._preallocate_bytes, self._segment_bytes))
+            if preallocate(self._fd, segment.allocated, room - segment.allocated):
+                segment.allocated = room
+        pwrite_all(self._fd, frame, segment.size)
+        segment.size = end
+        segment.allocated = max(segment.allocated, end)
 
     # --- reading and housekeeping --------------------------------------------------
 
