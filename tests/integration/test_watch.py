@@ -185,12 +185,13 @@ def take(lines: queue.Queue[str], count: int, timeout: float = 15.0) -> list[str
 
 
 def test_the_watch_benchmark_runs(tmp_path: Path) -> None:
-    """A smoke run of `tests/watch_bench.py` (zraft alone, a few watchers): it prints its
-    JSON, and every watcher received every acknowledged write (figures are its to print,
-    not this test's to judge)."""
+    """A smoke run of `tests/watch_bench.py` (zraft alone, a few watchers, 60 leases): it
+    prints its JSON, every watcher received every acknowledged write, and no kept lease
+    expired (figures are its to print, not this test's to judge)."""
     command = [sys.executable, str(ROOT / "tests" / "watch_bench.py"), "--systems", "zraft"]
     command += ["--key-watchers", "20", "--prefix-watchers", "3", "--rate", "100"]
     command += ["--seconds", "3", "--tput-seconds", "1", "--keep", str(tmp_path / "bench")]
+    command += ["--leases", "60", "--lease-ttl", "3"]
     ran = subprocess.run(
         command,
         capture_output=True,
@@ -205,3 +206,6 @@ def test_the_watch_benchmark_runs(tmp_path: Path) -> None:
     assert result["acknowledged"] > 0
     for kind in ("key_watchers", "prefix_watchers"):
         assert result[kind]["events"] > 0 and result[kind]["missing"] == 0, result
+    keepalives = result["keepalives"]  # the leases phase: kept alive, none expired
+    assert keepalives["leases"] == 60 and keepalives["refused"] == 0, keepalives
+    assert keepalives["keepalives_per_s_acked"] > 0 and result["leader_peak_rss_mib"] > 0, result
