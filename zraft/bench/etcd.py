@@ -24,6 +24,7 @@ import subprocess
 import time
 import urllib.request
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -261,7 +262,9 @@ def run_etcd_bench(urls: list[str], spec: BenchSpec) -> BenchResult:
         ConnectionError, TimeoutError: etcd closed a connection or stopped answering.
     """
     if spec.op == "get":
-        prefill = _EtcdEngine(urls, BenchSpec(clients=1, requests=spec.keys, keys=spec.keys))
+        # The same keys and value size as the measured gets (zraft's prefill does the same).
+        fill = replace(spec, clients=1, requests=spec.keys, duration=None, op="put")
+        prefill = _EtcdEngine(urls, fill)
         try:
             prefill.run("put", [spec.keys], None)
         finally:
