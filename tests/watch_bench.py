@@ -66,41 +66,64 @@ LEASE_BASE = 7_000_000
 """The first lease id phase 5 grants (ids are chosen by the benchmark, the same for both)."""
 KEEPERS = 128
 """Connections to the leader that carry phase 5's keepalives."""
+KEEPALIVE_WAIT_S = 10.0
+"""How long keepalives still in flight when the window closes are waited for."""
 
 
 @dataclass
 class Keeper:
     """Phase 5's keepalives: every lease once per `interval` (TTL/3), spread evenly, so
-    `len(ids) / interval` keepalives are due per second; what came back."""
+    `len(ids) / interval` keepalives are due per second; what came back, and how long each
+    answer took (a keepalive still in flight when the window closes is waited for, not
+    dropped: it counts in the latency, not in the rate)."""
 
     ids: list[int]
     interval: float
     began: float = field(default_factory=time.monotonic)
+    ended: float = 0.0  # when the measured window closed
     sent: int = 0
-    acked: int = 0
     refused: int = 0
     behind_max_s: float = 0.0
+    in_flight: dict[int, float] = field(default_factory=dict)  # handle -> when sent
+    answers: list[tuple[float, float]] = field(default_factory=list)  # (when, latency)
 
     def due(self, now: float) -> int:
         """How many keepalives are due and not yet sent at `now`."""
         return int((now - self.began) * len(self.ids) / self.interval) - self.sent
 
-    def take(self, now: float) -> int:
-        """The next lease to keep alive; notes how late its keepalive is."""
+    def take(self, now: float, handle: int) -> int:
+        """The next lease to keep alive, sent over `handle`; notes how late it is."""
         self.behind_max_s = max(
             self.behind_max_s, now - self.began - self.sent * self.interval / len(self.ids)
         )
         lease = self.ids[self.sent % len(self.ids)]
         self.sent += 1
+        self.in_flight[handle] = now
         return lease
 
-    def figures(self, seconds: float) -> dict[str, Any]:
+    def answered(self, handle: int, kept: bool) -> None:
+        """The keepalive sent over `handle` came back: the lease `kept` alive, or not."""
+        now = time.monotonic()
+        self.answers.append((now, now - self.in_flight.pop(handle)))
+        if not kept:
+            self.refused += 1
+
+    def figures(self) -> dict[str, Any]:
         """What a report shows of it."""
+        seconds = self.ended - self.began
+        in_window = sum(1 for at, _ in self.answers if at <= self.ended)
+        latencies = sorted(latency for _, latency in self.answers)
         return {
             "leases": len(self.ids),
+            "sent": self.sent,
             "keepalives_per_s_due": round(len(self.ids) / self.interval),
-            "keepalives_per_s_acked": round(self.acked / seconds),
+            "keepalives_per_s_acked": round((in_window - self.refused) / seconds)
+            if seconds > 0
+            else 0,
             "refused": self.refused,
+            "unanswered": len(self.in_flight),
+            "p99_ms": round(1000 * percentile(latencies, 0.99), 1) if latencies else None,
+            "max_ms": round(1000 * latencies[-1], 1) if latencies else None,
             "behind_max_ms": round(1000 * self.behind_max_s, 1),
         }
 
@@ -188,11 +211,18 @@ class ZraftDriver:
             self.handlers[sock] = self._count(sock, done, stop_at, send)
             send(sock)
         began = time.monotonic()
+        if keeper is not None:
+            keeper.began = began
         while any(s in self.handlers for s in sockets):
             if feed is not None:
                 feed()
             self.turn(5 if feed is not None else 50)
         elapsed = time.monotonic() - began
+        if keeper is not None:
+            keeper.ended = began + elapsed
+            deadline = time.monotonic() + KEEPALIVE_WAIT_S
+            while keeper.in_flight and time.monotonic() < deadline:
+                self.turn(50)
         for sock in sockets:
             self.poller.unregister(sock)
             sock.close(linger=0)
@@ -204,10 +234,7 @@ class ZraftDriver:
         for sock in idle:
 
             def on_reply(reply: dict[str, Any], sock: zmq.Socket[bytes] = sock) -> None:
-                if reply.get("ok") and reply.get("remaining", 0) > 0:
-                    keeper.acked += 1
-                else:
-                    keeper.refused += 1
+                keeper.answered(id(sock), bool(reply.get("ok")) and reply.get("remaining", 0) > 0)
                 idle.append(sock)
 
             self.handlers[sock] = on_reply
@@ -215,8 +242,8 @@ class ZraftDriver:
         def feed() -> None:
             now = time.monotonic()
             for _ in range(min(keeper.due(now), len(idle))):
-                lease = keeper.take(now)
-                idle.pop().send(wire.encode_request("lease_keepalive", lease=lease))
+                sock = idle.pop()
+                sock.send(wire.encode_request("lease_keepalive", lease=keeper.take(now, id(sock))))
 
         return feed
 
@@ -499,11 +526,18 @@ class EtcdDriver:
             connection.on_message = on_message
             self.put(connection, f"k/{rng.randrange(self.args.key_watchers):04d}")
         began = time.monotonic()
+        if keeper is not None:
+            keeper.began = began
         while active:
             if feed is not None:
                 feed()
             self.turn(0.005 if feed is not None else 0.05)
         elapsed = time.monotonic() - began
+        if keeper is not None:
+            keeper.ended = began + elapsed
+            deadline = time.monotonic() + KEEPALIVE_WAIT_S
+            while keeper.in_flight and time.monotonic() < deadline:
+                self.turn(0.05)
         for connection in writers:
             self.drop(connection)
         return done[0] / elapsed
@@ -515,10 +549,8 @@ class EtcdDriver:
         for connection in idle:
 
             def on_message(message: dict[str, Any], connection: Http = connection) -> None:
-                if int(message.get("result", {}).get("TTL", 0)) > 0:
-                    keeper.acked += 1
-                else:
-                    keeper.refused += 1
+                kept = int(message.get("result", {}).get("TTL", 0)) > 0
+                keeper.answered(id(connection), kept)
                 idle.append(connection)
 
             connection.on_message = on_message
@@ -526,7 +558,8 @@ class EtcdDriver:
         def feed() -> None:
             now = time.monotonic()
             for _ in range(min(keeper.due(now), len(idle))):
-                idle.pop().post("/v3/lease/keepalive", {"ID": keeper.take(now)})
+                connection = idle.pop()
+                connection.post("/v3/lease/keepalive", {"ID": keeper.take(now, id(connection))})
 
         return feed
 
@@ -696,7 +729,7 @@ def figures(measure: Measure, args: argparse.Namespace) -> dict[str, Any]:
         "key_watchers": measure.delivery("key", 1),
         "prefix_watchers": measure.delivery("prefix", args.prefix_watchers),
         "puts_per_s_with_watchers_and_leases": round(measure.puts_per_s_leases),
-        "keepalives": measure.keeper.figures(args.tput_seconds) if measure.keeper else None,
+        "keepalives": measure.keeper.figures() if measure.keeper else None,
         "leader_peak_rss_mib": round(measure.leader_rss_mib, 1),
     }
 
@@ -739,7 +772,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{system:<6} with {keep['leases']} leases kept alive too: puts/s "
                 f"{result['puts_per_s_with_watchers_and_leases']:>6}, keepalives/s "
                 f"{keep['keepalives_per_s_acked']} of {keep['keepalives_per_s_due']} due "
-                f"(refused {keep['refused']}, behind at most {keep['behind_max_ms']} ms); "
+                f"(refused {keep['refused']}, unanswered {keep['unanswered']}, p99 "
+                f"{keep['p99_ms']} ms, max {keep['max_ms']} ms, sending behind at most "
+                f"{keep['behind_max_ms']} ms); "
                 f"leader peak RSS {result['leader_peak_rss_mib']} MiB",
                 file=sys.stderr,
             )

@@ -8,7 +8,9 @@ and as properties (at most one leader per term) everywhere else. Every wait is b
 from __future__ import annotations
 
 import datetime
+import select
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -249,3 +251,49 @@ def test_delete_and_cas_through_a_follower(make_cluster: ClusterFactory) -> None
         assert got["ok"] and not got["found"] and got["value"] is None, (node_id, got)
     assert len(cluster.leader_elected()) == 1, cluster.describe()
     cluster.assert_safety()
+
+
+CONNECTION_BURST = 300
+"""More connections at once than libzmq's default listen backlog (100) would queue."""
+
+
+def _completed_connects(host: str, port: int, count: int, within_s: float) -> int:
+    """Start `count` non-blocking TCP connects to (host, port); how many the kernel has
+    completed within `within_s` (it completes them into the listener's accept queue, with
+    no help from the process, as long as the queue has room)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.setblocking(False)
+            sock.connect_ex((host, port))
+        waiting, done = set(socks), 0
+        deadline = time.monotonic() + within_s
+        while waiting and time.monotonic() < deadline:
+            _, writable, _ = select.select([], list(waiting), [], 0.05)
+            for sock in writable:
+                waiting.discard(sock)
+                done += sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        return done
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_a_connection_burst_is_queued_not_dropped(make_cluster: ClusterFactory) -> None:
+    """A burst of connections to a node that cannot accept them yet (here: paused) waits in
+    the kernel's accept queue: both listeners ask for `LISTEN_BACKLOG`. With libzmq's
+    default of 100 the 102nd SYN is dropped and its client stalls a second for the
+    retransmit (it showed as 1 s lease keepalives in the watch benchmark)."""
+    cluster = make_cluster(1)
+    cluster.start_all()
+    node = cluster.wait_leader()
+    cluster.pause(node)
+    try:
+        for endpoint in (cluster.client_endpoints[node], cluster.peer_endpoints[node]):
+            host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+            # Well under the 1 s SYN retransmit: only the first SYNs count.
+            connected = _completed_connects(host, int(port), CONNECTION_BURST, within_s=0.8)
+            assert connected == CONNECTION_BURST, (endpoint, connected)
+    finally:
+        cluster.resume(node)
+    assert cluster.request_until_ok(node, "put", key="after-the-burst", value=b"x")["ok"]

@@ -206,6 +206,9 @@ def test_the_watch_benchmark_runs(tmp_path: Path) -> None:
     assert result["acknowledged"] > 0
     for kind in ("key_watchers", "prefix_watchers"):
         assert result[kind]["events"] > 0 and result[kind]["missing"] == 0, result
-    keepalives = result["keepalives"]  # the leases phase: kept alive, none expired
-    assert keepalives["leases"] == 60 and keepalives["refused"] == 0, keepalives
-    assert keepalives["keepalives_per_s_acked"] > 0 and result["leader_peak_rss_mib"] > 0, result
+    # The leases phase: keepalives went out, every one was answered and kept its lease alive
+    # (how many fit in its one-second window is a figure, not this test's to judge).
+    keepalives = result["keepalives"]
+    assert keepalives["leases"] == 60 and keepalives["sent"] > 0, keepalives
+    assert keepalives["refused"] == 0 and keepalives["unanswered"] == 0, keepalives
+    assert result["leader_peak_rss_mib"] > 0, result

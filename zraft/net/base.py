@@ -15,6 +15,26 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues on a listening endpoint until libzmq accepts them (the
+kernel caps it at `net.core.somaxconn`). A SYN past a full queue is dropped, and its
+client retries only after a second."""
+
+
+@dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """The CURVE material of a transport (Z85 bytes, as pyzmq's socket options take them).
+
+    Attributes:
+        public, secret: this node's keypair: the server key of both ROUTERs and the
+            client key of every DEALER. `secret` is kept out of `repr`.
+        peer_server_keys: peer id -> that peer's public key (its ROUTER's server key).
+    """
+
+    public: bytes
+    secret: bytes = field(repr=False)
+    peer_server_keys: Mapping[str, bytes] = field(default_factory=dict)
+
 
 @dataclass(frozen=True, slots=True)
 class Readiness:

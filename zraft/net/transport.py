@@ -42,6 +42,9 @@ Socket options, and why (measurements are in PLATFORM.md §4, libzmq 4.3.5):
   impersonating peer `n2` (§4b, re-verified in tests). Clients must speak ZMTP 3.x
   (libzmq >= 4.0). If a ZAP handler is ever bound in the same context (for CURVE), it
   will also be asked about these NULL-mechanism connections (domain `zraft`).
+- `BACKLOG` (`LISTEN_BACKLOG`, 1024) on both ROUTERs: libzmq's default of 100 let a burst
+  of 192 connections overflow the accept queue while the I/O thread waited for the CPU;
+  the kernel dropped the SYNs past it and those clients waited 1 s for the retransmit.
 - `ROUTER_MANDATORY=0` on the client ROUTER (explicitly): a reply to a client gone away
   is discarded; with it on, libzmq raises `EHOSTUNREACH` (measured) for nothing.
 - `METADATA` `X-Zraft-Cluster: <identity>` on DEALERs: a peer frame whose connection
@@ -73,12 +76,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from types import TracebackType
 
 import zmq
 
 from zraft.net.base import (
+    LISTEN_BACKLOG,
     BadInput,
     BadInputReason,
     ClientRequest,
@@ -86,6 +90,7 @@ from zraft.net.base import (
     TransportCounters,
     TransportError,
 )
+from zraft.net.base import CurveKeys as CurveKeys
 from zraft.net.clients import NOBLOCK, POLLIN, ClientRouter, recv_peer
 from zraft.net.dealers import REDIAL_FIRST_S as REDIAL_FIRST_S
 from zraft.net.dealers import REDIAL_MAX_S as REDIAL_MAX_S
@@ -113,21 +118,6 @@ ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 """Where libzmq sends ZAP requests (RFC 27)."""
 
 _MAX_BAD_KEPT = 64  # BadInput records kept between two `take_bad_inputs` calls
-
-
-@dataclass(frozen=True, slots=True)
-class CurveKeys:
-    """The CURVE material of a transport (Z85 bytes, as pyzmq's socket options take them).
-
-    Attributes:
-        public, secret: this node's keypair: the server key of both ROUTERs and the
-            client key of every DEALER. `secret` is kept out of `repr`.
-        peer_server_keys: peer id -> that peer's public key (its ROUTER's server key).
-    """
-
-    public: bytes
-    secret: bytes = field(repr=False)
-    peer_server_keys: Mapping[str, bytes] = field(default_factory=dict)
 
 
 _COUNTER_NAMES = tuple(
@@ -280,6 +270,7 @@ class ZmqTransport:
     ) -> zmq.Socket[bytes]:
         sock = self._new_socket(zmq.ROUTER)
         sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+        sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
         if self._curve is None:
             sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
             sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
