@@ -10,10 +10,13 @@ import time
 from collections.abc import Sequence
 
 
-def read_until(fd: int, marker: bytes, seen: bytearray, timeout: float = 5.0) -> None:
-    """Read the pty into `seen` until `marker` appears after the start (bounded)."""
+def read_until(
+    fd: int, marker: bytes, seen: bytearray, timeout: float = 5.0, start: int | None = None
+) -> None:
+    """Read the pty into `seen` until `marker` appears after `start` (default: what was
+    seen before this call), bounded."""
     deadline = time.monotonic() + timeout
-    start = len(seen)
+    start = len(seen) if start is None else start
     while marker not in seen[start:]:
         remaining = deadline - time.monotonic()
         assert remaining > 0, f"no {marker!r} within {timeout} s in {bytes(seen[start:])!r}"

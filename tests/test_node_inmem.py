@@ -9,6 +9,7 @@ handed to a node's client queue; its replies come back through the network.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,16 @@ from tests.nodecluster import NodeCluster
 from tests.procs import write_cluster_config
 from zraft import config, wire
 from zraft.config import ClusterConfig
+from zraft.core.membership import decode_config
+from zraft.core.types import EntryKind
 from zraft.net.inmem import InmemNetwork
 from zraft.node import Node
 from zraft.node.admin import learn_snapshot_endpoints
-from zraft.node.members import Endpoints
+from zraft.node.members import RETIRED_MARKS, Endpoints, decode_endpoints
+from zraft.state.machine import MODEL
 from zraft.storage import MemoryStorage, snapfile
 from zraft.wire import ops
+from zraft.wire.peer import Hello
 
 
 class InmemCluster(NodeCluster):
@@ -238,7 +243,9 @@ def test_removals_an_earlier_release_made_are_retired_as_they_apply(
     monkeypatch.setattr(
         Endpoints,
         "encode",
-        lambda self: msgpack.packb({i: list(e) for i, e in sorted(self.as_dict().items())}),
+        lambda self, marks=True: msgpack.packb(
+            {i: list(e) for i, e in sorted(self.as_dict().items())}
+        ),
     )
     leader = cluster.leader()
     gone, other = (i for i in cluster.nodes if i != leader)
@@ -250,3 +257,54 @@ def test_removals_an_earlier_release_made_are_retired_as_they_apply(
     assert config.endpoints.retired == {gone}  # no mark came with the entry: derived
     again = cluster.ask(other, "add_member", id=gone, **learner)  # forwarded to the leader
     assert again["error"]["code"] == "bad_request", again
+
+
+def _last_config_directory(cluster: InmemCluster, node_id: str) -> tuple[set[str], set[str]]:
+    """The member ids and the retired ids of the newest CONFIG entry in `node_id`'s log."""
+    log = cluster.nodes[node_id].raft.log
+    entries = log.slice(log.first_index, log.last_index + 1)
+    last = [e for e in entries if e.kind is EntryKind.CONFIG][-1]
+    membership, context = decode_config(last.data)
+    _, retired = decode_endpoints(context)
+    return set(membership.members), set(retired)
+
+
+def test_no_retired_marks_until_every_member_reads_them(
+    cluster: InmemCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rolling upgrade: a member of an earlier release cannot read a directory with retired
+    marks (it would miss every endpoint and key in it). While one member's hellos do not
+    name `retired-marks`, the leader writes a removal unmarked, as that release did, and
+    every node still retires the id as it applies it; once every member names the feature
+    again (and a member that falls silent stops counting), the marks are written."""
+    leader = cluster.leader()
+    gone, old_release = (i for i in cluster.nodes if i != leader)
+    upkeep = cluster.nodes[leader]._upkeep
+    heard = upkeep.heard
+
+    def older(hello: Hello) -> None:  # `old_release` says what an earlier release says
+        if hello.src == old_release:
+            hello = dataclasses.replace(hello, features=(MODEL,))
+        heard(hello)
+
+    monkeypatch.setattr(upkeep, "heard", older)
+    cluster.run_until(
+        lambda: not upkeep.members_read(RETIRED_MARKS, [old_release]), "the old hello heard"
+    )
+    # Not the log's first CONFIG entry: a node that starts from the log alone (no
+    # snapshot) knows no membership before that one, so it could not tell a removal there.
+    learner = {"peer": "tcp://127.0.0.1:1", "client_endpoint": "tcp://127.0.0.1:2"}
+    assert cluster.ask(leader, "add_member", id="n8", learner=True, **learner)["ok"]
+    assert cluster.ask(leader, "remove_member", id=gone)["ok"]
+    members, retired = _last_config_directory(cluster, leader)
+    assert gone not in members and retired == set()  # written as the earlier release did
+    for node_id in (leader, old_release):
+        cluster.run_until(
+            lambda n=node_id: cluster.ask(n, "members")["retired"] == [gone], f"{node_id} retired"
+        )
+    assert cluster.ask(leader, "remove_member", id="n8")["ok"]  # (n8 never says hello)
+    monkeypatch.setattr(upkeep, "heard", heard)
+    cluster.run_until(lambda: upkeep.members_read(RETIRED_MARKS, [old_release]), "new hello")
+    assert cluster.ask(leader, "add_member", id="n9", learner=True, **learner)["ok"]
+    members, retired = _last_config_directory(cluster, leader)
+    assert "n9" in members and retired == {gone, "n8"}  # every member reads marks: written

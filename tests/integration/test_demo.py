@@ -37,8 +37,13 @@ def test_ctrl_c_at_the_demo_prompt_keeps_the_cluster(tmp_path: Path) -> None:
         assert len(nodes) == 3, out.read_text()
         os.write(fd, b"put a 1\r")
         read_until(fd, b"OK\r\n", seen, 10)
+        # Ctrl-C at the prompt, not while the REPL is still between commands.
+        read_until(fd, b"zraft> ", seen, 5, start=seen.rindex(b"OK\r\n"))
         os.write(fd, b"\x03")  # Ctrl-C: SIGINT to the terminal's foreground group
         read_until(fd, b"^C", seen, 5)
+        # Type once the REPL has handled the interrupt and prompts again: the terminal
+        # echoes ^C at once, and a line typed before the handler runs is dropped with it.
+        read_until(fd, b"zraft> ", seen, 5, start=seen.rindex(b"^C"))
         # The cluster keeps serving over a window longer than a stopping supervisor needs
         # (it polls every 0.2 s and SIGTERMs the nodes): every read answers at once.
         window_end = time.monotonic() + 2.0

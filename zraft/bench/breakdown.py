@@ -158,8 +158,10 @@ def measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     followers = {n: read_trace(cluster.trace_path(n)) for n in cluster.ids if n != leader}
     rows = []
     for sent, received, index in done[args.warmup :]:
+        # An index missing from the first leader's trace was led by another (leadership
+        # moved during the run): not joined, like a write with a stage missing.
         row = stages_of(
-            sent, received, lead[index], {n: t.get(index, {}) for n, t in followers.items()}
+            sent, received, lead.get(index, {}), {n: t.get(index, {}) for n, t in followers.items()}
         )
         if row is not None:
             rows.append(row)

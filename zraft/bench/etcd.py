@@ -172,15 +172,36 @@ class _Conn:
         if end < 0:
             return None
         head = self.buffer[:end]
-        length = 0
+        length, chunked = 0, False
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
+            name = name.strip().lower()
+            if name == b"content-length":
                 length = int(value)
-        if len(self.buffer) < end + 4 + length:
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        done = _chunked_end(self.buffer, end + 4) if chunked else end + 4 + length
+        if done is None or len(self.buffer) < done:
             return None
-        self.buffer = self.buffer[end + 4 + length :]
+        self.buffer = self.buffer[done:]
         return int(head.split(b" ", 2)[1])
+
+
+def _chunked_end(buffer: bytes, at: int) -> int | None:
+    """Where a chunked body starting at `at` ends (after its last chunk and trailer), or
+    None while it is incomplete. Go's server sends one once a reply outgrows its 2 KiB
+    write buffer without a Content-Length (etcd's gateway, for a get of a large value)."""
+    while True:
+        line_end = buffer.find(b"\r\n", at)
+        if line_end < 0:
+            return None
+        size = int(buffer[at:line_end].split(b";", 1)[0], 16)
+        if size == 0:
+            trailer_end = buffer.find(b"\r\n\r\n", line_end)
+            return None if trailer_end < 0 else trailer_end + 4
+        at = line_end + 2 + size + 2
+        if at > len(buffer):
+            return None
 
 
 class _EtcdEngine:

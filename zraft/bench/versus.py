@@ -164,10 +164,13 @@ class ZraftTarget:
 
 
 class EtcdTarget:
-    """An etcd cluster of `n` members (its default timings) in `directory`."""
+    """An etcd cluster of `n` members in `directory` (its default timings unless
+    `timings` gives heartbeat and election timeout in ms)."""
 
-    def __init__(self, directory: Path, n: int, binary: str) -> None:
-        self.cluster = EtcdCluster(binary, directory, n)
+    def __init__(
+        self, directory: Path, n: int, binary: str, timings: tuple[int, int] | None = None
+    ) -> None:
+        self.cluster = EtcdCluster(binary, directory, n, timings=timings)
         self.cluster.start_all()
 
     def leader(self) -> str:
@@ -310,7 +313,7 @@ def run_rounds(
     """The rounds: `{"systems", "settings", "rounds": [{system: figures}]}`."""
     makers: dict[str, Callable[[Path], Target]] = {
         "zraft": lambda path: ZraftTarget(path, args.nodes),
-        "etcd": lambda path: EtcdTarget(path, args.nodes, args.etcd),
+        "etcd": lambda path: EtcdTarget(path, args.nodes, args.etcd, args.etcd_timings),
     }
     rounds: list[dict[str, dict[str, float]]] = []
     for number in range(1, args.rounds + 1):
@@ -336,6 +339,7 @@ def run_rounds(
             "duration",
             "seq_requests",
             "failovers",
+            "etcd_timings",
         )
     }
     return {"systems": list(args.systems), "settings": settings, "rounds": rounds}
@@ -366,6 +370,17 @@ def table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _timings(text: str) -> tuple[int, int]:
+    """`HB,ELECTION` in ms, as `--etcd-timings` takes it."""
+    try:
+        heartbeat, election = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HB,ELECTION in ms, got {text!r}") from None
+    if not 0 < heartbeat < election:
+        raise argparse.ArgumentTypeError("the heartbeat must be positive and below the election")
+    return heartbeat, election
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the rounds and print the table (or JSON)."""
     parser = argparse.ArgumentParser(
@@ -385,6 +400,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--systems", default="zraft,etcd", help="zraft, etcd or both")
     parser.add_argument("--etcd", default="etcd", help="the etcd binary (etcd)")
+    parser.add_argument(
+        "--etcd-timings",
+        type=_timings,
+        metavar="HB,ELECTION",
+        help="etcd's heartbeat and election timeout in ms (default: etcd's, 100,1000); "
+        "50,300 matches zraft's",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the clusters' files")
     args = parser.parse_args(argv)

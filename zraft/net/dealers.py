@@ -172,7 +172,7 @@ class Dealers:
             while monitor.poll(0, zmq.POLLIN):
                 event = recv_monitor_message(monitor)["event"]
                 if event == zmq.EVENT_DISCONNECTED:
-                    self._lost.append(pid)  # an established link broke
+                    self._lost.append(pid)  # a link broke (or a handshake failed on it)
                 elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self._redial_backoff.pop(pid, None)
                 elif pid not in self._redial_at:  # refused: by ZAP, or a key mismatch

@@ -69,17 +69,18 @@ def learn_config_endpoints(endpoints: Endpoints, entry: Entry) -> bool | str:
 
 def learn_snapshot_endpoints(
     endpoints: Endpoints, header: dict[str, Any], meta: SnapshotMeta
-) -> bool | str:
-    """Merge the directory and retired ids a snapshot's header carries (see
-    `learn_config_endpoints`)."""
+) -> tuple[bool, str | None]:
+    """Merge the directory and retired ids a snapshot's header carries: whether an entry
+    changed, and what could not be read. A damaged retired list costs only itself: the
+    directory (how to reach every member) is still taken."""
     try:
         directory = endpoints_from_plain(header.get("endpoints", {}))
     except ValueError as exc:
-        return f"snapshot {meta.index}: {exc}"
+        return False, f"snapshot {meta.index}: {exc}"
     retired = retired_from_header(header, meta.membership.members)
     if isinstance(retired, str):
-        return f"snapshot {meta.index}: {retired}"
-    return endpoints.merge(directory, retired)
+        return endpoints.merge(directory), f"snapshot {meta.index}: {retired}"
+    return endpoints.merge(directory, retired), None
 
 
 class Admin:
@@ -102,6 +103,8 @@ class Admin:
             (not the config file): then a member missing from the next CONFIG entry
             applied was removed, and is marked retired even where the entry (written by an
             earlier release) did not mark it.
+        marks_readable: whether each of the given members reads retired marks (else a
+            removal is written the way an earlier release wrote it, see `serve_change`).
         status_extras: more `status` fields, computed when asked (pending requests, WAL
             bytes on disk).
     """
@@ -122,6 +125,7 @@ class Admin:
         replayed_until: int,
         applied_membership: Membership,
         applied_from_log: bool,
+        marks_readable: Callable[[Iterable[str]], bool],
         status_extras: Callable[[], dict[str, Any]],
     ) -> None:
         self._id = node_id
@@ -137,6 +141,7 @@ class Admin:
         self._replayed_until = replayed_until
         self._applied_membership = applied_membership
         self._applied_from_log = applied_from_log
+        self._marks_readable = marks_readable
         self._status_extras = status_extras
         self._secured = zap is not None
         # transfer_leader requests waiting to see the target lead: (request, target).
@@ -218,10 +223,10 @@ class Admin:
 
     def snapshot_adopted(self, header: dict[str, Any], meta: SnapshotMeta) -> None:
         """A snapshot replaced the state: take its directory, retired ids and membership."""
-        changed = learn_snapshot_endpoints(self.endpoints, header, meta)
-        if isinstance(changed, str):
-            self._reporter.bad_frame("peer", "", changed)
-        elif changed:
+        changed, problem = learn_snapshot_endpoints(self.endpoints, header, meta)
+        if problem is not None:
+            self._reporter.bad_frame("peer", "", problem)
+        if changed:
             self.sync_peers()
         self._applied_membership = meta.membership
         self._applied_from_log = True
@@ -344,8 +349,13 @@ class Admin:
             self.endpoints.set(
                 change.node_id, request.get("peer"), request.get("client_endpoint"), key
             )
+        # A member of an earlier release cannot read a marked directory (it would miss every
+        # endpoint and key in it): until each reads them, write none. Each replica still
+        # retires the id as it applies the removal (`config_applied`).
+        readers = self._raft.membership.members - {change.node_id}
+        context = self.endpoints.encode(marks=self._marks_readable(readers))
         try:
-            term, index = self._raft.propose_membership(change, self.endpoints.encode())
+            term, index = self._raft.propose_membership(change, context)
         except (ProposalDropped, ChangeRefused) as exc:
             # Nothing was appended: forget the endpoints (and key) the request brought,
             # so a refused add never spreads in a later CONFIG entry.

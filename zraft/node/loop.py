@@ -37,6 +37,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -59,7 +60,7 @@ from zraft.node import identity
 from zraft.node.admin import Admin, learn_config_endpoints, learn_snapshot_endpoints
 from zraft.node.assembly import TransportFactory, bootstrap_membership, connect, machine_for
 from zraft.node.leases import LeaseKeeper
-from zraft.node.members import Endpoints
+from zraft.node.members import RETIRED_MARKS, Endpoints
 from zraft.node.metrics import NO_METRICS, NodeMetrics
 from zraft.node.observe import observer
 from zraft.node.outbox import Outbox
@@ -204,6 +205,7 @@ class Node:
             self._transport.send,
             # Only peers with a connection (a joining node has none until contacted).
             lambda: [p for p in self._admin.peer_ids if self._transport.has_peer(p)],
+            clock=clock,
             compaction_mode=cluster.auto_compaction_mode,
             retention=cluster.auto_compaction_retention,
         )
@@ -267,6 +269,7 @@ class Node:
             replayed_until=restored.hard_state.commit,
             applied_membership=restored.membership or cluster.membership,
             applied_from_log=loaded is not None,
+            marks_readable=partial(self._upkeep.members_read, RETIRED_MARKS),
             status_extras=lambda: {
                 **self._server.status(),
                 "watches": len(self._watches),
@@ -275,12 +278,8 @@ class Node:
             },
         )
         try:
-            self._server.register(
-                self._admin.handlers(),
-                self._snapshots.handlers(),
-                self._leases.handlers(),
-                self._watches.handlers(),
-            )
+            parts = (self._admin, self._snapshots, self._leases, self._watches)
+            self._server.register(*(part.handlers() for part in parts))
             self._observer = observer(
                 context, me.metrics, node_id, self._metrics, self._admin.status_view, clock
             )

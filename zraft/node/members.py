@@ -20,7 +20,10 @@ Member ids are never reused (as etcd's). When the leader proposes a removal it m
 id *retired* in the directory that entry carries (its entry gains a fourth element,
 ``"retired"``), and the mark stays: every later CONFIG entry and snapshot carries it, so
 every replica knows the same retired ids as soon as it holds the removal. A snapshot's
-header lists them (``"retired"``) beside its directory. Data of an earlier release has no
+header lists them (``"retired"``) beside its directory. An earlier release cannot read a
+marked directory, so the leader writes marks only once every other member has said in its
+`Hello` that it reads them (`RETIRED_MARKS`); until then a removal goes in unmarked, as
+that release wrote it, and is retired as it applies (below). Data of an earlier release has no
 marks: a removal found in its log (a CONFIG entry without a member of the one before it)
 marks the id when applied, and a snapshot header without ``"retired"`` retires the
 directory's ids that are not members (`retired_from_header`), which may include an id
@@ -43,6 +46,10 @@ Z85_KEY_LEN = 40
 
 RETIRED = "retired"
 """The fourth element of a retired id's directory entry."""
+
+RETIRED_MARKS = "retired-marks"
+"""The feature a release names in its `Hello` when it reads retired marks: a leader writes
+them only once every other member does (`zraft.node.upkeep`)."""
 
 Entry = tuple[str, str, str]
 """(peer endpoint, client endpoint, Z85 public key or "")."""
@@ -129,11 +136,12 @@ class Endpoints:
         """A copy of the whole directory."""
         return dict(self._by_id)
 
-    def encode(self) -> bytes:
-        """The directory as a CONFIG entry's context (or a snapshot header value)."""
+    def encode(self, *, marks: bool = True) -> bytes:
+        """The directory as a CONFIG entry's context; without the retired `marks` when a
+        member's release could not read them (the format an earlier release wrote)."""
         return msgpack.packb(  # type: ignore[no-any-return]
             {
-                i: [*entry, RETIRED] if i in self._retired else list(entry)
+                i: [*entry, RETIRED] if marks and i in self._retired else list(entry)
                 for i, entry in sorted(self._by_id.items())
             },
             use_bin_type=True,

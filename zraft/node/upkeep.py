@@ -2,13 +2,18 @@
 automatic compaction and alarms. Both are ordinary entries, so every replica applies them at
 the same point; only the decision to propose them is the leader's (and its clock's).
 
-- **Model upgrade** (`zraft.state.machine` explains the models): while this node's store
-  is legacy it tells every peer, once a second, that its release reads the new model (a
-  `Hello`). A leader proposes the model entry once every other member has said so, or at
-  once when its store is empty (a new cluster), at most once per term: on its once-a-second
-  check, and before it proposes any client write (`before_write`), so in a new cluster
-  no client write ever precedes it. A node of the first release never says hello, so a
-  mixed cluster stays legacy and keeps serving the first release's ops.
+- **What each release reads**: every node tells every peer, once a second, the formats
+  its release reads (a `Hello` naming `FEATURES`), and the leader writes a format into
+  the log only once every other member said, within `FEATURES_FRESH_S`, that it reads it
+  (`members_read`), as etcd decides its cluster version from its members' versions. A
+  node of an earlier release names fewer features, or none, and a member that stops
+  saying hello (restarted on an older release) stops counting after that time.
+- **Model upgrade** (`zraft.state.machine` explains the models): a leader proposes the
+  model entry once every other member reads the new model (`MODEL`), or at once when its
+  store is empty (a new cluster), at most once per term: on its once-a-second check, and
+  before it proposes any client write (`before_write`), so in a new cluster no client
+  write ever precedes it. A node of the first release never says hello, so a mixed
+  cluster stays legacy and keeps serving the first release's ops.
 - **Automatic compaction**, as etcd's `--auto-compaction-mode`: `revision` keeps the last
   `retention` revisions (checked every tick, proposed when a tenth of `retention` more
   has accumulated, so compaction runs in steps, not on every write); `periodic` keeps the
@@ -28,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from zraft.core import NotLeader, ProposalDropped, Raft, Role
+from zraft.node.members import RETIRED_MARKS
 from zraft.state.machine import MODEL, KVMachine
 from zraft.wire.client import Request
 from zraft.wire.peer import Hello, encode_hello
@@ -37,6 +43,13 @@ HELLO_INTERVAL_S = 1.0
 
 RETRY_S = 5.0
 """How long a proposal may stay unapplied before it is proposed again."""
+
+FEATURES = (MODEL, RETIRED_MARKS)
+"""What this release reads: the store's model, and retired marks in a member directory."""
+
+FEATURES_FRESH_S = 3 * HELLO_INTERVAL_S
+"""How long a peer's hello counts (three missed in a row: it restarted on another release,
+or is gone)."""
 
 
 class Upkeep:
@@ -48,6 +61,7 @@ class Upkeep:
         machine: the state machine (its model and revisions).
         send: sends one peer frame; False if it was not sent.
         peers: the ids this node talks to now.
+        clock: monotonic seconds (when a hello was heard).
         compaction_mode, retention: the `[cluster]` settings of the same names.
     """
 
@@ -59,6 +73,7 @@ class Upkeep:
         send: Callable[[str, bytes], bool],
         peers: Callable[[], Iterable[str]],
         *,
+        clock: Callable[[], float],
         compaction_mode: str = "revision",
         retention: int = 10_000,
     ) -> None:
@@ -67,9 +82,10 @@ class Upkeep:
         self._machine = machine
         self._send = send
         self._peers = peers
+        self._clock = clock
         self._mode = compaction_mode
         self._retention = retention
-        self._upgraders: set[str] = set()  # peers that said they read the new model
+        self._heard: dict[str, tuple[frozenset[str], float]] = {}  # peer -> (features, when)
         self._next_turn = 0.0
         self._upgrade_term = 0  # the term in which this node proposed the model entry
         self._alarm_terms: dict[str, int] = {}  # alarm -> the term it was proposed in
@@ -79,12 +95,22 @@ class Upkeep:
 
     def heard(self, hello: Hello) -> None:
         """A peer said what its release can do."""
-        if MODEL in hello.features:
-            self._upgraders.add(hello.src)
+        self._heard[hello.src] = (frozenset(hello.features), self._clock())
+
+    def members_read(self, feature: str, members: Iterable[str]) -> bool:
+        """Whether each of `members` (this node aside) said lately that it reads `feature`."""
+        now = self._clock()
+        for member in members:
+            if member == self._id:
+                continue
+            features, when = self._heard.get(member, (frozenset(), -FEATURES_FRESH_S))
+            if feature not in features or now - when > FEATURES_FRESH_S:
+                return False
+        return True
 
     def on_tick(self, now: float) -> None:
         """Every tick: as leader, compact if due (a few comparisons). Once a second: say
-        hello while legacy, and as leader propose the model entry if due."""
+        hello, and as leader propose the model entry if due."""
         machine = self._machine
         leader = self._raft.role is Role.LEADER
         if leader and machine.model == MODEL:
@@ -92,11 +118,10 @@ class Upkeep:
         if now < self._next_turn:
             return
         self._next_turn = now + HELLO_INTERVAL_S
-        if machine.model != MODEL:
-            for peer in self._peers():
-                self._send(peer, encode_hello(Hello(self._id, peer, (MODEL,))))
-            if leader:
-                self.before_write()
+        for peer in self._peers():
+            self._send(peer, encode_hello(Hello(self._id, peer, FEATURES)))
+        if machine.model != MODEL and leader:
+            self.before_write()
         if not leader:
             self._samples.clear()
 
@@ -125,8 +150,7 @@ class Upkeep:
     def _may_upgrade(self) -> bool:
         if self._machine.key_count() == 0:
             return True  # nothing to convert: a new cluster (see the module doc)
-        others = self._raft.membership.members - {self._id}
-        return others <= self._upgraders
+        return self.members_read(MODEL, self._raft.membership.members)
 
     def _compact(self, now: float) -> None:
         store = self._machine.store

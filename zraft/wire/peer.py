@@ -19,10 +19,9 @@ Formats (msgpack arrays, packed with ``use_bin_type=True`` so bytes stay bytes):
 - A snapshot travels as ``[V, TAG_SNAPSHOT_CHUNK, src, dst, term, meta, offset, total,
   data]`` frames, each answered by ``[V, TAG_SNAPSHOT_ACK, src, dst, term, index,
   next_offset, ok, reason]``.
-- ``[V, TAG_HELLO, src, dst, features]``: a node tells a peer what its release can do
-  (`features`, a list of names such as ``"mvcc"``): a leader upgrades the store only once
-  every member can read the result. A node of the first release drops it as an unknown
-  tag, which is exactly what "cannot" means.
+- ``[V, TAG_HELLO, src, dst, features]``: what a node's release reads (``"mvcc"``,
+  ``"retired-marks"``): a leader upgrades the store, or writes a format, only once every
+  member reads it. A first-release node drops it as an unknown tag ("cannot read").
 
 `decode_peer_frame` accepts all of these but never a bare `SnapshotRequest`: a follower's
 core sees one only once its node has the whole, verified file. `decode_message` accepts
