@@ -187,6 +187,10 @@ class Admin:
         self.peer_ids = frozenset(self.endpoints.peers_of(self._id))
         self._links.accept_from(self.peer_ids)
 
+    def member_peers(self) -> frozenset[str]:
+        """The peers this node talks to, less the members removed (revoked)."""
+        return self.peer_ids - self.revoked
+
     def heard_from(self, peer: str) -> bool:
         """A peer sent us a frame: False (reported) if it was removed from the cluster,
         whose frames are dropped; else it counts as contact (`contacted_by`)."""

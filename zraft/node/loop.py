@@ -203,8 +203,8 @@ class Node:
             self._raft,
             self._machine,
             self._transport.send,
-            # Only peers with a connection (a joining node has none until contacted).
-            lambda: [p for p in self._admin.peer_ids if self._transport.has_peer(p)],
+            # Members with a connection (a joining node has none until contacted).
+            lambda: [p for p in self._admin.member_peers() if self._transport.has_peer(p)],
             clock=clock,
             compaction_mode=cluster.auto_compaction_mode,
             retention=cluster.auto_compaction_retention,
