@@ -18,6 +18,8 @@ import pytest
 
 from tests.test_node_inmem import InmemCluster
 from tests.test_node_store import make
+from zraft.node.leases import EXPIRY_BATCH
+from zraft.state.machine import KVMachine
 
 TTL = 2
 MARGIN_S = 0.2  # two ticks to notice, a commit round, and the apply: far below this here
@@ -137,3 +139,35 @@ def test_keepalives_across_a_leader_change_never_expire_the_lease(cluster: Inmem
         run_for(cluster, 0.5)
     assert expired_events(cluster, lease) == []
     assert all(lease in n.machine.leases for n in cluster.nodes.values())
+
+
+def test_a_mass_expiry_is_spread_over_ticks(
+    cluster: InmemCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """600 leases that expire at once are revoked in entries of at most `EXPIRY_BATCH`
+    leases, at most one entry a tick, so no turn of the leader's loop proposes (and no
+    replica applies) them all at once. (`test_leases.py` does it with 3,000 on real
+    processes; this is the part of it that does not depend on the machine's speed.)"""
+    leader = cluster.leader()
+    proposed: list[tuple[float, int]] = []  # (fake time, leases named)
+    original = KVMachine.expiry_command
+
+    def recorded(leases: list[tuple[int, int]]) -> bytes:
+        proposed.append((cluster.clock(), len(leases)))
+        return original(leases)
+
+    monkeypatch.setattr(KVMachine, "expiry_command", staticmethod(recorded))
+    clients = [cluster.send(leader, "lease_grant", ttl=TTL) for _ in range(600)]
+    assert all(cluster.reply(client)["ok"] for client in clients)
+    # Past every deadline in one step (each loop takes it as one late tick), so all 600
+    # are due at once and only the batching can spread them.
+    cluster.clock.advance(TTL + 0.1)
+    cluster.run_until(
+        lambda: not any(node.machine.leases for node in cluster.nodes.values()),
+        "every lease expired on every node",
+    )
+    assert sum(count for _, count in proposed) == 600, proposed
+    assert max(count for _, count in proposed) <= EXPIRY_BATCH and len(proposed) >= 3
+    times = [at for at, _ in proposed]
+    assert len(set(times)) == len(times), proposed  # one entry a tick at most
+    assert len([e for e in cluster.events() if e["event"] == "lease_expired"]) == 3 * 600

@@ -122,6 +122,7 @@ class Keeper:
             else 0,
             "refused": self.refused,
             "unanswered": len(self.in_flight),
+            "p50_ms": round(1000 * percentile(latencies, 0.5), 1) if latencies else None,
             "p99_ms": round(1000 * percentile(latencies, 0.99), 1) if latencies else None,
             "max_ms": round(1000 * latencies[-1], 1) if latencies else None,
             "behind_max_ms": round(1000 * self.behind_max_s, 1),
@@ -772,9 +773,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{system:<6} with {keep['leases']} leases kept alive too: puts/s "
                 f"{result['puts_per_s_with_watchers_and_leases']:>6}, keepalives/s "
                 f"{keep['keepalives_per_s_acked']} of {keep['keepalives_per_s_due']} due "
-                f"(refused {keep['refused']}, unanswered {keep['unanswered']}, p99 "
-                f"{keep['p99_ms']} ms, max {keep['max_ms']} ms, sending behind at most "
-                f"{keep['behind_max_ms']} ms); "
+                f"(refused {keep['refused']}, unanswered {keep['unanswered']}, p50 "
+                f"{keep['p50_ms']} p99 {keep['p99_ms']} ms, max {keep['max_ms']} ms, "
+                f"sending behind at most {keep['behind_max_ms']} ms); "
                 f"leader peak RSS {result['leader_peak_rss_mib']} MiB",
                 file=sys.stderr,
             )

@@ -170,9 +170,11 @@ def test_leases_and_their_keys_survive_a_full_restart(make_cluster: ClusterFacto
     assert cluster.request(leader, "get", key="durable")["found"] is False
 
 
-def test_a_mass_expiry_keeps_the_loop_on_time(make_cluster: ClusterFactory) -> None:
-    """3,000 leases granted at once expire at once: the leader spreads the expiries (256
-    an entry, one entry a tick), so no node's loop stalls and no election happens."""
+def test_a_mass_expiry_of_3000_leases(make_cluster: ClusterFactory) -> None:
+    """3,000 leases granted at once expire at once: every key goes, every node logs every
+    expiry, and no election happens. (That the expiries are spread, 256 an entry and one
+    entry a tick, is checked without the machine's speed in `test_node_leases.py`; a loop
+    stall here is a figure for the lease benchmark, not an assertion.)"""
     cluster = make_cluster(3)
     cluster.start_all()
     cluster.wait_leader()
@@ -191,5 +193,4 @@ def test_a_mass_expiry_keeps_the_loop_on_time(make_cluster: ClusterFactory) -> N
         )
     events = cluster.events()
     assert len([e for e in events if e["event"] == "lease_expired"]) == 3 * 3000
-    assert [e for e in events if e["event"] == "loop_stalled"] == []
     assert len([e for e in events if e["event"] == "leader_elected"]) == 1
