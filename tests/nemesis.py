@@ -38,7 +38,8 @@ wait for a whole round).
 `run_nemesis` is a whole run, used by `bin/zraft-nemesis` and the integration test: start a
 cluster, run `tests.workload.Workload` and the nemesis together for a duration, heal
 everything, read every key, check the history with `zraft.testing.linearizability.check`,
-look for lost acknowledged writes and for election safety in the logs, and report. The
+look for lost acknowledged writes and for election safety in the logs, check that every
+member lists as retired exactly the ids the nemesis removed, and report. The
 cluster snapshots often (`SNAPSHOT_OPTIONS`: every 100 entries, 10 kept behind, 16 KiB WAL
 segments), so kills and pauses hit snapshot writes and compactions, and a node that was
 down or cut off comes back through InstallSnapshot; the report counts those events. Every
@@ -102,6 +103,9 @@ CHANGE_TIMEOUT_S = 20.0
 
 PROMOTION_WAIT_S = 8.0
 """How long a replacement node may stay a learner before it is promoted explicitly."""
+
+RETIRED_AGREE_S = 15.0
+"""How long, after healing, every member may take to list the same retired ids."""
 
 _CHANGE_RETRY_CODES = frozenset({"unavailable", "not_leader", "conflict", "timeout"})
 
@@ -191,6 +195,7 @@ class Nemesis(PlannedNemesis):
         self._killed: set[str] = set()
         self._partitioned = False
         self._removed: set[str] = set()  # voters removed and not yet replaced
+        self.retired: set[str] = set()  # every id removed: never a member again
         self._joining: set[str] = set()  # their replacements, not yet voters
         self.problems: list[str] = []  # membership changes that could not be completed
 
@@ -319,6 +324,7 @@ class Nemesis(PlannedNemesis):
                 fault.note = problem
             else:
                 self._removed.add(node_id)
+                self.retired.add(node_id)
 
         def replace(fault: Fault) -> None:
             if node_id not in self._removed:
@@ -759,6 +765,32 @@ def drive_under_faults(
         cluster.wait_leader(timeout=30)
     except AssertionError as exc:
         errors.append(f"no leader within 30s of healing: {str(exc).splitlines()[0]}")
+    errors.extend(retired_disagreements(cluster, nemesis.retired))
+
+
+def retired_disagreements(cluster: ProcessCluster, removed: set[str]) -> list[str]:
+    """Every running member lists as retired exactly the ids the nemesis removed, marked in
+    their removal or not (a node still catching up gets `RETIRED_AGREE_S`); what differs."""
+    deadline = time.monotonic() + RETIRED_AGREE_S
+    while True:
+        wrong: dict[str, str] = {}
+        for node_id in cluster.running():
+            try:
+                reply = cluster.request(node_id, "members", timeout=1.0)
+            except NoReply:
+                wrong[node_id] = "no answer"
+                continue
+            listed = set(reply.get("retired") or []) if reply.get("ok") else None
+            if listed != removed:
+                wrong[node_id] = str(sorted(listed)) if listed is not None else str(reply)
+        if not wrong:
+            return []
+        if time.monotonic() > deadline:
+            return [
+                f"retired ids: {node_id} lists {seen}, the nemesis removed {sorted(removed)}"
+                for node_id, seen in sorted(wrong.items())
+            ]
+        time.sleep(0.2)
 
 
 def _drive(rig: Rig, load: wl.Workload, report: NemesisReport, say: Callable[[str], None]) -> None:
