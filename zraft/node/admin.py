@@ -99,10 +99,13 @@ class Admin:
         awaiting_contact: a joining node that dials nobody until a member talks to it.
         replayed_until: CONFIG entries up to this index are a replay (no events).
         applied_membership: the membership of the last applied CONFIG entry.
-        applied_from_log: whether `applied_membership` came from a snapshot or the log
-            (not the config file): then a member missing from the next CONFIG entry
-            applied was removed, and is marked retired even where the entry (written by an
-            earlier release) did not mark it.
+        applied_from_log: whether `applied_membership` is known to be the one before the
+            next CONFIG entry applied: it came from a snapshot, or from the file of a
+            founding node whose log is brand new (the membership its log starts from; a
+            file read again later may have been edited). Then a member missing from the
+            next CONFIG entry applied was removed, and is retired even where the entry
+            (written by an earlier release, or before every member read marks) did not
+            mark it.
         marks_readable: whether each of the given members reads retired marks (else a
             removal is written the way an earlier release wrote it, see `serve_change`).
         status_extras: more `status` fields, computed when asked (pending requests, WAL

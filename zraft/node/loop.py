@@ -268,7 +268,7 @@ class Node:
             awaiting_contact=awaiting_contact,
             replayed_until=restored.hard_state.commit,
             applied_membership=restored.membership or cluster.membership,
-            applied_from_log=loaded is not None,
+            applied_from_log=loaded is not None or (not join and not restored.entries),
             marks_readable=partial(self._upkeep.members_read, RETIRED_MARKS),
             status_extras=lambda: {
                 **self._server.status(),
