@@ -358,8 +358,11 @@ class Admin:
             )
         # A member of an earlier release cannot read a marked directory (it would miss every
         # endpoint and key in it): until each reads them, write none. Each replica still
-        # retires the id as it applies the removal (`config_applied`).
-        readers = self._raft.membership.members - {change.node_id}
+        # retires the id as it applies the removal (`config_applied`). A node being removed
+        # need not read it; one being added is not yet heard from (it runs this release).
+        readers = self._raft.membership.members
+        if change.kind is ChangeKind.REMOVE:
+            readers = readers - {change.node_id}
         context = self.endpoints.encode(marks=self._marks_readable(readers))
         try:
             term, index = self._raft.propose_membership(change, context)
